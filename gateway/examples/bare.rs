@@ -1,0 +1,3 @@
+fn main() {
+    gateway::run(gateway::Registry::new())
+}

@@ -1,0 +1,129 @@
+//! The admin listener: health and readiness for load balancers, metrics for Prometheus,
+//! status and reload for operators.
+
+use crate::metrics;
+use crate::Shared;
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use serde_json::json;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+pub struct Admin {
+    pub(crate) shared: Arc<Shared>,
+}
+
+fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header("Content-Type", content_type)
+        .header("Content-Length", body.len())
+        .header("Cache-Control", "no-store")
+        .body(body)
+        .expect("static parts are valid")
+}
+
+fn json_reply(status: StatusCode, value: serde_json::Value) -> Response<Vec<u8>> {
+    reply(status, "application/json", format!("{value}\n").into_bytes())
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Vec<u8>> {
+    reply(status, "text/plain; charset=utf-8", body.as_bytes().to_vec())
+}
+
+pub fn rfc3339(t: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let method = req.method.clone();
+        let path = req.uri.path().to_string();
+        let authorized = {
+            let snap = self.shared.snapshot.load();
+            match snap.config.admin.token.as_deref() {
+                None | Some("") => true,
+                Some(token) => req
+                    .headers
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), token.as_bytes())),
+            }
+        };
+        let _ = session.drain_request_body().await;
+        match (method.as_str(), path.as_str()) {
+            ("GET" | "HEAD", "/healthz") => text(StatusCode::OK, "ok\n"),
+            ("GET" | "HEAD", "/readyz") => {
+                if self.shared.draining.load(Ordering::Relaxed) {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+                } else {
+                    text(StatusCode::OK, "ready\n")
+                }
+            }
+            ("GET" | "HEAD", "/metrics") => reply(StatusCode::OK, "text/plain; version=0.0.4", metrics::render()),
+            ("GET" | "HEAD", "/status") if !authorized => unauthorized(),
+            ("GET" | "HEAD", "/status") => json_reply(StatusCode::OK, status(&self.shared)),
+            ("POST", "/reload") if !authorized => unauthorized(),
+            ("POST", "/reload") => {
+                let shared = self.shared.clone();
+                // Reading files and compiling a big config is blocking work.
+                let result = tokio::task::spawn_blocking(move || crate::reload::reload(&shared)).await;
+                match result {
+                    Ok(Ok(version)) => json_reply(StatusCode::OK, json!({ "version": version })),
+                    Ok(Err(errors)) => json_reply(StatusCode::BAD_REQUEST, json!({ "errors": errors.messages() })),
+                    Err(e) => json_reply(StatusCode::INTERNAL_SERVER_ERROR, json!({ "errors": [e.to_string()] })),
+                }
+            }
+            (_, "/healthz" | "/readyz" | "/metrics" | "/status" | "/reload") => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+}
+
+fn unauthorized() -> Response<Vec<u8>> {
+    let mut r = text(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
+    r.headers_mut().insert("WWW-Authenticate", http::HeaderValue::from_static("Bearer"));
+    r
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn status(shared: &Shared) -> serde_json::Value {
+    let snap = shared.snapshot.load();
+    let listeners: Vec<_> = snap.config.listeners.iter().map(|l| json!({ "name": l.name, "listen": l.listen })).collect();
+    let routes: Vec<_> = snap.config.routes.iter().map(|r| json!({ "name": r.name, "upstream": r.upstream })).collect();
+    let mut upstreams = serde_json::Map::new();
+    for (name, pool) in &snap.pools {
+        let backends: Vec<_> = pool
+            .backends
+            .iter()
+            .map(|b| {
+                let d = b.health.detail();
+                json!({
+                    "addr": &*b.addr,
+                    "backup": b.backup,
+                    "state": b.health.state().as_str(),
+                    "last_error": d.last_error,
+                    "changed_at": rfc3339(d.changed_at),
+                    "inflight": b.inflight.load(Ordering::Relaxed),
+                })
+            })
+            .collect();
+        upstreams.insert(name.clone(), json!({ "backends": backends }));
+    }
+    json!({
+        "version": snap.version,
+        "loaded_at": rfc3339(snap.loaded_at),
+        "listeners": listeners,
+        "routes": routes,
+        "upstreams": upstreams,
+    })
+}

@@ -1,0 +1,113 @@
+//! Maps a key path such as `routes[2].upstream` to the line it was written on, so that an
+//! error found after parsing (an unknown upstream, a bad regex) can still point at the line.
+//!
+//! serde_yaml keeps no positions once a value is deserialized, so the file is read a second
+//! time as a stream of YAML events, which do carry positions.
+
+use std::collections::HashMap;
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
+
+/// Key path to 1-based line number.
+#[derive(Debug, Default, Clone)]
+pub struct LineIndex {
+    lines: HashMap<String, usize>,
+}
+
+impl LineIndex {
+    pub fn build(text: &str) -> LineIndex {
+        let mut walker = Walker { index: LineIndex::default(), stack: Vec::new() };
+        // A syntax error is reported by serde_yaml with its own position; the index is then
+        // simply incomplete.
+        let _ = Parser::new_from_str(text).load(&mut walker, false);
+        walker.index
+    }
+
+    /// The line of `path`, or of its nearest ancestor that has one.
+    pub fn line_of(&self, path: &str) -> Option<usize> {
+        let mut p = path;
+        loop {
+            if let Some(line) = self.lines.get(p) {
+                return Some(*line);
+            }
+            let cut = p.rfind(['.', '['])?;
+            p = &p[..cut];
+        }
+    }
+}
+
+enum Frame {
+    Map { path: String, key: Option<String> },
+    Seq { path: String, next: usize },
+}
+
+struct Walker {
+    index: LineIndex,
+    stack: Vec<Frame>,
+}
+
+impl Walker {
+    /// The path of the value that starts now, advancing the parent's position.
+    fn value_path(&mut self) -> Option<String> {
+        match self.stack.last_mut()? {
+            Frame::Map { path, key } => {
+                let k = key.take()?;
+                Some(if path.is_empty() { k } else { format!("{path}.{k}") })
+            }
+            Frame::Seq { path, next } => {
+                let p = format!("{path}[{next}]");
+                *next += 1;
+                Some(p)
+            }
+        }
+    }
+}
+
+impl MarkedEventReceiver for Walker {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        // yaml-rust2 counts lines from 1.
+        let line = mark.line();
+        match ev {
+            Event::Scalar(text, ..) => {
+                if let Some(Frame::Map { key: key @ None, path }) = self.stack.last_mut() {
+                    let full = if path.is_empty() { text.clone() } else { format!("{path}.{text}") };
+                    self.index.lines.entry(full).or_insert(line);
+                    *key = Some(text);
+                } else if let Some(p) = self.value_path() {
+                    self.index.lines.entry(p).or_insert(line);
+                }
+            }
+            Event::MappingStart(..) | Event::SequenceStart(..) => {
+                let is_map = matches!(ev, Event::MappingStart(..));
+                let path = if self.stack.is_empty() { String::new() } else { self.value_path().unwrap_or_default() };
+                if !path.is_empty() {
+                    self.index.lines.entry(path.clone()).or_insert(line);
+                }
+                self.stack.push(if is_map { Frame::Map { path, key: None } } else { Frame::Seq { path, next: 0 } });
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                self.stack.pop();
+            }
+            Event::Alias(_) => {
+                let _ = self.value_path();
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_nested_paths() {
+        let text = "server:\n  threads: 2\nroutes:\n  - name: a\n    upstream: x\n  - name: b\n    upstream: y\n    match: { hosts: [a.com] }\n";
+        let idx = LineIndex::build(text);
+        assert_eq!(idx.line_of("server.threads"), Some(2));
+        assert_eq!(idx.line_of("routes[0].upstream"), Some(5));
+        assert_eq!(idx.line_of("routes[1].upstream"), Some(7));
+        assert_eq!(idx.line_of("routes[1].match.hosts[0]"), Some(8));
+        assert_eq!(idx.line_of("routes[1].nothing"), Some(6));
+    }
+}

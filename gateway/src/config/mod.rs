@@ -1,0 +1,44 @@
+//! The configuration file: its model, how it is read, and the errors it can have.
+//! Turning a config into something that serves is `snapshot`'s job.
+
+mod duration;
+mod error;
+mod load;
+mod locate;
+mod model;
+
+pub use duration::{parse_duration, Dur};
+pub use error::{ConfigError, ConfigErrors};
+pub use load::{load_file, load_str, resolve, Source};
+pub use locate::LineIndex;
+pub use model::*;
+
+/// Collects every problem found while checking a config, with positions.
+pub struct Problems<'a> {
+    lines: &'a LineIndex,
+    errors: Vec<ConfigError>,
+}
+
+impl<'a> Problems<'a> {
+    pub fn new(lines: &'a LineIndex) -> Self {
+        Problems { lines, errors: Vec::new() }
+    }
+
+    pub fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        let path = path.into();
+        let line = self.lines.line_of(&path);
+        self.errors.push(ConfigError { path, message: message.into(), line });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    pub fn into_result(self) -> Result<(), ConfigErrors> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(self.errors))
+        }
+    }
+}

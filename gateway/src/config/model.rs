@@ -1,0 +1,318 @@
+//! The configuration file's shape, exactly as SPEC.md documents it.
+//!
+//! Every struct denies unknown keys: a typo in a config must be an error, never a silently
+//! ignored setting. Defaults live here, next to the field they belong to, so that the file and
+//! the code say the same thing.
+
+use super::duration::Dur;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub listeners: Vec<ListenerConfig>,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// The global chain: runs on every request before the route's own.
+    #[serde(default)]
+    pub plugins: Vec<serde_yaml::Value>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub threads: Option<usize>,
+    pub grace_period: Dur,
+    pub shutdown_timeout: Dur,
+    pub pid_file: String,
+    pub upgrade_sock: String,
+    pub trusted_proxies: Vec<String>,
+    pub request_id_header: String,
+    pub limits: LimitsConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            threads: None,
+            grace_period: Dur::secs(5),
+            shutdown_timeout: Dur::secs(30),
+            pid_file: "/tmp/portico.pid".into(),
+            upgrade_sock: "/tmp/portico_upgrade.sock".into(),
+            trusted_proxies: Vec::new(),
+            request_id_header: "X-Request-Id".into(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub header_timeout: Dur,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { header_timeout: Dur::secs(10), max_header_bytes: 32768, max_body_bytes: 0 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: String,
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { listen: "127.0.0.1:9901".into(), token: None }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub listen: String,
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    #[serde(default)]
+    pub tls: Option<ListenerTlsConfig>,
+    /// Answer every request with a 308 to https on this port.
+    #[serde(default)]
+    pub redirect_https: Option<u16>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsConfig {
+    pub certificates: Vec<CertificateConfig>,
+    #[serde(default = "default_min_version")]
+    pub min_version: String,
+    #[serde(default = "default_alpn")]
+    pub alpn: Vec<String>,
+    #[serde(default)]
+    pub client_ca: Option<String>,
+}
+
+fn default_min_version() -> String {
+    "1.2".into()
+}
+
+fn default_alpn() -> Vec<String> {
+    vec!["h2".into(), "http/1.1".into()]
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    pub cert: String,
+    pub key: String,
+    /// When the files are missing, generate a self-signed development certificate there
+    /// instead of failing (for the out-of-the-box default config only).
+    #[serde(default)]
+    pub generate_if_missing: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub backends: Vec<BackendConfig>,
+    #[serde(default)]
+    pub backup: Vec<BackendConfig>,
+    #[serde(default)]
+    pub balance: Balance,
+    #[serde(default)]
+    pub hash_key: Option<String>,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+    #[serde(default)]
+    pub passive: PassiveConfig,
+    #[serde(default = "default_retries")]
+    pub retries: usize,
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsConfig>,
+    #[serde(default)]
+    pub http2: bool,
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+fn default_retries() -> usize {
+    2
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub addr: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    Random,
+    LeastConn,
+    ConsistentHash,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    #[default]
+    Http,
+    Tcp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    #[serde(default)]
+    pub kind: CheckKind,
+    #[serde(default = "default_check_path")]
+    pub path: String,
+    /// Empty: any 2xx or 3xx.
+    #[serde(default)]
+    pub expect_status: Vec<u16>,
+    #[serde(default = "default_interval")]
+    pub interval: Dur,
+    #[serde(default = "default_check_timeout")]
+    pub timeout: Dur,
+    #[serde(default = "default_healthy_after")]
+    pub healthy_after: u32,
+    #[serde(default = "default_unhealthy_after")]
+    pub unhealthy_after: u32,
+}
+
+fn default_check_path() -> String {
+    "/".into()
+}
+fn default_interval() -> Dur {
+    Dur::secs(5)
+}
+fn default_check_timeout() -> Dur {
+    Dur::secs(1)
+}
+fn default_healthy_after() -> u32 {
+    2
+}
+fn default_unhealthy_after() -> u32 {
+    3
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassiveConfig {
+    pub failures: u32,
+    pub eject_for: Dur,
+    pub count_5xx: bool,
+}
+
+impl Default for PassiveConfig {
+    fn default() -> Self {
+        PassiveConfig { failures: 5, eject_for: Dur::secs(30), count_5xx: false }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutsConfig {
+    pub connect: Dur,
+    pub read: Dur,
+    pub write: Dur,
+    pub idle: Dur,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        TimeoutsConfig {
+            connect: Dur::secs(2),
+            read: Dur::secs(30),
+            write: Dur::secs(30),
+            idle: Dur::secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    #[serde(default)]
+    pub sni: Option<String>,
+    #[serde(default = "default_true")]
+    pub verify: bool,
+    #[serde(default)]
+    pub ca: Option<String>,
+    #[serde(default)]
+    pub client_cert: Option<String>,
+    #[serde(default)]
+    pub client_key: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: String,
+    #[serde(default, rename = "match")]
+    pub matches: MatchConfig,
+    #[serde(default)]
+    pub priority: i64,
+    /// A route without an upstream must answer from a plugin (`respond`, `redirect`).
+    #[serde(default)]
+    pub upstream: Option<String>,
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
+    #[serde(default)]
+    pub plugins: Vec<serde_yaml::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub path: Option<PathMatchConfig>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// `{ prefix: /api }`, `{ exact: /health }` or `{ regex: "^/v[0-9]+/" }`: exactly one.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PathMatchConfig {
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub exact: Option<String>,
+    #[serde(default)]
+    pub regex: Option<String>,
+}

@@ -1,0 +1,48 @@
+//! Portico's gateway: config, listeners and TLS, routing, upstream pools, the plugin API,
+//! metrics, the admin endpoints and reload. The `portico` binary wires the built-in plugins
+//! into it; a user's own binary can do the same with its own plugins:
+//!
+//! ```no_run
+//! let mut registry = gateway::Registry::new();
+//! // plugins::register_builtins(&mut registry);
+//! gateway::run(registry);
+//! ```
+
+pub mod admin;
+pub mod config;
+mod forwarded;
+mod logging;
+pub mod log_reopen;
+pub mod metrics;
+pub mod plugin;
+mod proxy;
+mod reload;
+pub mod route;
+mod server;
+pub mod snapshot;
+pub mod tls;
+pub mod upstream;
+
+pub use pingora_http::{RequestHeader, ResponseHeader};
+pub use pingora_proxy::Session;
+pub use plugin::{BuildContext, Flow, Plugin, PluginConfig, Registry, RequestState, Response};
+pub use server::run;
+
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+/// What every listener, the admin endpoints and reload share.
+pub(crate) struct Shared {
+    pub snapshot: ArcSwap<snapshot::Snapshot>,
+    pub registry: Registry,
+    pub health: snapshot::HealthBook,
+    pub config_path: PathBuf,
+    /// Set on SIGTERM: `/readyz` answers 503 from then on.
+    pub draining: AtomicBool,
+    pub cert_resolvers: HashMap<String, Arc<tls::CertResolver>>,
+    pub checker: Arc<upstream::HealthChecker>,
+    pub reload_lock: Mutex<()>,
+}

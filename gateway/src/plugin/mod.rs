@@ -1,0 +1,148 @@
+//! The plugin API: what a plugin is, how it is configured, and how chains of them run.
+//!
+//! A plugin is a type implementing [`Plugin`]: every hook is optional and named after the
+//! moment it runs. Its config is a serde struct, checked when the config is loaded (never
+//! per request). A binary registers plugins by name in a [`Registry`], which is how a user's
+//! own plugin sits next to the built-ins:
+//!
+//! ```ignore
+//! let mut registry = gateway::Registry::new();
+//! plugins::register_builtins(&mut registry);
+//! registry.register::<MyPlugin>();
+//! gateway::run(registry);
+//! ```
+
+mod chain;
+pub(crate) use chain::Chains;
+mod registry;
+mod state;
+
+pub use chain::{Chain, ChainEntry};
+pub use registry::{BuildContext, PluginConfig, Registry};
+pub use state::RequestState;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::Session;
+
+/// The outcome of a plugin's request hook: go on with the chain, or answer the client now.
+///
+/// The chain runner alone decides what runs next, from this value.
+#[derive(Debug)]
+pub enum Flow {
+    /// Run the next plugin, then proxy to the upstream.
+    Continue,
+    /// Answer with this response; later plugins and the upstream never see the request.
+    Respond(Response),
+}
+
+/// A response a plugin makes itself (a refusal, a redirect, a fixed answer).
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl Response {
+    /// A response with a short text body.
+    pub fn text(status: u16, body: impl Into<Bytes>) -> Self {
+        Response {
+            status,
+            headers: vec![("Content-Type".into(), "text/plain; charset=utf-8".into())],
+            body: body.into(),
+        }
+    }
+
+    /// A response without a body.
+    pub fn empty(status: u16) -> Self {
+        Response { status, headers: Vec::new(), body: Bytes::new() }
+    }
+
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// A plugin. Every hook has a default that does nothing, so a plugin writes only what it
+/// needs. Hooks run in chain order: the global chain first, then the route's.
+///
+/// ```
+/// use gateway::plugin::{Flow, Plugin, PluginConfig, BuildContext, RequestState, Response};
+/// use gateway::Session;
+///
+/// /// Refuses requests without an `X-Tenant` header.
+/// struct RequireTenant;
+///
+/// #[async_trait::async_trait]
+/// impl Plugin for RequireTenant {
+///     async fn request(&self, session: &mut Session, _state: &mut RequestState) -> Flow {
+///         if session.req_header().headers.contains_key("x-tenant") {
+///             Flow::Continue
+///         } else {
+///             Flow::Respond(Response::text(400, "X-Tenant is required\n"))
+///         }
+///     }
+/// }
+///
+/// #[derive(serde::Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// struct RequireTenantConfig {}
+///
+/// impl PluginConfig for RequireTenant {
+///     const NAME: &'static str = "require_tenant";
+///     type Config = RequireTenantConfig;
+///     fn build(_config: Self::Config, _cx: &BuildContext) -> Result<Self, String> {
+///         Ok(RequireTenant)
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait Plugin: Send + Sync + 'static {
+    /// Runs first, as soon as the request head is read and the route is chosen, before
+    /// Pingora's own modules see the request. The place to switch on response compression
+    /// (`session.downstream_compression`). Cannot answer; use [`Plugin::request`] for that.
+    async fn early_request(&self, _session: &mut Session, _state: &mut RequestState) {}
+
+    /// Runs once per request, before the upstream is chosen. Return [`Flow::Respond`] to
+    /// answer now: the chain stops and nothing reaches the upstream.
+    async fn request(&self, _session: &mut Session, _state: &mut RequestState) -> Flow {
+        Flow::Continue
+    }
+
+    /// Runs on the request about to be sent to the upstream (once per attempt, so also on a
+    /// retry): add or remove headers, rewrite the path.
+    async fn upstream_request(
+        &self,
+        _session: &mut Session,
+        _upstream: &mut RequestHeader,
+        _state: &mut RequestState,
+    ) {
+    }
+
+    /// Runs on the response headers before they go to the client, for upstream answers
+    /// and for answers Portico or a plugin made.
+    async fn response(
+        &self,
+        _session: &mut Session,
+        _response: &mut ResponseHeader,
+        _state: &mut RequestState,
+    ) {
+    }
+
+    /// Runs on each piece of the response body (`None` when a piece was consumed).
+    fn response_body(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        _state: &mut RequestState,
+    ) {
+    }
+
+    /// Runs once when the request is over, whatever its outcome; `state` holds the status,
+    /// byte count and timings.
+    async fn log(&self, _session: &Session, _state: &RequestState) {}
+}

@@ -1,0 +1,414 @@
+//! The request's way through Portico, one `ProxyHttp` phase after another:
+//! route lookup in the current snapshot → global chain → route chain → a healthy backend
+//! (retrying on another after a failure) → response hooks → logging and metrics, once.
+
+use crate::forwarded;
+use crate::metrics;
+use crate::plugin::{Chains, RequestState, Response};
+use crate::route::{normalize_host, RequestKey};
+use crate::snapshot::Snapshot;
+use crate::upstream::{hash_key, Admission, Pool};
+use crate::Shared;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// One listener's proxy. All listeners share the snapshot; each knows its own name and
+/// whether it speaks TLS or only redirects.
+pub struct Gateway {
+    pub listener: Arc<str>,
+    pub tls: bool,
+    pub redirect_https: Option<u16>,
+    pub shared: Arc<Shared>,
+}
+
+/// Per-request context: the snapshot the request started on, and its bookkeeping.
+pub struct Ctx {
+    snapshot: Arc<Snapshot>,
+    pub state: RequestState,
+    route: Option<usize>,
+    /// Backends tried so far, in order; the last is the current one.
+    tried: Vec<usize>,
+    /// Whether the current attempt holds an in-flight slot on its backend.
+    inflight: bool,
+    /// Set once any response header reached the client (no retry after that).
+    responded: bool,
+    /// The error that ended the last attempt, for the answer when no backend is left.
+    last_error: Option<ErrorType>,
+}
+
+impl Ctx {
+    fn route(&self) -> Option<&crate::route::Route> {
+        self.route.map(|i| &self.snapshot.routes.routes()[i])
+    }
+
+    fn pool(&self) -> Option<&Arc<Pool>> {
+        self.route().and_then(|r| r.upstream.as_ref())
+    }
+
+    fn release_inflight(&mut self) {
+        if self.inflight {
+            if let (Some(pool), Some(&i)) = (self.pool(), self.tried.last()) {
+                pool.backends[i].inflight.fetch_sub(1, Ordering::Relaxed);
+            }
+            self.inflight = false;
+        }
+    }
+}
+
+impl Gateway {
+    /// Writes an answer Portico or a plugin made: the request id is added and the response
+    /// hooks run, as for an upstream answer.
+    async fn answer(&self, session: &mut Session, ctx: &mut Ctx, resp: Response) -> Result<()> {
+        let mut header = ResponseHeader::build(resp.status, Some(resp.headers.len() + 3))?;
+        for (k, v) in &resp.headers {
+            header.append_header(k.clone(), v.as_str())?;
+        }
+        header.insert_header(http::header::CONTENT_LENGTH, resp.body.len().to_string())?;
+        header.insert_header(ctx.snapshot.request_id_header.clone(), ctx.state.request_id.as_str())?;
+        let snap = ctx.snapshot.clone();
+        let chains = chains_of(&snap, ctx.route);
+        chains.response(session, &mut header, &mut ctx.state).await;
+        let head_only = session.req_header().method == http::Method::HEAD;
+        session.write_response_header(Box::new(header), head_only || resp.body.is_empty()).await?;
+        if !head_only && !resp.body.is_empty() {
+            session.write_response_body(Some(resp.body), true).await?;
+        }
+        ctx.state.status = resp.status;
+        Ok(())
+    }
+}
+
+/// The global chain, then the route's. Borrowing from a clone of the snapshot `Arc` (not
+/// from `ctx`) lets hooks take `&mut ctx.state` while the chain is borrowed.
+fn chains_of(snap: &Snapshot, route: Option<usize>) -> Chains<'_> {
+    Chains { global: &snap.global, route: route.map(|i| &snap.routes.routes()[i].chain) }
+}
+
+/// A short body naming the error and the request id, so a user can quote it.
+fn error_response(status: u16, message: &str, request_id: &str) -> Response {
+    Response::text(status, format!("{status} {message}\nrequest id: {request_id}\n"))
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            snapshot: self.shared.snapshot.load_full(),
+            state: RequestState::new(self.listener.clone(), IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            route: None,
+            tried: Vec::new(),
+            inflight: false,
+            responded: false,
+            last_error: None,
+        }
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        let snap = ctx.snapshot.clone();
+        let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        ctx.state.client_ip = forwarded::client_ip(&snap, peer, session.req_header());
+        ctx.state.request_id = forwarded::request_id(session.req_header(), &snap.request_id_header);
+        let req = session.req_header();
+        // HTTP/2 carries the host in the URI authority; HTTP/1.1 in the Host header.
+        let raw_host = req
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
+            .unwrap_or("");
+        ctx.state.host = normalize_host(raw_host);
+        if self.redirect_https.is_some() {
+            return Ok(());
+        }
+        let key = RequestKey { host: &ctx.state.host, path: req.uri.path(), method: &req.method, headers: &req.headers };
+        if let Some(index) = snap.routes.lookup_index(&key) {
+            let route = &snap.routes.routes()[index];
+            ctx.route = Some(index);
+            ctx.state.route = Some(route.name.clone());
+            ctx.state.upstream = route.upstream.as_ref().map(|p| p.name.clone());
+        }
+        let chains = chains_of(&snap, ctx.route);
+        chains.early_request(session, &mut ctx.state).await;
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if let Some(port) = self.redirect_https {
+            let req = session.req_header();
+            let host = ctx.state.host.clone();
+            let target = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            let location = if port == 443 { format!("https://{host}{target}") } else { format!("https://{host}:{port}{target}") };
+            let resp = Response::text(308, "308 redirecting to https\n").with_header("Location", location);
+            self.answer(session, ctx, resp).await?;
+            return Ok(true);
+        }
+        let Some(route) = ctx.route() else {
+            let resp = error_response(404, "no route matches this request", &ctx.state.request_id);
+            self.answer(session, ctx, resp).await?;
+            return Ok(true);
+        };
+        let limit = route.max_body_bytes.unwrap_or(ctx.snapshot.config.server.limits.max_body_bytes);
+        if limit > 0 {
+            let declared = session
+                .req_header()
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > limit) {
+                let resp = error_response(413, "request body too large", &ctx.state.request_id);
+                self.answer(session, ctx, resp).await?;
+                return Ok(true);
+            }
+        }
+        let snap = ctx.snapshot.clone();
+        let chains = chains_of(&snap, ctx.route);
+        if let Some((plugin, resp)) = chains.request(session, &mut ctx.state).await {
+            let route = ctx.state.route.as_deref().unwrap_or("unmatched");
+            metrics::PLUGIN_REJECTIONS.with_label_values(&[plugin, route]).inc();
+            self.answer(session, ctx, resp).await?;
+            return Ok(true);
+        }
+        if ctx.pool().is_none() {
+            let resp = error_response(502, "this route has no upstream", &ctx.state.request_id);
+            self.answer(session, ctx, resp).await?;
+            return Ok(true);
+        }
+        // Keep the request body (up to Pingora's retry buffer) so that a request that is safe
+        // to repeat can go to another backend after a failure.
+        if session.req_header().method.is_idempotent() {
+            session.as_downstream_mut().enable_retry_buffering();
+        }
+        Ok(false)
+    }
+
+    async fn request_body_filter(&self, session: &mut Session, body: &mut Option<Bytes>, _eos: bool, ctx: &mut Ctx) -> Result<()> {
+        // A body without Content-Length (chunked) is counted as it streams.
+        let limit = ctx.route().and_then(|r| r.max_body_bytes).unwrap_or(ctx.snapshot.config.server.limits.max_body_bytes);
+        if limit > 0 && body.is_some() && session.body_bytes_read() as u64 > limit {
+            return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        ctx.release_inflight();
+        let pool = ctx.pool().cloned().ok_or_else(|| Error::explain(ErrorType::HTTPStatus(502), "route has no upstream"))?;
+        let key = match pool.balance {
+            crate::config::Balance::ConsistentHash => Some(consistent_key(&pool, session, &ctx.state)),
+            _ => None,
+        };
+        let Some((i, admission)) = pool.select(key, &ctx.tried) else {
+            // Nothing left to try: the error of the last attempt, or 503 when nothing was up.
+            return match ctx.last_error.clone() {
+                Some(e) => Error::e_explain(e, "no other backend left to retry"),
+                None => Error::e_explain(ErrorType::HTTPStatus(503), "no healthy backend"),
+            };
+        };
+        if !ctx.tried.is_empty() {
+            metrics::RETRIES.with_label_values(&[&pool.name]).inc();
+        }
+        if admission == Admission::Probe {
+            log::info!("upstream {}: probing ejected backend {}", pool.name, pool.backends[i].addr);
+        }
+        ctx.tried.push(i);
+        pool.backends[i].inflight.fetch_add(1, Ordering::Relaxed);
+        ctx.inflight = true;
+        ctx.state.backend = Some(pool.backends[i].addr.clone());
+        if ctx.state.upstream_started.is_none() {
+            ctx.state.upstream_started = Some(Instant::now());
+        }
+        Ok(Box::new(pool.backends[i].peer.clone()))
+    }
+
+    async fn upstream_request_filter(&self, session: &mut Session, upstream: &mut RequestHeader, ctx: &mut Ctx) -> Result<()> {
+        let snap = ctx.snapshot.clone();
+        let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        forwarded::set_upstream_headers(&snap, upstream, peer, &ctx.state, self.tls)?;
+        if let Some(host) = ctx.pool().and_then(|p| p.host.clone()) {
+            upstream.insert_header(http::header::HOST, host)?;
+        }
+        let chains = chains_of(&snap, ctx.route);
+        chains.upstream_request(session, upstream, &mut ctx.state).await;
+        Ok(())
+    }
+
+    async fn upstream_response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        if let (Some(pool), Some(&i)) = (ctx.pool(), ctx.tried.last()) {
+            let backend = &pool.backends[i];
+            let failed = pool.passive.count_5xx && resp.status.is_server_error();
+            if failed {
+                pool.report_failure(i, &format!("answered {}", resp.status.as_u16()));
+            } else {
+                pool.report_success(i);
+            }
+            metrics::UPSTREAM_REQUESTS.with_label_values(&[&pool.name, &backend.addr, "ok"]).inc();
+        }
+        if let Some(t) = ctx.state.upstream_started {
+            ctx.state.upstream_time = Some(t.elapsed());
+        }
+        Ok(())
+    }
+
+    async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        ctx.responded = true;
+        resp.insert_header(ctx.snapshot.request_id_header.clone(), ctx.state.request_id.as_str())?;
+        ctx.state.status = resp.status.as_u16();
+        let snap = ctx.snapshot.clone();
+        let chains = chains_of(&snap, ctx.route);
+        chains.response(session, resp, &mut ctx.state).await;
+        Ok(())
+    }
+
+    fn response_body_filter(&self, session: &mut Session, body: &mut Option<Bytes>, eos: bool, ctx: &mut Ctx) -> Result<Option<std::time::Duration>> {
+        if !(ctx.snapshot.global.is_empty() && ctx.route().is_none_or(|r| r.chain.is_empty())) {
+            let snap = ctx.snapshot.clone();
+            let chains = chains_of(&snap, ctx.route);
+            chains.response_body(session, body, eos, &mut ctx.state);
+        }
+        Ok(None)
+    }
+
+    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+        if let (Some(pool), Some(&i)) = (ctx.pool().cloned().as_ref(), ctx.tried.last()) {
+            let outcome = if is_timeout(&e) { "timeout" } else { "connect_error" };
+            metrics::UPSTREAM_REQUESTS.with_label_values(&[&pool.name, &pool.backends[i].addr, outcome]).inc();
+            pool.report_failure(i, &e.to_string());
+            // Nothing was sent, so any request may go to another backend.
+            e.set_retry(ctx.tried.len() <= pool.retries && ctx.tried.len() < pool.backends.len());
+        }
+        ctx.last_error = Some(e.etype().clone());
+        e
+    }
+
+    fn error_while_proxy(&self, peer: &HttpPeer, session: &mut Session, e: Box<Error>, ctx: &mut Ctx, client_reused: bool) -> Box<Error> {
+        let mut e = e.more_context(format!("backend {peer}"));
+        let upstream_fault = e.esource() == &ErrorSource::Upstream;
+        if let (Some(pool), Some(&i)) = (ctx.pool().cloned().as_ref(), ctx.tried.last()) {
+            if upstream_fault {
+                let outcome = if is_timeout(&e) { "timeout" } else { "error" };
+                metrics::UPSTREAM_REQUESTS.with_label_values(&[&pool.name, &pool.backends[i].addr, outcome]).inc();
+                pool.report_failure(i, &e.to_string());
+            }
+            // Repeat only what is safe to repeat: an idempotent method whose body is still
+            // whole in the retry buffer, before any response reached the client.
+            let safe = session.req_header().method.is_idempotent()
+                && !session.as_ref().retry_buffer_truncated()
+                && !ctx.responded
+                && upstream_fault;
+            let budget = ctx.tried.len() <= pool.retries && ctx.tried.len() < pool.backends.len();
+            if safe && budget {
+                e.set_retry(true);
+            } else if safe && client_reused {
+                e.retry.decide_reuse(client_reused);
+            } else {
+                e.set_retry(false);
+            }
+        } else {
+            e.set_retry(false);
+        }
+        ctx.last_error = Some(e.etype().clone());
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let (status, message) = match e.etype() {
+            ErrorType::HTTPStatus(413) => (413, "request body too large"),
+            ErrorType::HTTPStatus(503) => (503, "no healthy backend"),
+            ErrorType::HTTPStatus(c) => (*c, "error"),
+            _ if is_timeout(e) && e.esource() == &ErrorSource::Upstream => (504, "the backend timed out"),
+            _ => match e.esource() {
+                ErrorSource::Upstream => (502, "the backend failed"),
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => (0, ""),
+                    ErrorType::ReadTimedout => (408, "request timeout"),
+                    _ => (400, "bad request"),
+                },
+                _ => match ctx.last_error {
+                    Some(_) => (502, "the backend failed"),
+                    None => (500, "internal error"),
+                },
+            },
+        };
+        if status > 0 && !ctx.responded && session.response_written().is_none() {
+            let mut resp = error_response(status, message, &ctx.state.request_id);
+            if status == 503 {
+                resp = resp.with_header("Retry-After", "1");
+            }
+            if let Err(err) = self.answer(session, ctx, resp).await {
+                log::debug!("cannot send the error response: {err}");
+            }
+        }
+        ctx.state.status = if status > 0 { status } else { ctx.state.status };
+        FailToProxy { error_code: status, can_reuse_downstream: false }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+        // A client going away mid-response is not an operator's problem.
+        e.esource() == &ErrorSource::Downstream
+            && matches!(e.etype(), ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed)
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        ctx.release_inflight();
+        if let Some(resp) = session.response_written() {
+            ctx.state.status = resp.status.as_u16();
+        }
+        ctx.state.bytes_sent = session.body_bytes_sent() as u64;
+        let route = ctx.state.route.as_deref().unwrap_or("unmatched");
+        let method = metrics::method_label(&session.req_header().method);
+        let status = http::StatusCode::from_u16(ctx.state.status).map(|s| s.as_str().to_string()).unwrap_or_else(|_| "0".into());
+        metrics::REQUESTS.with_label_values(&[route, method, &status]).inc();
+        metrics::REQUEST_DURATION.with_label_values(&[route]).observe(ctx.state.elapsed().as_secs_f64());
+        let snap = ctx.snapshot.clone();
+        let chains = chains_of(&snap, ctx.route);
+        chains.log(session, &ctx.state).await;
+    }
+}
+
+fn is_timeout(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout | ErrorType::TLSHandshakeTimedout
+    )
+}
+
+/// The consistent-hash key of a request, by the pool's `hash_key`.
+fn consistent_key(pool: &Pool, session: &Session, state: &RequestState) -> u64 {
+    let req = session.req_header();
+    match pool.hash_key.as_deref().unwrap_or("client_ip") {
+        "path" => hash_key(req.uri.path().as_bytes()),
+        k => {
+            if let Some(h) = k.strip_prefix("header:") {
+                hash_key(req.headers.get(h).map(|v| v.as_bytes()).unwrap_or(b""))
+            } else if let Some(c) = k.strip_prefix("cookie:") {
+                let v = req
+                    .headers
+                    .get_all(http::header::COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(|v| v.split(';'))
+                    .filter_map(|kv| kv.trim().split_once('='))
+                    .find(|(n, _)| *n == c)
+                    .map(|(_, v)| v)
+                    .unwrap_or("");
+                hash_key(v.as_bytes())
+            } else {
+                match state.client_ip {
+                    IpAddr::V4(a) => hash_key(&a.octets()),
+                    IpAddr::V6(a) => hash_key(&a.octets()),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! The route table: which route a request takes, found without scanning every route.
+//!
+//! Routes are indexed by host (exact names, then wildcard suffixes, then routes without
+//! hosts) and within each host bucket by path (exact paths and prefixes in hash maps, keyed by
+//! the request path's segment boundaries). A lookup costs one hash probe per host label and
+//! per path segment, plus the regex routes of the buckets it touches, however many routes
+//! there are.
+
+use crate::plugin::Chain;
+use crate::upstream::Pool;
+use http::{HeaderName, Method};
+use regex::Regex;
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub enum PathRule {
+    Any,
+    Exact(String),
+    /// Matches whole segments: `/api` matches `/api`, `/api/` and `/api/x`, not `/apix`.
+    Prefix(String),
+    /// Must match the whole path.
+    Regex(Regex),
+}
+
+pub struct Route {
+    pub name: Arc<str>,
+    pub priority: i64,
+    pub hosts: Vec<String>,
+    pub path: PathRule,
+    pub methods: Vec<Method>,
+    pub headers: Vec<(HeaderName, String)>,
+    pub upstream: Option<Arc<Pool>>,
+    pub max_body_bytes: Option<u64>,
+    pub chain: Chain,
+}
+
+/// What a request offers to the matcher.
+pub struct RequestKey<'a> {
+    /// Lowercased, without the port.
+    pub host: &'a str,
+    /// Without the query string.
+    pub path: &'a str,
+    pub method: &'a Method,
+    pub headers: &'a http::HeaderMap,
+}
+
+#[derive(Default)]
+struct PathIndex {
+    exact: HashMap<String, Vec<usize>>,
+    prefix: HashMap<String, Vec<usize>>,
+    regex: Vec<usize>,
+    any: Vec<usize>,
+}
+
+impl PathIndex {
+    fn insert(&mut self, route: &Route, i: usize) {
+        match &route.path {
+            PathRule::Any => self.any.push(i),
+            PathRule::Exact(p) => self.exact.entry(p.clone()).or_default().push(i),
+            PathRule::Prefix(p) => self.prefix.entry(p.clone()).or_default().push(i),
+            PathRule::Regex(_) => self.regex.push(i),
+        }
+    }
+
+    /// Calls `f` with every route of this bucket whose path rule matches `path`.
+    fn for_each_match(&self, routes: &[Route], path: &str, f: &mut impl FnMut(usize)) {
+        if let Some(v) = self.exact.get(path) {
+            v.iter().for_each(|&i| f(i));
+        }
+        if !self.prefix.is_empty() {
+            // Every prefix that ends on a segment boundary of `path`, with and without the
+            // trailing slash, and the whole path.
+            for (i, b) in path.bytes().enumerate() {
+                if b == b'/' {
+                    if i > 0 {
+                        if let Some(v) = self.prefix.get(&path[..i]) {
+                            v.iter().for_each(|&r| f(r));
+                        }
+                    }
+                    if i + 1 < path.len() {
+                        if let Some(v) = self.prefix.get(&path[..=i]) {
+                            v.iter().for_each(|&r| f(r));
+                        }
+                    }
+                }
+            }
+            if let Some(v) = self.prefix.get(path) {
+                v.iter().for_each(|&r| f(r));
+            }
+        }
+        for &i in &self.regex {
+            if let PathRule::Regex(re) = &routes[i].path {
+                if re.is_match(path) {
+                    f(i);
+                }
+            }
+        }
+        self.any.iter().for_each(|&i| f(i));
+    }
+}
+
+pub struct RouteTable {
+    routes: Vec<Route>,
+    exact_hosts: HashMap<String, PathIndex>,
+    /// Keyed by the suffix including its leading dot: `.example.com`.
+    wildcard_hosts: HashMap<String, PathIndex>,
+    any_host: PathIndex,
+}
+
+impl RouteTable {
+    pub fn new(routes: Vec<Route>) -> Self {
+        let mut t = RouteTable {
+            routes: Vec::new(),
+            exact_hosts: HashMap::new(),
+            wildcard_hosts: HashMap::new(),
+            any_host: PathIndex::default(),
+        };
+        for (i, r) in routes.iter().enumerate() {
+            if r.hosts.is_empty() {
+                t.any_host.insert(r, i);
+            }
+            for h in &r.hosts {
+                match h.strip_prefix('*') {
+                    Some(suffix) => t.wildcard_hosts.entry(suffix.to_string()).or_default().insert(r, i),
+                    None => t.exact_hosts.entry(h.clone()).or_default().insert(r, i),
+                }
+            }
+        }
+        t.routes = routes;
+        t
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// The route for this request, by SPEC's order: priority, host specificity, path
+    /// specificity, number of conditions, then file order.
+    pub fn lookup(&self, key: &RequestKey) -> Option<&Route> {
+        self.lookup_index(key).map(|i| &self.routes[i])
+    }
+
+    /// Like [`RouteTable::lookup`], returning the route's position in `routes()`.
+    pub fn lookup_index(&self, key: &RequestKey) -> Option<usize> {
+        let mut best: Option<(Rank, usize)> = None;
+        let mut consider = |i: usize, host_rank: u32| {
+            let r = &self.routes[i];
+            if !self.conditions_match(r, key) {
+                return;
+            }
+            let rank = Rank {
+                priority: r.priority,
+                host: host_rank,
+                path: path_rank(&r.path),
+                conditions: (r.methods.len().min(1) + r.headers.len()) as u32,
+            };
+            let better = match &best {
+                None => true,
+                // Equal ranks keep the earlier route: candidates arrive out of file order.
+                Some((b, bi)) => match rank.cmp(b) {
+                    Ordering::Greater => true,
+                    Ordering::Equal => i < *bi,
+                    Ordering::Less => false,
+                },
+            };
+            if better {
+                best = Some((rank, i));
+            }
+        };
+
+        if let Some(idx) = self.exact_hosts.get(key.host) {
+            // Exact hosts outrank every wildcard: 2^31 plus the length keeps the order.
+            idx.for_each_match(&self.routes, key.path, &mut |i| consider(i, 1 << 31));
+        }
+        if !self.wildcard_hosts.is_empty() {
+            for (pos, b) in key.host.bytes().enumerate() {
+                if b == b'.' {
+                    let suffix = &key.host[pos..];
+                    if let Some(idx) = self.wildcard_hosts.get(suffix) {
+                        idx.for_each_match(&self.routes, key.path, &mut |i| consider(i, 1 + suffix.len() as u32));
+                    }
+                }
+            }
+        }
+        self.any_host.for_each_match(&self.routes, key.path, &mut |i| consider(i, 0));
+        best.map(|(_, i)| i)
+    }
+
+    fn conditions_match(&self, r: &Route, key: &RequestKey) -> bool {
+        if !r.methods.is_empty() && !r.methods.iter().any(|m| m == key.method) {
+            return false;
+        }
+        r.headers.iter().all(|(name, want)| {
+            key.headers.get_all(name).iter().any(|v| v.as_bytes() == want.as_bytes())
+        })
+    }
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Rank {
+    priority: i64,
+    host: u32,
+    path: (u8, usize),
+    conditions: u32,
+}
+
+fn path_rank(p: &PathRule) -> (u8, usize) {
+    match p {
+        PathRule::Exact(_) => (4, 0),
+        PathRule::Prefix(s) => (3, s.len()),
+        PathRule::Regex(_) => (2, 0),
+        PathRule::Any => (1, 0),
+    }
+}
+
+/// The host a request is for: lowercased, without the port and a trailing dot.
+pub fn normalize_host(raw: &str) -> String {
+    let h = if raw.starts_with('[') {
+        // [::1]:8443
+        match raw.find(']') {
+            Some(end) => &raw[..=end],
+            None => raw,
+        }
+    } else {
+        match raw.rfind(':') {
+            Some(i) if raw[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &raw[..i],
+            _ => raw,
+        }
+    };
+    h.trim_end_matches('.').to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(name: &str, hosts: &[&str], path: PathRule, priority: i64) -> Route {
+        Route {
+            name: name.into(),
+            priority,
+            hosts: hosts.iter().map(|s| s.to_string()).collect(),
+            path,
+            methods: vec![],
+            headers: vec![],
+            upstream: None,
+            max_body_bytes: None,
+            chain: Chain::default(),
+        }
+    }
+
+    fn find<'a>(t: &'a RouteTable, host: &str, path: &str) -> Option<&'a str> {
+        let h = http::HeaderMap::new();
+        t.lookup(&RequestKey { host, path, method: &Method::GET, headers: &h }).map(|r| &*r.name)
+    }
+
+    #[test]
+    fn specificity_order() {
+        let t = RouteTable::new(vec![
+            route("any", &[], PathRule::Any, 0),
+            route("wild", &["*.example.com"], PathRule::Any, 0),
+            route("wild-long", &["*.api.example.com"], PathRule::Any, 0),
+            route("exact", &["www.example.com"], PathRule::Any, 0),
+            route("prefix", &[], PathRule::Prefix("/api".into()), 0),
+            route("prefix-long", &[], PathRule::Prefix("/api/v2".into()), 0),
+            route("exact-path", &[], PathRule::Exact("/api/v2/x".into()), 0),
+            route("prio", &[], PathRule::Prefix("/urgent".into()), 5),
+        ]);
+        assert_eq!(find(&t, "other.org", "/"), Some("any"));
+        assert_eq!(find(&t, "a.example.com", "/"), Some("wild"));
+        assert_eq!(find(&t, "x.api.example.com", "/"), Some("wild-long"));
+        assert_eq!(find(&t, "example.com", "/"), Some("any"));
+        assert_eq!(find(&t, "www.example.com", "/api"), Some("exact"));
+        assert_eq!(find(&t, "other.org", "/api/x"), Some("prefix"));
+        assert_eq!(find(&t, "other.org", "/apix"), Some("any"));
+        assert_eq!(find(&t, "other.org", "/api/v2/y"), Some("prefix-long"));
+        assert_eq!(find(&t, "other.org", "/api/v2/x"), Some("exact-path"));
+        assert_eq!(find(&t, "www.example.com", "/urgent/now"), Some("prio"));
+    }
+
+    #[test]
+    fn host_normalization() {
+        assert_eq!(normalize_host("API.Example.com:8443"), "api.example.com");
+        assert_eq!(normalize_host("[::1]:8443"), "[::1]");
+        assert_eq!(normalize_host("example.com."), "example.com");
+    }
+}

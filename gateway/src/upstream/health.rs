@@ -1,0 +1,199 @@
+//! A backend's health: what active checks and passive ejection decided, read lock-free on
+//! every request.
+//!
+//! The record outlives config reloads (it is looked up by upstream name and address when a
+//! new snapshot is built), so a reload neither forgets that a backend is down nor sends
+//! traffic to a backend that has not passed its checks.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+/// The states reported by `/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Healthy,
+    /// Failed active checks (or has not passed its first one yet).
+    Unhealthy,
+    /// Taken out by passive ejection.
+    Ejected,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Healthy => "healthy",
+            State::Unhealthy => "unhealthy",
+            State::Ejected => "ejected",
+        }
+    }
+}
+
+/// What `/status` shows about a backend; changed only on transitions, so a mutex is fine.
+#[derive(Debug, Clone)]
+pub struct Detail {
+    pub last_error: Option<String>,
+    pub changed_at: SystemTime,
+}
+
+pub struct Health {
+    /// False while active checks say the backend is down.
+    active_up: AtomicBool,
+    /// Milliseconds since `epoch` until which the backend is ejected; 0 when not ejected.
+    ejected_until: AtomicU64,
+    /// Set while the ejection has expired and one probing request is allowed through.
+    probing: AtomicBool,
+    /// Consecutive proxy failures (passive).
+    failures: AtomicU32,
+    /// Consecutive active check results (owned by the one checker task).
+    check_ok_streak: AtomicU32,
+    check_fail_streak: AtomicU32,
+    detail: Mutex<Detail>,
+    epoch: Instant,
+}
+
+impl Health {
+    /// `checked`: active checks are configured, so the backend gets no traffic until it
+    /// passes its first check.
+    pub fn new(checked: bool) -> Self {
+        Health {
+            active_up: AtomicBool::new(!checked),
+            ejected_until: AtomicU64::new(0),
+            probing: AtomicBool::new(false),
+            failures: AtomicU32::new(0),
+            check_ok_streak: AtomicU32::new(0),
+            check_fail_streak: AtomicU32::new(0),
+            detail: Mutex::new(Detail {
+                last_error: if checked { Some("not checked yet".into()) } else { None },
+                changed_at: SystemTime::now(),
+            }),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    pub fn state(&self) -> State {
+        if !self.active_up.load(Ordering::Relaxed) {
+            State::Unhealthy
+        } else if self.ejected_until.load(Ordering::Relaxed) != 0 {
+            State::Ejected
+        } else {
+            State::Healthy
+        }
+    }
+
+    pub fn detail(&self) -> Detail {
+        self.detail.lock().unwrap().clone()
+    }
+
+    /// Whether a request may go to this backend now. After an ejection expires, exactly one
+    /// request (the probe) is let through until it reports back.
+    pub fn try_acquire(&self) -> Admission {
+        if !self.active_up.load(Ordering::Relaxed) {
+            return Admission::No;
+        }
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        if until == 0 {
+            return Admission::Yes;
+        }
+        if self.now_ms() < until {
+            return Admission::No;
+        }
+        if self.probing.compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            Admission::Probe
+        } else {
+            Admission::No
+        }
+    }
+
+    /// Like `try_acquire` but without taking the probe slot: for counting candidates.
+    pub fn is_available(&self) -> bool {
+        if !self.active_up.load(Ordering::Relaxed) {
+            return false;
+        }
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        until == 0 || (self.now_ms() >= until && !self.probing.load(Ordering::Relaxed))
+    }
+
+    /// A proxied request through this backend succeeded.
+    pub fn report_success(&self, upstream: &str, addr: &str) {
+        self.failures.store(0, Ordering::Relaxed);
+        if self.ejected_until.load(Ordering::Relaxed) != 0 {
+            self.ejected_until.store(0, Ordering::Relaxed);
+            self.probing.store(false, Ordering::Release);
+            log::info!("upstream {upstream}: backend {addr} is back after a successful probe");
+            self.set_detail(None);
+        }
+    }
+
+    /// A proxied request through this backend failed (connect error, reset, timeout, or a
+    /// 5xx when configured). Returns true when this failure ejected the backend.
+    pub fn report_failure(&self, upstream: &str, addr: &str, error: &str, threshold: u32, eject_for: Duration) -> bool {
+        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let was_probe = self.probing.swap(false, Ordering::AcqRel);
+        let ejected = self.ejected_until.load(Ordering::Relaxed) != 0;
+        if was_probe || (!ejected && threshold > 0 && n >= threshold) {
+            self.ejected_until.store(self.now_ms() + eject_for.as_millis() as u64, Ordering::Relaxed);
+            log::warn!("upstream {upstream}: backend {addr} ejected for {eject_for:?} after {n} consecutive failures: {error}");
+            self.set_detail(Some(error.to_string()));
+            return true;
+        }
+        false
+    }
+
+    /// Records one active check result; logs and returns the new state on a transition.
+    pub fn record_check(&self, upstream: &str, addr: &str, result: Result<(), String>, healthy_after: u32, unhealthy_after: u32) -> Option<bool> {
+        let up = self.active_up.load(Ordering::Relaxed);
+        let never_checked = self.check_ok_streak.load(Ordering::Relaxed) == 0
+            && self.check_fail_streak.load(Ordering::Relaxed) == 0
+            && !up;
+        match result {
+            Ok(()) => {
+                self.check_fail_streak.store(0, Ordering::Relaxed);
+                let n = self.check_ok_streak.fetch_add(1, Ordering::Relaxed) + 1;
+                // A new backend joins on its first passing check; a backend that went down
+                // must pass `healthy_after` in a row.
+                let first = never_checked && self.detail().last_error.as_deref() == Some("not checked yet");
+                if !up && (first || n >= healthy_after) {
+                    self.active_up.store(true, Ordering::Relaxed);
+                    self.failures.store(0, Ordering::Relaxed);
+                    log::info!("upstream {upstream}: backend {addr} is healthy");
+                    self.set_detail(None);
+                    return Some(true);
+                }
+            }
+            Err(e) => {
+                self.check_ok_streak.store(0, Ordering::Relaxed);
+                let n = self.check_fail_streak.fetch_add(1, Ordering::Relaxed) + 1;
+                if up && n >= unhealthy_after {
+                    self.active_up.store(false, Ordering::Relaxed);
+                    log::warn!("upstream {upstream}: backend {addr} is unhealthy after {n} failed checks: {e}");
+                    self.set_detail(Some(e));
+                    return Some(false);
+                } else if !up && n == 1 {
+                    // Keep the newest reason visible while it stays down.
+                    self.detail.lock().unwrap().last_error = Some(e);
+                }
+            }
+        }
+        None
+    }
+
+    fn set_detail(&self, last_error: Option<String>) {
+        let mut d = self.detail.lock().unwrap();
+        d.last_error = last_error;
+        d.changed_at = SystemTime::now();
+    }
+}
+
+/// The answer of [`Health::try_acquire`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Yes,
+    /// The one probing request after an ejection expired.
+    Probe,
+    No,
+}

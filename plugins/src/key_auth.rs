@@ -1,0 +1,237 @@
+//! `key_auth`: API keys, in a header and/or a query parameter.
+//!
+//! ```yaml
+//! - key_auth: { header: X-Api-Key, query: null, keys: { ci: "${CI_KEY}" } }
+//! ```
+//!
+//! `header` defaults to `X-Api-Key`; `query` (a query parameter name) is off by default; at
+//! least one of them must be set, and the header is looked at first. A missing or unknown
+//! key gets 401. On success the var `consumer` holds the key's name (`ci` above). The key is
+//! removed from the request before it goes upstream (both the header and the query
+//! parameter), so backends and their logs never see it.
+//!
+//! Keys are compared as SHA-256 digests in constant time, against every configured key, so
+//! the time to answer does not tell how much of a guess was right.
+
+use async_trait::async_trait;
+use gateway::{BuildContext, Flow, Plugin, PluginConfig, RequestHeader, RequestState, Response, Session};
+use http::HeaderName;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyAuthConfig {
+    #[serde(default = "default_header")]
+    pub header: Option<String>,
+    #[serde(default)]
+    pub query: Option<String>,
+    pub keys: BTreeMap<String, String>,
+}
+
+fn default_header() -> Option<String> {
+    Some("X-Api-Key".into())
+}
+
+pub struct KeyAuth {
+    header: Option<HeaderName>,
+    query: Option<String>,
+    /// (name, SHA-256 of the key).
+    keys: Vec<(String, [u8; 32])>,
+}
+
+impl KeyAuth {
+    /// The name of the key `presented`, if it is one.
+    fn consumer(&self, presented: &str) -> Option<&str> {
+        let digest = openssl::sha::sha256(presented.as_bytes());
+        let mut found = None;
+        // No early exit: every key is compared, whichever matches.
+        for (name, key) in &self.keys {
+            if openssl::memcmp::eq(&digest, key) {
+                found = Some(name.as_str());
+            }
+        }
+        found
+    }
+
+    fn presented(&self, req: &RequestHeader) -> Option<String> {
+        if let Some(name) = &self.header {
+            if let Some(v) = req.headers.get(name).and_then(|v| v.to_str().ok()) {
+                return Some(v.trim().to_string());
+            }
+        }
+        let param = self.query.as_deref()?;
+        query_param(req.uri.query()?, param)
+    }
+}
+
+/// The decoded value of the first `name=` parameter in a query string.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k)? == name).then(|| percent_decode(v)).flatten()
+    })
+}
+
+/// The query string without any `name=` parameter; `None` when nothing is left.
+fn without_param(query: &str, name: &str) -> Option<String> {
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let k = pair.split_once('=').map_or(*pair, |(k, _)| k);
+            percent_decode(k).as_deref() != Some(name)
+        })
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("&"))
+}
+
+/// Form-style decoding (`%41` and `+` for a space), as browsers and HTTP clients encode
+/// query parameters. `None` for malformed escapes or non-UTF-8 results.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = s.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[async_trait]
+impl Plugin for KeyAuth {
+    async fn request(&self, session: &mut Session, state: &mut RequestState) -> Flow {
+        let consumer = self.presented(session.req_header()).and_then(|key| self.consumer(&key).map(str::to_string));
+        match consumer {
+            Some(name) => {
+                state.set_var("consumer", name);
+                Flow::Continue
+            }
+            None => Flow::Respond(Response::text(401, "Unauthorized: a valid API key is required\n")),
+        }
+    }
+
+    async fn upstream_request(&self, _session: &mut Session, upstream: &mut RequestHeader, _state: &mut RequestState) {
+        if let Some(name) = &self.header {
+            upstream.remove_header(name);
+        }
+        let Some(param) = &self.query else { return };
+        let Some(query) = upstream.uri.query() else { return };
+        if query_param(query, param).is_none() {
+            return;
+        }
+        let path_and_query = match without_param(query, param) {
+            Some(rest) => format!("{}?{rest}", upstream.uri.path()),
+            None => upstream.uri.path().to_string(),
+        };
+        let mut parts = upstream.uri.clone().into_parts();
+        // A path and a subset of a valid query still parse; if not, the request keeps its URI.
+        if let Ok(pq) = path_and_query.parse() {
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = http::Uri::from_parts(parts) {
+                upstream.set_uri(uri);
+            }
+        }
+    }
+}
+
+impl PluginConfig for KeyAuth {
+    const NAME: &'static str = "key_auth";
+    type Config = KeyAuthConfig;
+
+    fn build(config: KeyAuthConfig, _cx: &BuildContext) -> Result<Self, String> {
+        let header = config.header.as_deref().map(|h| crate::header_list::header_name(h, "header")).transpose()?;
+        if header.is_none() && config.query.is_none() {
+            return Err("one of header or query must be set".into());
+        }
+        if config.query.as_deref() == Some("") {
+            return Err("query: the parameter name cannot be empty".into());
+        }
+        if config.keys.is_empty() {
+            return Err("keys: at least one key is required".into());
+        }
+        let mut keys = Vec::with_capacity(config.keys.len());
+        for (name, key) in &config.keys {
+            if key.trim().is_empty() {
+                return Err(format!("keys.{name}: the key is empty"));
+            }
+            if key.trim() != key {
+                return Err(format!("keys.{name}: the key has leading or trailing spaces"));
+            }
+            let digest = openssl::sha::sha256(key.as_bytes());
+            if let Some((other, _)) = keys.iter().find(|(_, d)| *d == digest) {
+                return Err(format!("keys.{name}: the same key as {other}"));
+            }
+            keys.push((name.clone(), digest));
+        }
+        Ok(KeyAuth { header, query: config.query, keys })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plugin(yaml: &str) -> Result<KeyAuth, String> {
+        let config: KeyAuthConfig = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
+        KeyAuth::build(config, &BuildContext::new(".".into(), None))
+    }
+
+    fn request(uri: &str, header: Option<&str>) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", uri.as_bytes(), None).unwrap();
+        if let Some(v) = header {
+            req.insert_header("X-Api-Key", v).unwrap();
+        }
+        req
+    }
+
+    #[test]
+    fn finds_the_consumer_by_header_then_query() {
+        let p = plugin("{ query: api_key, keys: { ci: k1, ops: \"k 2\" } }").unwrap();
+        assert_eq!(p.presented(&request("/", Some("k1"))).as_deref(), Some("k1"));
+        assert_eq!(p.presented(&request("/?a=1&api_key=k+2", None)).as_deref(), Some("k 2"));
+        assert_eq!(p.presented(&request("/?api%5Fkey=k%201", None)).as_deref(), Some("k 1"));
+        assert_eq!(p.presented(&request("/?other=1", None)), None);
+        assert_eq!(p.consumer("k1"), Some("ci"));
+        assert_eq!(p.consumer("k 2"), Some("ops"));
+        assert_eq!(p.consumer("k3"), None);
+        assert_eq!(p.consumer(""), None);
+    }
+
+    #[test]
+    fn the_query_parameter_is_removed() {
+        assert_eq!(without_param("a=1&api_key=x&b=2", "api_key").as_deref(), Some("a=1&b=2"));
+        assert_eq!(without_param("api_key=x", "api_key"), None);
+        assert_eq!(without_param("api_key", "api_key"), None);
+        assert_eq!(without_param("api_keys=x", "api_key").as_deref(), Some("api_keys=x"));
+    }
+
+    #[test]
+    fn query_only_and_header_off() {
+        let p = plugin("{ header: null, query: key, keys: { ci: k1 } }").unwrap();
+        assert!(p.header.is_none());
+        assert_eq!(p.presented(&request("/", Some("k1"))), None);
+    }
+
+    #[test]
+    fn refuses_bad_config() {
+        assert!(plugin("{ keys: {} }").is_err());
+        assert!(plugin("{ header: null, keys: { a: b } }").is_err());
+        assert!(plugin("{ keys: { a: \"\" } }").is_err());
+        assert!(plugin("{ keys: { a: x, b: x } }").unwrap_err().contains("same key"));
+        assert!(plugin("{ header: \"Bad Header\", keys: { a: x } }").unwrap_err().starts_with("header:"));
+    }
+}

@@ -1,0 +1,87 @@
+//! Portico's built-in plugins.
+//!
+//! Each one is written against the same public API of the `gateway` crate that a user's own
+//! plugin uses (see PLUGINS.md): a type implementing [`gateway::Plugin`], a serde config
+//! checked in [`gateway::PluginConfig::build`], and one line in [`register_builtins`].
+
+pub mod access_log;
+pub mod basic_auth;
+pub mod compression;
+pub mod cors;
+pub mod headers;
+pub mod ip_filter;
+pub mod jwt_auth;
+pub mod key_auth;
+pub mod rate_limit;
+pub mod redirect;
+pub mod respond;
+pub mod rewrite;
+
+mod header_list;
+
+use gateway::Registry;
+
+/// Registers every built-in plugin under its config name.
+///
+/// A binary calls this first, then registers its own plugins; registering a name again
+/// replaces the built-in of that name.
+///
+/// ```
+/// let mut registry = gateway::Registry::new();
+/// plugins::register_builtins(&mut registry);
+/// assert!(registry.names().any(|n| n == "rate_limit"));
+/// ```
+pub fn register_builtins(registry: &mut Registry) {
+    registry.register::<access_log::AccessLog>();
+    registry.register::<headers::Headers>();
+    registry.register::<redirect::Redirect>();
+    registry.register::<rewrite::Rewrite>();
+    registry.register::<cors::Cors>();
+    registry.register::<ip_filter::IpFilter>();
+    registry.register::<basic_auth::BasicAuth>();
+    registry.register::<key_auth::KeyAuth>();
+    registry.register::<jwt_auth::JwtAuth>();
+    registry.register::<rate_limit::RateLimit>();
+    registry.register::<respond::Respond>();
+    registry.register::<compression::Compression>();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gateway::BuildContext;
+
+    fn build(name: &str, yaml: &str) -> Result<(), String> {
+        let mut registry = Registry::new();
+        register_builtins(&mut registry);
+        let cx = BuildContext::new(std::env::temp_dir(), Some("r".into()));
+        let value: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
+        registry.build(name, value, &cx).map(|_| ())
+    }
+
+    #[test]
+    fn every_builtin_is_registered() {
+        let mut registry = Registry::new();
+        register_builtins(&mut registry);
+        let names: Vec<_> = registry.names().collect();
+        for name in [
+            "access_log", "headers", "redirect", "rewrite", "cors", "ip_filter", "basic_auth",
+            "key_auth", "jwt_auth", "rate_limit", "respond", "compression",
+        ] {
+            assert!(names.contains(&name), "{name} missing");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = build("respond", "{ stauts: 200 }").unwrap_err();
+        assert!(err.contains("stauts"), "{err}");
+    }
+
+    #[test]
+    fn empty_config_means_defaults() {
+        build("access_log", "null").unwrap();
+        build("compression", "{}").unwrap();
+        build("respond", "null").unwrap();
+    }
+}

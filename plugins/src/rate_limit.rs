@@ -1,0 +1,381 @@
+//! `rate_limit`: a token bucket per key.
+//!
+//! ```yaml
+//! - rate_limit:
+//!     per_second: 100      # sustained rate per key (required, > 0)
+//!     burst: 50            # extra requests allowed at once; default 0
+//!     key: client_ip       # client_ip (default) | header:NAME | route
+//!     redis: null          # { url: "redis://127.0.0.1:6379", timeout: 50ms, on_error: allow | deny }
+//! ```
+//!
+//! Each key has a bucket of `per_second + burst` tokens, refilled at `per_second` tokens a
+//! second; a request takes one token. With no token left the request gets 429 with
+//! `Retry-After` (whole seconds, rounded up), `RateLimit-Limit` (the bucket size) and
+//! `RateLimit-Remaining: 0`; allowed responses carry `RateLimit-Limit` and
+//! `RateLimit-Remaining` too.
+//!
+//! `header:NAME` keys on that header's value; a request without it is keyed on its client
+//! address instead, so clients that leave the header out do not share (and exhaust) one
+//! bucket. `route` keys on the matched route's name: in the global chain, one bucket per
+//! route.
+//!
+//! Buckets live in this process (so each instance of a pair limits on its own). Memory is
+//! bounded: a bucket idle long enough to have refilled is the same as a new one, so it is
+//! dropped; past [`MAX_KEYS_PER_SHARD`] keys per shard the oldest-inserted is evicted.
+
+use async_trait::async_trait;
+use gateway::config::Dur;
+use gateway::{BuildContext, Flow, Plugin, PluginConfig, RequestState, Response, ResponseHeader, Session};
+use http::HeaderName;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Buckets are split over this many locks so that concurrent requests for different keys
+/// rarely wait on each other; each lock is held for one map operation, never across an
+/// await.
+const SHARDS: usize = 16;
+/// Keys per shard before eviction: 16 × 65,536 ≈ 1M keys, around 100 MB at worst.
+const MAX_KEYS_PER_SHARD: usize = 65_536;
+/// Header values used as keys are cut to this length, so a client cannot make the map hold
+/// arbitrarily large keys.
+const MAX_KEY_LEN: usize = 256;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub per_second: u32,
+    #[serde(default)]
+    pub burst: u32,
+    #[serde(default = "default_key")]
+    pub key: String,
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
+}
+
+fn default_key() -> String {
+    "client_ip".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: String,
+    #[serde(default = "default_redis_timeout")]
+    pub timeout: Dur,
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+fn default_redis_timeout() -> Dur {
+    Dur::millis(50)
+}
+
+/// What to do with a request when Redis cannot be asked in time.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Let it through: an outage of the limiter should not become an outage of the site.
+    #[default]
+    Allow,
+    Deny,
+}
+
+/// What a request is counted under.
+enum Key {
+    ClientIp,
+    Header(HeaderName),
+    Route,
+}
+
+/// The refill rate and size of every bucket of one plugin.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    per_second: f64,
+    capacity: f64,
+}
+
+impl Rate {
+    /// How long an emptied bucket takes to fill up again.
+    fn refill_time(&self) -> Duration {
+        Duration::from_secs_f64(self.capacity / self.per_second)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Outcome {
+    Allowed { remaining: u64 },
+    Refused { retry_after: Duration },
+}
+
+impl Bucket {
+    fn full(rate: &Rate, now: Instant) -> Self {
+        Bucket { tokens: rate.capacity, last: now }
+    }
+
+    /// Refills for the time since the last request, then takes one token if there is one.
+    fn take(&mut self, rate: &Rate, now: Instant) -> Outcome {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate.per_second).min(rate.capacity);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Outcome::Allowed { remaining: self.tokens.floor() as u64 }
+        } else {
+            Outcome::Refused { retry_after: Duration::from_secs_f64((1.0 - self.tokens) / rate.per_second) }
+        }
+    }
+}
+
+struct Shard {
+    buckets: HashMap<String, Bucket>,
+    last_sweep: Instant,
+}
+
+/// Every bucket of one plugin instance.
+struct Buckets {
+    rate: Rate,
+    hasher: RandomState,
+    shards: Box<[Mutex<Shard>]>,
+}
+
+impl Buckets {
+    fn new(rate: Rate, now: Instant) -> Self {
+        let shards = (0..SHARDS).map(|_| Mutex::new(Shard { buckets: HashMap::new(), last_sweep: now })).collect();
+        Buckets { rate, hasher: RandomState::new(), shards }
+    }
+
+    fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
+        let i = self.hasher.hash_one(key) as usize % SHARDS;
+        // A bucket map left by a panic mid-update is still usable: at worst one key's count
+        // is off.
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn take(&self, key: &str, now: Instant) -> Outcome {
+        let rate = self.rate;
+        let mut shard = self.shard(key);
+        let idle = rate.refill_time().max(Duration::from_secs(1));
+        if now.saturating_duration_since(shard.last_sweep) >= idle {
+            shard.buckets.retain(|_, b| now.saturating_duration_since(b.last) < idle);
+            shard.last_sweep = now;
+        }
+        if let Some(bucket) = shard.buckets.get_mut(key) {
+            return bucket.take(&rate, now);
+        }
+        if shard.buckets.len() >= MAX_KEYS_PER_SHARD {
+            // Still full after the sweep: many keys are active. Forgetting one costs that key
+            // a fresh (full) bucket, the mildest failure available.
+            if let Some(victim) = shard.buckets.keys().next().cloned() {
+                shard.buckets.remove(&victim);
+            }
+        }
+        let mut bucket = Bucket::full(&rate, now);
+        let outcome = bucket.take(&rate, now);
+        shard.buckets.insert(key.to_string(), bucket);
+        outcome
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().unwrap().buckets.len()).sum()
+    }
+}
+
+/// The RateLimit headers for the response, left by the request hook. With several limits
+/// on one request, the one with the fewest remaining wins.
+#[derive(Debug, Clone, Copy)]
+struct LimitHeaders {
+    limit: u64,
+    remaining: u64,
+}
+
+pub struct RateLimit {
+    key: Key,
+    buckets: Buckets,
+    limit: u64,
+}
+
+impl RateLimit {
+    fn key_of(&self, session: &Session, state: &RequestState) -> String {
+        match &self.key {
+            Key::ClientIp => state.client_ip.to_canonical().to_string(),
+            Key::Route => state.route.as_deref().unwrap_or("").to_string(),
+            Key::Header(name) => match session.req_header().headers.get(name) {
+                Some(v) => {
+                    let bytes = &v.as_bytes()[..v.len().min(MAX_KEY_LEN)];
+                    format!("h:{}", String::from_utf8_lossy(bytes))
+                }
+                // Prefixed differently so that a header value cannot collide with an address.
+                None => format!("ip:{}", state.client_ip.to_canonical()),
+            },
+        }
+    }
+
+    fn refusal(&self, retry_after: Duration) -> Response {
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        Response::text(429, "Too Many Requests\n")
+            .with_header("Retry-After", seconds.max(1).to_string())
+            .with_header("RateLimit-Limit", self.limit.to_string())
+            .with_header("RateLimit-Remaining", "0")
+    }
+}
+
+#[async_trait]
+impl Plugin for RateLimit {
+    async fn request(&self, session: &mut Session, state: &mut RequestState) -> Flow {
+        let key = self.key_of(session, state);
+        match self.buckets.take(&key, Instant::now()) {
+            Outcome::Allowed { remaining } => {
+                let fewer = state.extensions.get::<LimitHeaders>().is_none_or(|h| remaining < h.remaining);
+                if fewer {
+                    state.extensions.insert(LimitHeaders { limit: self.limit, remaining });
+                }
+                Flow::Continue
+            }
+            Outcome::Refused { retry_after } => Flow::Respond(self.refusal(retry_after)),
+        }
+    }
+
+    async fn response(&self, _session: &mut Session, response: &mut ResponseHeader, state: &mut RequestState) {
+        if response.status.as_u16() == 429 {
+            return; // a refusal already carries its own
+        }
+        if let Some(h) = state.extensions.get::<LimitHeaders>() {
+            let _ = response.insert_header("RateLimit-Limit", h.limit.to_string());
+            let _ = response.insert_header("RateLimit-Remaining", h.remaining.to_string());
+        }
+    }
+}
+
+impl PluginConfig for RateLimit {
+    const NAME: &'static str = "rate_limit";
+    type Config = RateLimitConfig;
+
+    fn build(config: RateLimitConfig, _cx: &BuildContext) -> Result<Self, String> {
+        if config.per_second == 0 {
+            return Err("per_second: must be at least 1".into());
+        }
+        let key = match config.key.as_str() {
+            "client_ip" => Key::ClientIp,
+            "route" => Key::Route,
+            other => match other.strip_prefix("header:") {
+                Some(name) => Key::Header(crate::header_list::header_name(name, "key")?),
+                None => return Err(format!("key: {other:?} is not client_ip, route or header:NAME")),
+            },
+        };
+        if let Some(redis) = &config.redis {
+            check_redis(redis)?;
+            return Err("redis: redis mode is not available in this build; remove `redis` to limit per instance".into());
+        }
+        let capacity = u64::from(config.per_second) + u64::from(config.burst);
+        let rate = Rate { per_second: f64::from(config.per_second), capacity: capacity as f64 };
+        Ok(RateLimit { key, buckets: Buckets::new(rate, Instant::now()), limit: capacity })
+    }
+}
+
+fn check_redis(redis: &RedisConfig) -> Result<(), String> {
+    if !(redis.url.starts_with("redis://") || redis.url.starts_with("rediss://")) {
+        return Err(format!("redis.url: {:?} must start with redis:// or rediss://", redis.url));
+    }
+    if redis.timeout.get().is_zero() {
+        return Err("redis.timeout: must be more than 0".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rate(per_second: u32, burst: u32) -> Rate {
+        Rate { per_second: per_second as f64, capacity: (per_second + burst) as f64 }
+    }
+
+    fn plugin(yaml: &str) -> Result<RateLimit, String> {
+        let config: RateLimitConfig = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
+        RateLimit::build(config, &BuildContext::new(".".into(), None))
+    }
+
+    #[test]
+    fn a_full_bucket_allows_rate_plus_burst_at_once() {
+        let r = rate(10, 5);
+        let t0 = Instant::now();
+        let mut b = Bucket::full(&r, t0);
+        for expected in (0..15).rev() {
+            assert_eq!(b.take(&r, t0), Outcome::Allowed { remaining: expected });
+        }
+        match b.take(&r, t0) {
+            Outcome::Refused { retry_after } => assert_eq!(retry_after, Duration::from_millis(100)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn tokens_come_back_at_the_rate_up_to_capacity() {
+        let r = rate(2, 0);
+        let t0 = Instant::now();
+        let mut b = Bucket::full(&r, t0);
+        assert!(matches!(b.take(&r, t0), Outcome::Allowed { remaining: 1 }));
+        assert!(matches!(b.take(&r, t0), Outcome::Allowed { remaining: 0 }));
+        assert!(matches!(b.take(&r, t0), Outcome::Refused { .. }));
+        // Half a second later: one token (2 per second).
+        let t1 = t0 + Duration::from_millis(500);
+        assert!(matches!(b.take(&r, t1), Outcome::Allowed { remaining: 0 }));
+        // A long idle time refills only up to capacity.
+        let t2 = t1 + Duration::from_secs(3600);
+        assert!(matches!(b.take(&r, t2), Outcome::Allowed { remaining: 1 }));
+    }
+
+    #[test]
+    fn retry_after_is_rounded_up_to_whole_seconds() {
+        let p = plugin("{ per_second: 1 }").unwrap();
+        let r = p.refusal(Duration::from_millis(1));
+        assert!(r.headers.contains(&("Retry-After".into(), "1".into())));
+        let r = p.refusal(Duration::from_millis(2001));
+        assert!(r.headers.contains(&("Retry-After".into(), "3".into())));
+        assert!(r.headers.contains(&("RateLimit-Limit".into(), "1".into())));
+        assert_eq!(r.status, 429);
+    }
+
+    #[test]
+    fn keys_have_their_own_buckets_and_idle_ones_are_dropped() {
+        let buckets = Buckets::new(rate(1, 0), Instant::now());
+        let t0 = Instant::now();
+        assert!(matches!(buckets.take("a", t0), Outcome::Allowed { .. }));
+        assert!(matches!(buckets.take("a", t0), Outcome::Refused { .. }));
+        assert!(matches!(buckets.take("b", t0), Outcome::Allowed { .. }));
+        assert_eq!(buckets.len(), 2);
+        // After the refill time every idle bucket is full again, so it can be forgotten.
+        let later = t0 + Duration::from_secs(5);
+        for i in 0..SHARDS * 4 {
+            buckets.take(&format!("k{i}"), later);
+        }
+        assert!(matches!(buckets.take("a", later), Outcome::Allowed { .. }));
+        assert!(buckets.len() <= SHARDS * 4 + 1, "{}", buckets.len());
+    }
+
+    #[test]
+    fn config_is_checked() {
+        assert!(plugin("{ per_second: 0 }").unwrap_err().starts_with("per_second:"));
+        assert!(plugin("{ burst: 5 }").is_err());
+        assert!(plugin("{ per_second: 5, key: cookie:x }").unwrap_err().starts_with("key:"));
+        assert!(plugin("{ per_second: 5, key: \"header:Bad Name\" }").unwrap_err().starts_with("key:"));
+        let p = plugin("{ per_second: 100, burst: 50, key: header:X-Api-Key }").unwrap();
+        assert_eq!(p.limit, 150);
+        assert!(plugin("{ per_second: 5, redis: { url: \"http://x\" } }").unwrap_err().starts_with("redis.url:"));
+        assert!(plugin("{ per_second: 5, redis: { url: \"redis://127.0.0.1:6379\", on_error: maybe } }").is_err());
+        let config: RateLimitConfig = serde_yaml::from_str("{ per_second: 5, redis: { url: \"redis://h:6379\" } }").unwrap();
+        let redis = config.redis.unwrap();
+        assert_eq!(redis.timeout, Dur::millis(50));
+        assert_eq!(redis.on_error, OnError::Allow);
+    }
+}
