@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod config;
 mod forwarded;
+mod listener;
 mod logging;
 pub mod log_reopen;
 pub mod metrics;
@@ -26,6 +27,7 @@ pub mod upstream;
 pub use pingora_http::{RequestHeader, ResponseHeader};
 pub use pingora_proxy::Session;
 pub use plugin::{BuildContext, Flow, Plugin, PluginConfig, Registry, RequestState, Response};
+pub use listener::read_proxy_header;
 pub use server::run;
 
 use arc_swap::ArcSwap;

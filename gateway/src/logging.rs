@@ -14,6 +14,15 @@ impl Log for QuietDisconnects {
         if record.level() == Level::Error && record.target().starts_with("pingora") && self.0.enabled(record.metadata()) {
             // Only error lines pay for this formatting, and they are rare when healthy.
             let text = record.args().to_string();
+            if text.starts_with("Downstream handshake") {
+                // Pingora logs a failed TLS handshake from the listener's runtime, whose
+                // threads carry the service name `listener NAME`.
+                if let Some(name) = std::thread::current().name().and_then(|n| n.strip_prefix("listener ")) {
+                    crate::metrics::TLS_HANDSHAKE_ERRORS.with_label_values(&[name]).inc();
+                }
+                log::debug!(target: "portico::tls", "{text}");
+                return;
+            }
             if is_client_disconnect(&text) {
                 if log::log_enabled!(target: "portico::disconnects", Level::Debug) {
                     log::debug!(target: "portico::disconnects", "{text}");

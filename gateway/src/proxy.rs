@@ -26,7 +26,7 @@ pub struct Gateway {
     pub listener: Arc<str>,
     pub tls: bool,
     pub redirect_https: Option<u16>,
-    pub shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 /// Per-request context: the snapshot the request started on, and its bookkeeping.

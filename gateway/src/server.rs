@@ -16,7 +16,9 @@ use pingora_core::apps::HttpServerOptions;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
+use pingora_core::listeners::Listeners;
 use pingora_core::services::listening::Service;
+use crate::listener::{ListenerApp, ProxyHeaderBeforeTls};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -146,26 +148,37 @@ fn serve(args: Args, config_path: PathBuf, snap: Snapshot, registry: Registry, h
             redirect_https: l.redirect_https,
             shared: shared.clone(),
         };
-        let mut svc = pingora_proxy::http_proxy_service_with_name(&conf, gateway, &format!("listener {}", l.name));
-        if let Some(app) = svc.app_logic_mut() {
-            let mut opts = HttpServerOptions::default();
-            opts.keepalive_request_limit = None;
-            app.server_options = Some(opts);
-        }
+        let mut proxy = pingora_proxy::http_proxy(&conf, gateway);
+        let mut opts = HttpServerOptions::default();
+        opts.keepalive_request_limit = None;
+        proxy.server_options = Some(opts);
+        let mut listeners = Listeners::new();
         match &l.tls {
             Some(t) => {
+                if l.proxy_protocol {
+                    listeners.set_pre_tls_callback(Arc::new(ProxyHeaderBeforeTls { listener: l.name.as_str().into(), shared: shared.clone() }));
+                }
                 let resolver = shared.cert_resolvers[&l.name].clone();
                 let ca = t.client_ca.as_ref().map(|c| config::resolve(&base, c));
                 match tls::listener_settings(resolver, &t.min_version, &t.alpn, ca.as_deref()) {
-                    Ok(settings) => svc.add_tls_with_settings(&l.listen, None, settings),
+                    Ok(settings) => listeners.add_tls_with_settings(&l.listen, None, settings),
                     Err(e) => {
                         eprintln!("listeners: {}: {e}", l.name);
                         std::process::exit(1);
                     }
                 }
             }
-            None => svc.add_tcp(&l.listen),
+            None => listeners.add_tcp(&l.listen),
         }
+        let app = ListenerApp {
+            name: l.name.as_str().into(),
+            proxy: Arc::new(proxy),
+            proxy_header: l.proxy_protocol && l.tls.is_none(),
+            shared: shared.clone(),
+        };
+        // The service name is also its threads' name, which the error log uses to tell
+        // which listener a failed TLS handshake belongs to.
+        let svc = Service::with_listeners(format!("listener {}", l.name), listeners, app);
         server.add_service(svc);
     }
 

@@ -321,8 +321,9 @@ async fn wait_for_text(path: &Path, needle: &str, limit: Duration) -> bool {
     }
 }
 
-/// Runs `portico -c <file> -t` on `yaml`; returns its exit code (-1 if killed by a signal)
-/// and its stderr.
+/// Runs `portico -c <file> -t` on `yaml` (with `PORTICO_TEST_DIR` set to the file's folder,
+/// as for a started gateway); returns its exit code (-1 if killed by a signal) and its
+/// stderr.
 pub async fn validate_config(yaml: &str) -> (i32, String) {
     let dir = TestDir::new();
     let config_path = dir.write("portico.yaml", yaml);
@@ -341,6 +342,11 @@ pub async fn validate_config_file(config_path: &Path) -> (i32, String) {
         .arg(config_path)
         .arg("-t")
         .env("RUST_LOG", "info")
+        // As for a started gateway, so the same config validates the same way.
+        .env(
+            "PORTICO_TEST_DIR",
+            config_path.parent().unwrap_or(Path::new(".")),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(File::create(&stderr_path).expect("create stderr log"))

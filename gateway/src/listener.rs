@@ -1,0 +1,163 @@
+//! What happens to a connection before HTTP: the PROXY protocol header (on TLS listeners
+//! before the handshake, on plain ones before the first request) and connection accounting.
+
+use crate::metrics;
+use crate::proxy::Gateway;
+use crate::Shared;
+use async_trait::async_trait;
+use pingora_core::apps::ServerApp;
+use pingora_core::listeners::PreTlsProcess;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
+use pingora_core::protocols::{GetSocketDigest, SocketDigest, Stream, UniqueID};
+use pingora_core::server::ShutdownWatch;
+use pingora_core::{Error, ErrorType, Result};
+use pingora_proxy::HttpProxy;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// A client that sends nothing must not hold a connection open forever.
+const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+
+/// Reads one PROXY header (v1 or v2) from the start of a stream, without reading past it.
+/// Returns the source address it names (`None` for `UNKNOWN`/`LOCAL`, such as a load
+/// balancer's own health check).
+pub async fn read_proxy_header<S: AsyncRead + Unpin>(stream: &mut S) -> std::result::Result<Option<SocketAddr>, String> {
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head[..6]).await.map_err(|e| format!("reading PROXY header: {e}"))?;
+    if &head[..6] == b"PROXY " {
+        // v1: one text line of at most 107 bytes; read byte by byte so nothing past the
+        // CRLF is consumed (the stream is buffered, so this does not cost a syscall a byte).
+        let mut line = head[..6].to_vec();
+        while !line.ends_with(b"\r\n") {
+            if line.len() >= 107 {
+                return Err("PROXY v1 header longer than 107 bytes".into());
+            }
+            line.push(stream.read_u8().await.map_err(|e| format!("reading PROXY header: {e}"))?);
+        }
+        let header = ppp::v1::Header::try_from(&line[..]).map_err(|e| format!("invalid PROXY v1 header: {e:?}"))?;
+        return Ok(match header.addresses {
+            ppp::v1::Addresses::Tcp4(a) => Some(SocketAddr::new(IpAddr::V4(a.source_address), a.source_port)),
+            ppp::v1::Addresses::Tcp6(a) => Some(SocketAddr::new(IpAddr::V6(a.source_address), a.source_port)),
+            ppp::v1::Addresses::Unknown => None,
+        });
+    }
+    stream.read_exact(&mut head[6..]).await.map_err(|e| format!("reading PROXY header: {e}"))?;
+    if &head != V2_SIGNATURE {
+        return Err("the connection did not start with a PROXY protocol header".into());
+    }
+    let mut rest = [0u8; 4];
+    stream.read_exact(&mut rest).await.map_err(|e| format!("reading PROXY header: {e}"))?;
+    let len = u16::from_be_bytes([rest[2], rest[3]]) as usize;
+    let mut full = Vec::with_capacity(16 + len);
+    full.extend_from_slice(&head);
+    full.extend_from_slice(&rest);
+    full.resize(16 + len, 0);
+    stream.read_exact(&mut full[16..]).await.map_err(|e| format!("reading PROXY header: {e}"))?;
+    let header = ppp::v2::Header::try_from(&full[..]).map_err(|e| format!("invalid PROXY v2 header: {e:?}"))?;
+    Ok(match header.addresses {
+        ppp::v2::Addresses::IPv4(a) => Some(SocketAddr::new(IpAddr::V4(a.source_address), a.source_port)),
+        ppp::v2::Addresses::IPv6(a) => Some(SocketAddr::new(IpAddr::V6(a.source_address), a.source_port)),
+        _ => None,
+    })
+}
+
+/// Replaces the connection's peer address with the PROXY header's source, but only when the
+/// TCP peer is a trusted proxy; an untrusted peer's header is read and ignored.
+fn adopt_source<T: GetSocketDigest + UniqueID + ?Sized>(shared: &Shared, listener: &str, stream: &mut T, source: Option<SocketAddr>) {
+    let Some(digest) = stream.get_socket_digest() else { return };
+    let peer = digest.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+    let trusted = peer.is_some_and(|ip| shared.snapshot.load().is_trusted(ip));
+    match (trusted, source) {
+        (true, Some(src)) => {
+            // On an L4 stream the unique id is its file descriptor.
+            let fresh = SocketDigest::from_raw_fd(stream.id());
+            let _ = fresh.peer_addr.set(Some(src.into()));
+            if let Some(local) = digest.local_addr() {
+                let _ = fresh.local_addr.set(Some(local.clone()));
+            }
+            stream.set_socket_digest(fresh);
+        }
+        (false, Some(_)) => {
+            log::warn!("listener {listener}: PROXY header from untrusted peer {peer:?} ignored (add it to server.trusted_proxies)");
+        }
+        _ => {}
+    }
+}
+
+/// The pre-TLS step of a TLS listener with `proxy_protocol: true`.
+pub struct ProxyHeaderBeforeTls {
+    pub listener: Arc<str>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl PreTlsProcess for ProxyHeaderBeforeTls {
+    async fn process(&self, stream: &mut L4Stream) -> Result<()> {
+        match tokio::time::timeout(PROXY_HEADER_TIMEOUT, read_proxy_header(stream)).await {
+            Ok(Ok(source)) => {
+                adopt_source(&self.shared, &self.listener, stream, source);
+                Ok(())
+            }
+            Ok(Err(why)) => {
+                log::warn!("listener {}: closing connection from {:?}: {why}", self.listener, stream.get_socket_digest().and_then(|d| d.peer_addr().cloned()));
+                Error::e_explain(ErrorType::InvalidHTTPHeader, why)
+            }
+            Err(_) => Error::e_explain(ErrorType::ReadTimedout, "no PROXY header in time"),
+        }
+    }
+}
+
+/// The application of one listener: Pingora's HTTP proxy, plus what happens once per
+/// connection (counting it, and the PROXY header on plain listeners).
+pub struct ListenerApp {
+    pub name: Arc<str>,
+    pub proxy: Arc<HttpProxy<Gateway>>,
+    /// Read a PROXY header first (plain listeners; TLS ones read it before the handshake).
+    pub proxy_header: bool,
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// Decrements the connection gauge however the connection ends.
+struct Open(prometheus::IntGauge);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[async_trait]
+impl ServerApp for ListenerApp {
+    async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let gauge = metrics::DOWNSTREAM_CONNECTIONS.with_label_values(&[&self.name]);
+        gauge.inc();
+        let _open = Open(gauge);
+        if self.proxy_header {
+            match tokio::time::timeout(PROXY_HEADER_TIMEOUT, read_proxy_header(&mut stream)).await {
+                Ok(Ok(source)) => adopt_source(&self.shared, &self.name, &mut *stream, source),
+                Ok(Err(why)) => {
+                    log::warn!("listener {}: closing connection: {why}", self.name);
+                    return None;
+                }
+                Err(_) => {
+                    log::warn!("listener {}: closing connection: no PROXY header within {PROXY_HEADER_TIMEOUT:?}", self.name);
+                    return None;
+                }
+            }
+        }
+        // Keep-alive requests on this connection are served here, so that one call is one
+        // connection for the gauge.
+        let mut next = Some(stream);
+        while let Some(s) = next {
+            next = self.proxy.process_new(s, shutdown).await;
+        }
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.proxy.cleanup().await
+    }
+}
