@@ -30,7 +30,7 @@ pub fn load_file(path: &Path) -> Result<Source, ConfigErrors> {
 pub fn load_str(text: &str, base_dir: PathBuf) -> Result<Source, ConfigErrors> {
     let lines = LineIndex::build(text);
     let expanded = substitute_env(text)?;
-    let config: Config = serde_yaml::from_str(&expanded).map_err(|e| yaml_error(&e))?;
+    let config: Config = serde_yaml::from_str(&expanded).map_err(|e| yaml_error(&e, &lines))?;
     Ok(Source { config, lines, base_dir, version: fingerprint(&expanded) })
 }
 
@@ -92,7 +92,7 @@ fn split_comment(line: &str) -> (&str, &str) {
     (line, "")
 }
 
-fn yaml_error(e: &serde_yaml::Error) -> ConfigErrors {
+fn yaml_error(e: &serde_yaml::Error, index: &LineIndex) -> ConfigErrors {
     let text = e.to_string();
     // serde_yaml says "path: message at line L column C"; keep the path and message, and
     // report the line in Portico's own form.
@@ -104,7 +104,13 @@ fn yaml_error(e: &serde_yaml::Error) -> ConfigErrors {
         Some((p, m)) if !p.contains(' ') && p != "." => (p.to_string(), m.to_string()),
         _ => (String::new(), text),
     };
-    ConfigErrors(vec![ConfigError { path, message, line: e.location().map(|l| l.line()) }])
+    let line = e.location().map(|l| l.line());
+    // An unknown key is reported at the key itself; a bad value with its parent's path.
+    let path = match line.and_then(|l| index.deepest_at(&path, l)) {
+        Some(deeper) if !message.starts_with("unknown field") => deeper.to_string(),
+        _ => path,
+    };
+    ConfigErrors(vec![ConfigError { path, message, line }])
 }
 
 fn fingerprint(text: &str) -> String {

@@ -23,6 +23,16 @@ impl LineIndex {
         walker.index
     }
 
+    /// The most specific key path under `prefix` written on `line`: serde reports a bad
+    /// value with the path of the struct that holds it, the line points at the key itself.
+    pub fn deepest_at(&self, prefix: &str, line: usize) -> Option<&str> {
+        self.lines
+            .iter()
+            .filter(|(p, l)| **l == line && (prefix.is_empty() || p.starts_with(prefix)))
+            .map(|(p, _)| p.as_str())
+            .max_by_key(|p| p.len())
+    }
+
     /// The line of `path`, or of its nearest ancestor that has one.
     pub fn line_of(&self, path: &str) -> Option<usize> {
         let mut p = path;

@@ -1,0 +1,231 @@
+//! What the backend and the client see of a proxied request: forwarded headers, request ids,
+//! Host, streaming bodies both ways, WebSocket, TLS and HTTP/2 to the backend, and the
+//! answers Portico makes itself when a backend fails.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const SERVER: &str = "server: { grace_period: 0s, shutdown_timeout: 1s, upgrade_sock: \"${PORTICO_TEST_DIR}/u.sock\", pid_file: \"${PORTICO_TEST_DIR}/p.pid\" }\n";
+
+/// A plain listener `web` and one route to an upstream `app` written as `upstream` (YAML
+/// flow mapping body, e.g. `backends: [...]`).
+fn plain(upstream: &str, route_extra: &str) -> String {
+    format!(
+        "{SERVER}admin: {{ listen: 127.0.0.1:{} }}\nlisteners:\n  - {{ name: web, listen: 127.0.0.1:{} }}\n\
+         upstreams:\n  app: {{ {upstream} }}\nroutes:\n  - {{ name: all, upstream: app{route_extra} }}\n",
+        free_port(),
+        free_port()
+    )
+}
+
+fn one(b: &Backend) -> String {
+    format!("backends: [ {{ addr: \"{}\" }} ]", b.addr())
+}
+
+#[tokio::test]
+async fn forwarded_headers_request_id_and_host() {
+    let b = Backend::http("app");
+    let gw = Gateway::start(&plain(&one(&b), "")).await;
+    let r = http_request(gw.listener("web"), "GET", "/p?q=1", &[("host", "shop.test"), ("x-forwarded-for", "6.6.6.6")], Body::empty()).await.unwrap();
+    assert_eq!(r.status, 200);
+    let seen = r.json();
+    let h = &seen["headers"];
+    assert_eq!(h["host"], "shop.test", "the client's Host is kept");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "an untrusted client's X-Forwarded-For is replaced");
+    assert_eq!(h["x-real-ip"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "shop.test");
+    assert_eq!(seen["path"], "/p?q=1");
+    let id = h["x-request-id"].as_str().unwrap();
+    assert!(id.len() >= 16, "a generated id: {id}");
+    assert_eq!(r.header("x-request-id"), Some(id), "the client gets the same id back");
+
+    // The client's own id is kept; an oversized one is replaced.
+    let r = http_request(gw.listener("web"), "GET", "/", &[("x-request-id", "abc-123")], Body::empty()).await.unwrap();
+    assert_eq!(r.json()["headers"]["x-request-id"], "abc-123");
+    assert_eq!(r.header("x-request-id"), Some("abc-123"));
+    let long = "x".repeat(129);
+    let r = http_request(gw.listener("web"), "GET", "/", &[("x-request-id", &long)], Body::empty()).await.unwrap();
+    assert_ne!(r.header("x-request-id"), Some(long.as_str()));
+}
+
+#[tokio::test]
+async fn trusted_proxy_chain_is_believed_and_extended() {
+    let b = Backend::http("app");
+    let yaml = plain(&one(&b), "").replace("server: {", "server: { trusted_proxies: [127.0.0.0/8, 10.0.0.0/8],");
+    let gw = Gateway::start(&yaml).await;
+    let r = http_request(gw.listener("web"), "GET", "/", &[("x-forwarded-for", "203.0.113.7, 10.1.2.3")], Body::empty()).await.unwrap();
+    let h = &r.json()["headers"];
+    assert_eq!(h["x-real-ip"], "203.0.113.7", "right-most untrusted address");
+    assert_eq!(h["x-forwarded-for"], "203.0.113.7, 10.1.2.3, 127.0.0.1");
+}
+
+#[tokio::test]
+async fn upstream_host_overrides_the_clients() {
+    let b = Backend::http("app");
+    let gw = Gateway::start(&plain(&format!("{}, host: internal.app", one(&b)), "")).await;
+    let r = http_request(gw.listener("web"), "GET", "/", &[("host", "public.test")], Body::empty()).await.unwrap();
+    assert_eq!(r.json()["headers"]["host"], "internal.app");
+    assert_eq!(r.json()["headers"]["x-forwarded-host"], "public.test");
+}
+
+#[tokio::test]
+async fn fifty_mib_upload_and_download_pass_byte_for_byte() {
+    let ca = TestCa::new("bodies CA");
+    let cert = ca.issue(&["big.test"]);
+    let b = Backend::http("app");
+    let (admin, port) = (free_port(), free_port());
+    let yaml = format!(
+        "{SERVER}admin: {{ listen: 127.0.0.1:{admin} }}\nlisteners:\n  - name: tls\n    listen: 127.0.0.1:{port}\n    tls: {{ certificates: [ {{ cert: {}, key: {} }} ] }}\n\
+         upstreams:\n  app: {{ {} }}\nroutes:\n  - {{ name: all, upstream: app }}\n",
+        cert.cert.display(),
+        cert.key.display(),
+        one(&b)
+    );
+    let gw = Gateway::start(&yaml).await;
+    let trust = TlsClientOpts::trusting(ca.cert_path());
+    const N: u64 = 50 * 1024 * 1024;
+    let started = Instant::now();
+    let r = https_request(gw.listener("tls"), "big.test", &trust, "POST", "/upload", &[], Body::pattern(N)).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["body_len"], N);
+    assert_eq!(r.json()["body_fnv"], pattern_fnv_hex(N));
+    // Chunked too (no Content-Length): streamed, not buffered.
+    let r = https_request(gw.listener("tls"), "big.test", &trust, "PUT", "/upload", &[], Body::pattern_chunked(N)).await.unwrap();
+    assert_eq!(r.json()["body_len"], N);
+    assert_eq!(r.json()["body_fnv"], pattern_fnv_hex(N));
+    let (len, ok) = https_download(gw.listener("tls"), "big.test", &trust, &format!("/bytes/{N}")).await.unwrap();
+    assert_eq!(len, N);
+    assert!(ok, "every byte matches");
+    println!("150 MiB through TLS in {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn websocket_upgrade_passes_through() {
+    let b = Backend::websocket_echo("ws");
+    let gw = Gateway::start(&plain(&one(&b), "")).await;
+    let (mut stream, head) = ws_connect(gw.listener("web"), "chat.test", "/socket", None).await.unwrap();
+    assert!(head.to_ascii_lowercase().contains("upgrade: websocket"), "{head}");
+    for msg in [&b"hello"[..], &[0u8, 1, 2, 255], &vec![7u8; 100_000]] {
+        stream.write_all(msg).await.unwrap();
+        let mut got = vec![0u8; msg.len()];
+        tokio::time::timeout(IO_TIMEOUT, stream.read_exact(&mut got)).await.unwrap().unwrap();
+        assert_eq!(&got[..], msg);
+    }
+}
+
+async fn tls_upstream_gateway(backend: &Backend, tls: &str) -> Gateway {
+    Gateway::start(&plain(&format!("{}, tls: {{ {tls} }}", one(backend)), "")).await
+}
+
+#[tokio::test]
+async fn tls_to_the_backend_is_verified_against_the_ca() {
+    let ca = TestCa::new("internal CA");
+    let cert = ca.issue(&["app.internal"]);
+    let b = Backend::https("secure", &cert);
+    let gw = tls_upstream_gateway(&b, &format!("sni: app.internal, ca: {}", ca.cert_path().display())).await;
+    let r = http_get(gw.listener("web"), "/x").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["sni"], "app.internal");
+    assert_eq!(r.json()["headers"]["x-forwarded-proto"], "http");
+
+    // A backend whose certificate the CA did not sign: 502, never an unverified connection.
+    let other_ca = TestCa::new("other CA");
+    let other = other_ca.issue(&["app.internal"]);
+    let rogue = Backend::https("rogue", &other);
+    let gw = tls_upstream_gateway(&rogue, &format!("sni: app.internal, ca: {}", ca.cert_path().display())).await;
+    let r = http_get(gw.listener("web"), "/x").await.unwrap();
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(rogue.hits(), 0);
+
+    // The right CA but the wrong name: 502 as well.
+    let wrong_name = Backend::https("wrong-name", &ca.issue(&["other.internal"]));
+    let gw = tls_upstream_gateway(&wrong_name, &format!("sni: app.internal, ca: {}", ca.cert_path().display())).await;
+    assert_eq!(http_get(gw.listener("web"), "/x").await.unwrap().status, 502);
+    assert_eq!(wrong_name.hits(), 0);
+
+    // Without `sni`, the backend's address is checked: an IP the certificate does not
+    // name is refused rather than silently unverified.
+    let gw = tls_upstream_gateway(&b, &format!("ca: {}", ca.cert_path().display())).await;
+    assert_eq!(http_get(gw.listener("web"), "/x").await.unwrap().status, 502);
+
+    // verify: false is an explicit choice.
+    let gw = tls_upstream_gateway(&rogue, "sni: app.internal, verify: false").await;
+    assert_eq!(http_get(gw.listener("web"), "/x").await.unwrap().status, 200);
+}
+
+#[tokio::test]
+async fn client_certificate_to_the_backend() {
+    let ca = TestCa::new("mtls CA");
+    let cert = ca.issue(&["app.internal"]);
+    let clients = TestCa::new("backend clients CA");
+    let b = Backend::https_mtls("mtls", &cert, clients.cert_path());
+    let portico_cert = clients.issue_client("portico");
+    let gw = tls_upstream_gateway(
+        &b,
+        &format!(
+            "sni: app.internal, ca: {}, client_cert: {}, client_key: {}",
+            ca.cert_path().display(),
+            portico_cert.cert.display(),
+            portico_cert.key.display()
+        ),
+    )
+    .await;
+    let r = http_get(gw.listener("web"), "/x").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["client_cn"], "portico");
+    // Without the client certificate the backend refuses: 502.
+    let gw = tls_upstream_gateway(&b, &format!("sni: app.internal, ca: {}", ca.cert_path().display())).await;
+    assert_eq!(http_get(gw.listener("web"), "/x").await.unwrap().status, 502);
+}
+
+#[tokio::test]
+async fn http2_end_to_end_to_the_backend() {
+    let b = Backend::http("h2c");
+    let ca = TestCa::new("h2 CA");
+    let cert = ca.issue(&["grpc.test"]);
+    let (admin, port) = (free_port(), free_port());
+    let yaml = format!(
+        "{SERVER}admin: {{ listen: 127.0.0.1:{admin} }}\nlisteners:\n  - name: tls\n    listen: 127.0.0.1:{port}\n    tls: {{ certificates: [ {{ cert: {}, key: {} }} ] }}\n\
+         upstreams:\n  app: {{ {}, http2: true }}\nroutes:\n  - {{ name: all, upstream: app }}\n",
+        cert.cert.display(),
+        cert.key.display(),
+        one(&b)
+    );
+    let gw = Gateway::start(&yaml).await;
+    let r = h2_request(gw.listener("tls"), "grpc.test", &TlsClientOpts::trusting(ca.cert_path()), "grpc.test", "/pkg.Service/Method").await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["version"], "HTTP/2.0", "the backend was spoken to in HTTP/2");
+}
+
+#[tokio::test]
+async fn a_dead_backend_gets_502_with_a_request_id_fast() {
+    let port = free_port();
+    let gw = Gateway::start(&plain(&format!("backends: [ {{ addr: \"127.0.0.1:{port}\" }} ], retries: 0"), "")).await;
+    let started = Instant::now();
+    let r = http_get(gw.listener("web"), "/").await.unwrap();
+    assert_eq!(r.status, 502);
+    let id = r.header("x-request-id").unwrap();
+    assert!(r.text().contains(id));
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn body_over_the_route_limit_is_413() {
+    let b = Backend::http("app");
+    let gw = Gateway::start(&plain(&one(&b), ", max_body_bytes: 1000")).await;
+    let r = http_request(gw.listener("web"), "POST", "/", &[], vec![b'x'; 1001]).await.unwrap();
+    assert_eq!(r.status, 413);
+    assert_eq!(b.hits(), 0, "refused up front from Content-Length");
+    let r = http_request(gw.listener("web"), "POST", "/", &[], vec![b'x'; 1000]).await.unwrap();
+    assert_eq!(r.status, 200);
+    // Without Content-Length the body is counted as it streams.
+    let r = http_request(gw.listener("web"), "POST", "/", &[], Body::pattern_chunked(100_000)).await;
+    match r {
+        Ok(r) => assert_eq!(r.status, 413),
+        Err(e) => panic!("expected a 413 answer, got {e}"),
+    }
+}
