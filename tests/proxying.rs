@@ -229,3 +229,39 @@ async fn body_over_the_route_limit_is_413() {
         Err(e) => panic!("expected a 413 answer, got {e}"),
     }
 }
+
+#[tokio::test]
+async fn oversized_request_head_is_431_and_a_slow_head_is_cut_off() {
+    let b = Backend::http("app");
+    let yaml = plain(&one(&b), "").replace("server: {", "server: { limits: { max_header_bytes: 4096, header_timeout: 1s },");
+    let gw = Gateway::start(&yaml).await;
+    let big = "v".repeat(5000);
+    let r = http_request(gw.listener("web"), "GET", "/", &[("x-big", &big)], Body::empty()).await.unwrap();
+    assert_eq!(r.status, 431);
+    assert!(r.header("x-request-id").is_some());
+    assert_eq!(b.hits(), 0);
+    let r = http_request(gw.listener("web"), "GET", "/", &[("x-small", "v")], Body::empty()).await.unwrap();
+    assert_eq!(r.status, 200);
+
+    // Slowloris: a head dribbled out a byte at a time is cut off after header_timeout.
+    let started = Instant::now();
+    let mut s = connect_tcp(gw.listener("web")).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut closed = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if s.write_all(b"X").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 64];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(1), s.read(&mut buf)).await {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "the connection was closed");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "cut after {took:?}");
+    assert_eq!(b.hits(), 1);
+}

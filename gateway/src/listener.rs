@@ -13,9 +13,21 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_proxy::HttpProxy;
 use std::net::{IpAddr, SocketAddr};
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
+
+tokio::task_local! {
+    /// Set by the proxy once a request head has been read on this connection's task: the
+    /// header-timeout watchdog stops watching from then on.
+    static HEAD_SEEN: Cell<bool>;
+}
+
+/// Called when a request head has been read completely.
+pub(crate) fn head_received() {
+    let _ = HEAD_SEEN.try_with(|seen| seen.set(true));
+}
 
 /// A client that sends nothing must not hold a connection open forever.
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -117,6 +129,8 @@ pub struct ListenerApp {
     pub proxy: Arc<HttpProxy<Gateway>>,
     /// Read a PROXY header first (plain listeners; TLS ones read it before the handshake).
     pub proxy_header: bool,
+    /// The whole request head must arrive within this (`server.limits.header_timeout`).
+    pub header_timeout: Duration,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -126,6 +140,14 @@ struct Open(prometheus::IntGauge);
 impl Drop for Open {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+/// Resolves when `limit` passes before a request head was read; never otherwise.
+async fn head_watchdog(limit: Duration) {
+    tokio::time::sleep(limit).await;
+    if HEAD_SEEN.with(|seen| seen.get()) {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -152,7 +174,27 @@ impl ServerApp for ListenerApp {
         // connection for the gauge.
         let mut next = Some(stream);
         while let Some(s) = next {
-            next = self.proxy.process_new(s, shutdown).await;
+            // HTTP/2 multiplexes requests on their own tasks and has its own timers; the
+            // watchdog is for HTTP/1 heads (slowloris).
+            let h2 = s.selected_alpn_proto() == Some(pingora_core::protocols::ALPN::H2);
+            let serve = self.proxy.process_new(s, shutdown);
+            if h2 {
+                next = serve.await;
+                continue;
+            }
+            let seen = HEAD_SEEN.scope(Cell::new(false), async {
+                tokio::select! {
+                    r = serve => Some(r),
+                    _ = head_watchdog(self.header_timeout) => None,
+                }
+            });
+            next = match seen.await {
+                Some(r) => r,
+                None => {
+                    log::debug!("listener {}: request head not complete within {:?}, closing", self.name, self.header_timeout);
+                    None
+                }
+            };
         }
         None
     }

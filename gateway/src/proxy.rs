@@ -7,7 +7,7 @@ use crate::metrics;
 use crate::plugin::{Chains, RequestState, Response};
 use crate::route::{normalize_host, RequestKey};
 use crate::snapshot::Snapshot;
-use crate::upstream::{hash_key, Admission, Pool};
+use crate::upstream::{hash_key, Admission, Pool, Probe};
 use crate::Shared;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -42,6 +42,13 @@ pub struct Ctx {
     responded: bool,
     /// The error that ended the last attempt, for the answer when no backend is left.
     last_error: Option<ErrorType>,
+    /// Held while the current attempt is the one probing request to a backend whose
+    /// ejection expired; settled when its outcome is reported, freed if the request ends
+    /// without one.
+    probe: Option<Probe>,
+    /// Counts this request as in flight until the context is dropped (after logging), so
+    /// that a draining process waits for it.
+    _in_flight: crate::server::InFlight,
 }
 
 impl Ctx {
@@ -110,14 +117,25 @@ impl ProxyHttp for Gateway {
             inflight: false,
             responded: false,
             last_error: None,
+            probe: None,
+            _in_flight: crate::server::InFlight::start(),
         }
     }
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        crate::listener::head_received();
+        if crate::server::winding_down() {
+            // Draining: `Connection: close`, so keep-alive clients reconnect elsewhere.
+            session.set_keepalive(None);
+        }
         let snap = ctx.snapshot.clone();
         let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         ctx.state.client_ip = forwarded::client_ip(&snap, peer, session.req_header());
         ctx.state.request_id = forwarded::request_id(session.req_header(), &snap.request_id_header);
+        let limit = snap.config.server.limits.max_header_bytes;
+        if limit > 0 && head_size(session.req_header()) > limit {
+            return Error::e_explain(ErrorType::HTTPStatus(431), "request head too large");
+        }
         let req = session.req_header();
         // HTTP/2 carries the host in the URI authority; HTTP/1.1 in the Host header.
         let raw_host = req
@@ -208,19 +226,28 @@ impl ProxyHttp for Gateway {
             crate::config::Balance::ConsistentHash => Some(consistent_key(&pool, session, &ctx.state)),
             _ => None,
         };
-        let Some((i, admission)) = pool.select(key, &ctx.tried) else {
-            // Nothing left to try: the error of the last attempt, or 503 when nothing was up.
+        let mut picked = pool.select(key, &ctx.tried);
+        if picked.is_none() && ctx.tried.is_empty() && pool.awaiting_first_checks() {
+            // Just started: the backends are not out, only not checked yet.
+            pool.first_checks().await;
+            picked = pool.select(key, &ctx.tried);
+        }
+        let Some((i, admission)) = picked else {
+            // Nothing left to try: the error of the last attempt (an upstream one, so that a
+            // timeout still answers 504), or 503 when nothing was up.
             return match ctx.last_error.clone() {
-                Some(e) => Error::e_explain(e, "no other backend left to retry"),
+                Some(e) => Err(Error::explain(e, "no other backend left to retry").into_up()),
                 None => Error::e_explain(ErrorType::HTTPStatus(503), "no healthy backend"),
             };
         };
         if !ctx.tried.is_empty() {
             metrics::RETRIES.with_label_values(&[&pool.name]).inc();
         }
-        if admission == Admission::Probe {
+        // Replacing an earlier attempt's guard frees its slot if that attempt had no verdict.
+        ctx.probe = (admission == Admission::Probe).then(|| {
             log::info!("upstream {}: probing ejected backend {}", pool.name, pool.backends[i].addr);
-        }
+            Probe::new(pool.backends[i].health.clone())
+        });
         ctx.tried.push(i);
         pool.backends[i].inflight.fetch_add(1, Ordering::Relaxed);
         ctx.inflight = true;
@@ -244,6 +271,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn upstream_response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        let probe = ctx.probe.take();
         if let (Some(pool), Some(&i)) = (ctx.pool(), ctx.tried.last()) {
             let backend = &pool.backends[i];
             let failed = pool.passive.count_5xx && resp.status.is_server_error();
@@ -251,6 +279,9 @@ impl ProxyHttp for Gateway {
                 pool.report_failure(i, &format!("answered {}", resp.status.as_u16()));
             } else {
                 pool.report_success(i);
+            }
+            if let Some(p) = probe {
+                p.settle();
             }
             metrics::UPSTREAM_REQUESTS.with_label_values(&[&pool.name, &backend.addr, "ok"]).inc();
         }
@@ -261,6 +292,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        if crate::server::winding_down() {
+            session.set_keepalive(None);
+        }
         ctx.responded = true;
         resp.insert_header(ctx.snapshot.request_id_header.clone(), ctx.state.request_id.as_str())?;
         ctx.state.status = resp.status.as_u16();
@@ -284,6 +318,9 @@ impl ProxyHttp for Gateway {
             let outcome = if is_timeout(&e) { "timeout" } else { "connect_error" };
             metrics::UPSTREAM_REQUESTS.with_label_values(&[&pool.name, &pool.backends[i].addr, outcome]).inc();
             pool.report_failure(i, &e.to_string());
+            if let Some(p) = ctx.probe.take() {
+                p.settle();
+            }
             // Nothing was sent, so any request may go to another backend.
             e.set_retry(ctx.tried.len() <= pool.retries && ctx.tried.len() < pool.backends.len());
         }
@@ -299,6 +336,9 @@ impl ProxyHttp for Gateway {
                 let outcome = if is_timeout(&e) { "timeout" } else { "error" };
                 metrics::UPSTREAM_REQUESTS.with_label_values(&[&pool.name, &pool.backends[i].addr, outcome]).inc();
                 pool.report_failure(i, &e.to_string());
+                if let Some(p) = ctx.probe.take() {
+                    p.settle();
+                }
             }
             // Repeat only what is safe to repeat: an idempotent method whose body is still
             // whole in the retry buffer, before any response reached the client.
@@ -324,6 +364,7 @@ impl ProxyHttp for Gateway {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let (status, message) = match e.etype() {
             ErrorType::HTTPStatus(413) => (413, "request body too large"),
+            ErrorType::HTTPStatus(431) => (431, "request header fields too large"),
             ErrorType::HTTPStatus(503) => (503, "no healthy backend"),
             ErrorType::HTTPStatus(c) => (*c, "error"),
             _ if is_timeout(e) && e.esource() == &ErrorSource::Upstream => (504, "the backend timed out"),
@@ -365,15 +406,22 @@ impl ProxyHttp for Gateway {
             ctx.state.status = resp.status.as_u16();
         }
         ctx.state.bytes_sent = session.body_bytes_sent() as u64;
-        let route = ctx.state.route.as_deref().unwrap_or("unmatched");
         let method = metrics::method_label(&session.req_header().method);
-        let status = http::StatusCode::from_u16(ctx.state.status).map(|s| s.as_str().to_string()).unwrap_or_else(|_| "0".into());
-        metrics::REQUESTS.with_label_values(&[route, method, &status]).inc();
-        metrics::REQUEST_DURATION.with_label_values(&[route]).observe(ctx.state.elapsed().as_secs_f64());
+        let route_metrics = match ctx.route() {
+            Some(r) => &r.metrics,
+            None => metrics::unmatched(),
+        };
+        route_metrics.record(method, ctx.state.status, ctx.state.elapsed());
         let snap = ctx.snapshot.clone();
         let chains = chains_of(&snap, ctx.route);
         chains.log(session, &ctx.state).await;
     }
+}
+
+/// The size of the request head as received: request line and header lines.
+fn head_size(req: &RequestHeader) -> usize {
+    let line = req.method.as_str().len() + req.uri.to_string().len() + 12;
+    line + req.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>()
 }
 
 fn is_timeout(e: &Error) -> bool {

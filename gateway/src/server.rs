@@ -12,10 +12,12 @@ use crate::upstream::HealthChecker;
 use crate::Shared;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use pingora_core::apps::HttpServerOptions;
+use pingora_core::apps::{HttpServerOptions, ServerApp};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora_core::protocols::Stream;
 use pingora_core::services::background::{background_service, BackgroundService};
+use pingora_core::services::ServiceReadyNotifier;
 use pingora_core::listeners::Listeners;
 use pingora_core::services::listening::Service;
 use crate::listener::{ListenerApp, ProxyHeaderBeforeTls};
@@ -26,8 +28,42 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 
-/// Requests between their first byte and their logging phase, across all listeners.
-pub(crate) static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+/// Requests between their head being read and the end of their logging phase, across all
+/// listeners.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one request in flight for as long as it lives (it sits in the request's context).
+pub(crate) struct InFlight(());
+
+impl InFlight {
+    pub(crate) fn start() -> InFlight {
+        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        InFlight(())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Set once this process is on its way out (SIGTERM, or SIGQUIT with a new process waiting):
+/// responses then carry `Connection: close`, so keep-alive clients reconnect through the
+/// load balancer (or to the new process) instead of holding on to this one.
+static WINDING_DOWN: AtomicBool = AtomicBool::new(false);
+
+pub(crate) fn winding_down() -> bool {
+    WINDING_DOWN.load(Ordering::Relaxed)
+}
+
+/// Listeners whose shutdown clean-up (see [`Settle`]) has finished.
+static LISTENERS_SETTLED: AtomicUsize = AtomicUsize::new(0);
+
+/// How long a stopped listener still lets connections it already accepted deliver their
+/// first request (a TLS handshake and a request head take milliseconds), before the idle
+/// keep-alive connections are closed.
+const SETTLE: Duration = Duration::from_secs(1);
 
 struct Args {
     config: PathBuf,
@@ -100,18 +136,20 @@ pub fn run(registry: Registry) -> ! {
 
 fn server_conf(snap: &Snapshot, base: &std::path::Path, daemon: bool) -> ServerConf {
     let s = &snap.config.server;
-    let mut conf = ServerConf::default();
-    conf.threads = s.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    conf.daemon = daemon;
-    conf.pid_file = config::resolve(base, &s.pid_file).display().to_string();
-    conf.upgrade_sock = config::resolve(base, &s.upgrade_sock).display().to_string();
-    // Pingora's own grace period is the time in-flight requests get after the listeners
-    // stop; Portico's grace period (serving while the load balancer notices) runs before it.
-    conf.grace_period_seconds = Some(s.shutdown_timeout.get().as_secs().max(1));
-    conf.graceful_shutdown_timeout_seconds = Some(1);
-    // Portico bounds retries per upstream itself.
-    conf.max_retries = 16;
-    conf
+    ServerConf {
+        threads: s.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+        daemon,
+        pid_file: config::resolve(base, &s.pid_file).display().to_string(),
+        upgrade_sock: config::resolve(base, &s.upgrade_sock).display().to_string(),
+        // Pingora's own grace period is the time in-flight requests get after the listeners
+        // stop; Portico's grace period (serving while the load balancer notices) runs before
+        // it. The process leaves earlier once nothing is in flight (`exit_when_idle`).
+        grace_period_seconds: Some((s.shutdown_timeout.get().as_secs_f64().ceil() as u64).max(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
+        // Portico bounds retries per upstream itself.
+        max_retries: 16,
+        ..Default::default()
+    }
 }
 
 fn serve(args: Args, config_path: PathBuf, snap: Snapshot, registry: Registry, health: HealthBook) -> ! {
@@ -121,6 +159,11 @@ fn serve(args: Args, config_path: PathBuf, snap: Snapshot, registry: Registry, h
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     let conf = server.configuration.clone();
+    if !args.daemon {
+        // A daemon's pid file is written by the fork; in the foreground it is written here,
+        // after a `-u` process received the sockets, so the file names the serving process.
+        write_pid_file(&conf.pid_file);
+    }
 
     let mut cert_resolvers = HashMap::new();
     for l in &snap.config.listeners {
@@ -141,6 +184,7 @@ fn serve(args: Args, config_path: PathBuf, snap: Snapshot, registry: Registry, h
     });
     let snap = shared.snapshot.load_full();
 
+    let mut listener_services = Vec::new();
     for l in &snap.config.listeners {
         let gateway = Gateway {
             listener: l.name.as_str().into(),
@@ -174,59 +218,114 @@ fn serve(args: Args, config_path: PathBuf, snap: Snapshot, registry: Registry, h
             name: l.name.as_str().into(),
             proxy: Arc::new(proxy),
             proxy_header: l.proxy_protocol && l.tls.is_none(),
+            header_timeout: snap.config.server.limits.header_timeout.get(),
             shared: shared.clone(),
         };
         // The service name is also its threads' name, which the error log uses to tell
         // which listener a failed TLS handshake belongs to.
-        let svc = Service::with_listeners(format!("listener {}", l.name), listeners, app);
-        server.add_service(svc);
+        let settle = SETTLE.min(snap.config.server.shutdown_timeout.get());
+        let svc = Service::with_listeners(format!("listener {}", l.name), listeners, Settle { app: Arc::new(app), settle });
+        listener_services.push(server.add_service(svc));
     }
 
+    let signals = server.add_service(background_service(
+        "signals",
+        Signals {
+            shared: shared.clone(),
+            daemon: args.daemon,
+            listeners: listener_services.len(),
+            pid_file: (!args.daemon).then(|| conf.pid_file.clone()),
+        },
+    ));
     let mut admin = Service::new("admin".to_string(), Admin { shared: shared.clone() });
     admin.add_tcp(&snap.config.admin.listen);
     admin.threads = Some(1);
-    server.add_service(admin);
+    let admin = server.add_service(admin);
+    // `/readyz` answers only once the listeners started and the signals have handlers (a
+    // SIGHUP before that would kill the process).
+    admin.add_dependencies(&listener_services);
+    admin.add_dependency(&signals);
     server.add_service(checker);
-    server.add_service(background_service("signals", Signals { shared: shared.clone() }));
 
-    exit_when_idle_after_shutdown(&server);
     log::info!("portico {} starting: config {} version {}", env!("CARGO_PKG_VERSION"), shared.config_path.display(), snap.version);
     let grace = snap.config.server.grace_period.get();
-    server.run(RunArgs { shutdown_signal: Box::new(Shutdown { shared, grace }) });
+    let upgrade_sock = PathBuf::from(&conf.upgrade_sock);
+    let pid_file = (!args.daemon).then(|| conf.pid_file.clone());
+    server.run(RunArgs { shutdown_signal: Box::new(Shutdown { shared, grace, upgrade_sock }) });
+    if let Some(p) = pid_file {
+        remove_pid_file(&p);
+    }
     std::process::exit(0)
 }
 
-/// Pingora waits its whole grace period even with nothing in flight; leave as soon as the
-/// last request is done instead, so a drained instance exits promptly.
-fn exit_when_idle_after_shutdown(server: &Server) {
-    let mut phases = server.watch_execution_phase();
+fn write_pid_file(path: &str) {
+    if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
+        log::warn!("cannot write the pid file {path}: {e}");
+    }
+}
+
+/// Removes the pid file unless a newer process (an upgrade) has written its own pid there.
+fn remove_pid_file(path: &str) {
+    if std::fs::read_to_string(path).is_ok_and(|s| s.trim() == std::process::id().to_string()) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Pingora waits its whole grace period even with nothing in flight; leave as soon as every
+/// listener has stopped and settled and the last request is done, so that a drained instance
+/// exits promptly. A plain thread, not a task: the runtimes are being shut down. Started
+/// once shutdown begins, from inside the running server, because threads made before `-d`
+/// forks do not survive it.
+fn exit_when_idle(listeners: usize, pid_file: Option<String>) {
     std::thread::spawn(move || {
-        use pingora_core::server::ExecutionPhase;
-        loop {
-            match phases.blocking_recv() {
-                Ok(ExecutionPhase::ShutdownGracePeriod) => break,
-                Ok(_) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(_) => return,
-            }
+        while LISTENERS_SETTLED.load(Ordering::SeqCst) < listeners || IN_FLIGHT.load(Ordering::SeqCst) > 0 {
+            std::thread::sleep(Duration::from_millis(20));
         }
-        // A short pause lets connections that were accepted just before close get read.
-        std::thread::sleep(Duration::from_millis(200));
-        while IN_FLIGHT.load(Ordering::SeqCst) > 0 {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // Lets log writers flush what the last requests left them.
+        std::thread::sleep(Duration::from_millis(100));
         log::info!("no request in flight: exiting");
+        if let Some(p) = pid_file {
+            remove_pid_file(&p);
+        }
         std::process::exit(0);
     });
 }
 
+/// A listener's application with a gentler stop. When a listener stops accepting, Pingora's
+/// clean-up closes every connection still waiting for a request head — including ones
+/// accepted a moment earlier whose TLS handshake or first request is still on its way, which
+/// during an upgrade would be dropped connections. Waiting `settle` first lets those
+/// requests in (they are answered with `Connection: close`).
+struct Settle {
+    app: Arc<ListenerApp>,
+    settle: Duration,
+}
+
+#[async_trait]
+impl ServerApp for Settle {
+    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        self.app.process_new(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        tokio::time::sleep(self.settle).await;
+        self.app.cleanup().await;
+        LISTENERS_SETTLED.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 /// SIGTERM: say "not ready" at once, keep serving for the grace period while the load
 /// balancer notices, then let Pingora stop the listeners. SIGQUIT: hand the sockets to a
-/// new process. SIGINT: leave now.
+/// new process, when one is waiting for them. SIGINT: leave now.
 struct Shutdown {
     shared: Arc<Shared>,
     grace: Duration,
+    upgrade_sock: PathBuf,
 }
+
+/// How long SIGQUIT waits for a new `-u` process to open the upgrade socket; Pingora's own
+/// sender would give up after about as long.
+const UPGRADE_WAIT: Duration = Duration::from_secs(5);
 
 #[async_trait]
 impl ShutdownSignalWatch for Shutdown {
@@ -234,35 +333,79 @@ impl ShutdownSignalWatch for Shutdown {
         let mut quit = signal(SignalKind::quit()).expect("SIGQUIT handler");
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-        tokio::select! {
-            _ = quit.recv() => {
-                log::info!("SIGQUIT: handing the listening sockets to the new process");
-                ShutdownSignal::GracefulUpgrade
-            }
-            _ = int.recv() => ShutdownSignal::FastShutdown,
-            _ = term.recv() => {
-                self.shared.draining.store(true, Ordering::SeqCst);
-                log::info!("SIGTERM: /readyz now answers 503; serving for {:?} more, then draining", self.grace);
-                let until = Instant::now() + self.grace;
-                tokio::select! {
-                    _ = tokio::time::sleep_until(until.into()) => ShutdownSignal::GracefulTerminate,
-                    _ = int.recv() => ShutdownSignal::FastShutdown,
+        loop {
+            tokio::select! {
+                _ = quit.recv() => {
+                    // Pingora hands the sockets over and then drains whether or not anyone
+                    // took them: without a new process, that would take this instance down.
+                    if self.wait_for_upgrade_socket().await {
+                        WINDING_DOWN.store(true, Ordering::SeqCst);
+                        log::info!("SIGQUIT: handing the listening sockets to the new process at {}", self.upgrade_sock.display());
+                        return ShutdownSignal::GracefulUpgrade;
+                    }
+                    log::error!(
+                        "SIGQUIT ignored: no new process is waiting on {} (start `portico -u` first); still serving",
+                        self.upgrade_sock.display()
+                    );
+                }
+                _ = int.recv() => return ShutdownSignal::FastShutdown,
+                _ = term.recv() => {
+                    self.shared.draining.store(true, Ordering::SeqCst);
+                    WINDING_DOWN.store(true, Ordering::SeqCst);
+                    log::info!("SIGTERM: /readyz now answers 503; serving for {:?} more, then draining", self.grace);
+                    let until = Instant::now() + self.grace;
+                    return tokio::select! {
+                        _ = tokio::time::sleep_until(until.into()) => ShutdownSignal::GracefulTerminate,
+                        _ = int.recv() => ShutdownSignal::FastShutdown,
+                    };
                 }
             }
         }
     }
 }
 
-/// SIGHUP reloads the config; SIGUSR1 reopens log files.
+impl Shutdown {
+    /// Whether a new process is waiting on the upgrade socket (it creates the socket when it
+    /// starts waiting and removes it once it has the listeners).
+    async fn wait_for_upgrade_socket(&self) -> bool {
+        use std::os::unix::fs::FileTypeExt;
+        let deadline = Instant::now() + UPGRADE_WAIT;
+        loop {
+            if std::fs::symlink_metadata(&self.upgrade_sock).is_ok_and(|m| m.file_type().is_socket()) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// SIGHUP reloads the config; SIGUSR1 reopens log files. Its start also does what must
+/// happen in the process that serves (after a daemon's fork).
 struct Signals {
     shared: Arc<Shared>,
+    daemon: bool,
+    listeners: usize,
+    /// Written by this process (in the foreground), removed when it exits.
+    pid_file: Option<String>,
 }
 
 #[async_trait]
 impl BackgroundService for Signals {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+    async fn start_with_ready_notifier(&self, mut shutdown: ShutdownWatch, ready: ServiceReadyNotifier) {
         let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
         let mut usr1 = signal(SignalKind::user_defined1()).expect("SIGUSR1 handler");
+        if self.daemon {
+            // Threads started before the fork (a plugin's log writer) did not survive it:
+            // build the snapshot again, here in the process that serves.
+            let shared = self.shared.clone();
+            let _ = tokio::task::spawn_blocking(move || crate::reload::rebuild(&shared)).await;
+        }
+        ready.notify_ready();
+        let mut stopping = false;
+        // Keeps going until the process exits: a log rotation during a long drain still works.
         loop {
             tokio::select! {
                 _ = hup.recv() => {
@@ -274,7 +417,12 @@ impl BackgroundService for Signals {
                     log::info!("SIGUSR1: reopening log files");
                     crate::log_reopen::request_reopen();
                 }
-                _ = shutdown.changed() => return,
+                r = shutdown.changed(), if !stopping => {
+                    if r.is_err() || *shutdown.borrow() {
+                        stopping = true;
+                        exit_when_idle(self.listeners, self.pid_file.clone());
+                    }
+                }
             }
         }
     }
