@@ -157,4 +157,5 @@ async fn http2_requests_route_by_authority() {
     assert_eq!(r.json()["headers"]["host"], "ub");
     let r = h2_request(gw.listener("tls"), "a.test", &trust, "a.test", "/x").await.unwrap();
     assert_eq!(r.json()["headers"]["host"], "ua");
+    assert_eq!(r.json()["headers"]["x-forwarded-host"], "a.test");
 }

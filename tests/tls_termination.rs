@@ -102,6 +102,9 @@ async fn alpn_offers_h2_and_http_1_1() {
     let r = h2_request(addr, "api.test", &trust, "api.test", "/h2").await.unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.version, "HTTP/2.0");
+    // The HTTP/1.1 backend gets a Host header made from the :authority.
+    assert_eq!(r.json()["version"], "HTTP/1.1");
+    assert_eq!(r.json()["headers"]["host"], "api.test");
 }
 
 #[tokio::test]

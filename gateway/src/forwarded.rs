@@ -80,6 +80,11 @@ pub fn set_upstream_headers(
         .map(|a| a.as_str().to_string())
         .or_else(|| upstream.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string));
     if let Some(h) = host {
+        // An HTTP/2 client sends no Host header, only the :authority; an HTTP/1.1 backend
+        // needs the Host header.
+        if !upstream.headers.contains_key(http::header::HOST) {
+            upstream.insert_header(http::header::HOST, h.as_str())?;
+        }
         upstream.insert_header("X-Forwarded-Host", h)?;
     }
     upstream.insert_header("X-Real-IP", state.client_ip.to_string())?;
