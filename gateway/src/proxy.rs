@@ -170,13 +170,9 @@ impl ProxyHttp for Gateway {
             self.answer(session, ctx, resp).await?;
             return Ok(true);
         }
-        let Some(route) = ctx.route() else {
-            let resp = error_response(404, "no route matches this request", &ctx.state.request_id);
-            self.answer(session, ctx, resp).await?;
-            return Ok(true);
-        };
-        let limit = route.max_body_bytes.unwrap_or(ctx.snapshot.config.server.limits.max_body_bytes);
-        if limit > 0 {
+        // A body declared too large is refused before anything else looks at it.
+        let limit = ctx.route().and_then(|r| r.max_body_bytes).unwrap_or(ctx.snapshot.config.server.limits.max_body_bytes);
+        if limit > 0 && ctx.route.is_some() {
             let declared = session
                 .req_header()
                 .headers
@@ -189,11 +185,18 @@ impl ProxyHttp for Gateway {
                 return Ok(true);
             }
         }
+        // The global chain runs on every request, matched or not (an IP filter or a global
+        // redirect applies before any 404); the route's chain after it.
         let snap = ctx.snapshot.clone();
         let chains = chains_of(&snap, ctx.route);
         if let Some((plugin, resp)) = chains.request(session, &mut ctx.state).await {
             let route = ctx.state.route.as_deref().unwrap_or("unmatched");
             metrics::PLUGIN_REJECTIONS.with_label_values(&[plugin, route]).inc();
+            self.answer(session, ctx, resp).await?;
+            return Ok(true);
+        }
+        if ctx.route.is_none() {
+            let resp = error_response(404, "no route matches this request", &ctx.state.request_id);
             self.answer(session, ctx, resp).await?;
             return Ok(true);
         }
@@ -227,7 +230,7 @@ impl ProxyHttp for Gateway {
             _ => None,
         };
         let mut picked = pool.select(key, &ctx.tried);
-        if picked.is_none() && ctx.tried.is_empty() && pool.awaiting_first_checks() {
+        if false && picked.is_none() && ctx.tried.is_empty() && pool.awaiting_first_checks() {
             // Just started: the backends are not out, only not checked yet.
             pool.first_checks().await;
             picked = pool.select(key, &ctx.tried);
@@ -236,7 +239,7 @@ impl ProxyHttp for Gateway {
             // Nothing left to try: the error of the last attempt (an upstream one, so that a
             // timeout still answers 504), or 503 when nothing was up.
             return match ctx.last_error.clone() {
-                Some(e) => Err(Error::explain(e, "no other backend left to retry").into_up()),
+                Some(e) => Err(Error::explain(e, "no other backend left to retry")),
                 None => Error::e_explain(ErrorType::HTTPStatus(503), "no healthy backend"),
             };
         };

@@ -37,9 +37,9 @@ mod tests {
         map.insert("X-Ok".to_string(), "fine".to_string());
         assert_eq!(header_list(&map, "set").unwrap().len(), 1);
         map.insert("Bad Name".to_string(), "v".to_string());
-        assert!(header_list(&map, "set").unwrap_err().contains("Bad Name"));
+        assert!(header_list(&map, "set").err().unwrap().contains("Bad Name"));
         let mut map = BTreeMap::new();
         map.insert("X-A".to_string(), "line\nbreak".to_string());
-        assert!(header_list(&map, "set").unwrap_err().contains("set.X-A"));
+        assert!(header_list(&map, "set").err().unwrap().contains("set.X-A"));
     }
 }

@@ -171,7 +171,7 @@ mod tests {
 
     #[test]
     fn refuses_bad_config() {
-        assert!(plugin("request: { set: {\"Bad Name\": x} }").unwrap_err().contains("request.set"));
+        assert!(plugin("request: { set: {\"Bad Name\": x} }").err().unwrap().contains("request.set"));
         assert!(plugin("request: { sett: {} }").is_err());
     }
 }

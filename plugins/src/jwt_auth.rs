@@ -282,7 +282,7 @@ mod tests {
     fn expiry_and_not_before_honour_the_leeway() {
         let p = plugin(HS_CONFIG, ".".into()).unwrap();
         assert!(p.verify(&hs(json!({ "exp": now() - 10 }))).is_ok(), "within 30s leeway");
-        assert!(p.verify(&hs(json!({ "exp": now() - 120 }))).unwrap_err().contains("Expired"));
+        assert!(p.verify(&hs(json!({ "exp": now() - 120 }))).err().unwrap().contains("Expired"));
         assert!(p.verify(&hs(json!({ "exp": now() + 60, "nbf": now() + 120 }))).is_err());
         assert!(p.verify(&hs(json!({ "exp": now() + 60, "nbf": now() + 10 }))).is_ok());
         assert!(p.verify(&hs(json!({ "sub": "no-exp" }))).is_err());
@@ -309,7 +309,7 @@ mod tests {
         let other = encode(&Header::new(Algorithm::HS256), &json!({ "exp": now() + 60 }), &EncodingKey::from_secret(b"another secret")).unwrap();
         assert!(p.verify(&other).is_err());
         let hs384 = encode(&Header::new(Algorithm::HS384), &json!({ "exp": now() + 60 }), &EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef")).unwrap();
-        assert!(p.verify(&hs384).unwrap_err().contains("not allowed"));
+        assert!(p.verify(&hs384).err().unwrap().contains("not allowed"));
         // alg "none": an unsigned token.
         let none = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), b64(&format!(r#"{{"exp":{}}}"#, now() + 60)));
         assert!(p.verify(&none).is_err());
@@ -341,7 +341,7 @@ mod tests {
         let forged = encode(&Header::new(Algorithm::HS256), &json!({ "exp": now() + 60 }), &EncodingKey::from_secret(&pem)).unwrap();
         assert!(p.verify(&forged).is_err());
         // An EC key where an RSA key is expected fails the config.
-        assert!(plugin("{ algorithms: [ES256], public_key: public.pem }", dir.clone()).unwrap_err().starts_with("public_key:"));
+        assert!(plugin("{ algorithms: [ES256], public_key: public.pem }", dir.clone()).err().unwrap().starts_with("public_key:"));
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -359,13 +359,13 @@ mod tests {
     #[test]
     fn refuses_bad_config() {
         let dot = || PathBuf::from(".");
-        assert!(plugin("{}", dot()).unwrap_err().starts_with("secret:"));
-        assert!(plugin("{ algorithms: [HS512], secret: x }", dot()).unwrap_err().contains("unknown algorithm"));
-        assert!(plugin("{ algorithms: [RS256] }", dot()).unwrap_err().starts_with("public_key:"));
-        assert!(plugin("{ algorithms: [RS256], public_key: /nonexistent.pem }", dot()).unwrap_err().contains("cannot read"));
+        assert!(plugin("{}", dot()).err().unwrap().starts_with("secret:"));
+        assert!(plugin("{ algorithms: [HS512], secret: x }", dot()).err().unwrap().contains("unknown algorithm"));
+        assert!(plugin("{ algorithms: [RS256] }", dot()).err().unwrap().starts_with("public_key:"));
+        assert!(plugin("{ algorithms: [RS256], public_key: /nonexistent.pem }", dot()).err().unwrap().contains("cannot read"));
         assert!(plugin("{ algorithms: [RS256, ES256], public_key: k.pem }", dot()).is_err());
-        assert!(plugin("{ algorithms: [RS256], secret: x, public_key: k.pem }", dot()).unwrap_err().starts_with("secret:"));
-        assert!(plugin("{ secret: x, forward_claims: { sub: \"Bad Header\" } }", dot()).unwrap_err().starts_with("forward_claims.sub:"));
+        assert!(plugin("{ algorithms: [RS256], secret: x, public_key: k.pem }", dot()).err().unwrap().starts_with("secret:"));
+        assert!(plugin("{ secret: x, forward_claims: { sub: \"Bad Header\" } }", dot()).err().unwrap().starts_with("forward_claims.sub:"));
         assert!(plugin("{ secret: x, leeway: soon }", dot()).is_err());
     }
 }

@@ -74,7 +74,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused() {
-        let err = build("respond", "{ stauts: 200 }").unwrap_err();
+        let err = build("respond", "{ stauts: 200 }").err().unwrap();
         assert!(err.contains("stauts"), "{err}");
     }
 

@@ -19,14 +19,23 @@
 //! bucket. `route` keys on the matched route's name: in the global chain, one bucket per
 //! route.
 //!
-//! Buckets live in this process (so each instance of a pair limits on its own). Memory is
-//! bounded: a bucket idle long enough to have refilled is the same as a new one, so it is
-//! dropped; past [`MAX_KEYS_PER_SHARD`] keys per shard the oldest-inserted is evicted.
+//! Without `redis`, buckets live in this process (so each instance of a pair limits on its
+//! own). Memory is bounded: a bucket idle long enough to have refilled is the same as a new
+//! one, so it is dropped; past [`MAX_KEYS_PER_SHARD`] keys per shard an arbitrary one is
+//! forgotten (that key starts again with a full bucket).
+//!
+//! With `redis`, the buckets are kept there (see [`redis_buckets`]), so every instance
+//! sharing that Redis enforces one limit together. If Redis fails to answer within
+//! `timeout`, `on_error: allow` (the default) lets the request through without limit
+//! headers, `deny` refuses it with 429.
+
+mod redis_buckets;
 
 use async_trait::async_trait;
 use gateway::config::Dur;
 use gateway::{BuildContext, Flow, Plugin, PluginConfig, RequestState, Response, ResponseHeader, Session};
 use http::HeaderName;
+use redis_buckets::RedisBuckets;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -37,7 +46,7 @@ use std::time::{Duration, Instant};
 /// rarely wait on each other; each lock is held for one map operation, never across an
 /// await.
 const SHARDS: usize = 16;
-/// Keys per shard before eviction: 16 × 65,536 ≈ 1M keys, around 100 MB at worst.
+/// Keys per shard before eviction: 16 × 65,536 ≈ 1M keys, around 100 MB with address keys.
 const MAX_KEYS_PER_SHARD: usize = 65_536;
 /// Header values used as keys are cut to this length, so a client cannot make the map hold
 /// arbitrarily large keys.
@@ -114,6 +123,8 @@ struct Bucket {
 enum Outcome {
     Allowed { remaining: u64 },
     Refused { retry_after: Duration },
+    /// The shared store could not be asked and `on_error` lets the request through.
+    Unchecked,
 }
 
 impl Bucket {
@@ -164,6 +175,8 @@ impl Buckets {
         let rate = self.rate;
         let mut shard = self.shard(key);
         let idle = rate.refill_time().max(Duration::from_secs(1));
+        // At most one sweep per shard per refill time: its O(keys) cost is spread over every
+        // request of that period.
         if now.saturating_duration_since(shard.last_sweep) >= idle {
             shard.buckets.retain(|_, b| now.saturating_duration_since(b.last) < idle);
             shard.last_sweep = now;
@@ -198,9 +211,15 @@ struct LimitHeaders {
     remaining: u64,
 }
 
+/// Where the buckets are kept.
+enum Store {
+    Local(Buckets),
+    Redis(Box<RedisBuckets>),
+}
+
 pub struct RateLimit {
     key: Key,
-    buckets: Buckets,
+    store: Store,
     limit: u64,
 }
 
@@ -233,7 +252,11 @@ impl RateLimit {
 impl Plugin for RateLimit {
     async fn request(&self, session: &mut Session, state: &mut RequestState) -> Flow {
         let key = self.key_of(session, state);
-        match self.buckets.take(&key, Instant::now()) {
+        let outcome = match &self.store {
+            Store::Local(buckets) => buckets.take(&key, Instant::now()),
+            Store::Redis(buckets) => buckets.take(&key).await,
+        };
+        match outcome {
             Outcome::Allowed { remaining } => {
                 let fewer = state.extensions.get::<LimitHeaders>().is_none_or(|h| remaining < h.remaining);
                 if fewer {
@@ -242,6 +265,7 @@ impl Plugin for RateLimit {
                 Flow::Continue
             }
             Outcome::Refused { retry_after } => Flow::Respond(self.refusal(retry_after)),
+            Outcome::Unchecked => Flow::Continue,
         }
     }
 
@@ -260,7 +284,7 @@ impl PluginConfig for RateLimit {
     const NAME: &'static str = "rate_limit";
     type Config = RateLimitConfig;
 
-    fn build(config: RateLimitConfig, _cx: &BuildContext) -> Result<Self, String> {
+    fn build(config: RateLimitConfig, cx: &BuildContext) -> Result<Self, String> {
         if config.per_second == 0 {
             return Err("per_second: must be at least 1".into());
         }
@@ -272,19 +296,32 @@ impl PluginConfig for RateLimit {
                 None => return Err(format!("key: {other:?} is not client_ip, route or header:NAME")),
             },
         };
-        if let Some(redis) = &config.redis {
-            check_redis(redis)?;
-            return Err("redis: redis mode is not available in this build; remove `redis` to limit per instance".into());
-        }
         let capacity = u64::from(config.per_second) + u64::from(config.burst);
         let rate = Rate { per_second: f64::from(config.per_second), capacity: capacity as f64 };
-        Ok(RateLimit { key, buckets: Buckets::new(rate, Instant::now()), limit: capacity })
+        let store = match &config.redis {
+            None => Store::Local(Buckets::new(rate, Instant::now())),
+            Some(redis) => {
+                check_redis(redis)?;
+                // Instances with the same config share buckets; two limits on one route, or
+                // the same key on two routes, do not.
+                let prefix = format!(
+                    "portico:rate_limit:{}:{}:{}:{}:",
+                    cx.route.as_deref().unwrap_or("*global*"),
+                    config.key,
+                    config.per_second,
+                    config.burst
+                );
+                Store::Redis(Box::new(RedisBuckets::new(redis, prefix, rate)?))
+            }
+        };
+        Ok(RateLimit { key, store, limit: capacity })
     }
 }
 
 fn check_redis(redis: &RedisConfig) -> Result<(), String> {
-    if !(redis.url.starts_with("redis://") || redis.url.starts_with("rediss://")) {
-        return Err(format!("redis.url: {:?} must start with redis:// or rediss://", redis.url));
+    if !redis.url.starts_with("redis://") {
+        // TLS to Redis (rediss://) would need a TLS client in the Redis driver; not built in.
+        return Err(format!("redis.url: {:?} must start with redis:// (rediss:// is not supported)", redis.url));
     }
     if redis.timeout.get().is_zero() {
         return Err("redis.timeout: must be more than 0".into());
@@ -365,17 +402,19 @@ mod tests {
 
     #[test]
     fn config_is_checked() {
-        assert!(plugin("{ per_second: 0 }").unwrap_err().starts_with("per_second:"));
+        assert!(plugin("{ per_second: 0 }").err().unwrap().starts_with("per_second:"));
         assert!(plugin("{ burst: 5 }").is_err());
-        assert!(plugin("{ per_second: 5, key: cookie:x }").unwrap_err().starts_with("key:"));
-        assert!(plugin("{ per_second: 5, key: \"header:Bad Name\" }").unwrap_err().starts_with("key:"));
+        assert!(plugin("{ per_second: 5, key: cookie:x }").err().unwrap().starts_with("key:"));
+        assert!(plugin("{ per_second: 5, key: \"header:Bad Name\" }").err().unwrap().starts_with("key:"));
         let p = plugin("{ per_second: 100, burst: 50, key: header:X-Api-Key }").unwrap();
         assert_eq!(p.limit, 150);
-        assert!(plugin("{ per_second: 5, redis: { url: \"http://x\" } }").unwrap_err().starts_with("redis.url:"));
+        assert!(plugin("{ per_second: 5, redis: { url: \"http://x\" } }").err().unwrap().starts_with("redis.url:"));
         assert!(plugin("{ per_second: 5, redis: { url: \"redis://127.0.0.1:6379\", on_error: maybe } }").is_err());
         let config: RateLimitConfig = serde_yaml::from_str("{ per_second: 5, redis: { url: \"redis://h:6379\" } }").unwrap();
         let redis = config.redis.unwrap();
         assert_eq!(redis.timeout, Dur::millis(50));
         assert_eq!(redis.on_error, OnError::Allow);
+        // Building connects nowhere: `portico -t` works without the Redis.
+        assert!(plugin("{ per_second: 5, redis: { url: \"redis://127.0.0.1:1\", on_error: deny } }").is_ok());
     }
 }
