@@ -108,6 +108,13 @@ fn error_response(status: u16, message: &str, request_id: &str) -> Response {
 impl ProxyHttp for Gateway {
     type CTX = Ctx;
 
+    /// Pingora's response compression (off until a plugin switches it on), then the module
+    /// that ends the brotli streams it leaves open (see `plugin::brotli_end`).
+    fn init_downstream_modules(&self, modules: &mut pingora_core::modules::http::HttpModules) {
+        modules.add_module(pingora_core::modules::http::compression::ResponseCompressionBuilder::enable(0));
+        modules.add_module(crate::plugin::BrotliEnd::builder());
+    }
+
     fn new_ctx(&self) -> Ctx {
         Ctx {
             snapshot: self.shared.snapshot.load_full(),
@@ -123,7 +130,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
-        crate::listener::head_received();
+        crate::listener::head_received(session);
         if crate::server::winding_down() {
             // Draining: `Connection: close`, so keep-alive clients reconnect elsewhere.
             session.set_keepalive(None);
@@ -132,6 +139,7 @@ impl ProxyHttp for Gateway {
         let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         ctx.state.client_ip = forwarded::client_ip(&snap, peer, session.req_header());
         ctx.state.request_id = forwarded::request_id(session.req_header(), &snap.request_id_header);
+        crate::framing::check_request(session, &snap.config.server.limits)?;
         let limit = snap.config.server.limits.max_header_bytes;
         if limit > 0 && head_size(session.req_header()) > limit {
             return Error::e_explain(ErrorType::HTTPStatus(431), "request head too large");
@@ -230,7 +238,7 @@ impl ProxyHttp for Gateway {
             _ => None,
         };
         let mut picked = pool.select(key, &ctx.tried);
-        if false && picked.is_none() && ctx.tried.is_empty() && pool.awaiting_first_checks() {
+        if picked.is_none() && ctx.tried.is_empty() && pool.awaiting_first_checks() {
             // Just started: the backends are not out, only not checked yet.
             pool.first_checks().await;
             picked = pool.select(key, &ctx.tried);
@@ -239,7 +247,7 @@ impl ProxyHttp for Gateway {
             // Nothing left to try: the error of the last attempt (an upstream one, so that a
             // timeout still answers 504), or 503 when nothing was up.
             return match ctx.last_error.clone() {
-                Some(e) => Err(Error::explain(e, "no other backend left to retry")),
+                Some(e) => Err(Error::explain(e, "no other backend left to retry").into_up()),
                 None => Error::e_explain(ErrorType::HTTPStatus(503), "no healthy backend"),
             };
         };
@@ -279,12 +287,9 @@ impl ProxyHttp for Gateway {
             let backend = &pool.backends[i];
             let failed = pool.passive.count_5xx && resp.status.is_server_error();
             if failed {
-                pool.report_failure(i, &format!("answered {}", resp.status.as_u16()));
+                pool.report_failure(i, &format!("answered {}", resp.status.as_u16()), probe);
             } else {
-                pool.report_success(i);
-            }
-            if let Some(p) = probe {
-                p.settle();
+                pool.report_success(i, probe);
             }
             metrics::UPSTREAM_REQUESTS.with_label_values(&[&pool.name, &backend.addr, "ok"]).inc();
         }
@@ -320,10 +325,7 @@ impl ProxyHttp for Gateway {
         if let (Some(pool), Some(&i)) = (ctx.pool().cloned().as_ref(), ctx.tried.last()) {
             let outcome = if is_timeout(&e) { "timeout" } else { "connect_error" };
             metrics::UPSTREAM_REQUESTS.with_label_values(&[&pool.name, &pool.backends[i].addr, outcome]).inc();
-            pool.report_failure(i, &e.to_string());
-            if let Some(p) = ctx.probe.take() {
-                p.settle();
-            }
+            pool.report_failure(i, &e.to_string(), ctx.probe.take());
             // Nothing was sent, so any request may go to another backend.
             e.set_retry(ctx.tried.len() <= pool.retries && ctx.tried.len() < pool.backends.len());
         }
@@ -331,17 +333,14 @@ impl ProxyHttp for Gateway {
         e
     }
 
-    fn error_while_proxy(&self, peer: &HttpPeer, session: &mut Session, e: Box<Error>, ctx: &mut Ctx, client_reused: bool) -> Box<Error> {
+    fn error_while_proxy(&self, peer: &HttpPeer, session: &mut Session, e: Box<Error>, ctx: &mut Ctx, _client_reused: bool) -> Box<Error> {
         let mut e = e.more_context(format!("backend {peer}"));
         let upstream_fault = e.esource() == &ErrorSource::Upstream;
         if let (Some(pool), Some(&i)) = (ctx.pool().cloned().as_ref(), ctx.tried.last()) {
             if upstream_fault {
                 let outcome = if is_timeout(&e) { "timeout" } else { "error" };
                 metrics::UPSTREAM_REQUESTS.with_label_values(&[&pool.name, &pool.backends[i].addr, outcome]).inc();
-                pool.report_failure(i, &e.to_string());
-                if let Some(p) = ctx.probe.take() {
-                    p.settle();
-                }
+                pool.report_failure(i, &e.to_string(), ctx.probe.take());
             }
             // Repeat only what is safe to repeat: an idempotent method whose body is still
             // whole in the retry buffer, before any response reached the client.
@@ -349,14 +348,10 @@ impl ProxyHttp for Gateway {
                 && !session.as_ref().retry_buffer_truncated()
                 && !ctx.responded
                 && upstream_fault;
+            // A failure on a reused (pooled) connection gets no attempt beyond `retries`
+            // either: it could only go to yet another backend, never back to this one.
             let budget = ctx.tried.len() <= pool.retries && ctx.tried.len() < pool.backends.len();
-            if safe && budget {
-                e.set_retry(true);
-            } else if safe && client_reused {
-                e.retry.decide_reuse(client_reused);
-            } else {
-                e.set_retry(false);
-            }
+            e.set_retry(safe && budget);
         } else {
             e.set_retry(false);
         }

@@ -1,12 +1,13 @@
 //! Active health checks: one task per checked backend, restarted whenever a new config
 //! snapshot is swapped in (health records survive; only the tasks are replaced).
 
-use super::Pool;
+use super::{Health, Pool};
 use crate::config::CheckKind;
 use pingora_core::connectors::http::Connector;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use pingora_http::RequestHeader;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -35,12 +36,23 @@ impl BackgroundService for HealthChecker {
         let Some(mut rx) = self.rx.lock().unwrap().take() else { return };
         let connector = Arc::new(Connector::new(None));
         let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+        let mut live: Vec<Arc<Pool>> = Vec::new();
         loop {
             let pools = rx.borrow_and_update().clone();
             for t in tasks.drain(..) {
                 t.abort();
             }
-            for pool in pools.iter().filter(|p| p.health_check.is_some()) {
+            retire_removed(&live, &pools);
+            live = pools.clone();
+            for pool in pools.iter() {
+                if pool.health_check.is_none() {
+                    // Health records outlive reloads: a pool whose checks a reload removed
+                    // must not keep a backend out on their last word.
+                    for b in &pool.backends {
+                        b.health.forget_checks(&pool.name, &b.addr);
+                    }
+                    continue;
+                }
                 for i in 0..pool.backends.len() {
                     tasks.push(tokio::spawn(check_loop(pool.clone(), i, connector.clone())));
                 }
@@ -52,6 +64,17 @@ impl BackgroundService for HealthChecker {
         }
         for t in tasks {
             t.abort();
+        }
+    }
+}
+
+/// Health records are kept by upstream and address across reloads; a backend that a reload
+/// removed must not keep its old state for the day it is added back.
+fn retire_removed(old: &[Arc<Pool>], new: &[Arc<Pool>]) {
+    let kept: HashSet<*const Health> = new.iter().flat_map(|p| p.backends.iter().map(|b| Arc::as_ptr(&b.health))).collect();
+    for b in old.iter().flat_map(|p| p.backends.iter()) {
+        if !kept.contains(&Arc::as_ptr(&b.health)) {
+            b.health.retire();
         }
     }
 }

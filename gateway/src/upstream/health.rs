@@ -6,7 +6,7 @@
 //! traffic to a backend that has not passed its checks.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 /// The states reported by `/status`.
@@ -39,6 +39,8 @@ pub struct Detail {
 pub struct Health {
     /// False while active checks say the backend is down.
     active_up: AtomicBool,
+    /// True from creation until the first active check result (checked pools only).
+    pending: AtomicBool,
     /// Milliseconds since `epoch` until which the backend is ejected; 0 when not ejected.
     ejected_until: AtomicU64,
     /// Set while the ejection has expired and one probing request is allowed through.
@@ -58,6 +60,7 @@ impl Health {
     pub fn new(checked: bool) -> Self {
         Health {
             active_up: AtomicBool::new(!checked),
+            pending: AtomicBool::new(checked),
             ejected_until: AtomicU64::new(0),
             probing: AtomicBool::new(false),
             failures: AtomicU32::new(0),
@@ -83,6 +86,36 @@ impl Health {
         } else {
             State::Healthy
         }
+    }
+
+    /// Active checks are configured and none has reported yet.
+    pub fn is_pending(&self) -> bool {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// The pool no longer has active checks (a reload removed them): what they last said
+    /// no longer counts, so a backend they had taken out takes traffic again.
+    pub fn forget_checks(&self, upstream: &str, addr: &str) {
+        self.pending.store(false, Ordering::Relaxed);
+        self.check_ok_streak.store(0, Ordering::Relaxed);
+        self.check_fail_streak.store(0, Ordering::Relaxed);
+        if !self.active_up.swap(true, Ordering::Relaxed) {
+            log::info!("upstream {upstream}: backend {addr} is no longer actively checked; it takes traffic again");
+            self.set_detail(None);
+        }
+    }
+
+    /// The backend left the config. Its record stays in the book, so should it come back
+    /// later it must come back as new: unchecked, not on its old word.
+    pub fn retire(&self) {
+        self.active_up.store(false, Ordering::Relaxed);
+        self.pending.store(true, Ordering::Relaxed);
+        self.check_ok_streak.store(0, Ordering::Relaxed);
+        self.check_fail_streak.store(0, Ordering::Relaxed);
+        self.failures.store(0, Ordering::Relaxed);
+        self.ejected_until.store(0, Ordering::Relaxed);
+        self.probing.store(false, Ordering::Release);
+        self.set_detail(Some("not checked yet".into()));
     }
 
     pub fn detail(&self) -> Detail {
@@ -118,24 +151,30 @@ impl Health {
         until == 0 || (self.now_ms() >= until && !self.probing.load(Ordering::Relaxed))
     }
 
-    /// A proxied request through this backend succeeded.
-    pub fn report_success(&self, upstream: &str, addr: &str) {
+    /// A proxied request through this backend succeeded. Only the probe ends an ejection:
+    /// a request let in before the ejection that succeeds late proves little. Returns true
+    /// when this ended an ejection.
+    pub fn report_success(&self, upstream: &str, addr: &str, probe: bool) -> bool {
         self.failures.store(0, Ordering::Relaxed);
-        if self.ejected_until.load(Ordering::Relaxed) != 0 {
-            self.ejected_until.store(0, Ordering::Relaxed);
+        if probe && self.ejected_until.swap(0, Ordering::Relaxed) != 0 {
             self.probing.store(false, Ordering::Release);
             log::info!("upstream {upstream}: backend {addr} is back after a successful probe");
             self.set_detail(None);
+            return true;
         }
+        false
     }
 
     /// A proxied request through this backend failed (connect error, reset, timeout, or a
-    /// 5xx when configured). Returns true when this failure ejected the backend.
-    pub fn report_failure(&self, upstream: &str, addr: &str, error: &str, threshold: u32, eject_for: Duration) -> bool {
+    /// 5xx when configured); `probe`: it was the probing request, whose failure ejects the
+    /// backend again at once. Returns true when this failure ejected the backend.
+    pub fn report_failure(&self, upstream: &str, addr: &str, error: &str, probe: bool, threshold: u32, eject_for: Duration) -> bool {
         let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        let was_probe = self.probing.swap(false, Ordering::AcqRel);
+        if probe {
+            self.probing.store(false, Ordering::Release);
+        }
         let ejected = self.ejected_until.load(Ordering::Relaxed) != 0;
-        if was_probe || (!ejected && threshold > 0 && n >= threshold) {
+        if probe || (!ejected && threshold > 0 && n >= threshold) {
             self.ejected_until.store(self.now_ms() + eject_for.as_millis() as u64, Ordering::Relaxed);
             log::warn!("upstream {upstream}: backend {addr} ejected for {eject_for:?} after {n} consecutive failures: {error}");
             self.set_detail(Some(error.to_string()));
@@ -147,16 +186,13 @@ impl Health {
     /// Records one active check result; logs and returns the new state on a transition.
     pub fn record_check(&self, upstream: &str, addr: &str, result: Result<(), String>, healthy_after: u32, unhealthy_after: u32) -> Option<bool> {
         let up = self.active_up.load(Ordering::Relaxed);
-        let never_checked = self.check_ok_streak.load(Ordering::Relaxed) == 0
-            && self.check_fail_streak.load(Ordering::Relaxed) == 0
-            && !up;
+        let first = self.pending.swap(false, Ordering::Relaxed);
         match result {
             Ok(()) => {
                 self.check_fail_streak.store(0, Ordering::Relaxed);
                 let n = self.check_ok_streak.fetch_add(1, Ordering::Relaxed) + 1;
                 // A new backend joins on its first passing check; a backend that went down
-                // must pass `healthy_after` in a row.
-                let first = never_checked && self.detail().last_error.as_deref() == Some("not checked yet");
+                // (or failed its first check) must pass `healthy_after` in a row.
                 if !up && (first || n >= healthy_after) {
                     self.active_up.store(true, Ordering::Relaxed);
                     self.failures.store(0, Ordering::Relaxed);
@@ -173,6 +209,10 @@ impl Health {
                     log::warn!("upstream {upstream}: backend {addr} is unhealthy after {n} failed checks: {e}");
                     self.set_detail(Some(e));
                     return Some(false);
+                } else if first && !up {
+                    // Never up, so no transition, but the operator should hear of it once.
+                    log::warn!("upstream {upstream}: backend {addr} failed its first health check: {e}");
+                    self.set_detail(Some(e));
                 } else if !up && n == 1 {
                     // Keep the newest reason visible while it stays down.
                     self.detail.lock().unwrap().last_error = Some(e);
@@ -186,6 +226,34 @@ impl Health {
         let mut d = self.detail.lock().unwrap();
         d.last_error = last_error;
         d.changed_at = SystemTime::now();
+    }
+}
+
+/// The hold of the one probing request on an ejected backend. Its verdict
+/// (`report_success` / `report_failure`) frees the slot; when the request ends without
+/// one (the client went away, a downstream error), dropping the guard frees it instead, so
+/// the backend is never left waiting for a verdict that will not come.
+pub struct Probe {
+    health: Arc<Health>,
+    open: bool,
+}
+
+impl Probe {
+    pub fn new(health: Arc<Health>) -> Self {
+        Probe { health, open: true }
+    }
+
+    /// The verdict has been reported: dropping the guard must not touch the slot again.
+    pub fn settle(mut self) {
+        self.open = false;
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        if self.open {
+            self.health.probing.store(false, Ordering::Release);
+        }
     }
 }
 
