@@ -5,7 +5,8 @@ use crate::metrics;
 use crate::proxy::Gateway;
 use crate::Shared;
 use async_trait::async_trait;
-use pingora_core::apps::ServerApp;
+use pingora_core::apps::{HttpServerApp, ServerApp};
+use pingora_core::protocols::http::ServerSession;
 use pingora_core::listeners::PreTlsProcess;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::{GetSocketDigest, SocketDigest, Stream, UniqueID};
@@ -14,8 +15,10 @@ use pingora_core::{Error, ErrorType, Result};
 use pingora_proxy::HttpProxy;
 use std::net::{IpAddr, SocketAddr};
 use std::cell::Cell;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 tokio::task_local! {
@@ -25,9 +28,19 @@ tokio::task_local! {
 }
 
 /// Called when a request head has been read completely.
-pub(crate) fn head_received() {
+pub(crate) fn head_received(session: &pingora_proxy::Session) {
     let _ = HEAD_SEEN.try_with(|seen| seen.set(true));
+    // HTTP/2 requests run on tasks of their own: they reach the connection through its TLS
+    // digest instead (plain listeners speak only HTTP/1).
+    if let Some(first) = session.digest().and_then(|d| d.ssl_digest.as_ref()).and_then(|t| t.extension.get::<FirstRequest>()) {
+        first.0.store(true, Ordering::Relaxed);
+    }
 }
+
+/// Set on a TLS connection once its first request head arrived; the TLS handshake attaches
+/// one to every connection (see `tls.rs`).
+#[derive(Default)]
+pub(crate) struct FirstRequest(AtomicBool);
 
 /// A client that sends nothing must not hold a connection open forever.
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -69,6 +82,11 @@ pub async fn read_proxy_header<S: AsyncRead + Unpin>(stream: &mut S) -> std::res
     full.resize(16 + len, 0);
     stream.read_exact(&mut full[16..]).await.map_err(|e| format!("reading PROXY header: {e}"))?;
     let header = ppp::v2::Header::try_from(&full[..]).map_err(|e| format!("invalid PROXY v2 header: {e:?}"))?;
+    // LOCAL (a load balancer's own health check) means "use the real connection endpoints",
+    // whatever address block it carries (the spec says to ignore it).
+    if header.command == ppp::v2::Command::Local {
+        return Ok(None);
+    }
     Ok(match header.addresses {
         ppp::v2::Addresses::IPv4(a) => Some(SocketAddr::new(IpAddr::V4(a.source_address), a.source_port)),
         ppp::v2::Addresses::IPv6(a) => Some(SocketAddr::new(IpAddr::V6(a.source_address), a.source_port)),
@@ -117,7 +135,14 @@ impl PreTlsProcess for ProxyHeaderBeforeTls {
                 log::warn!("listener {}: closing connection from {:?}: {why}", self.listener, stream.get_socket_digest().and_then(|d| d.peer_addr().cloned()));
                 Error::e_explain(ErrorType::InvalidHTTPHeader, why)
             }
-            Err(_) => Error::e_explain(ErrorType::ReadTimedout, "no PROXY header in time"),
+            Err(_) => {
+                log::warn!(
+                    "listener {}: closing connection from {:?}: no PROXY header within {PROXY_HEADER_TIMEOUT:?}",
+                    self.listener,
+                    stream.get_socket_digest().and_then(|d| d.peer_addr().cloned())
+                );
+                Error::e_explain(ErrorType::ReadTimedout, "no PROXY header in time")
+            }
         }
     }
 }
@@ -129,9 +154,71 @@ pub struct ListenerApp {
     pub proxy: Arc<HttpProxy<Gateway>>,
     /// Read a PROXY header first (plain listeners; TLS ones read it before the handshake).
     pub proxy_header: bool,
-    /// The whole request head must arrive within this (`server.limits.header_timeout`).
-    pub header_timeout: Duration,
+    /// Its limits (`server.limits`) are read from the current snapshot per connection.
     pub(crate) shared: Arc<Shared>,
+    /// This listener's open connections, for `max_connections` and `max_connections_per_ip`.
+    pub(crate) conns: ConnCounts,
+}
+
+/// The open connections of one listener, in all and by client address.
+#[derive(Default)]
+pub(crate) struct ConnCounts {
+    total: AtomicUsize,
+    /// Locked twice per connection (open, close), never per request.
+    by_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// When a refusal was last logged (seconds since the epoch): one line per 10 s at most,
+    /// so that a flood does not flood the log too.
+    last_warning: AtomicU64,
+}
+
+/// An admitted connection's place in [`ConnCounts`], given back on drop.
+struct Admitted<'a> {
+    counts: &'a ConnCounts,
+    ip: Option<IpAddr>,
+}
+
+impl ConnCounts {
+    /// Takes a place for a connection from `ip` (`None`: not counted per address), or says
+    /// which limit is full.
+    fn admit(&self, ip: Option<IpAddr>, max_total: usize, max_per_ip: usize) -> std::result::Result<Admitted<'_>, &'static str> {
+        let total = self.total.fetch_add(1, Ordering::Relaxed) + 1;
+        // From here on, dropping the guard gives back what was taken.
+        let mut admitted = Admitted { counts: self, ip: None };
+        if max_total > 0 && total > max_total {
+            return Err("server.limits.max_connections");
+        }
+        if let Some(ip) = ip.filter(|_| max_per_ip > 0) {
+            let mut by_ip = self.by_ip.lock().unwrap();
+            let n = by_ip.entry(ip).or_insert(0);
+            if *n >= max_per_ip {
+                return Err("server.limits.max_connections_per_ip");
+            }
+            *n += 1;
+            admitted.ip = Some(ip);
+        }
+        Ok(admitted)
+    }
+
+    fn should_warn(&self) -> bool {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let last = self.last_warning.load(Ordering::Relaxed);
+        now >= last + 10 && self.last_warning.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.counts.total.fetch_sub(1, Ordering::Relaxed);
+        if let Some(ip) = self.ip {
+            let mut by_ip = self.counts.by_ip.lock().unwrap();
+            if let Some(n) = by_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    by_ip.remove(&ip);
+                }
+            }
+        }
+    }
 }
 
 /// Decrements the connection gauge however the connection ends.
@@ -151,6 +238,63 @@ async fn head_watchdog(limit: Duration) {
     }
 }
 
+/// Resolves when `limit` passes before the first request of an HTTP/2 connection arrived
+/// (a client that never sends its preface would otherwise hold the connection for good;
+/// once requests came, Pingora's `h2_idle_timeout` closes it when it has none open).
+async fn first_request_watchdog(limit: Duration, tls: Option<Arc<pingora_core::protocols::tls::SslDigest>>) {
+    tokio::time::sleep(limit).await;
+    if tls.as_ref().and_then(|d| d.extension.get::<FirstRequest>()).is_none_or(|f| f.0.load(Ordering::Relaxed)) {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The HTTP/2 settings of a listener: Pingora's bounded defaults (a 64 KiB header list,
+/// among others) with `server.limits`' stream limits.
+pub(crate) fn h2_options(limits: &crate::config::LimitsConfig) -> pingora_core::protocols::http::v2::server::H2Options {
+    let mut options = pingora_core::protocols::http::v2::server::default_h2_options();
+    options.max_concurrent_streams(limits.http2_max_concurrent_streams);
+    // h2's answer to rapid reset: streams a client resets before they were taken up wait in
+    // the accept queue without counting as open; past this many, GOAWAY ENHANCE_YOUR_CALM.
+    options.max_pending_accept_reset_streams(limits.http2_max_pending_resets);
+    options
+}
+
+impl ListenerApp {
+    /// HTTP/1: one request after another on the connection, as Pingora's own loop does, but
+    /// each head on a clock: the first must be complete within `header_timeout` of the
+    /// connection's start, each later one within `idle_timeout` of the previous request's end.
+    /// A slow head on a kept-alive connection holds it no longer than an idle one would.
+    async fn serve_h1(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch, header_timeout: Duration, idle_timeout: Duration) {
+        let mut session = ServerSession::new_http1(stream);
+        session.set_keepalive(if *shutdown.borrow() { None } else { Some(idle_timeout.as_secs().max(1)) });
+        session.set_keepalive_reuses_remaining(self.proxy.server_options().and_then(|o| o.keepalive_request_limit));
+        let mut limit = header_timeout;
+        loop {
+            let served = HEAD_SEEN.scope(Cell::new(false), async {
+                tokio::select! {
+                    r = self.proxy.process_new_http(session, shutdown) => Some(r),
+                    _ = head_watchdog(limit) => None,
+                }
+            });
+            match served.await {
+                Some(Some(reused)) => {
+                    let (stream, settings) = reused.consume();
+                    session = ServerSession::new_http1(stream);
+                    if let Some(settings) = settings {
+                        settings.apply_to_session(&mut session);
+                    }
+                    limit = idle_timeout;
+                }
+                Some(None) => return,
+                None => {
+                    log::debug!("listener {}: no complete request head within {limit:?}, closing", self.name);
+                    return;
+                }
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl ServerApp for ListenerApp {
     async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
@@ -161,40 +305,46 @@ impl ServerApp for ListenerApp {
             match tokio::time::timeout(PROXY_HEADER_TIMEOUT, read_proxy_header(&mut stream)).await {
                 Ok(Ok(source)) => adopt_source(&self.shared, &self.name, &mut *stream, source),
                 Ok(Err(why)) => {
-                    log::warn!("listener {}: closing connection: {why}", self.name);
+                    log::warn!("listener {}: closing connection from {:?}: {why}", self.name, stream.get_socket_digest().and_then(|d| d.peer_addr().cloned()));
                     return None;
                 }
                 Err(_) => {
-                    log::warn!("listener {}: closing connection: no PROXY header within {PROXY_HEADER_TIMEOUT:?}", self.name);
+                    log::warn!(
+                        "listener {}: closing connection from {:?}: no PROXY header within {PROXY_HEADER_TIMEOUT:?}",
+                        self.name,
+                        stream.get_socket_digest().and_then(|d| d.peer_addr().cloned())
+                    );
                     return None;
                 }
             }
         }
-        // Keep-alive requests on this connection are served here, so that one call is one
-        // connection for the gauge.
-        let mut next = Some(stream);
-        while let Some(s) = next {
-            // HTTP/2 multiplexes requests on their own tasks and has its own timers; the
-            // watchdog is for HTTP/1 heads (slowloris).
-            let h2 = s.selected_alpn_proto() == Some(pingora_core::protocols::ALPN::H2);
-            let serve = self.proxy.process_new(s, shutdown);
-            if h2 {
-                next = serve.await;
-                continue;
+        let limits = self.shared.snapshot.load().config.server.limits.clone();
+        // Counted by the client's address: the PROXY header's source from a trusted proxy,
+        // otherwise the peer. A trusted proxy's own connections carry many clients.
+        let ip = stream.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let ip = ip.map(crate::snapshot::canonical_ip).filter(|ip| !self.shared.snapshot.load().is_trusted(*ip));
+        let _admitted = match self.conns.admit(ip, limits.max_connections, limits.max_connections_per_ip) {
+            Ok(a) => a,
+            Err(limit) => {
+                if self.conns.should_warn() {
+                    log::warn!("listener {}: closing a connection from {ip:?}: {limit} reached (logged once per 10 s)", self.name);
+                }
+                return None;
             }
-            let seen = HEAD_SEEN.scope(Cell::new(false), async {
-                tokio::select! {
-                    r = serve => Some(r),
-                    _ = head_watchdog(self.header_timeout) => None,
+        };
+        let (header_timeout, idle_timeout) = (limits.header_timeout.get(), limits.idle_timeout.get());
+        let h2c = self.proxy.server_options().is_some_and(|o| o.h2c);
+        if stream.selected_alpn_proto() == Some(pingora_core::protocols::ALPN::H2) || h2c {
+            // HTTP/2 multiplexes requests on tasks of their own and has its own idle timer.
+            let tls = stream.get_ssl_digest();
+            tokio::select! {
+                _ = self.proxy.process_new(stream, shutdown) => {}
+                _ = first_request_watchdog(header_timeout, tls) => {
+                    log::debug!("listener {}: no HTTP/2 request within {header_timeout:?}, closing", self.name);
                 }
-            });
-            next = match seen.await {
-                Some(r) => r,
-                None => {
-                    log::debug!("listener {}: request head not complete within {:?}, closing", self.name, self.header_timeout);
-                    None
-                }
-            };
+            }
+        } else {
+            self.serve_h1(stream, shutdown, header_timeout, idle_timeout).await;
         }
         None
     }

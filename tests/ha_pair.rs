@@ -1,0 +1,714 @@
+//! The HA pair on loopback, as deploy/ha-local.sh runs it: a real HAProxy (L4, PROXY v2,
+//! checks on /readyz, the shipped conf/ha/haproxy.cfg) in front of two real Portico
+//! instances (conf/ha/portico.yaml). What a client sees: its own address at the backend,
+//! no failed request when one instance is stopped with SIGTERM, and few when one is killed.
+//!
+//! The client connects from 127.0.0.2 and HAProxy from 127.0.0.1 (Linux routes all of
+//! 127.0.0.0/8 to lo), so `trusted_proxies: [127.0.0.1/32]` covers HAProxy and not the
+//! client: the client's address can only come from the PROXY header, and its own
+//! X-Forwarded-For must not be believed.
+//!
+//! Skipped, loudly, when `haproxy` is not installed (`.ci/run` installs it).
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{Mutex, MutexGuard};
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Where the test client connects from: not a trusted proxy.
+const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+
+/// `server.grace_period` in conf/ha/portico.yaml.
+const GRACE_PERIOD: Duration = Duration::from_secs(5);
+
+/// Concurrent clients in the request stream of the failover tests.
+const WORKERS: usize = 6;
+
+fn haproxy_installed() -> bool {
+    Command::new("haproxy")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Returns early from a test, loudly, when HAProxy is missing.
+macro_rules! require_haproxy {
+    () => {
+        if !haproxy_installed() {
+            eprintln!(
+                "\n**************** SKIPPED: `haproxy` is not installed \
+                 (apt-get install haproxy; .ci/run does) ****************\n"
+            );
+            return;
+        }
+    };
+}
+
+/// One topology at a time: each runs five processes and a request stream, and the
+/// failover counts mean more on a machine that is not also running three other pairs.
+async fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::const_new(());
+    LOCK.lock().await
+}
+
+// ---------------------------------------------------------------------------------------
+// The topology, run by deploy/ha-local.sh
+
+struct Ports {
+    https: u16,
+    http: u16,
+    stats: u16,
+    /// portico-1 and portico-2: (https, http, admin).
+    portico: [(u16, u16, u16); 2],
+}
+
+struct Topology {
+    /// HA_RUN_DIR: the script's logs, pid files and exit statuses.
+    run: TestDir,
+    script: Child,
+    script_log: PathBuf,
+    ports: Ports,
+    stopped: bool,
+}
+
+impl Topology {
+    /// Runs deploy/ha-local.sh with `backends` behind the pair (or, with `None`, the
+    /// script's own demo backends) and waits until HAProxy sees both instances up.
+    async fn start(backends: Option<[&Backend; 2]>) -> Topology {
+        let run = TestDir::new();
+        let ports = Ports {
+            https: free_port(),
+            http: free_port(),
+            stats: free_port(),
+            portico: [
+                (free_port(), free_port(), free_port()),
+                (free_port(), free_port(), free_port()),
+            ],
+        };
+        let script_log = run.join("script.log");
+        let mut command = Command::new("bash");
+        command
+            .arg(Path::new(REPO).join("deploy/ha-local.sh"))
+            .current_dir(REPO)
+            .env("PORTICO_BIN", PORTICO_BIN)
+            .env("HA_RUN_DIR", run.path())
+            .env("HA_PARENT_PID", std::process::id().to_string())
+            .env("HA_ADMIN_TOKEN", "ha-test-token")
+            .env("HA_HTTPS_PORT", ports.https.to_string())
+            .env("HA_HTTP_PORT", ports.http.to_string())
+            .env("HA_STATS_PORT", ports.stats.to_string())
+            .env("RUST_LOG", "info");
+        for (i, (https, http, admin)) in ports.portico.iter().enumerate() {
+            let n = i + 1;
+            command
+                .env(format!("PORTICO_{n}_HTTPS_PORT"), https.to_string())
+                .env(format!("PORTICO_{n}_HTTP_PORT"), http.to_string())
+                .env(format!("PORTICO_{n}_ADMIN_PORT"), admin.to_string());
+        }
+        match backends {
+            Some([b1, b2]) => {
+                command.env("HA_BACKEND_1", b1.addr().to_string());
+                command.env("HA_BACKEND_2", b2.addr().to_string());
+            }
+            None => {
+                for n in 1..=2 {
+                    command.env(format!("BACKEND_{n}_PORT"), free_port().to_string());
+                    command.env(format!("BACKEND_{n}_ADMIN_PORT"), free_port().to_string());
+                }
+            }
+        }
+        let log = std::fs::File::create(&script_log).unwrap();
+        let script = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("run deploy/ha-local.sh");
+        let mut topology = Topology {
+            run,
+            script,
+            script_log,
+            ports,
+            stopped: false,
+        };
+
+        let deadline = Instant::now() + Duration::from_secs(45);
+        while !topology.run.join("ready").exists() {
+            if let Ok(Some(status)) = topology.script.try_wait() {
+                panic!("deploy/ha-local.sh exited with {status} before it was ready");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "deploy/ha-local.sh not ready within 45 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        topology
+    }
+
+    fn https(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports.https))
+    }
+
+    fn http(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports.http))
+    }
+
+    /// Portico instance `n` (1 or 2): its https listener, bypassing HAProxy.
+    fn portico_https(&self, n: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports.portico[n - 1].0))
+    }
+
+    fn portico_admin(&self, n: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports.portico[n - 1].2))
+    }
+
+    fn pid(&self, name: &str) -> u32 {
+        let text = std::fs::read_to_string(self.run.join(&format!("{name}.pid"))).unwrap();
+        text.trim().parse().unwrap()
+    }
+
+    fn signal(&self, name: &str, sig: i32) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid(name).to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig} {name} failed");
+    }
+
+    /// The exit status of process `name` once the script saw it exit, within `limit`.
+    async fn wait_exit(&self, name: &str, limit: Duration) -> Option<i32> {
+        let path = self.run.join(&format!("{name}.exit"));
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                if let Ok(status) = text.trim().parse() {
+                    return Some(status);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    /// HAProxy's view of instance `n` in the https backend: "UP", "DOWN", "UP 1/2", ...
+    async fn haproxy_status(&self, n: usize) -> String {
+        let stats = SocketAddr::from(([127, 0, 0, 1], self.ports.stats));
+        let Ok(response) = http_get(stats, "/;csv").await else {
+            return "stats unavailable".into();
+        };
+        let csv = response.text();
+        let mut lines = csv.lines();
+        let header: Vec<&str> = lines
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("# ")
+            .split(',')
+            .collect();
+        let column = header
+            .iter()
+            .position(|c| *c == "status")
+            .expect("a status column");
+        let server = format!("portico-{n}");
+        lines
+            .map(|line| line.split(',').collect::<Vec<_>>())
+            .find(|row| row.len() > column && row[0] == "portico_https" && row[1] == server)
+            .map(|row| row[column].to_string())
+            .unwrap_or_else(|| "missing".into())
+    }
+
+    /// How long after `since` HAProxy reports instance `n` DOWN (polled), within `limit`.
+    async fn wait_down(&self, n: usize, since: Instant, limit: Duration) -> Option<Duration> {
+        while since.elapsed() < limit {
+            if self.haproxy_status(n).await.starts_with("DOWN") {
+                return Some(since.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.run.join(&format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// Stops the script, which stops everything it started; returns whether it did so in
+    /// time. Process ids are checked afterwards, so a process it left behind is found.
+    fn stop(&mut self) -> bool {
+        if self.stopped {
+            return true;
+        }
+        self.stopped = true;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.script.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.script.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The script did not clean up: do it here, so the test leaves nothing running.
+        let _ = self.script.kill();
+        let _ = self.script.wait();
+        for name in [
+            "haproxy",
+            "portico-1",
+            "portico-2",
+            "backend-1",
+            "backend-2",
+        ] {
+            if let Ok(text) = std::fs::read_to_string(self.run.join(&format!("{name}.pid"))) {
+                let _ = Command::new("kill").arg("-KILL").arg(text.trim()).status();
+            }
+        }
+        false
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        let clean = self.stop();
+        if std::thread::panicking() || !clean {
+            for name in ["script", "haproxy", "portico-1", "portico-2"] {
+                let text = if name == "script" {
+                    std::fs::read_to_string(&self.script_log).unwrap_or_default()
+                } else {
+                    self.log(name)
+                };
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(25)..];
+                eprintln!(
+                    "--- {name} (last {} lines) ---\n{}",
+                    tail.len(),
+                    tail.join("\n")
+                );
+            }
+        }
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+}
+
+// ---------------------------------------------------------------------------------------
+// The client
+
+/// A TCP connection from `CLIENT`.
+async fn connect_from_client(addr: SocketAddr) -> Result<TcpStream, BoxError> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(CLIENT, 0))?;
+    let stream = tokio::time::timeout(IO_TIMEOUT, socket.connect(addr))
+        .await
+        .map_err(|_| format!("connect {addr}: timed out"))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// A new HTTP/1.1 connection from `CLIENT`, over TLS when `tls`.
+async fn conn_from_client(addr: SocketAddr, tls: bool) -> Result<HttpConn, BoxError> {
+    let tcp = connect_from_client(addr).await?;
+    if tls {
+        let opts = TlsClientOpts::insecure().alpn(&["http/1.1"]);
+        let tls = tls_handshake(tcp, "portico.test", &opts).await?;
+        HttpConn::over_tls(tls, "portico.test").await
+    } else {
+        HttpConn::h1_over(tcp, "portico.test", None).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The client's address
+
+#[tokio::test]
+async fn the_backend_sees_the_client_address_through_haproxy() {
+    require_haproxy!();
+    let _one = one_at_a_time().await;
+    let (b1, b2) = (Backend::http("b1"), Backend::http("b2"));
+    let ha = Topology::start(Some([&b1, &b2])).await;
+
+    for (frontend, tls, proto) in [(ha.https(), true, "https"), (ha.http(), false, "http")] {
+        for i in 0..6 {
+            let mut conn = conn_from_client(frontend, tls).await.unwrap();
+            let spoof = [("x-forwarded-for", "6.6.6.6"), ("x-real-ip", "6.6.6.6")];
+            let response = conn
+                .request("GET", &format!("/who/{i}"), &spoof, Body::empty())
+                .await
+                .unwrap();
+            assert_eq!(response.status, 200, "{}", response.text());
+            let h = &response.json()["headers"];
+            assert_eq!(h["x-real-ip"], "127.0.0.2", "{proto}: {h}");
+            assert_eq!(
+                h["x-forwarded-for"], "127.0.0.2",
+                "{proto}: the client's own X-Forwarded-For is replaced: {h}"
+            );
+            assert_eq!(h["x-forwarded-proto"], proto);
+        }
+    }
+    assert!(
+        b1.hits() > 0 && b2.hits() > 0,
+        "b1 {} b2 {}",
+        b1.hits(),
+        b2.hits()
+    );
+    // Both instances served, and both logged the client's address.
+    for n in 1..=2 {
+        let log = ha.log(&format!("portico-{n}"));
+        assert!(
+            log.contains("\"client_ip\":\"127.0.0.2\""),
+            "portico-{n} access log:\n{log}"
+        );
+        assert!(
+            !log.contains("6.6.6.6"),
+            "portico-{n} believed the spoofed address:\n{log}"
+        );
+    }
+
+    // Around HAProxy, straight to an instance: a forged PROXY header from the client is
+    // not believed (the client is not a trusted proxy) ...
+    let mut tcp = connect_from_client(ha.portico_https(1)).await.unwrap();
+    tcp.write_all(b"PROXY TCP4 6.6.6.6 192.0.2.1 5555 443\r\n")
+        .await
+        .unwrap();
+    let tls = tls_handshake(
+        tcp,
+        "portico.test",
+        &TlsClientOpts::insecure().alpn(&["http/1.1"]),
+    )
+    .await
+    .unwrap();
+    let mut conn = HttpConn::over_tls(tls, "portico.test").await.unwrap();
+    let seen = conn.get("/forged").await.unwrap().json();
+    assert_eq!(seen["headers"]["x-real-ip"], "127.0.0.2");
+    // ... and without any header the connection is closed before TLS.
+    let tcp = connect_from_client(ha.portico_https(2)).await.unwrap();
+    let opts = TlsClientOpts::insecure().alpn(&["http/1.1"]);
+    assert!(tls_handshake(tcp, "portico.test", &opts).await.is_err());
+}
+
+// ---------------------------------------------------------------------------------------
+// Failover under a steady stream of requests
+
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    failed: u64,
+    /// (when, relative to the start of the stream; what went wrong)
+    failures: Vec<(Duration, String)>,
+    slowest: Duration,
+}
+
+/// `WORKERS` clients sending GET requests through HAProxy's https frontend, one at a time
+/// each, with a short pause between them: two thirds open a new connection per request,
+/// the others keep theirs alive (and reconnect when told `Connection: close`, as a client
+/// should). A request counts as failed unless it gets 200 with the client's address.
+struct RequestStream {
+    started: Instant,
+    stop: Arc<AtomicBool>,
+    workers: Vec<tokio::task::JoinHandle<Tally>>,
+}
+
+impl RequestStream {
+    fn start(frontend: SocketAddr) -> RequestStream {
+        let started = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers = (0..WORKERS)
+            .map(|w| {
+                let stop = stop.clone();
+                let keep_alive = w % 3 == 2;
+                tokio::spawn(async move {
+                    let mut tally = Tally::default();
+                    let mut conn: Option<HttpConn> = None;
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        i += 1;
+                        let sent = Instant::now();
+                        let result = async {
+                            if conn.is_none() {
+                                conn = Some(conn_from_client(frontend, true).await?);
+                            }
+                            let response = conn
+                                .as_mut()
+                                .unwrap()
+                                .get(&format!("/stream/{w}/{i}"))
+                                .await?;
+                            if response.status != 200 {
+                                return Err(format!(
+                                    "status {}: {}",
+                                    response.status,
+                                    response.text()
+                                )
+                                .into());
+                            }
+                            let real_ip = response.json()["headers"]["x-real-ip"].clone();
+                            if real_ip != "127.0.0.2" {
+                                return Err(format!("x-real-ip {real_ip}").into());
+                            }
+                            if !keep_alive
+                                || response
+                                    .header("connection")
+                                    .is_some_and(|c| c.eq_ignore_ascii_case("close"))
+                            {
+                                conn = None;
+                            }
+                            Ok::<(), BoxError>(())
+                        }
+                        .await;
+                        tally.slowest = tally.slowest.max(sent.elapsed());
+                        match result {
+                            Ok(()) => tally.ok += 1,
+                            Err(e) => {
+                                conn = None;
+                                tally.failed += 1;
+                                tally.failures.push((
+                                    sent.duration_since(started),
+                                    format!("worker {w}: {e}"),
+                                ));
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    tally
+                })
+            })
+            .collect();
+        RequestStream {
+            started,
+            stop,
+            workers,
+        }
+    }
+
+    async fn finish(self) -> Tally {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut total = Tally::default();
+        for worker in self.workers {
+            let tally = worker.await.expect("a worker panicked");
+            total.ok += tally.ok;
+            total.failed += tally.failed;
+            total.failures.extend(tally.failures);
+            total.slowest = total.slowest.max(tally.slowest);
+        }
+        total.failures.sort_by_key(|(at, _)| *at);
+        total
+    }
+
+    /// Lets the stream run for `d`.
+    async fn run_for(&self, d: Duration) {
+        tokio::time::sleep(d).await;
+    }
+}
+
+fn report(
+    what: &str,
+    tally: &Tally,
+    kill_at: Duration,
+    down_after: Option<Duration>,
+    settings: &str,
+) {
+    eprintln!(
+        "\n=== {what}: {} requests sent, {} ok, {} failed; slowest {:?}; \
+         HAProxy marked the instance down {:?} after the signal; signal at {:?} into the stream\n    \
+         HAProxy: {settings}",
+        tally.ok + tally.failed,
+        tally.ok,
+        tally.failed,
+        tally.slowest,
+        down_after,
+        kill_at,
+    );
+    for (at, why) in &tally.failures {
+        eprintln!("    failed at {at:?}: {why}");
+    }
+}
+
+/// The HAProxy settings that matter here, as shipped (for the report).
+fn haproxy_settings() -> String {
+    let cfg = std::fs::read_to_string(Path::new(REPO).join("conf/ha/haproxy.cfg")).unwrap();
+    cfg.lines()
+        .map(str::trim)
+        .filter(|l| {
+            [
+                "timeout connect",
+                "timeout check",
+                "retries",
+                "option redispatch",
+                "default-server",
+            ]
+            .iter()
+            .any(|k| l.starts_with(k))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_on_one_instance_fails_no_request() {
+    require_haproxy!();
+    let _one = one_at_a_time().await;
+    let (b1, b2) = (Backend::http("b1"), Backend::http("b2"));
+    let ha = Topology::start(Some([&b1, &b2])).await;
+
+    let stream = RequestStream::start(ha.https());
+    stream.run_for(Duration::from_millis(1500)).await;
+    let term_at = stream.started.elapsed();
+    let term = Instant::now();
+    ha.signal("portico-1", SIGTERM);
+
+    // Not ready at once, while still serving.
+    let readyz = http_get(ha.portico_admin(1), "/readyz").await.unwrap();
+    assert_eq!(readyz.status, 503, "/readyz right after SIGTERM");
+    let down_after = ha.wait_down(1, term, GRACE_PERIOD).await;
+    assert!(
+        down_after.is_some(),
+        "HAProxy did not mark portico-1 down within the grace period ({GRACE_PERIOD:?})"
+    );
+    let exit = ha
+        .wait_exit("portico-1", GRACE_PERIOD + Duration::from_secs(15))
+        .await;
+    let exited_after = term.elapsed();
+    assert_eq!(
+        exit,
+        Some(0),
+        "portico-1 did not exit cleanly after SIGTERM"
+    );
+    assert!(
+        exited_after >= GRACE_PERIOD,
+        "portico-1 left after {exited_after:?}, before its grace period"
+    );
+    // The survivor carries on alone for a while.
+    stream.run_for(Duration::from_secs(1)).await;
+    let tally = stream.finish().await;
+
+    report("SIGTERM", &tally, term_at, down_after, &haproxy_settings());
+    eprintln!("    portico-1 exited (status 0) {exited_after:?} after SIGTERM");
+    assert!(
+        tally.ok >= 100,
+        "too few requests to mean anything: {}",
+        tally.ok
+    );
+    assert_eq!(
+        tally.failed, 0,
+        "requests failed during a graceful shutdown: {:?}",
+        tally.failures
+    );
+    assert_eq!(ha.haproxy_status(2).await, "UP");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_on_one_instance_fails_few_requests() {
+    require_haproxy!();
+    let _one = one_at_a_time().await;
+    let (b1, b2) = (Backend::http("b1"), Backend::http("b2"));
+    let ha = Topology::start(Some([&b1, &b2])).await;
+
+    let stream = RequestStream::start(ha.https());
+    stream.run_for(Duration::from_millis(1500)).await;
+    let kill_at = stream.started.elapsed();
+    let kill = Instant::now();
+    ha.signal("portico-1", SIGKILL);
+    let down_after = ha.wait_down(1, kill, Duration::from_secs(5)).await;
+    assert!(
+        down_after.is_some(),
+        "HAProxy did not mark the killed portico-1 down within 5 s"
+    );
+    stream.run_for(Duration::from_secs(2)).await;
+    let tally = stream.finish().await;
+
+    report("SIGKILL", &tally, kill_at, down_after, &haproxy_settings());
+    assert_eq!(ha.wait_exit("portico-1", IO_TIMEOUT).await, Some(137));
+    assert!(
+        tally.ok >= 100,
+        "too few requests to mean anything: {}",
+        tally.ok
+    );
+    // At layer 4 a request already on its way to the killed instance cannot be replayed
+    // elsewhere: each client may lose the one it had in flight, no more. New connections are
+    // refused by the dead instance and redispatched by HAProxy.
+    assert!(
+        tally.failed <= WORKERS as u64,
+        "{} requests failed for {WORKERS} concurrent clients: {:?}",
+        tally.failed,
+        tally.failures
+    );
+    for (at, why) in &tally.failures {
+        assert!(
+            *at + Duration::from_millis(500) >= kill_at,
+            "a request failed before the kill: {at:?} {why}"
+        );
+    }
+    assert_eq!(ha.haproxy_status(2).await, "UP");
+}
+
+// ---------------------------------------------------------------------------------------
+// The script itself
+
+#[tokio::test]
+async fn the_local_script_runs_the_demo_and_stops_everything() {
+    require_haproxy!();
+    let _one = one_at_a_time().await;
+    let mut ha = Topology::start(None).await;
+
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let response = https_get(ha.https(), "", &TlsClientOpts::insecure(), "/")
+            .await
+            .unwrap();
+        assert_eq!(response.status, 200);
+        seen.push(response.text());
+        let response = http_get(ha.http(), "/").await.unwrap();
+        assert_eq!(response.status, 200);
+        seen.push(response.text());
+    }
+    assert!(
+        seen.contains(&"hello from backend-1\n".to_string()),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&"hello from backend-2\n".to_string()),
+        "{seen:?}"
+    );
+    // The admin token is required off the health endpoints.
+    let status = http_get(ha.portico_admin(2), "/status").await.unwrap();
+    assert_eq!(status.status, 401);
+
+    let names = [
+        "haproxy",
+        "portico-1",
+        "portico-2",
+        "backend-1",
+        "backend-2",
+    ];
+    let pids: Vec<u32> = names.iter().map(|n| ha.pid(n)).collect();
+    assert!(pids.iter().all(|&p| process_alive(p)));
+    assert!(ha.stop(), "the script did not stop within 15 s");
+    for (name, pid) in names.iter().zip(&pids) {
+        assert!(
+            !process_alive(*pid),
+            "{name} (pid {pid}) still runs after the script stopped"
+        );
+    }
+    assert!(
+        http_get(ha.https(), "/").await.is_err(),
+        "HAProxy still listens"
+    );
+    assert!(!ha.run.join("ready").exists());
+}
