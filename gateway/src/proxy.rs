@@ -78,12 +78,16 @@ impl Gateway {
         for (k, v) in &resp.headers {
             header.append_header(k.clone(), v.as_str())?;
         }
-        header.insert_header(http::header::CONTENT_LENGTH, resp.body.len().to_string())?;
+        // A 204 or 304 has no body, and a 204 not even a Content-Length (RFC 9110 8.6).
+        let bodiless = matches!(resp.status, 204 | 304);
+        if !bodiless {
+            header.insert_header(http::header::CONTENT_LENGTH, resp.body.len().to_string())?;
+        }
         header.insert_header(ctx.snapshot.request_id_header.clone(), ctx.state.request_id.as_str())?;
         let snap = ctx.snapshot.clone();
         let chains = chains_of(&snap, ctx.route);
         chains.response(session, &mut header, &mut ctx.state).await;
-        let head_only = session.req_header().method == http::Method::HEAD;
+        let head_only = bodiless || session.req_header().method == http::Method::HEAD;
         session.write_response_header(Box::new(header), head_only || resp.body.is_empty()).await?;
         if !head_only && !resp.body.is_empty() {
             session.write_response_body(Some(resp.body), true).await?;
@@ -418,7 +422,13 @@ impl ProxyHttp for Gateway {
 
 /// The size of the request head as received: request line and header lines.
 fn head_size(req: &RequestHeader) -> usize {
-    let line = req.method.as_str().len() + req.uri.to_string().len() + 12;
+    // The URI's text length, counted without formatting it (this runs on every request).
+    let uri = &req.uri;
+    let target = uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path().len()
+        + uri.query().map_or(0, |q| q.len() + 1);
+    let line = req.method.as_str().len() + target + 12;
     line + req.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>()
 }
 

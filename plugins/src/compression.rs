@@ -23,9 +23,13 @@
 //! `early_request` hook, which runs before the module reads the request, switches on only
 //! the chosen algorithm and tells the module to prefer it (Pingora itself would pick the
 //! client's first listed encoding and ignore q-values). The `response` hook, which runs
-//! before the module sees the response header, switches it off again for small bodies.
+//! before the module sees the response header, switches it off again for small bodies, and
+//! for a `br` response arms the gateway's [`BrotliEnd`] module, which adds the end of stream
+//! that Pingora 0.9.1's brotli encoder never writes (so strict decoders, such as Node's
+//! `fetch`, accept the body).
 
 use async_trait::async_trait;
+use gateway::plugin::BrotliEnd;
 use gateway::{BuildContext, Plugin, PluginConfig, RequestHeader, RequestState, ResponseHeader, Session};
 use pingora_core::modules::http::compression::ResponseCompression;
 use pingora_core::protocols::http::compression::{Algorithm, ResponseCompressionCtx};
@@ -63,9 +67,9 @@ pub struct Compression {
     warned: AtomicBool,
 }
 
-/// Marks a request this plugin switched compression on for.
+/// Marks a request this plugin switched compression on for, with the algorithm.
 #[derive(Clone, Copy)]
-struct Compressing;
+struct Compressing(Algorithm);
 
 /// The configured algorithm `accept_encoding` prefers, if it accepts any.
 fn choose(accept_encoding: &str, configured: &[Algorithm]) -> Option<Algorithm> {
@@ -144,12 +148,20 @@ impl Plugin for Compression {
         let Some(module) = self.module(session) else { return };
         if module.is_header_phase() {
             switch_on(module, algorithm, self.level);
-            state.extensions.insert(Compressing);
+            state.extensions.insert(Compressing(algorithm));
         }
     }
 
     async fn response(&self, session: &mut Session, response: &mut ResponseHeader, state: &mut RequestState) {
-        if state.extensions.get::<Compressing>().is_none() || !too_small(response, self.min_size) {
+        let Some(&Compressing(algorithm)) = state.extensions.get::<Compressing>() else { return };
+        if !too_small(response, self.min_size) {
+            // Pingora leaves its brotli streams unfinished; have the gateway's module end the
+            // stream if Pingora's encodes this response (one without an encoding of its own).
+            if algorithm == Algorithm::Brotli && !response.headers.contains_key(http::header::CONTENT_ENCODING) {
+                if let Some(end) = session.downstream_modules_ctx.get_mut::<BrotliEnd>() {
+                    end.arm();
+                }
+            }
             return;
         }
         if let Some(module) = self.module(session) {

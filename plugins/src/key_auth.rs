@@ -8,7 +8,9 @@
 //! least one of them must be set, and the header is looked at first. A missing or unknown
 //! key gets 401. On success the var `consumer` holds the key's name (`ci` above). The key is
 //! removed from the request before it goes upstream (both the header and the query
-//! parameter), so backends and their logs never see it.
+//! parameter), so backends and their logs never see it. The query parameter is removed from
+//! the client's request as soon as the key is accepted, so later plugins and Portico's own
+//! error log lines (which quote the request's path and query) never see it either.
 //!
 //! Keys are compared as SHA-256 digests in constant time, against every configured key, so
 //! the time to answer does not tell how much of a guess was right.
@@ -118,6 +120,11 @@ impl Plugin for KeyAuth {
         match consumer {
             Some(name) => {
                 state.set_var("consumer", name);
+                // Off the client's request too, not only the upstream's: Pingora's error log
+                // line for a failed request quotes the client's path and query.
+                if let Some(uri) = self.without_key(&session.req_header().uri) {
+                    session.req_header_mut().set_uri(uri);
+                }
                 Flow::Continue
             }
             None => Flow::Respond(Response::text(401, "Unauthorized: a valid API key is required\n")),
@@ -128,23 +135,28 @@ impl Plugin for KeyAuth {
         if let Some(name) = &self.header {
             upstream.remove_header(name);
         }
-        let Some(param) = &self.query else { return };
-        let Some(query) = upstream.uri.query() else { return };
-        if query_param(query, param).is_none() {
-            return;
+        // Already done on the client's request (see `request`); kept for a request some
+        // other plugin gave the parameter back to.
+        if let Some(uri) = self.without_key(&upstream.uri) {
+            upstream.set_uri(uri);
         }
+    }
+}
+
+impl KeyAuth {
+    /// `uri` without the key's query parameter; `None` when it has none.
+    fn without_key(&self, uri: &http::Uri) -> Option<http::Uri> {
+        let param = self.query.as_deref()?;
+        let query = uri.query()?;
+        query_param(query, param)?;
         let path_and_query = match without_param(query, param) {
-            Some(rest) => format!("{}?{rest}", upstream.uri.path()),
-            None => upstream.uri.path().to_string(),
+            Some(rest) => format!("{}?{rest}", uri.path()),
+            None => uri.path().to_string(),
         };
-        let mut parts = upstream.uri.clone().into_parts();
-        // A path and a subset of a valid query still parse; if not, the request keeps its URI.
-        if let Ok(pq) = path_and_query.parse() {
-            parts.path_and_query = Some(pq);
-            if let Ok(uri) = http::Uri::from_parts(parts) {
-                upstream.set_uri(uri);
-            }
-        }
+        let mut parts = uri.clone().into_parts();
+        // A path and a subset of a valid query still parse; if not, the URI stays as it was.
+        parts.path_and_query = Some(path_and_query.parse().ok()?);
+        http::Uri::from_parts(parts).ok()
     }
 }
 
@@ -217,6 +229,14 @@ mod tests {
         assert_eq!(without_param("api_key=x", "api_key"), None);
         assert_eq!(without_param("api_key", "api_key"), None);
         assert_eq!(without_param("api_keys=x", "api_key").as_deref(), Some("api_keys=x"));
+
+        let p = plugin("{ query: api_key, keys: { ci: k1 } }").unwrap();
+        let uri = |s: &str| s.parse::<http::Uri>().unwrap();
+        assert_eq!(p.without_key(&uri("/p?a=1&api_key=k1")).unwrap(), "/p?a=1");
+        assert_eq!(p.without_key(&uri("/p?api_key=k1")).unwrap(), "/p");
+        assert_eq!(p.without_key(&uri("https://h.example/p?api_key=k1&b")).unwrap(), "https://h.example/p?b");
+        assert_eq!(p.without_key(&uri("/p?a=1")), None);
+        assert_eq!(plugin("{ keys: { ci: k1 } }").unwrap().without_key(&uri("/p?api_key=k1")), None);
     }
 
     #[test]

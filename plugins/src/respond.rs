@@ -5,7 +5,7 @@
 //! ```
 //!
 //! Defaults: `status: 200`, an empty body, no headers. Useful for health routes, maintenance
-//! pages, and routes without an upstream.
+//! pages, and routes without an upstream. A 204 or 304 cannot have a body.
 
 use crate::header_list::header_list;
 use async_trait::async_trait;
@@ -49,6 +49,9 @@ impl PluginConfig for Respond {
         if !(200..=599).contains(&config.status) {
             return Err(format!("status: {} is not a final HTTP status (200-599)", config.status));
         }
+        if matches!(config.status, 204 | 304) && !config.body.is_empty() {
+            return Err(format!("body: a {} answer has no body; leave body out", config.status));
+        }
         // Checked here; kept as written, so HTTP/1 clients see the config's header case.
         header_list(&config.headers, "headers")?;
         let headers = config.headers.into_iter().collect();
@@ -85,5 +88,7 @@ mod tests {
         assert!(plugin("{ status: 99 }").err().unwrap().starts_with("status:"));
         assert!(plugin("{ status: 101 }").is_err());
         assert!(plugin("{ headers: { \"Bad Name\": x } }").err().unwrap().starts_with("headers:"));
+        assert!(plugin("{ status: 204, body: gone }").err().unwrap().starts_with("body:"));
+        assert!(plugin("{ status: 204 }").is_ok());
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! ```yaml
 //! - rewrite: { strip_prefix: /api }                       # /api/x -> /x, /api -> /
-//! - rewrite: { regex: "^/old/(.*)$", replace: "/new/$1" } # capture groups: $1, ${1}, ${name}
+//! - rewrite: { regex: "^/old/(.*)$", replace: "/new/$1" } # capture groups: $1, $name
 //! ```
 //!
 //! Exactly one of the two forms. The query string is kept as it was; the client's request
@@ -10,6 +10,11 @@
 //! `strip_prefix` works on whole path segments, like route prefixes: `/api` strips
 //! `/api/x` and `/api`, not `/apix`. `regex` replaces its first match in the path; a path it
 //! does not match goes upstream unchanged.
+//!
+//! In a config file `${...}` is an environment variable, replaced before any plugin sees the
+//! value, so the regex crate's braced group syntax cannot be written as is: a group followed
+//! by a letter, digit or `_` (`${1}x`) is written with the brace escaped in a double-quoted
+//! YAML string, `"/$\x7B1}x"`, which reaches the plugin as `/${1}x`.
 
 use async_trait::async_trait;
 use gateway::{BuildContext, Plugin, PluginConfig, RequestHeader, RequestState, Session};
@@ -148,7 +153,7 @@ fn check_replacement(regex: &Regex, replace: &str) -> Result<(), String> {
             };
             if !known {
                 return Err(format!(
-                    "replace: ${name} refers to no group of the regex (write ${{1}}x when a group number is followed by a letter or digit)"
+                    "replace: ${name} refers to no group of the regex (when a letter, digit or _ follows a group, brace it: \"$\\x7B1}}x\" in a double-quoted string, since ${{...}} in a config file is an environment variable)"
                 ));
             }
         }

@@ -12,11 +12,13 @@
 //! gateway::run(registry);
 //! ```
 
+pub mod brotli_end;
 mod chain;
-pub(crate) use chain::Chains;
+pub use chain::Chains;
 mod registry;
 mod state;
 
+pub use brotli_end::BrotliEnd;
 pub use chain::{Chain, ChainEntry};
 pub use registry::{BuildContext, PluginConfig, Registry};
 pub use state::RequestState;

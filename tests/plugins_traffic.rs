@@ -1,0 +1,425 @@
+//! The plugins that shape traffic or answer it themselves, through the real binary:
+//! `rate_limit` (local, and shared through Redis), `redirect`, `respond` and `cors`.
+//!
+//! Rate limits are checked by counting, not timing: a bucket refills at `per_second`, so a
+//! test allows for the tokens that came back while it ran (its elapsed time × the rate).
+
+mod common;
+mod plugins_support;
+
+use common::*;
+use plugins_support::*;
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------------------------
+// rate_limit
+
+/// Sends `GET path` with `headers` on one connection until a 429 or `max` requests; returns
+/// the answers.
+async fn until_refused(gw: &Gateway, path: &str, headers: &[(&str, &str)], max: usize) -> Vec<Response> {
+    let mut conn = HttpConn::plain(gw.listener("web")).await.unwrap();
+    let mut answers = Vec::new();
+    for _ in 0..max {
+        let r = conn.request("GET", path, headers, Body::empty()).await.unwrap();
+        let refused = r.status == 429;
+        answers.push(r);
+        if refused {
+            break;
+        }
+    }
+    answers
+}
+
+/// Tokens a bucket at `per_second` may have regained during `elapsed`, rounded up.
+fn refilled(per_second: u32, elapsed: Duration) -> usize {
+    (elapsed.as_secs_f64() * f64::from(per_second)).ceil() as usize
+}
+
+#[tokio::test]
+async fn rate_limit_allows_the_burst_then_answers_429_with_retry_after() {
+    let b = Backend::http("app");
+    let yaml = config(
+        &[("app", b.addr())],
+        "
+routes:
+  - name: api
+    upstream: app
+    plugins:
+      - rate_limit: { per_second: 1, burst: 4 }
+",
+    );
+    let gw = Gateway::start(&yaml).await;
+
+    let started = Instant::now();
+    let answers = until_refused(&gw, "/", &[], 30).await;
+    let elapsed = started.elapsed();
+    let (refusal, allowed) = answers.split_last().unwrap();
+    assert_eq!(refusal.status, 429, "never refused in {} requests", answers.len());
+    // A bucket of per_second + burst = 5, plus what came back while the test ran.
+    assert!(allowed.len() >= 5 && allowed.len() <= 5 + refilled(1, elapsed), "{} allowed in {elapsed:?}", allowed.len());
+    for r in allowed {
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("ratelimit-limit"), Some("5"));
+    }
+    // A fresh bucket: the first request leaves 4.
+    assert_eq!(allowed[0].header("ratelimit-remaining"), Some("4"));
+    assert_eq!(allowed.last().unwrap().header("ratelimit-remaining"), Some("0"));
+
+    assert_eq!(refusal.header("retry-after"), Some("1"), "one token at 1/s comes within a second");
+    assert_eq!(refusal.header("ratelimit-limit"), Some("5"));
+    assert_eq!(refusal.header("ratelimit-remaining"), Some("0"));
+    assert_eq!(refusal.text(), "Too Many Requests\n");
+    assert_eq!(b.hits() as usize, allowed.len(), "a refused request never reaches the backend");
+
+    // Retry-After is honest: after it, a request goes through again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(get(&gw, "/", &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn rate_limit_by_header_gives_each_value_its_own_bucket() {
+    let b = Backend::http("app");
+    let yaml = config(
+        &[("app", b.addr())],
+        "
+routes:
+  - name: api
+    upstream: app
+    plugins:
+      - rate_limit: { per_second: 1, burst: 1, key: \"header:X-Client\" }
+",
+    );
+    let gw = Gateway::start(&yaml).await;
+
+    let started = Instant::now();
+    let a = until_refused(&gw, "/", &[("x-client", "a")], 30).await;
+    let elapsed = started.elapsed();
+    assert_eq!(a.last().unwrap().status, 429);
+    let a_allowed = a.len() - 1;
+    assert!(a_allowed >= 2 && a_allowed <= 2 + refilled(1, elapsed), "{a_allowed} allowed in {elapsed:?}");
+
+    // Client b has a bucket of its own, still full; so do requests without the header
+    // (keyed on their address instead, apart from any header value).
+    let r = get(&gw, "/", &[("x-client", "b")]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("ratelimit-remaining"), Some("1"));
+    let r = get(&gw, "/", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("ratelimit-remaining"), Some("1"));
+    // ...while a is still refused.
+    assert_eq!(get(&gw, "/", &[("x-client", "a")]).await.status, 429);
+}
+
+#[tokio::test]
+async fn rate_limit_by_route_shares_one_bucket_per_route() {
+    let b = Backend::http("app");
+    let yaml = config_with(
+        &server("trusted_proxies: [127.0.0.1/32]"),
+        &[("app", b.addr())],
+        "
+plugins:
+  - rate_limit: { per_second: 1, burst: 1, key: route }
+routes:
+  - { name: one, match: { path: { prefix: /one } }, upstream: app }
+  - { name: two, match: { path: { prefix: /two } }, upstream: app }
+",
+    );
+    let gw = Gateway::start(&yaml).await;
+    // Different client addresses, one route: one bucket.
+    let started = Instant::now();
+    let mut allowed = 0;
+    for i in 0..30 {
+        let ip = format!("203.0.113.{i}");
+        if get(&gw, "/one", &[("x-forwarded-for", &ip)]).await.status == 429 {
+            break;
+        }
+        allowed += 1;
+    }
+    assert!(allowed >= 2 && allowed <= 2 + refilled(1, started.elapsed()), "{allowed}");
+    // The other route's bucket is untouched.
+    let r = get(&gw, "/two", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("ratelimit-remaining"), Some("1"));
+}
+
+#[tokio::test]
+async fn rate_limit_in_redis_holds_one_limit_across_two_gateways() {
+    let Some(redis) = Redis::start().await else {
+        eprintln!("redis-server is not installed: skipping the shared rate limit test");
+        return;
+    };
+    let b = Backend::http("app");
+    let rest = format!(
+        "
+routes:
+  - name: api
+    upstream: app
+    plugins:
+      - rate_limit: {{ per_second: 1, burst: 4, redis: {{ url: \"{}\", timeout: 1s, on_error: deny }} }}
+",
+        redis.url()
+    );
+    // The same route and limit on two instances (each its own ports).
+    let gw1 = Gateway::start(&config(&[("app", b.addr())], &rest)).await;
+    let gw2 = Gateway::start(&config(&[("app", b.addr())], &rest)).await;
+
+    let started = Instant::now();
+    let mut answers = Vec::new();
+    for i in 0..12 {
+        let gw = if i % 2 == 0 { &gw1 } else { &gw2 };
+        answers.push((i % 2 + 1, get(gw, "/", &[]).await));
+    }
+    let elapsed = started.elapsed();
+    let allowed: Vec<_> = answers.iter().filter(|(_, r)| r.status == 200).collect();
+    let refused: Vec<_> = answers.iter().filter(|(_, r)| r.status == 429).collect();
+    assert_eq!(allowed.len() + refused.len(), 12);
+    // Each alone would allow 5 of its 6 (10 in all); together they hold the one limit of 5.
+    assert!(allowed.len() >= 5 && allowed.len() <= 5 + refilled(1, elapsed), "{} allowed in {elapsed:?}", allowed.len());
+    assert!(refused.iter().any(|(g, _)| *g == 1) && refused.iter().any(|(g, _)| *g == 2), "both gateways refuse");
+    // The second request, on the other gateway, already sees the first one's token gone.
+    assert_eq!(answers[0].1.header("ratelimit-remaining"), Some("4"));
+    let second: u64 = answers[1].1.header("ratelimit-remaining").unwrap().parse().unwrap();
+    assert!(second <= 3, "gateway 2 did not see gateway 1's request: {second} left");
+    let r = &refused[0].1;
+    assert_eq!(r.header("ratelimit-limit"), Some("5"));
+    assert_eq!(r.header("ratelimit-remaining"), Some("0"));
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(b.hits() as usize, allowed.len());
+}
+
+#[tokio::test]
+async fn rate_limit_redis_outage_follows_on_error_within_the_timeout() {
+    let Some(redis) = Redis::start().await else {
+        eprintln!("redis-server is not installed: skipping the Redis outage test");
+        return;
+    };
+    let b = Backend::http("app");
+    let limit = |on_error: &str| {
+        format!("rate_limit: {{ per_second: 100, redis: {{ url: \"{}\", timeout: 300ms, on_error: {on_error} }} }}", redis.url())
+    };
+    let rest = format!(
+        "
+routes:
+  - name: lenient
+    match: {{ path: {{ prefix: /allow }} }}
+    upstream: app
+    plugins:
+      - {}
+  - name: strict
+    match: {{ path: {{ prefix: /deny }} }}
+    upstream: app
+    plugins:
+      - {}
+",
+        limit("allow"),
+        limit("deny")
+    );
+    let gw = Gateway::start(&config(&[("app", b.addr())], &rest)).await;
+
+    // While Redis answers, both routes are limited through it.
+    for path in ["/allow", "/deny"] {
+        let r = get(&gw, path, &[]).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.header("ratelimit-limit"), Some("100"), "{path}");
+    }
+
+    // Redis hangs (stopped, its socket still open): each request waits the timeout, then
+    // on_error decides.
+    redis.signal("STOP");
+    let timeout = Duration::from_millis(300);
+    let slack = Duration::from_secs(2); // a debug build on a busy 2-core machine
+    let started = Instant::now();
+    let r = get(&gw, "/allow", &[]).await;
+    let waited = started.elapsed();
+    assert_eq!(r.status, 200, "on_error: allow lets the request through");
+    assert!(r.header("ratelimit-limit").is_none(), "an unchecked request carries no limit headers");
+    assert!(waited < timeout + slack, "answered after {waited:?}");
+    let started = Instant::now();
+    let r = get(&gw, "/deny", &[]).await;
+    let waited = started.elapsed();
+    assert_eq!(r.status, 429, "on_error: deny refuses");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(waited >= timeout - Duration::from_millis(50), "refused after {waited:?}, before the timeout");
+    assert!(waited < timeout + slack, "answered after {waited:?}");
+
+    // Redis gone altogether: the same answers, without waiting for the timeout.
+    redis.signal("KILL");
+    for _ in 0..3 {
+        let started = Instant::now();
+        assert_eq!(get(&gw, "/allow", &[]).await.status, 200);
+        assert_eq!(get(&gw, "/deny", &[]).await.status, 429);
+        assert!(started.elapsed() < 2 * timeout + slack, "{:?}", started.elapsed());
+    }
+    assert!(gw.stderr_text().contains("rate_limit: redis at"), "the outage is logged");
+}
+
+// ---------------------------------------------------------------------------------------
+// redirect
+
+#[tokio::test]
+async fn redirect_answers_with_location_and_never_reaches_the_backend() {
+    let b = Backend::http("app");
+    let yaml = config(
+        &[("app", b.addr())],
+        "
+routes:
+  - name: moved
+    match: { path: { prefix: /old } }
+    upstream: app
+    plugins:
+      - redirect: { url: \"https://new.example.test/\" }
+  - name: temporary
+    match: { path: { prefix: /promo } }
+    upstream: app
+    plugins:
+      - redirect: { url: \"https://shop.example.test/landing?from=promo\", status: 302, keep_path: false }
+  - { name: rest, upstream: app }
+",
+    );
+    let gw = Gateway::start(&yaml).await;
+
+    let r = get(&gw, "/old/a/b?x=1&y=2", &[]).await;
+    assert_eq!(r.status, 301, "the default status");
+    assert_eq!(r.header("location"), Some("https://new.example.test/old/a/b?x=1&y=2"));
+    assert!(r.body.is_empty());
+    assert!(r.header("x-request-id").is_some());
+
+    let r = send(&gw, "POST", "/promo/summer?utm=1", &[]).await;
+    assert_eq!(r.status, 302);
+    assert_eq!(r.header("location"), Some("https://shop.example.test/landing?from=promo"));
+
+    assert_eq!(b.hits(), 0);
+    assert_eq!(get(&gw, "/elsewhere", &[]).await.status, 200, "other routes are proxied");
+}
+
+// ---------------------------------------------------------------------------------------
+// respond
+
+#[tokio::test]
+async fn respond_answers_with_the_configured_status_headers_and_body() {
+    let b = Backend::http("app");
+    let yaml = config(
+        &[("app", b.addr())],
+        "
+routes:
+  - name: maintenance
+    match: { path: { prefix: /shop } }
+    upstream: app
+    plugins:
+      - respond: { status: 503, body: \"back soon\\n\", headers: { Content-Type: text/plain, Retry-After: \"120\" } }
+  - name: health
+    match: { path: { exact: /ping } }
+    plugins:
+      - respond: { body: pong }
+",
+    );
+    let gw = Gateway::start(&yaml).await;
+
+    let r = get(&gw, "/shop/cart", &[]).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.text(), "back soon\n");
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+    assert_eq!(r.header("retry-after"), Some("120"));
+    assert_eq!(r.header("content-length"), Some("10"));
+    assert!(r.header("x-request-id").is_some());
+
+    // HEAD: the same head, no body.
+    let r = send(&gw, "HEAD", "/shop", &[]).await;
+    assert_eq!(r.status, 503);
+    assert!(r.body.is_empty());
+
+    // A route with no upstream at all, answered with the defaults (200).
+    let r = get(&gw, "/ping", &[]).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "pong"));
+    assert_eq!(b.hits(), 0, "the upstream is never asked");
+}
+
+// ---------------------------------------------------------------------------------------
+// cors
+
+#[tokio::test]
+async fn cors_answers_preflights_and_marks_allowed_responses() {
+    let b = Backend::http("app");
+    let yaml = config(
+        &[("app", b.addr())],
+        "
+routes:
+  - name: api
+    match: { path: { prefix: /api } }
+    upstream: app
+    plugins:
+      - cors:
+          allow_origins: [\"https://app.example.test\"]
+          allow_methods: [GET, POST]
+          allow_headers: [Authorization, Content-Type]
+          expose_headers: [X-Backend]
+          allow_credentials: true
+          max_age: 10m
+  - name: public
+    match: { path: { prefix: /public } }
+    upstream: app
+    plugins:
+      - cors: {}
+",
+    );
+    let gw = Gateway::start(&yaml).await;
+    let app = ("origin", "https://app.example.test");
+    let evil = ("origin", "https://evil.example.test");
+
+    // Preflight from an allowed origin: answered here, 204.
+    let preflight = [("access-control-request-method", "POST"), ("access-control-request-headers", "content-type")];
+    let r = send(&gw, "OPTIONS", "/api/items", &[app, preflight[0], preflight[1]]).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("access-control-allow-origin"), Some("https://app.example.test"));
+    assert_eq!(r.header("access-control-allow-methods"), Some("GET, POST"));
+    assert_eq!(r.header("access-control-allow-headers"), Some("Authorization, Content-Type"));
+    assert_eq!(r.header("access-control-max-age"), Some("600"));
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(r.header("vary"), Some("Origin"));
+    assert!(r.body.is_empty());
+    // On the wire: a 204 carries neither a body nor a Content-Length (RFC 9110 8.6).
+    let raw = raw_exchange(
+        gw.listener("web"),
+        b"OPTIONS /api/items HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example.test\r\n\
+          Access-Control-Request-Method: GET\r\nConnection: close\r\n\r\n",
+        None,
+    )
+    .await;
+    let raw = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    assert!(raw.starts_with("http/1.1 204"), "{raw}");
+    assert!(!raw.contains("content-length") && !raw.contains("transfer-encoding"), "{raw}");
+    assert!(raw.ends_with("\r\n\r\n"), "{raw}");
+
+    // Preflight from another origin: 403, no CORS headers.
+    let r = send(&gw, "OPTIONS", "/api/items", &[evil, preflight[0]]).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.text(), "CORS origin not allowed\n");
+    assert!(r.header("access-control-allow-origin").is_none());
+    assert_eq!(b.hits(), 0, "preflights never reach the backend");
+
+    // A simple request from the allowed origin: proxied, with the CORS headers added.
+    let r = get(&gw, "/api/items", &[app]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["path"], "/api/items");
+    assert_eq!(r.header("access-control-allow-origin"), Some("https://app.example.test"));
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(r.header("access-control-expose-headers"), Some("X-Backend"));
+    assert!(r.header_all("vary").iter().any(|v| v.contains("Origin")));
+    // From another origin: proxied too, but without them, so the browser withholds it.
+    let r = get(&gw, "/api/items", &[evil]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("access-control-allow-origin").is_none());
+    assert!(r.header("access-control-allow-credentials").is_none());
+    // An OPTIONS that is not a preflight (no Access-Control-Request-Method) is proxied.
+    assert_eq!(send(&gw, "OPTIONS", "/api/items", &[app]).await.json()["method"], "OPTIONS");
+    assert_eq!(b.hits(), 3);
+
+    // The defaults: any origin, answered with `*`.
+    let r = get(&gw, "/public/x", &[evil]).await;
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert!(r.header("access-control-allow-credentials").is_none());
+    let r = send(&gw, "OPTIONS", "/public/x", &[evil, ("access-control-request-method", "PUT")]).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(r.header("access-control-allow-methods"), Some("GET, HEAD, POST, PUT, PATCH, DELETE"));
+}
