@@ -396,6 +396,13 @@ impl ProxyHttp for Gateway {
         FailToProxy { error_code: status, can_reuse_downstream: false }
     }
 
+    fn request_summary(&self, session: &Session, ctx: &Ctx) -> String {
+        // Pingora's error lines quote this; the query string may carry secrets (API keys,
+        // tokens), so it is left out, as in the access log.
+        let req = session.req_header();
+        format!("{} {} host={} request_id={}", req.method, req.uri.path(), ctx.state.host, ctx.state.request_id)
+    }
+
     fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
         // A client going away mid-response is not an operator's problem.
         e.esource() == &ErrorSource::Downstream
