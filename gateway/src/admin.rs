@@ -66,7 +66,10 @@ impl ServeHttp for Admin {
                     text(StatusCode::OK, "ready\n")
                 }
             }
-            ("GET" | "HEAD", "/metrics") => reply(StatusCode::OK, "text/plain; version=0.0.4", metrics::render()),
+            ("GET" | "HEAD", "/metrics") => {
+                metrics::refresh_backend_health(&self.shared.snapshot.load());
+                reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics::render())
+            }
             ("GET" | "HEAD", "/status") if !authorized => unauthorized(),
             ("GET" | "HEAD", "/status") => json_reply(StatusCode::OK, status(&self.shared)),
             ("POST", "/reload") if !authorized => unauthorized(),

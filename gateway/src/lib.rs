@@ -10,7 +10,8 @@
 
 pub mod admin;
 pub mod config;
-mod forwarded;
+pub mod forwarded;
+pub mod framing;
 mod listener;
 mod logging;
 pub mod log_reopen;

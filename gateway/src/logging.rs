@@ -11,7 +11,7 @@ impl Log for QuietDisconnects {
     }
 
     fn log(&self, record: &Record) {
-        if record.level() == Level::Error && record.target().starts_with("pingora") && self.0.enabled(record.metadata()) {
+        if record.level() == Level::Error && record.target().starts_with("pingora") {
             // Only error lines pay for this formatting, and they are rare when healthy.
             let text = record.args().to_string();
             if text.starts_with("Downstream handshake") {
@@ -48,7 +48,9 @@ pub fn init() {
     let logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
         .build();
-    let max = logger.filter();
+    // Pingora's ERROR lines must reach this logger even under `RUST_LOG=off`: the failed
+    // TLS handshakes are counted from them. env_logger still filters what gets printed.
+    let max = logger.filter().max(log::LevelFilter::Error);
     if log::set_boxed_logger(Box::new(QuietDisconnects(logger))).is_ok() {
         log::set_max_level(max);
     }

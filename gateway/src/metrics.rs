@@ -5,11 +5,13 @@
 //! methods and outcomes. Per-route handles are resolved when a snapshot is built, so the
 //! request path does no label hashing for them.
 
+use arc_swap::ArcSwap;
 use prometheus::{
-    register_histogram_vec, register_int_counter_vec,
-    register_int_gauge_vec, HistogramVec, IntCounterVec, IntGaugeVec,
+    register_histogram_vec, register_int_counter_vec, register_int_gauge_vec, Histogram, HistogramVec, IntCounter,
+    IntCounterVec, IntGaugeVec,
 };
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, OnceLock};
+use std::time::Duration;
 
 /// Sub-millisecond to tens of seconds: a proxy's own overhead sits at the bottom, slow
 /// backends and timeouts at the top.
@@ -48,7 +50,6 @@ pub static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!("portico_build_info", "Always 1; the version label says which build runs.", &["version"]).unwrap()
 });
 
-
 /// Creates every metric so that the exposition lists them all from the first scrape,
 /// even those still at zero.
 pub fn init() {
@@ -68,6 +69,86 @@ pub fn init() {
 
 pub fn set_backend_health(upstream: &str, backend: &str, healthy: bool) {
     BACKEND_HEALTHY.with_label_values(&[upstream, backend]).set(healthy as i64);
+}
+
+/// Sets `portico_upstream_backend_healthy` from the running snapshot's health records,
+/// right before a scrape: passive ejections (and their expiry) change no gauge when they
+/// happen, a rejected reload may have touched gauges of backends that never went live, and
+/// a backend a reload removed must disappear from the exposition.
+pub fn refresh_backend_health(snap: &crate::snapshot::Snapshot) {
+    BACKEND_HEALTHY.reset();
+    for (name, pool) in &snap.pools {
+        for b in &pool.backends {
+            let up = b.health.state() == crate::upstream::State::Healthy;
+            BACKEND_HEALTHY.with_label_values(&[name.as_str(), &b.addr]).set(up as i64);
+        }
+    }
+}
+
+/// Creates the series a config implies before any traffic moves them, so that dashboards
+/// and alerts see zeros instead of nothing: each route's duration histogram, each listener's
+/// connection gauge (and TLS handshake errors), each upstream's retries and each backend's
+/// health. Called for the snapshot that goes live (at start and after every reload).
+pub fn track_snapshot(snap: &crate::snapshot::Snapshot) {
+    for route in snap.routes.routes() {
+        route.metrics.duration();
+    }
+    for l in &snap.config.listeners {
+        DOWNSTREAM_CONNECTIONS.with_label_values(&[&l.name]);
+        if l.tls.is_some() {
+            TLS_HANDSHAKE_ERRORS.with_label_values(&[&l.name]);
+        }
+    }
+    for name in snap.pools.keys() {
+        RETRIES.with_label_values(&[name]);
+    }
+    refresh_backend_health(snap);
+}
+
+/// One route's request metrics, resolved to label handles so that recording a request
+/// hashes no label values: the duration histogram on the route's first request, and the
+/// `(method, status)` counters in a small copy-on-write list (a route sees a handful of
+/// combinations; a miss, rare after warm-up, resolves the handle and appends it).
+pub struct RouteMetrics {
+    route: Arc<str>,
+    duration: OnceLock<Histogram>,
+    requests: ArcSwap<Vec<(&'static str, u16, IntCounter)>>,
+}
+
+impl RouteMetrics {
+    /// Touches no registry: a snapshot that a reload then rejects leaves no label behind.
+    pub fn new(route: &str) -> Self {
+        RouteMetrics { route: route.into(), duration: OnceLock::new(), requests: ArcSwap::from_pointee(Vec::new()) }
+    }
+
+    fn duration(&self) -> &Histogram {
+        self.duration.get_or_init(|| REQUEST_DURATION.with_label_values(&[&self.route]))
+    }
+
+    /// Counts one answered request and its duration.
+    pub fn record(&self, method: &'static str, status: u16, elapsed: Duration) {
+        self.duration().observe(elapsed.as_secs_f64());
+        if let Some((_, _, c)) = self.requests.load().iter().find(|(m, s, _)| *s == status && *m == method) {
+            c.inc();
+            return;
+        }
+        let status_label = if (100..=999).contains(&status) { status.to_string() } else { "0".to_string() };
+        let counter = REQUESTS.with_label_values(&[&self.route, method, &status_label]);
+        counter.inc();
+        self.requests.rcu(|list| {
+            let mut list = Vec::clone(list);
+            if !list.iter().any(|(m, s, _)| *s == status && *m == method) {
+                list.push((method, status, counter.clone()));
+            }
+            list
+        });
+    }
+}
+
+/// The metrics of requests that matched no route (`route="unmatched"`).
+pub fn unmatched() -> &'static RouteMetrics {
+    static UNMATCHED: LazyLock<RouteMetrics> = LazyLock::new(|| RouteMetrics::new("unmatched"));
+    &UNMATCHED
 }
 
 /// The method label: the standard methods as themselves, anything else as `OTHER`, so a
@@ -93,4 +174,25 @@ pub fn render() -> Vec<u8> {
     let mut buf = Vec::new();
     let _ = prometheus::TextEncoder::new().encode(&prometheus::gather(), &mut buf);
     buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_metrics_count_each_method_and_status_once_and_cache_the_handles() {
+        let m = RouteMetrics::new("metrics-unit-test");
+        for _ in 0..3 {
+            m.record("GET", 200, Duration::from_millis(1));
+        }
+        m.record("POST", 201, Duration::from_millis(2));
+        m.record("GET", 0, Duration::from_millis(3));
+        let count = |method: &str, status: &str| REQUESTS.with_label_values(&["metrics-unit-test", method, status]).get();
+        assert_eq!(count("GET", "200"), 3);
+        assert_eq!(count("POST", "201"), 1);
+        assert_eq!(count("GET", "0"), 1, "a request that got no answer");
+        assert_eq!(REQUEST_DURATION.with_label_values(&["metrics-unit-test"]).get_sample_count(), 5);
+        assert_eq!(m.requests.load().len(), 3, "one cached handle per (method, status)");
+    }
 }

@@ -11,11 +11,10 @@ use std::sync::Arc;
 pub fn reload(shared: &Shared) -> Result<String, ConfigErrors> {
     // One reload at a time; requests never wait on this lock.
     let _guard = shared.reload_lock.lock().unwrap();
-    let result = load_and_check(shared);
-    match &result {
+    match load_and_check(shared) {
         Ok(snap) => {
             let version = snap.version.clone();
-            apply(shared, snap.clone());
+            apply(shared, snap);
             metrics::CONFIG_RELOADS.with_label_values(&["success"]).inc();
             log::info!("config reloaded: version {version}");
             Ok(version)
@@ -25,8 +24,20 @@ pub fn reload(shared: &Shared) -> Result<String, ConfigErrors> {
             for line in e.messages() {
                 log::error!("config reload refused, the running config stays: {line}");
             }
-            Err(e.clone())
+            Err(e)
         }
+    }
+}
+
+/// Builds the running config's snapshot again from the file, without counting a reload: a
+/// daemon does this after its fork, so that what the plugins started (threads) lives in
+/// the process that serves. If the file changed meanwhile and no longer loads, the snapshot
+/// built before the fork stays.
+pub fn rebuild(shared: &Shared) {
+    let _guard = shared.reload_lock.lock().unwrap();
+    match load_and_check(shared) {
+        Ok(snap) => apply(shared, snap),
+        Err(e) => log::error!("rebuilding the config after daemonizing failed, keeping the one loaded at start: {e}"),
     }
 }
 
@@ -36,30 +47,71 @@ fn load_and_check(shared: &Shared) -> Result<Arc<Snapshot>, ConfigErrors> {
     let current = shared.snapshot.load();
     let mut problems = config::Problems::new(&src.lines);
     // Sockets are bound once; a change to them needs a new process (`portico -u`).
-    if !same_listeners(&current.config.listeners, &snap.config.listeners) {
-        problems.add("listeners", "listeners changed (address, TLS settings, names or PROXY protocol): this needs a binary upgrade (`portico -u`), not a reload; only certificate files are reloaded");
-    }
+    listener_changes(&current.config.listeners, &snap.config.listeners, &mut problems);
     if current.config.admin.listen != snap.config.admin.listen {
-        problems.add("admin.listen", "the admin address changed: this needs a binary upgrade (`portico -u`), not a reload");
+        problems.add(
+            "admin.listen",
+            format!(
+                "changed from {} to {}: a new address needs a binary upgrade (`portico -u`), not a reload",
+                current.config.admin.listen, snap.config.admin.listen
+            ),
+        );
     }
     problems.into_result()?;
+    // What sizes the process itself is read once, at start; say so rather than pretend.
+    let (was, now) = (&current.config.server, &snap.config.server);
+    for (key, changed) in [
+        ("threads", was.threads != now.threads),
+        ("shutdown_timeout", was.shutdown_timeout.get() != now.shutdown_timeout.get()),
+        ("pid_file", was.pid_file != now.pid_file),
+        ("upgrade_sock", was.upgrade_sock != now.upgrade_sock),
+    ] {
+        if changed {
+            log::warn!("config reload: server.{key} changed; it takes effect at the next start or binary upgrade");
+        }
+    }
     Ok(Arc::new(snap))
 }
 
-/// Listeners compared without their certificate files, which a reload may change.
-fn same_listeners(a: &[ListenerConfig], b: &[ListenerConfig]) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| {
-            x.name == y.name
-                && x.listen == y.listen
-                && x.proxy_protocol == y.proxy_protocol
-                && x.redirect_https == y.redirect_https
-                && x.tls.is_some() == y.tls.is_some()
-                && match (&x.tls, &y.tls) {
-                    (Some(s), Some(t)) => s.min_version == t.min_version && s.alpn == t.alpn && s.client_ca == t.client_ca,
-                    _ => true,
+const NEEDS_UPGRADE: &str = "needs a binary upgrade (`portico -u`), not a reload";
+
+/// Reports every listener change a reload cannot apply, by key path. Certificate files are
+/// the one part of a listener that a reload does change.
+fn listener_changes(old: &[ListenerConfig], new: &[ListenerConfig], p: &mut config::Problems) {
+    if old.len() != new.len() {
+        p.add("listeners", format!("{} listeners instead of {}: adding or removing a listener {NEEDS_UPGRADE}", new.len(), old.len()));
+        return;
+    }
+    for (i, (x, y)) in old.iter().zip(new).enumerate() {
+        let at = format!("listeners[{i}]");
+        if x.name != y.name {
+            p.add(format!("{at}.name"), format!("changed from {:?} to {:?}: renaming a listener {NEEDS_UPGRADE}", x.name, y.name));
+        }
+        if x.listen != y.listen {
+            p.add(format!("{at}.listen"), format!("changed from {} to {}: a new address {NEEDS_UPGRADE}", x.listen, y.listen));
+        }
+        if x.proxy_protocol != y.proxy_protocol {
+            p.add(format!("{at}.proxy_protocol"), format!("changed: {NEEDS_UPGRADE}"));
+        }
+        if x.redirect_https != y.redirect_https {
+            p.add(format!("{at}.redirect_https"), format!("changed: {NEEDS_UPGRADE}"));
+        }
+        match (&x.tls, &y.tls) {
+            (Some(s), Some(t)) => {
+                if s.min_version != t.min_version {
+                    p.add(format!("{at}.tls.min_version"), format!("changed: {NEEDS_UPGRADE}"));
                 }
-        })
+                if s.alpn != t.alpn {
+                    p.add(format!("{at}.tls.alpn"), format!("changed: {NEEDS_UPGRADE}"));
+                }
+                if s.client_ca != t.client_ca {
+                    p.add(format!("{at}.tls.client_ca"), format!("changed: {NEEDS_UPGRADE}"));
+                }
+            }
+            (None, None) => {}
+            _ => p.add(format!("{at}.tls"), format!("TLS turned on or off: {NEEDS_UPGRADE}")),
+        }
+    }
 }
 
 fn apply(shared: &Shared, snap: Arc<Snapshot>) {
@@ -69,5 +121,6 @@ fn apply(shared: &Shared, snap: Arc<Snapshot>) {
         }
     }
     shared.checker.update(snap.pools.values().cloned().collect());
+    metrics::track_snapshot(&snap);
     shared.snapshot.store(snap);
 }

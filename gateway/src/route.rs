@@ -4,7 +4,9 @@
 //! hosts) and within each host bucket by path (exact paths and prefixes in hash maps, keyed by
 //! the request path's segment boundaries). A lookup costs one hash probe per host label and
 //! per path segment, plus the regex routes of the buckets it touches, however many routes
-//! there are.
+//! there are. Within one bucket's list the routes are kept best first, so a lookup stops at
+//! the first whose method and header conditions match instead of visiting them all (a table
+//! with hundreds of host-less catch-all routes would otherwise be scanned on every request).
 
 use crate::plugin::Chain;
 use crate::upstream::Pool;
@@ -13,6 +15,11 @@ use regex::Regex;
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// The index maps: aHash (keyed per process, so still resistant to crafted keys) hashes the
+/// request's host and path prefixes several times faster than SipHash, and a lookup hashes
+/// one key per host label and per path segment.
+type Map<V> = HashMap<String, V, ahash::RandomState>;
 
 pub enum PathRule {
     Any,
@@ -33,6 +40,8 @@ pub struct Route {
     pub upstream: Option<Arc<Pool>>,
     pub max_body_bytes: Option<u64>,
     pub chain: Chain,
+    /// Request count and duration handles, resolved once per snapshot.
+    pub metrics: crate::metrics::RouteMetrics,
 }
 
 /// What a request offers to the matcher.
@@ -45,10 +54,13 @@ pub struct RequestKey<'a> {
     pub headers: &'a http::HeaderMap,
 }
 
+/// One host bucket's routes by path rule. Every list is in rank order (see
+/// [`PathIndex::sort`]): within a list host and path rank are equal, so the first route
+/// whose conditions match is the list's best.
 #[derive(Default)]
 struct PathIndex {
-    exact: HashMap<String, Vec<usize>>,
-    prefix: HashMap<String, Vec<usize>>,
+    exact: Map<Vec<usize>>,
+    prefix: Map<Vec<usize>>,
     regex: Vec<usize>,
     any: Vec<usize>,
 }
@@ -63,10 +75,32 @@ impl PathIndex {
         }
     }
 
-    /// Calls `f` with every route of this bucket whose path rule matches `path`.
-    fn for_each_match(&self, routes: &[Route], path: &str, f: &mut impl FnMut(usize)) {
+    /// Puts every list best first: higher priority, then more conditions, then file order.
+    fn sort(&mut self, routes: &[Route]) {
+        let best_first = |a: &usize, b: &usize| {
+            let (ra, rb) = (&routes[*a], &routes[*b]);
+            rb.priority.cmp(&ra.priority).then(conditions(rb).cmp(&conditions(ra))).then(a.cmp(b))
+        };
+        for v in self.exact.values_mut().chain(self.prefix.values_mut()) {
+            v.sort_by(best_first);
+        }
+        self.regex.sort_by(best_first);
+        self.any.sort_by(best_first);
+    }
+
+    /// Offers `f` the routes of this bucket whose path rule matches `path`, best first within
+    /// each list; `f` returns true when it took the route (its conditions matched), which
+    /// ends that list.
+    fn for_each_match(&self, routes: &[Route], path: &str, f: &mut impl FnMut(usize) -> bool) {
+        fn first(v: &[usize], f: &mut impl FnMut(usize) -> bool) {
+            for &i in v {
+                if f(i) {
+                    break;
+                }
+            }
+        }
         if let Some(v) = self.exact.get(path) {
-            v.iter().for_each(|&i| f(i));
+            first(v, f);
         }
         if !self.prefix.is_empty() {
             // Every prefix that ends on a segment boundary of `path`, with and without the
@@ -75,36 +109,36 @@ impl PathIndex {
                 if b == b'/' {
                     if i > 0 {
                         if let Some(v) = self.prefix.get(&path[..i]) {
-                            v.iter().for_each(|&r| f(r));
+                            first(v, f);
                         }
                     }
                     if i + 1 < path.len() {
                         if let Some(v) = self.prefix.get(&path[..=i]) {
-                            v.iter().for_each(|&r| f(r));
+                            first(v, f);
                         }
                     }
                 }
             }
             if let Some(v) = self.prefix.get(path) {
-                v.iter().for_each(|&r| f(r));
+                first(v, f);
             }
         }
         for &i in &self.regex {
             if let PathRule::Regex(re) = &routes[i].path {
-                if re.is_match(path) {
-                    f(i);
+                if re.is_match(path) && f(i) {
+                    break;
                 }
             }
         }
-        self.any.iter().for_each(|&i| f(i));
+        first(&self.any, f);
     }
 }
 
 pub struct RouteTable {
     routes: Vec<Route>,
-    exact_hosts: HashMap<String, PathIndex>,
+    exact_hosts: Map<PathIndex>,
     /// Keyed by the suffix including its leading dot: `.example.com`.
-    wildcard_hosts: HashMap<String, PathIndex>,
+    wildcard_hosts: Map<PathIndex>,
     any_host: PathIndex,
 }
 
@@ -112,8 +146,8 @@ impl RouteTable {
     pub fn new(routes: Vec<Route>) -> Self {
         let mut t = RouteTable {
             routes: Vec::new(),
-            exact_hosts: HashMap::new(),
-            wildcard_hosts: HashMap::new(),
+            exact_hosts: Map::default(),
+            wildcard_hosts: Map::default(),
             any_host: PathIndex::default(),
         };
         for (i, r) in routes.iter().enumerate() {
@@ -127,6 +161,10 @@ impl RouteTable {
                 }
             }
         }
+        for idx in t.exact_hosts.values_mut().chain(t.wildcard_hosts.values_mut()) {
+            idx.sort(&routes);
+        }
+        t.any_host.sort(&routes);
         t.routes = routes;
         t
     }
@@ -144,17 +182,13 @@ impl RouteTable {
     /// Like [`RouteTable::lookup`], returning the route's position in `routes()`.
     pub fn lookup_index(&self, key: &RequestKey) -> Option<usize> {
         let mut best: Option<(Rank, usize)> = None;
+        // Returns whether the route's conditions matched (then it was weighed).
         let mut consider = |i: usize, host_rank: u32| {
             let r = &self.routes[i];
             if !self.conditions_match(r, key) {
-                return;
+                return false;
             }
-            let rank = Rank {
-                priority: r.priority,
-                host: host_rank,
-                path: path_rank(&r.path),
-                conditions: (r.methods.len().min(1) + r.headers.len()) as u32,
-            };
+            let rank = Rank { priority: r.priority, host: host_rank, path: path_rank(&r.path), conditions: conditions(r) };
             let better = match &best {
                 None => true,
                 // Equal ranks keep the earlier route: candidates arrive out of file order.
@@ -167,6 +201,7 @@ impl RouteTable {
             if better {
                 best = Some((rank, i));
             }
+            true
         };
 
         if let Some(idx) = self.exact_hosts.get(key.host) {
@@ -203,6 +238,11 @@ struct Rank {
     host: u32,
     path: (u8, usize),
     conditions: u32,
+}
+
+/// How many method and header conditions a route has, for ranking (methods count once).
+fn conditions(r: &Route) -> u32 {
+    (r.methods.len().min(1) + r.headers.len()) as u32
 }
 
 fn path_rank(p: &PathRule) -> (u8, usize) {
@@ -246,6 +286,7 @@ mod tests {
             upstream: None,
             max_body_bytes: None,
             chain: Chain::default(),
+            metrics: crate::metrics::RouteMetrics::new(name),
         }
     }
 
@@ -276,6 +317,29 @@ mod tests {
         assert_eq!(find(&t, "other.org", "/api/v2/y"), Some("prefix-long"));
         assert_eq!(find(&t, "other.org", "/api/v2/x"), Some("exact-path"));
         assert_eq!(find(&t, "www.example.com", "/urgent/now"), Some("prio"));
+    }
+
+    #[test]
+    fn best_of_many_catch_alls_by_priority_then_conditions_then_order() {
+        let mut post = route("post", &[], PathRule::Any, 0);
+        post.methods = vec![Method::POST];
+        let mut canary = route("canary", &[], PathRule::Any, 1);
+        canary.headers = vec![(HeaderName::from_static("x-canary"), "1".into())];
+        let mut routes = vec![post, route("first", &[], PathRule::Any, 0), route("second", &[], PathRule::Any, 0), canary];
+        // Hundreds of equal catch-alls after them change nothing.
+        routes.extend((0..500).map(|i| route(&format!("filler{i}"), &[], PathRule::Any, 0)));
+        let t = RouteTable::new(routes);
+        let lookup = |method: Method, canary: bool| {
+            let mut h = http::HeaderMap::new();
+            if canary {
+                h.insert("x-canary", "1".parse().unwrap());
+            }
+            let key = RequestKey { host: "a.example.com", path: "/", method: &method, headers: &h };
+            t.lookup(&key).map(|r| r.name.to_string())
+        };
+        assert_eq!(lookup(Method::GET, false).as_deref(), Some("first"));
+        assert_eq!(lookup(Method::POST, false).as_deref(), Some("post"));
+        assert_eq!(lookup(Method::POST, true).as_deref(), Some("canary"));
     }
 
     #[test]

@@ -17,7 +17,8 @@ use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora_core::protocols::Stream;
 use pingora_core::services::background::{background_service, BackgroundService};
-use pingora_core::services::ServiceReadyNotifier;
+use pingora_core::server::ListenFds;
+use pingora_core::services::{ServiceReadyNotifier, ServiceWithDependents};
 use pingora_core::listeners::Listeners;
 use pingora_core::services::listening::Service;
 use crate::listener::{ListenerApp, ProxyHeaderBeforeTls};
@@ -183,6 +184,7 @@ fn serve(args: Args, config_path: PathBuf, snap: Snapshot, registry: Registry, h
         reload_lock: Mutex::new(()),
     });
     let snap = shared.snapshot.load_full();
+    metrics::track_snapshot(&snap);
 
     let mut listener_services = Vec::new();
     for l in &snap.config.listeners {
@@ -195,6 +197,9 @@ fn serve(args: Args, config_path: PathBuf, snap: Snapshot, registry: Registry, h
         let mut proxy = pingora_proxy::http_proxy(&conf, gateway);
         let mut opts = HttpServerOptions::default();
         opts.keepalive_request_limit = None;
+        // HTTP/2 settings are fixed when the listener starts; a reload does not change them.
+        opts.h2_idle_timeout = Some(snap.config.server.limits.idle_timeout.get());
+        proxy.h2_options = Some(crate::listener::h2_options(&snap.config.server.limits));
         proxy.server_options = Some(opts);
         let mut listeners = Listeners::new();
         match &l.tls {
@@ -218,14 +223,14 @@ fn serve(args: Args, config_path: PathBuf, snap: Snapshot, registry: Registry, h
             name: l.name.as_str().into(),
             proxy: Arc::new(proxy),
             proxy_header: l.proxy_protocol && l.tls.is_none(),
-            header_timeout: snap.config.server.limits.header_timeout.get(),
+            conns: Default::default(),
             shared: shared.clone(),
         };
         // The service name is also its threads' name, which the error log uses to tell
         // which listener a failed TLS handshake belongs to.
         let settle = SETTLE.min(snap.config.server.shutdown_timeout.get());
         let svc = Service::with_listeners(format!("listener {}", l.name), listeners, Settle { app: Arc::new(app), settle });
-        listener_services.push(server.add_service(svc));
+        listener_services.push(server.add_service(Bound { name: l.name.clone(), addr: l.listen.clone(), service: Some(svc) }));
     }
 
     let signals = server.add_service(background_service(
@@ -234,27 +239,24 @@ fn serve(args: Args, config_path: PathBuf, snap: Snapshot, registry: Registry, h
             shared: shared.clone(),
             daemon: args.daemon,
             listeners: listener_services.len(),
-            pid_file: (!args.daemon).then(|| conf.pid_file.clone()),
+            pid_file: conf.pid_file.clone(),
         },
     ));
     let mut admin = Service::new("admin".to_string(), Admin { shared: shared.clone() });
     admin.add_tcp(&snap.config.admin.listen);
     admin.threads = Some(1);
     let admin = server.add_service(admin);
-    // `/readyz` answers only once the listeners started and the signals have handlers (a
-    // SIGHUP before that would kill the process).
+    // The admin listener (and so `/readyz`) starts only once every listener listens and the
+    // signals have handlers (a SIGHUP before that would kill the process).
     admin.add_dependencies(&listener_services);
     admin.add_dependency(&signals);
     server.add_service(checker);
 
     log::info!("portico {} starting: config {} version {}", env!("CARGO_PKG_VERSION"), shared.config_path.display(), snap.version);
-    let grace = snap.config.server.grace_period.get();
     let upgrade_sock = PathBuf::from(&conf.upgrade_sock);
-    let pid_file = (!args.daemon).then(|| conf.pid_file.clone());
-    server.run(RunArgs { shutdown_signal: Box::new(Shutdown { shared, grace, upgrade_sock }) });
-    if let Some(p) = pid_file {
-        remove_pid_file(&p);
-    }
+    let pid_file = conf.pid_file.clone();
+    server.run(RunArgs { shutdown_signal: Box::new(Shutdown { shared, upgrade_sock }) });
+    remove_pid_file(&pid_file);
     std::process::exit(0)
 }
 
@@ -276,7 +278,7 @@ fn remove_pid_file(path: &str) {
 /// exits promptly. A plain thread, not a task: the runtimes are being shut down. Started
 /// once shutdown begins, from inside the running server, because threads made before `-d`
 /// forks do not survive it.
-fn exit_when_idle(listeners: usize, pid_file: Option<String>) {
+fn exit_when_idle(listeners: usize, pid_file: String) {
     std::thread::spawn(move || {
         while LISTENERS_SETTLED.load(Ordering::SeqCst) < listeners || IN_FLIGHT.load(Ordering::SeqCst) > 0 {
             std::thread::sleep(Duration::from_millis(20));
@@ -284,9 +286,7 @@ fn exit_when_idle(listeners: usize, pid_file: Option<String>) {
         // Lets log writers flush what the last requests left them.
         std::thread::sleep(Duration::from_millis(100));
         log::info!("no request in flight: exiting");
-        if let Some(p) = pid_file {
-            remove_pid_file(&p);
-        }
+        remove_pid_file(&pid_file);
         std::process::exit(0);
     });
 }
@@ -314,12 +314,66 @@ impl ServerApp for Settle {
     }
 }
 
+/// A listener's service that is ready (for `/readyz`, which waits for it) only once its
+/// socket listens — bound now, or received from the old process in an upgrade — and that
+/// ends the process when the socket cannot be had (Pingora retries an address in use for a
+/// while, then gives up with a panic that would otherwise leave the process running
+/// without this listener).
+struct Bound {
+    name: String,
+    addr: String,
+    service: Option<Service<Settle>>,
+}
+
+#[async_trait]
+impl ServiceWithDependents for Bound {
+    async fn start_service(&mut self, fds: Option<ListenFds>, shutdown: ShutdownWatch, listeners_per_fd: usize, ready: ServiceReadyNotifier) {
+        let Some(mut service) = self.service.take() else { return };
+        let table = fds.clone();
+        let mut run = tokio::spawn(async move {
+            pingora_core::services::Service::start_service(&mut service, fds, shutdown, listeners_per_fd).await
+        });
+        let listening = async {
+            while table.as_ref().is_none_or(|t| t.lock().get(&self.addr).is_none()) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::select! {
+            _ = listening => ready.notify_ready(),
+            result = &mut run => {
+                if let Err(e) = result {
+                    log::error!("listener {}: cannot listen on {}: {e}; exiting", self.name, self.addr);
+                    std::process::exit(1);
+                }
+                return;
+            }
+        }
+        if let Err(e) = run.await {
+            log::error!("listener {}: stopped: {e}; exiting", self.name);
+            std::process::exit(1);
+        }
+    }
+
+    fn name(&self) -> &str {
+        self.service.as_ref().map_or("listener", |s| ServiceWithDependents::name(s))
+    }
+
+    fn threads(&self) -> Option<usize> {
+        self.service.as_ref().and_then(ServiceWithDependents::threads)
+    }
+
+    /// Pingora closes inherited sockets that no service claims (a listener removed by an
+    /// upgrade) by these.
+    fn listen_addresses(&self) -> Option<Vec<String>> {
+        self.service.as_ref().and_then(ServiceWithDependents::listen_addresses)
+    }
+}
+
 /// SIGTERM: say "not ready" at once, keep serving for the grace period while the load
 /// balancer notices, then let Pingora stop the listeners. SIGQUIT: hand the sockets to a
 /// new process, when one is waiting for them. SIGINT: leave now.
 struct Shutdown {
     shared: Arc<Shared>,
-    grace: Duration,
     upgrade_sock: PathBuf,
 }
 
@@ -352,8 +406,10 @@ impl ShutdownSignalWatch for Shutdown {
                 _ = term.recv() => {
                     self.shared.draining.store(true, Ordering::SeqCst);
                     WINDING_DOWN.store(true, Ordering::SeqCst);
-                    log::info!("SIGTERM: /readyz now answers 503; serving for {:?} more, then draining", self.grace);
-                    let until = Instant::now() + self.grace;
+                    // The running config's: a reload may have changed it.
+                    let grace = self.shared.snapshot.load().config.server.grace_period.get();
+                    log::info!("SIGTERM: /readyz now answers 503; serving for {grace:?} more, then draining");
+                    let until = Instant::now() + grace;
                     return tokio::select! {
                         _ = tokio::time::sleep_until(until.into()) => ShutdownSignal::GracefulTerminate,
                         _ = int.recv() => ShutdownSignal::FastShutdown,
@@ -388,8 +444,8 @@ struct Signals {
     shared: Arc<Shared>,
     daemon: bool,
     listeners: usize,
-    /// Written by this process (in the foreground), removed when it exits.
-    pid_file: Option<String>,
+    /// Names this process (written at start), removed when it exits gracefully.
+    pid_file: String,
 }
 
 #[async_trait]

@@ -187,7 +187,8 @@ fn compile_listeners(cfg: &Config, base: &Path, p: &mut Problems) -> HashMap<Str
                     continue;
                 }
             }
-            match tls::load_certified_key(&cert, &key) {
+            let staple = c.ocsp_staple.as_ref().map(|f| config::resolve(base, f));
+            match tls::load_certified_key(&cert, &key).and_then(|ck| tls::with_ocsp_staple(ck, staple.as_deref())) {
                 Ok(ck) => loaded.push(ck),
                 Err(e) => p.add(format!("{at}.tls.certificates[{j}]"), e),
             }
@@ -479,6 +480,7 @@ fn compile_routes(cfg: &Config, pools: &BTreeMap<String, Arc<Pool>>, registry: &
             upstream,
             max_body_bytes: r.max_body_bytes,
             chain,
+            metrics: crate::metrics::RouteMetrics::new(&r.name),
         });
     }
     RouteTable::new(routes)

@@ -1,5 +1,13 @@
 //! TLS termination: certificates chosen by SNI from a store that a reload can replace, and
 //! the listener's TLS settings (versions, ALPN, client certificates).
+//!
+//! The settings start from Mozilla's "intermediate" profile (OpenSSL through Pingora) and are
+//! then narrowed: TLS 1.2 and 1.3 only; on TLS 1.2 only ECDHE key exchange with AES-GCM or
+//! ChaCha20-Poly1305 (forward secrecy, AEAD); the curves Mozilla lists (plus the hybrid
+//! post-quantum X25519MLKEM768 for clients that offer it); the server's cipher order; no
+//! renegotiation; and resumption through a server-side session cache instead of session
+//! tickets, whose key OpenSSL would keep for the process's whole life (a stolen ticket key
+//! decrypts every session it ever protected). OCSP responses are stapled when configured.
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -9,18 +17,21 @@ use pingora_core::protocols::tls::TlsRef;
 use pingora_core::tls::ext;
 use pingora_core::tls::nid::Nid;
 use pingora_core::tls::pkey::{PKey, Private};
-use pingora_core::tls::ssl::{NameType, SslVerifyMode, SslVersion};
+use pingora_core::tls::ssl::{NameType, SslOptions, SslSessionCacheMode, SslVerifyMode, SslVersion};
 use pingora_core::tls::x509::X509;
 use std::any::Any;
-use std::collections::HashMap;
+use pingora_core::tls::ssl::SslSession;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// One certificate chain and its key, with the names it serves.
 pub struct CertifiedKey {
     pub names: Vec<String>,
     pub chain: Vec<X509>,
     pub key: PKey<Private>,
+    /// The DER OCSP response stapled to handshakes that ask for one.
+    pub ocsp: Option<Vec<u8>>,
 }
 
 /// The certificates of one listener, indexed by name.
@@ -86,7 +97,38 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, Strin
             .map(|e| String::from_utf8_lossy(e.data().as_slice()).to_ascii_lowercase())
             .collect();
     }
-    Ok(CertifiedKey { names, chain, key: key_parsed })
+    Ok(CertifiedKey { names, chain, key: key_parsed, ocsp: None })
+}
+
+/// Adds the OCSP response in `staple` (DER, as `openssl ocsp -respout` writes it) to `ck`.
+/// A file that is no successful OCSP response, or one about another certificate or saying
+/// it is revoked, is an error; an outdated one is left out with a warning (a stale staple
+/// makes strict clients fail, none makes them ask the responder themselves).
+pub fn with_ocsp_staple(mut ck: CertifiedKey, staple: Option<&Path>) -> Result<CertifiedKey, String> {
+    use openssl::ocsp::{OcspCertId, OcspCertStatus, OcspResponse, OcspResponseStatus};
+    let Some(path) = staple else { return Ok(ck) };
+    let der = std::fs::read(path).map_err(|e| format!("cannot read OCSP staple {}: {e}", path.display()))?;
+    let resp = OcspResponse::from_der(&der).map_err(|e| format!("{} is not a DER OCSP response: {e}", path.display()))?;
+    if resp.status() != OcspResponseStatus::SUCCESSFUL {
+        return Err(format!("{} is not a successful OCSP response", path.display()));
+    }
+    let basic = resp.basic().map_err(|e| format!("{}: {e}", path.display()))?;
+    // The response names the certificate by its issuer: checkable when the chain has it.
+    if let (Some(leaf), Some(issuer)) = (ck.chain.first(), ck.chain.get(1)) {
+        let id = OcspCertId::from_cert(openssl::hash::MessageDigest::sha1(), leaf, issuer).map_err(|e| e.to_string())?;
+        let Some(status) = basic.find_status(&id) else {
+            return Err(format!("{} is an OCSP response about another certificate", path.display()));
+        };
+        if status.status == OcspCertStatus::REVOKED {
+            return Err(format!("{} says the certificate is revoked", path.display()));
+        }
+        if let Err(e) = status.check_validity(300, None) {
+            log::warn!("OCSP staple {} is outdated, not stapling it: {e}", path.display());
+            return Ok(ck);
+        }
+    }
+    ck.ocsp = Some(der);
+    Ok(ck)
 }
 
 /// Writes a self-signed development certificate for `localhost` when none exists yet, so the
@@ -129,7 +171,70 @@ impl TlsAccept for SniCallback {
     }
 
     async fn handshake_complete_callback(&self, _ssl: &TlsRef) -> Option<Arc<dyn Any + Send + Sync>> {
-        None
+        // The connection's first-request flag (see `listener.rs`), reachable from its requests.
+        Some(Arc::new(crate::listener::FirstRequest::default()))
+    }
+}
+
+/// TLS 1.2 suites: ECDHE only (forward secrecy), AEAD only, in the server's order of
+/// preference. TLS 1.3 suites are all forward-secret AEADs (Mozilla's list, left as it is).
+pub const TLS12_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
+ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:\
+ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+/// Key exchange groups: Mozilla's (X25519, P-256, P-384) after the hybrid post-quantum one.
+/// OpenSSL's default list would add X448, P-521 and finite-field groups.
+pub const GROUPS: &str = "X25519MLKEM768:X25519:P-256:P-384";
+
+/// Sessions kept for resumption per listener (OpenSSL's default cache size), each valid for
+/// OpenSSL's default session lifetime.
+const SESSION_CACHE_SIZE: usize = 20480;
+
+/// TLS sessions kept for resumption, shared by the listener's threads.
+///
+/// OpenSSL's built-in cache forgets a session whenever its connection ends without the
+/// server's close_notify, which is how most HTTP connections end (the client closes an idle
+/// keep-alive connection), and marks the session object itself as not resumable: resumption
+/// would hardly ever work. This one keeps each session serialized (as nginx's shared cache
+/// does), hands out a fresh copy per lookup, and keeps it until it expires (OpenSSL checks
+/// the lifetime on every lookup) or `capacity` newer ones pushed it out. The lock is taken once or twice per full handshake and once per resumption, never
+/// per request. A TLS 1.3 ticket may be presented more than once; without 0-RTT (off) that
+/// is harmless, and resumption still runs a fresh (EC)DHE exchange.
+pub struct SessionCache {
+    capacity: usize,
+    inner: Mutex<(HashMap<Vec<u8>, Vec<u8>>, VecDeque<Vec<u8>>)>,
+}
+
+impl SessionCache {
+    pub fn new(capacity: usize) -> Self {
+        SessionCache { capacity, inner: Mutex::new((HashMap::new(), VecDeque::new())) }
+    }
+
+    pub fn insert(&self, session: SslSession) {
+        let id = session.id().to_vec();
+        let Ok(der) = session.to_der() else { return };
+        let mut inner = self.inner.lock().unwrap();
+        let (by_id, order) = &mut *inner;
+        while by_id.len() >= self.capacity {
+            let Some(oldest) = order.pop_front() else { break };
+            by_id.remove(&oldest);
+        }
+        if by_id.insert(id.clone(), der).is_none() {
+            order.push_back(id);
+        }
+    }
+
+    pub fn get(&self, id: &[u8]) -> Option<SslSession> {
+        let der = self.inner.lock().unwrap().0.get(id).cloned()?;
+        SslSession::from_der(&der).ok()
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().unwrap().0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -140,10 +245,47 @@ pub fn listener_settings(
     alpn: &[String],
     client_ca: Option<&Path>,
 ) -> Result<TlsSettings, String> {
-    let mut settings = TlsSettings::with_callbacks(Box::new(SniCallback(resolver))).map_err(|e| e.to_string())?;
+    let mut settings = TlsSettings::with_callbacks(Box::new(SniCallback(resolver.clone()))).map_err(|e| e.to_string())?;
     // TLS 1.0 and 1.1 are never offered, whatever the config says.
     let min = if min_version == "1.3" { SslVersion::TLS1_3 } else { SslVersion::TLS1_2 };
     settings.set_min_proto_version(Some(min)).map_err(|e| e.to_string())?;
+    settings.set_cipher_list(TLS12_CIPHERS).map_err(|e| e.to_string())?;
+    settings.set_groups_list(GROUPS).map_err(|e| e.to_string())?;
+    // PRIORITIZE_CHACHA: a client that lists ChaCha20 first (no AES hardware) still gets it.
+    settings.set_options(
+        SslOptions::CIPHER_SERVER_PREFERENCE
+            | SslOptions::PRIORITIZE_CHACHA
+            | SslOptions::NO_RENEGOTIATION
+            | SslOptions::NO_TICKET
+            | SslOptions::NO_COMPRESSION,
+    );
+    // Resumption from a server-side cache: TLS 1.2 session ids, TLS 1.3 stateful tickets.
+    settings.set_session_cache_mode(SslSessionCacheMode::SERVER | SslSessionCacheMode::NO_INTERNAL);
+    let cache = Arc::new(SessionCache::new(SESSION_CACHE_SIZE));
+    let store = cache.clone();
+    settings.set_new_session_callback(move |_, session| store.insert(session));
+    // SAFETY: the sessions handed back were all made by this same context (the callback
+    // above), which is what OpenSSL requires of a session returned here.
+    unsafe { settings.set_get_session_callback(move |_, id| cache.get(id)) };
+    // Needed for resumption when client certificates are verified; names the listener.
+    let context = openssl::sha::sha256(resolver.listener.as_bytes());
+    settings.set_session_id_context(&context[..16]).map_err(|e| e.to_string())?;
+    let staples = resolver.clone();
+    settings
+        .set_status_callback(move |ssl| {
+            let store = staples.store.load();
+            let sni = ssl.servername(NameType::HOST_NAME).map(str::to_string);
+            let Some(ck) = store.pick(sni.as_deref()) else { return Ok(false) };
+            // A reload between choosing the certificate and this call could pick another one.
+            match (&ck.ocsp, ssl.certificate()) {
+                (Some(der), Some(served)) if *served == *ck.chain[0] => {
+                    ssl.set_ocsp_status(der)?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        })
+        .map_err(|e| e.to_string())?;
     let h2 = alpn.iter().any(|a| a == "h2");
     let h1 = alpn.iter().any(|a| a == "http/1.1");
     match (h2, h1) {

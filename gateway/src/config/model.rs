@@ -60,11 +60,39 @@ pub struct LimitsConfig {
     pub header_timeout: Dur,
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,
+    /// More header fields than this: 431 (0: only Pingora's own cap of 256, over which 400).
+    pub max_header_count: usize,
+    /// A longer request line (method, target, version; for HTTP/2 method and path): 414.
+    pub max_request_line_bytes: usize,
+    /// How long a kept-alive HTTP/1 connection may wait for its next complete request head,
+    /// and an HTTP/2 connection without open streams, before it is closed.
+    pub idle_timeout: Dur,
+    /// Open connections per listener; over it a new connection is closed at once (0: no limit).
+    pub max_connections: usize,
+    /// Open connections per client address on each listener (0: no limit). Addresses in
+    /// `trusted_proxies` are exempt: a load balancer carries many clients.
+    pub max_connections_per_ip: usize,
+    /// Streams one HTTP/2 connection may have open at once (its SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub http2_max_concurrent_streams: u32,
+    /// Streams a client may reset before Portico took them up; one more and the connection is
+    /// closed with ENHANCE_YOUR_CALM (HTTP/2 rapid reset, CVE-2023-44487).
+    pub http2_max_pending_resets: usize,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { header_timeout: Dur::secs(10), max_header_bytes: 32768, max_body_bytes: 0 }
+        LimitsConfig {
+            header_timeout: Dur::secs(10),
+            max_header_bytes: 32768,
+            max_body_bytes: 0,
+            max_header_count: 100,
+            max_request_line_bytes: 8192,
+            idle_timeout: Dur::secs(60),
+            max_connections: 10000,
+            max_connections_per_ip: 0,
+            http2_max_concurrent_streams: 100,
+            http2_max_pending_resets: 20,
+        }
     }
 }
 
@@ -124,6 +152,10 @@ pub struct CertificateConfig {
     /// instead of failing (for the out-of-the-box default config only).
     #[serde(default)]
     pub generate_if_missing: bool,
+    /// A DER OCSP response for this certificate (as `openssl ocsp -respout` writes it),
+    /// stapled to handshakes of clients that ask; re-read on reload.
+    #[serde(default)]
+    pub ocsp_staple: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

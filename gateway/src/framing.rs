@@ -1,0 +1,205 @@
+//! Request framing checks Portico makes on top of Pingora's HTTP/1 parser.
+//!
+//! Pingora (httparse) already refuses NUL and bare CR in header values, obsolete line folding,
+//! whitespace before a header's colon, differing `Content-Length` values, a final
+//! `Transfer-Encoding` other than `chunked`, `Transfer-Encoding` on HTTP/1.0 and an
+//! absolute-form target whose authority differs from `Host`. It is lenient where a backend
+//! may read the same bytes differently, which is what request smuggling feeds on: it accepts
+//! bare LF line ends, a request with both `Content-Length` and `Transfer-Encoding` (it drops
+//! the length and goes on with chunked), identical repeated lengths (`5, 5`), and
+//! `Transfer-Encoding` values that only end in `chunked` (`gzip, chunked`, `chunked\x0c`),
+//! which it forwards as they are. An edge refuses all of them: a real client never sends
+//! them, and each is a known way to make two parsers disagree about where a request ends.
+
+/// Why a request head is refused (the answer is 400, and the connection is closed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    BareLineFeed,
+    BareCarriageReturn,
+    ControlCharacter,
+    LineFolding,
+    MalformedHeaderLine,
+    ContentLengthAndTransferEncoding,
+    RepeatedContentLength,
+    InvalidContentLength,
+    RepeatedTransferEncoding,
+    TransferEncodingNotChunked,
+}
+
+impl Refusal {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::BareLineFeed => "a line of the request head ends in LF without CR",
+            Refusal::BareCarriageReturn => "a CR in the request head is not followed by LF",
+            Refusal::ControlCharacter => "a control character in the request head",
+            Refusal::LineFolding => "obsolete line folding in the request head",
+            Refusal::MalformedHeaderLine => "a header line without a name and a colon",
+            Refusal::ContentLengthAndTransferEncoding => "both Content-Length and Transfer-Encoding",
+            Refusal::RepeatedContentLength => "more than one Content-Length",
+            Refusal::InvalidContentLength => "a Content-Length that is not a plain number",
+            Refusal::RepeatedTransferEncoding => "more than one Transfer-Encoding",
+            Refusal::TransferEncodingNotChunked => "a Transfer-Encoding other than exactly `chunked`",
+        }
+    }
+}
+
+/// Checks an HTTP/1 request head exactly as received (request line, header lines and the
+/// blank line; [`Refusal`] says what fails). A head that passes has CRLF line ends only, no
+/// control characters but horizontal tab, at most one framing header, a `Content-Length` of
+/// digits only, and a `Transfer-Encoding` of exactly `chunked` (lowercase, with at most
+/// spaces around it: RFC 9112 allows other spellings, but a backend that compares them
+/// differently than Portico would read the body as the next request, and no real client
+/// sends them).
+///
+/// ```
+/// use gateway::framing::{check_h1_head, Refusal};
+/// assert_eq!(check_h1_head(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n"), Ok(()));
+/// let both = b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
+/// assert_eq!(check_h1_head(both), Err(Refusal::ContentLengthAndTransferEncoding));
+/// ```
+pub fn check_h1_head(raw: &[u8]) -> Result<(), Refusal> {
+    for (i, &b) in raw.iter().enumerate() {
+        match b {
+            b'\n' if i == 0 || raw[i - 1] != b'\r' => return Err(Refusal::BareLineFeed),
+            b'\r' if raw.get(i + 1) != Some(&b'\n') => return Err(Refusal::BareCarriageReturn),
+            b'\r' | b'\n' | b'\t' => {}
+            0..=0x1f | 0x7f => return Err(Refusal::ControlCharacter),
+            _ => {}
+        }
+    }
+    // Empty lines before the request line are skipped, as httparse does (RFC 9112 2.2):
+    // counted as the head's end, they would hide every header line after them.
+    let mut lines = raw.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)).skip_while(|l| l.is_empty());
+    let _request_line = lines.next();
+    let (mut lengths, mut encodings) = (0usize, 0usize);
+    for line in lines {
+        if line.is_empty() {
+            break; // the blank line ending the head
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            return Err(Refusal::LineFolding);
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return Err(Refusal::MalformedHeaderLine);
+        };
+        let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
+        if name.is_empty() || name.iter().any(|&b| b == b' ' || b == b'\t') {
+            return Err(Refusal::MalformedHeaderLine);
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            lengths += 1;
+            if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+                return Err(Refusal::InvalidContentLength);
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            encodings += 1;
+            if value != b"chunked" {
+                return Err(Refusal::TransferEncodingNotChunked);
+            }
+        }
+    }
+    match (lengths, encodings) {
+        (l, e) if l > 0 && e > 0 => Err(Refusal::ContentLengthAndTransferEncoding),
+        (l, _) if l > 1 => Err(Refusal::RepeatedContentLength),
+        (_, e) if e > 1 => Err(Refusal::RepeatedTransferEncoding),
+        _ => Ok(()),
+    }
+}
+
+/// The length of the request line (without its CRLF, and without empty lines before it).
+pub fn request_line_len(raw: &[u8]) -> usize {
+    let start = raw.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(raw.len());
+    raw[start..].iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(raw.len() - start)
+}
+
+/// The checks of a request head that come before anything else looks at it: its framing
+/// (400, HTTP/1 only: HTTP/2 frames bodies itself and the h2 codec refuses connection-specific
+/// headers), the request line's length (414) and the number of header fields (431).
+pub(crate) fn check_request(session: &pingora_proxy::Session, limits: &crate::config::LimitsConfig) -> pingora_core::Result<()> {
+    use pingora_core::{Error, ErrorType::HTTPStatus};
+    let req = session.req_header();
+    let line = match session.as_downstream().as_http1() {
+        Some(h1) => {
+            let raw = h1.get_headers_raw_bytes();
+            if let Err(r) = check_h1_head(&raw) {
+                return Error::e_explain(HTTPStatus(400), r.reason());
+            }
+            request_line_len(&raw)
+        }
+        None => req.method.as_str().len() + 1 + req.raw_path().len(),
+    };
+    if limits.max_request_line_bytes > 0 && line > limits.max_request_line_bytes {
+        return Error::e_explain(HTTPStatus(414), "request line too long");
+    }
+    if limits.max_header_count > 0 && req.headers.len() > limits.max_header_count {
+        return Error::e_explain(HTTPStatus(431), "too many header fields");
+    }
+    Ok(())
+}
+
+/// Spaces around a framing header's value. RFC 9110 allows tabs too; here they stay in the
+/// value and make it invalid, as a tab next to `chunked` is a known way to split parsers.
+fn trim(mut v: &[u8]) -> &[u8] {
+    while let [b' ', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' '] = v {
+        v = rest;
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(lines: &str) -> Vec<u8> {
+        format!("GET / HTTP/1.1\r\n{lines}\r\n").into_bytes()
+    }
+
+    #[test]
+    fn plain_requests_pass() {
+        assert_eq!(check_h1_head(&head("Host: a\r\n")), Ok(()));
+        assert_eq!(check_h1_head(&head("Host: a\r\nX: caf\u{e9}\r\nY:\tt\r\n")), Ok(()));
+        assert_eq!(check_h1_head(&head("Transfer-Encoding:  chunked \r\n")), Ok(()));
+        assert_eq!(check_h1_head(&head("content-length:  12 \r\n")), Ok(()));
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        use Refusal::*;
+        let cases: &[(&str, Refusal)] = &[
+            ("Content-Length: 1\r\nTransfer-Encoding: chunked\r\n", ContentLengthAndTransferEncoding),
+            ("Content-Length: 1\r\nContent-Length: 1\r\n", RepeatedContentLength),
+            ("Content-Length: 1, 1\r\n", InvalidContentLength),
+            ("Content-Length: +1\r\n", InvalidContentLength),
+            ("Content-Length: \r\n", InvalidContentLength),
+            ("Transfer-Encoding: chunked, identity\r\n", TransferEncodingNotChunked),
+            ("Transfer-Encoding: gzip, chunked\r\n", TransferEncodingNotChunked),
+            ("Transfer-Encoding: chunked\x0c\r\n", ControlCharacter),
+            ("Transfer-Encoding: \"chunked\"\r\n", TransferEncodingNotChunked),
+            ("Transfer-Encoding: Chunked\r\n", TransferEncodingNotChunked),
+            ("Transfer-Encoding:\tchunked\r\n", TransferEncodingNotChunked),
+            ("Content-Length:\t1\r\n", InvalidContentLength),
+            ("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", RepeatedTransferEncoding),
+            ("X: a\r\n b\r\n", LineFolding),
+            ("X: a\0b\r\n", ControlCharacter),
+            ("Transfer-Encoding : chunked\r\n", MalformedHeaderLine),
+            ("no colon\r\n", MalformedHeaderLine),
+        ];
+        for (lines, want) in cases {
+            assert_eq!(check_h1_head(&head(lines)), Err(*want), "{lines:?}");
+        }
+        assert_eq!(check_h1_head(b"GET / HTTP/1.1\nHost: a\n\n"), Err(BareLineFeed));
+        assert_eq!(check_h1_head(b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n"), Err(BareCarriageReturn));
+        // Found by fuzzing: empty lines before the request line must not end the head early.
+        let hidden = b"\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(check_h1_head(hidden), Err(ContentLengthAndTransferEncoding));
+    }
+
+    #[test]
+    fn request_line_length() {
+        assert_eq!(request_line_len(b"GET /abc HTTP/1.1\r\nHost: a\r\n\r\n"), 17);
+        assert_eq!(request_line_len(b"\r\n\r\nGET /abc HTTP/1.1\r\n\r\n"), 17);
+    }
+}
