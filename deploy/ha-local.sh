@@ -4,11 +4,14 @@
 #   client ─▶ HAProxy ─┬─ PROXY v2 ─▶ portico-1 ─┬─▶ backend-1
 #             (L4)     └─ PROXY v2 ─▶ portico-2 ─┴─▶ backend-2
 #
+#   portico-1, portico-2 ─▶ redis-server   (the rate limits they share)
+#
 # HAProxy checks each Portico's /readyz on its admin port. The configs are the ones
 # docker-compose.yml uses (conf/ha/haproxy.cfg, conf/ha/portico.yaml), filled in through
 # environment variables: only addresses and file locations differ. The demo backends are
-# Portico with a `respond` route (conf/ha/demo-backend.yaml). tests/ha_pair.rs runs this
-# script.
+# Portico with a `respond` route (conf/ha/demo-backend.yaml). Redis is a throw-away
+# redis-server (no persistence) that both instances keep their shared rate limits in
+# (PORTICO_REDIS_URL). tests/ha_pair.rs runs this script.
 #
 # Runs in the foreground until Ctrl-C or SIGTERM, then stops every process it started. An
 # instance that dies meanwhile is reported and the rest keep running (that is the point of
@@ -19,6 +22,7 @@
 #   PORTICO_BIN        the portico binary (default: target/release/portico, else
 #                      target/debug/portico, else `portico` on PATH)
 #   HAPROXY_BIN        default: haproxy
+#   REDIS_BIN          default: redis-server
 #   HA_RUN_DIR         logs, pid files, generated certificates (default: a new temp dir)
 #   HA_LISTEN_ADDR     where HAProxy listens (default 127.0.0.1)
 #   HA_HTTPS_PORT, HA_HTTP_PORT, HA_STATS_PORT                 HAProxy (8443, 8080, 8404)
@@ -28,11 +32,15 @@
 #                                                      (9001, 9002, 9911, 9912)
 #   HA_BACKEND_1, HA_BACKEND_2   host:port of backends that already run: no demo backend
 #                      is started in their place
+#   HA_REDIS_PORT      the Redis started here, on 127.0.0.1 (6380: a system Redis on 6379
+#                      is left alone)
+#   HA_REDIS_URL       a Redis that already runs (redis://host:port): none is started
 #   HA_ADMIN_TOKEN     Portico's admin token (default: a random one, printed)
 #   HA_PARENT_PID      stop everything once this process is gone (the tests set it)
 #   RUST_LOG           Portico's log level (default: info)
 #
-# Files in $HA_RUN_DIR: <name>.pid and <name>.log (stdout and stderr) for each process,
+# Files in $HA_RUN_DIR: <name>.pid and <name>.log (stdout and stderr) for each process
+# (redis, backend-N, portico-N, haproxy),
 # <name>.exit (its exit status) once it exited; portico-N/ holds that instance's own pid
 # file, upgrade socket and generated certificate.
 set -euo pipefail
@@ -47,9 +55,12 @@ if [ -z "${PORTICO_BIN:-}" ]; then
 fi
 PORTICO_BIN=${PORTICO_BIN:-portico}
 HAPROXY_BIN=${HAPROXY_BIN:-haproxy}
-for tool in "$PORTICO_BIN" "$HAPROXY_BIN"; do
+REDIS_BIN=${REDIS_BIN:-redis-server}
+tools=("$PORTICO_BIN" "$HAPROXY_BIN")
+[ -n "${HA_REDIS_URL:-}" ] || tools+=("$REDIS_BIN")
+for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || {
-        echo "ha-local: $tool not found (build with 'cargo build --release'; apt-get install haproxy)" >&2
+        echo "ha-local: $tool not found (build with 'cargo build --release'; apt-get install haproxy redis-server)" >&2
         exit 2
     }
 done
@@ -67,6 +78,7 @@ export RUST_LOG
 : "${PORTICO_2_HTTPS_PORT:=9444}" "${PORTICO_2_HTTP_PORT:=9081}" "${PORTICO_2_ADMIN_PORT:=9902}"
 : "${BACKEND_1_PORT:=9001}" "${BACKEND_2_PORT:=9002}"
 : "${BACKEND_1_ADMIN_PORT:=9911}" "${BACKEND_2_ADMIN_PORT:=9912}"
+: "${HA_REDIS_PORT:=6380}"
 
 log() { echo "ha-local: $*" >&2; }
 
@@ -96,7 +108,8 @@ stop_all() {
         kill -0 "$pid" 2>/dev/null || continue
         case ${names[i]} in
             haproxy) kill -TERM "$pid" 2>/dev/null || true ;;
-            # SIGINT: Portico leaves at once (SIGTERM would drain for grace_period).
+            # SIGINT: Portico leaves at once (SIGTERM would drain for grace_period);
+            # redis-server shuts down on either.
             *) kill -INT "$pid" 2>/dev/null || true ;;
         esac
     done
@@ -156,12 +169,32 @@ wait_for() {
 
 ready_200() { [ "$(http_status 127.0.0.1 "$1" /readyz)" = 200 ]; }
 
+# redis_pong PORT: Redis on 127.0.0.1:PORT answers PING.
+redis_pong() {
+    local reply=
+    exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
+    printf 'PING\r\n' >&3
+    IFS= read -r -t 2 reply <&3 || true
+    exec 3<&- 3>&-
+    [ "${reply%$'\r'}" = "+PONG" ]
+}
+
 # Both instances UP in HAProxy's view (its stats as CSV: pxname,svname,...,status,...).
 both_up() {
     local csv
     csv=$(http_body 127.0.0.1 "$HA_STATS_PORT" '/;csv')
     [ "$(grep -c '^portico_https,portico-[12],.*,UP,' <<<"$csv")" = 2 ]
 }
+
+# --- Redis, for the rate limits the instances share ---------------------------------------
+# Nothing is persisted: a token bucket lost with a restart only starts again full.
+if [ -n "${HA_REDIS_URL:-}" ]; then
+    redis_url=$HA_REDIS_URL
+else
+    start redis "$REDIS_BIN" --port "$HA_REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no
+    redis_url=redis://127.0.0.1:$HA_REDIS_PORT
+    wait_for redis 30 redis_pong "$HA_REDIS_PORT"
+fi
 
 # --- the demo backends -------------------------------------------------------------------
 for n in 1 2; do
@@ -201,6 +234,7 @@ for n in 1 2; do
         PORTICO_BACKEND_1=$backend_1 \
         PORTICO_BACKEND_2=$backend_2 \
         PORTICO_RUN_DIR=$run/portico-$n \
+        PORTICO_REDIS_URL=$redis_url \
         start "portico-$n" "$PORTICO_BIN" -c "$conf/portico.yaml"
 done
 wait_for portico-1 30 ready_200 "$PORTICO_1_ADMIN_PORT"
@@ -226,6 +260,7 @@ ha-local: ready (logs and pid files in $run)
   HAProxy stats:  http://127.0.0.1:$HA_STATS_PORT/
   portico-1 admin: http://127.0.0.1:$PORTICO_1_ADMIN_PORT/readyz   portico-2 admin: http://127.0.0.1:$PORTICO_2_ADMIN_PORT/readyz
   admin token (for /status, POST /reload): $token
+  Redis (shared rate limits, e.g. on /limited): $redis_url
   try: kill -TERM \$(cat $run/portico-1.pid)   (drains: no request fails)
 EOF
 

@@ -445,6 +445,26 @@ fn addresses_agree_across_the_files() {
             .collect();
         assert!(command.contains(&"--port=80"), "backend-{n}: {command:?}");
     }
+    // Both instances keep their shared rate limits in the one Redis, on its default port
+    // (the compose file does not move it), which persists nothing.
+    let redis = address(&compose, "redis");
+    assert_eq!(
+        env["PORTICO_REDIS_URL"],
+        format!("redis://{redis}:6379"),
+        "PORTICO_REDIS_URL"
+    );
+    let command: Vec<&str> = service(&compose, "redis")["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(command[0], "redis-server");
+    assert!(!command.contains(&"--port"), "redis: {command:?}");
+    assert!(
+        command.windows(2).any(|w| w == ["--save", ""]),
+        "redis: {command:?}"
+    );
     let ha_env = environment(service(&compose, "haproxy"));
     let https_port = env["PORTICO_HTTPS_LISTEN"]
         .rsplit(':')

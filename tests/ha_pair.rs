@@ -1,14 +1,17 @@
 //! The HA pair on loopback, as deploy/ha-local.sh runs it: a real HAProxy (L4, PROXY v2,
 //! checks on /readyz, the shipped conf/ha/haproxy.cfg) in front of two real Portico
-//! instances (conf/ha/portico.yaml). What a client sees: its own address at the backend,
-//! no failed request when one instance is stopped with SIGTERM, and few when one is killed.
+//! instances (conf/ha/portico.yaml), sharing a real Redis. What a client sees: its own
+//! address at the backend, no failed request when one instance is stopped with SIGTERM, few
+//! when one is killed, one rate limit across both instances (the /limited route's, kept in
+//! Redis), and that limit's `on_error` within its timeout when Redis stops answering.
 //!
 //! The client connects from 127.0.0.2 and HAProxy from 127.0.0.1 (Linux routes all of
 //! 127.0.0.0/8 to lo), so `trusted_proxies: [127.0.0.1/32]` covers HAProxy and not the
 //! client: the client's address can only come from the PROXY header, and its own
 //! X-Forwarded-For must not be believed.
 //!
-//! Skipped, loudly, when `haproxy` is not installed (`.ci/run` installs it).
+//! Skipped, loudly, when `haproxy` or `redis-server` is not installed (`.ci/run` installs
+//! both).
 
 mod common;
 
@@ -35,22 +38,35 @@ const GRACE_PERIOD: Duration = Duration::from_secs(5);
 /// Concurrent clients in the request stream of the failover tests.
 const WORKERS: usize = 6;
 
-fn haproxy_installed() -> bool {
-    Command::new("haproxy")
-        .arg("-v")
+/// Linux's numbers (common/ has only the ones the gateway tests use).
+const SIGSTOP: i32 = 19;
+
+fn installed(program: &str, version_flag: &str) -> bool {
+    Command::new(program)
+        .arg(version_flag)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
 }
 
-/// Returns early from a test, loudly, when HAProxy is missing.
+/// The tools deploy/ha-local.sh needs that are missing here.
+fn missing_tools() -> Vec<&'static str> {
+    [("haproxy", "-v"), ("redis-server", "--version")]
+        .into_iter()
+        .filter(|(program, flag)| !installed(program, flag))
+        .map(|(program, _)| program)
+        .collect()
+}
+
+/// Returns early from a test, loudly, when HAProxy or Redis is missing.
 macro_rules! require_haproxy {
     () => {
-        if !haproxy_installed() {
+        let missing = missing_tools();
+        if !missing.is_empty() {
             eprintln!(
-                "\n**************** SKIPPED: `haproxy` is not installed \
-                 (apt-get install haproxy; .ci/run does) ****************\n"
+                "\n**************** SKIPPED: {missing:?} not installed \
+                 (apt-get install haproxy redis-server; .ci/run does) ****************\n"
             );
             return;
         }
@@ -73,6 +89,8 @@ struct Ports {
     stats: u16,
     /// portico-1 and portico-2: (https, http, admin).
     portico: [(u16, u16, u16); 2],
+    /// The Redis the script starts for the shared rate limits.
+    redis: u16,
 }
 
 struct Topology {
@@ -97,6 +115,7 @@ impl Topology {
                 (free_port(), free_port(), free_port()),
                 (free_port(), free_port(), free_port()),
             ],
+            redis: free_port(),
         };
         let script_log = run.join("script.log");
         let mut command = Command::new("bash");
@@ -110,6 +129,7 @@ impl Topology {
             .env("HA_HTTPS_PORT", ports.https.to_string())
             .env("HA_HTTP_PORT", ports.http.to_string())
             .env("HA_STATS_PORT", ports.stats.to_string())
+            .env("HA_REDIS_PORT", ports.redis.to_string())
             .env("RUST_LOG", "info");
         for (i, (https, http, admin)) in ports.portico.iter().enumerate() {
             let n = i + 1;
@@ -273,6 +293,7 @@ impl Topology {
             "portico-2",
             "backend-1",
             "backend-2",
+            "redis",
         ] {
             if let Ok(text) = std::fs::read_to_string(self.run.join(&format!("{name}.pid"))) {
                 let _ = Command::new("kill").arg("-KILL").arg(text.trim()).status();
@@ -314,8 +335,13 @@ fn process_alive(pid: u32) -> bool {
 
 /// A TCP connection from `CLIENT`.
 async fn connect_from_client(addr: SocketAddr) -> Result<TcpStream, BoxError> {
+    connect_from(CLIENT, addr).await
+}
+
+/// A TCP connection from `from`, an address of 127.0.0.0/8.
+async fn connect_from(from: IpAddr, addr: SocketAddr) -> Result<TcpStream, BoxError> {
     let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(CLIENT, 0))?;
+    socket.bind(SocketAddr::new(from, 0))?;
     let stream = tokio::time::timeout(IO_TIMEOUT, socket.connect(addr))
         .await
         .map_err(|_| format!("connect {addr}: timed out"))??;
@@ -696,6 +722,7 @@ async fn the_local_script_runs_the_demo_and_stops_everything() {
         "portico-2",
         "backend-1",
         "backend-2",
+        "redis",
     ];
     let pids: Vec<u32> = names.iter().map(|n| ha.pid(n)).collect();
     assert!(pids.iter().all(|&p| process_alive(p)));
@@ -711,4 +738,382 @@ async fn the_local_script_runs_the_demo_and_stops_everything() {
         "HAProxy still listens"
     );
     assert!(!ha.run.join("ready").exists());
+}
+
+// ---------------------------------------------------------------------------------------
+// The rate limit both instances share through Redis
+
+/// The /limited route's `rate_limit` in conf/ha/portico.yaml, as shipped.
+struct SharedLimit {
+    per_second: f64,
+    burst: f64,
+    /// `redis.timeout`
+    timeout: Duration,
+}
+
+impl SharedLimit {
+    fn shipped() -> SharedLimit {
+        let text = std::fs::read_to_string(Path::new(REPO).join("conf/ha/portico.yaml")).unwrap();
+        let config: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let route = config["routes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "limited")
+            .expect("conf/ha/portico.yaml has a route named limited");
+        assert_eq!(route["match"]["path"]["prefix"], "/limited");
+        let limit = route["plugins"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find_map(|p| p.get("rate_limit"))
+            .expect("the limited route has a rate_limit");
+        assert_eq!(limit["key"], "client_ip");
+        assert_eq!(limit["redis"]["url"], "${PORTICO_REDIS_URL}");
+        assert_eq!(limit["redis"]["on_error"], "allow");
+        let timeout = limit["redis"]["timeout"].as_str().unwrap();
+        SharedLimit {
+            per_second: limit["per_second"].as_f64().unwrap(),
+            burst: limit["burst"].as_f64().unwrap_or(0.0),
+            timeout: Duration::from_millis(
+                timeout
+                    .strip_suffix("ms")
+                    .expect("timeout in ms")
+                    .parse()
+                    .unwrap(),
+            ),
+        }
+    }
+
+    /// What a full bucket lets through at once.
+    fn capacity(&self) -> f64 {
+        self.per_second + self.burst
+    }
+}
+
+/// One request of a paced stream.
+struct Answer {
+    /// When it was sent, from the start of the stream.
+    sent: Duration,
+    /// The status, or what went wrong.
+    status: Result<u16, String>,
+    /// Whether it carried `RateLimit-Limit`, i.e. Redis was asked.
+    checked: bool,
+    took: Duration,
+}
+
+/// GET `prefix/N` through HAProxy's plain frontend from `CLIENT`, `per_second` requests a
+/// second for `length`, each on a new connection, without waiting for answers: a steady
+/// stream whatever the latency, which HAProxy's round robin spreads over both instances.
+async fn paced_stream(
+    frontend: SocketAddr,
+    prefix: &str,
+    per_second: f64,
+    length: Duration,
+) -> Vec<Answer> {
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / per_second));
+    let mut requests = Vec::new();
+    let mut i = 0u64;
+    loop {
+        tick.tick().await;
+        let sent = started.elapsed();
+        if sent >= length {
+            break;
+        }
+        i += 1;
+        let path = format!("{prefix}/{i}");
+        requests.push(tokio::spawn(async move {
+            let at = Instant::now();
+            let response = async {
+                let tcp = connect_from_client(frontend).await?;
+                let mut conn = HttpConn::h1_over(tcp, "portico.test", None).await?;
+                conn.get(&path).await
+            }
+            .await;
+            let took = at.elapsed();
+            match response {
+                Ok(r) => Answer {
+                    sent,
+                    status: Ok(r.status),
+                    checked: r.header("ratelimit-limit").is_some(),
+                    took,
+                },
+                Err(e) => Answer {
+                    sent,
+                    status: Err(e.to_string()),
+                    checked: false,
+                    took,
+                },
+            }
+        }));
+    }
+    let mut answers = Vec::new();
+    for request in requests {
+        answers.push(request.await.expect("a request task panicked"));
+    }
+    answers
+}
+
+/// The sum of the samples of `name` in a Prometheus text exposition whose labels include
+/// every one of `labels`.
+fn metric(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+            if metric != name {
+                return None;
+            }
+            let rest = rest.strip_suffix('}')?;
+            let all = labels
+                .iter()
+                .all(|(k, v)| rest.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
+            all.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// `promtool check metrics` passes on `exposition` (SPEC); skipped, saying so, without
+/// promtool (`.ci/run` installs it).
+fn promtool_accepts(exposition: &str) {
+    use std::io::Write;
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else {
+        eprintln!("promtool is not installed: the exposition is not checked");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics: {}{}\n{exposition}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+impl Topology {
+    /// Instance `n`'s `/metrics`.
+    async fn metrics(&self, n: usize) -> String {
+        let response = http_get(self.portico_admin(n), "/metrics").await.unwrap();
+        assert_eq!(response.status, 200);
+        response.text()
+    }
+
+    /// Makes both instances connect to Redis, from another client address than `CLIENT`
+    /// (so that its bucket is untouched), and checks that Redis answers.
+    async fn warm_up_the_limit(&self) {
+        let other = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
+        for i in 0..4 {
+            let tcp = connect_from(other, self.http()).await.unwrap();
+            let mut conn = HttpConn::h1_over(tcp, "portico.test", None).await.unwrap();
+            let response = conn.get(&format!("/limited/warm-up/{i}")).await.unwrap();
+            assert_eq!(response.status, 200);
+            assert!(
+                response.header("ratelimit-limit").is_some(),
+                "Redis was not asked: {:?}",
+                response.headers
+            );
+        }
+    }
+}
+
+fn statuses(answers: &[Answer]) -> (u64, u64, Vec<String>) {
+    let mut allowed = 0;
+    let mut refused = 0;
+    let mut other = Vec::new();
+    for a in answers {
+        match &a.status {
+            Ok(200) => allowed += 1,
+            Ok(429) => refused += 1,
+            Ok(s) => other.push(format!("status {s} at {:?}", a.sent)),
+            Err(e) => other.push(format!("{e} at {:?}", a.sent)),
+        }
+    }
+    (allowed, refused, other)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_limit_holds_across_both_instances() {
+    require_haproxy!();
+    let _one = one_at_a_time().await;
+    let limit = SharedLimit::shipped();
+    let (b1, b2) = (Backend::http("b1"), Backend::http("b2"));
+    let ha = Topology::start(Some([&b1, &b2])).await;
+    ha.warm_up_the_limit().await;
+
+    // Four times the limit for five seconds: the bucket's first `capacity` requests, then
+    // `per_second` a second, whichever instance each connection lands on.
+    let offered = 4.0 * limit.per_second;
+    let answers = paced_stream(ha.http(), "/limited", offered, Duration::from_secs(5)).await;
+    let (allowed, refused, other) = statuses(&answers);
+    assert!(other.is_empty(), "neither 200 nor 429: {other:?}");
+    let span = answers.last().unwrap().sent - answers[0].sent;
+    let expected = limit.per_second * span.as_secs_f64();
+    let measured = allowed as f64 - limit.capacity();
+    let unchecked = answers
+        .iter()
+        .filter(|a| a.status == Ok(200) && !a.checked)
+        .count();
+
+    // Each instance's own view: both served, both allowed and both refused.
+    tokio::time::sleep(Duration::from_millis(300)).await; // the logging phase counts
+    let mut per_instance = Vec::new();
+    let mut redis_errors = 0.0;
+    for n in 1..=2 {
+        let m = ha.metrics(n).await;
+        let ok = metric(
+            &m,
+            "portico_requests_total",
+            &[("route", "limited"), ("status", "200")],
+        );
+        let limited = metric(
+            &m,
+            "portico_plugin_rejections_total",
+            &[("plugin", "rate_limit"), ("route", "limited")],
+        );
+        redis_errors += metric(&m, "portico_rate_limit_redis_errors_total", &[]);
+        per_instance.push((ok, limited));
+    }
+    eprintln!(
+        "\n=== shared limit: per_second {} burst {}; offered {offered}/s for {span:?}: {} requests, \
+         {allowed} allowed, {refused} refused ({unchecked} allowed unchecked, {redis_errors} Redis errors); \
+         allowed beyond the first bucket: {measured} against {expected:.1} expected \
+         ({:.1}/s, {:+.1}%); \
+         portico-1 allowed {} refused {}, portico-2 allowed {} refused {} (warm-up: 2 each)",
+        limit.per_second,
+        limit.burst,
+        answers.len(),
+        measured / span.as_secs_f64(),
+        (measured - expected) / expected * 100.0,
+        per_instance[0].0,
+        per_instance[0].1,
+        per_instance[1].0,
+        per_instance[1].1,
+    );
+    assert!(
+        (measured - expected).abs() <= 0.15 * expected,
+        "{measured} allowed beyond the bucket, {expected:.1} expected (±15%)"
+    );
+    for (n, (ok, limited)) in per_instance.iter().enumerate() {
+        assert!(
+            *ok > 2.0 && *limited > 0.0,
+            "portico-{} allowed {ok} (2 of them the warm-up) and refused {limited}: \
+             both instances should have served the stream",
+            n + 1
+        );
+    }
+    // The refusals each instance counted are the ones the client saw.
+    assert_eq!(
+        per_instance[0].1 + per_instance[1].1,
+        refused as f64,
+        "refusals counted by the instances"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_the_limit_follows_on_error_within_its_timeout() {
+    require_haproxy!();
+    let _one = one_at_a_time().await;
+    let limit = SharedLimit::shipped();
+    let (b1, b2) = (Backend::http("b1"), Backend::http("b2"));
+    let ha = Topology::start(Some([&b1, &b2])).await;
+    ha.warm_up_the_limit().await;
+    for n in 1..=2 {
+        let m = ha.metrics(n).await;
+        assert!(
+            m.contains(
+                "portico_rate_limit_redis_errors_total{outcome=\"allowed\",route=\"limited\"} 0"
+            ),
+            "portico-{n}: the error counter is not at 0 before the outage:\n{m}"
+        );
+    }
+    // Three times the limit, so that a working limiter would refuse most.
+    let offered = 3.0 * limit.per_second;
+    let phase = Duration::from_secs(2);
+    let bound = limit.timeout + Duration::from_secs(1);
+    let mut total = 0;
+    let mut report = Vec::new();
+    // Redis hangs (SIGSTOP: connections stay open, nothing answers): each request waits
+    // the timeout, then is let through. Then Redis is gone (SIGKILL): refused connections.
+    for (what, signal) in [("SIGSTOP", SIGSTOP), ("SIGKILL", SIGKILL)] {
+        ha.signal("redis", signal);
+        let answers = paced_stream(ha.http(), "/limited/outage", offered, phase).await;
+        let (allowed, refused, other) = statuses(&answers);
+        let mut took: Vec<Duration> = answers.iter().map(|a| a.took).collect();
+        took.sort();
+        let median = took[took.len() / 2];
+        let slowest = *took.last().unwrap();
+        report.push(format!(
+            "{what}: {} requests in {phase:?}, {allowed} allowed, {refused} refused; \
+             median {median:?}, slowest {slowest:?}",
+            answers.len()
+        ));
+        assert!(other.is_empty(), "{what}: neither 200 nor 429: {other:?}");
+        assert_eq!(refused, 0, "{what}: on_error: allow refused requests");
+        assert!(
+            answers.iter().all(|a| !a.checked),
+            "{what}: an answer carries limit headers, as if Redis had answered"
+        );
+        assert!(
+            slowest < bound,
+            "{what}: a request took {slowest:?}, more than timeout + 1 s ({bound:?})"
+        );
+        // More than the limit would have let through: not limited at all.
+        assert!(
+            allowed as f64 > limit.capacity() + limit.per_second * phase.as_secs_f64(),
+            "{what}: only {allowed} allowed"
+        );
+        total += answers.len();
+    }
+    assert_eq!(ha.wait_exit("redis", IO_TIMEOUT).await, Some(137));
+
+    // Each instance counted the requests it let through unchecked, and logged the outage
+    // once.
+    let mut counted = Vec::new();
+    for n in 1..=2 {
+        let m = ha.metrics(n).await;
+        promtool_accepts(&m);
+        counted.push(metric(
+            &m,
+            "portico_rate_limit_redis_errors_total",
+            &[("route", "limited"), ("outcome", "allowed")],
+        ));
+        let log = ha.log(&format!("portico-{n}"));
+        assert_eq!(
+            log.matches("rate_limit: redis at").count(),
+            1,
+            "portico-{n}: the outage is logged once:\n{log}"
+        );
+    }
+    eprintln!(
+        "\n=== Redis outage, timeout {:?}, on_error allow: {}; \
+         portico_rate_limit_redis_errors_total: portico-1 {}, portico-2 {}",
+        limit.timeout,
+        report.join("; "),
+        counted[0],
+        counted[1]
+    );
+    assert!(
+        counted.iter().all(|c| *c > 0.0),
+        "both instances count: {counted:?}"
+    );
+    assert_eq!(
+        counted[0] + counted[1],
+        total as f64,
+        "every request of the outage is counted once"
+    );
 }

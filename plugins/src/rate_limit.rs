@@ -27,7 +27,9 @@
 //! With `redis`, the buckets are kept there (see [`redis_buckets`]), so every instance
 //! sharing that Redis enforces one limit together. If Redis fails to answer within
 //! `timeout`, `on_error: allow` (the default) lets the request through without limit
-//! headers, `deny` refuses it with 429.
+//! headers, `deny` refuses it with 429; either way the request is counted in
+//! `portico_rate_limit_redis_errors_total{route, outcome="allowed"|"denied"}`, a series
+//! created (at zero) when the config is loaded.
 
 mod redis_buckets;
 
@@ -254,7 +256,7 @@ impl Plugin for RateLimit {
         let key = self.key_of(session, state);
         let outcome = match &self.store {
             Store::Local(buckets) => buckets.take(&key, Instant::now()),
-            Store::Redis(buckets) => buckets.take(&key).await,
+            Store::Redis(buckets) => buckets.take(&key, state.route.as_deref()).await,
         };
         match outcome {
             Outcome::Allowed { remaining } => {
@@ -311,7 +313,7 @@ impl PluginConfig for RateLimit {
                     config.per_second,
                     config.burst
                 );
-                Store::Redis(Box::new(RedisBuckets::new(redis, prefix, rate)?))
+                Store::Redis(Box::new(RedisBuckets::new(redis, prefix, rate, cx.route.as_deref())?))
             }
         };
         Ok(RateLimit { key, store, limit: capacity })

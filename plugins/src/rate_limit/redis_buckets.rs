@@ -6,13 +6,28 @@
 //! would be full again, so Redis holds only active keys.
 //!
 //! When Redis does not answer within `timeout` the request is let through or refused
-//! (`on_error`), and the outage is logged once, with its end.
+//! (`on_error`), the outage is logged once, with its end, and every request decided without
+//! Redis is counted in `portico_rate_limit_redis_errors_total`.
 
 use super::{OnError, Outcome, Rate, RedisConfig};
+use prometheus::{register_int_counter_vec, IntCounter, IntCounterVec};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::LazyLock;
 use std::time::Duration;
 use tokio::sync::OnceCell;
+
+/// Requests decided without Redis, in the default registry (the one `/metrics` serves).
+/// Labels are bounded: `route` is the matched route's name (`unmatched` when none matched,
+/// as in every `route` label), `outcome` is `allowed` or `denied`, what `on_error` did.
+static ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "portico_rate_limit_redis_errors_total",
+        "Requests a Redis-backed rate_limit could not check (Redis failed or did not answer within its timeout), by route and what on_error did with them (allowed, denied).",
+        &["route", "outcome"]
+    )
+    .expect("portico_rate_limit_redis_errors_total is registered once")
+});
 
 /// KEYS[1]: the bucket. ARGV: tokens per second, capacity, and the bucket's time to live in
 /// milliseconds. Returns {allowed (0|1), whole tokens left, milliseconds until a token}.
@@ -57,12 +72,26 @@ pub(super) struct RedisBuckets {
     on_error: OnError,
     /// True during an outage, so that it is logged once when it starts and once when it ends.
     down: AtomicBool,
+    /// `outcome` of the error counter: what `on_error` does.
+    outcome: &'static str,
+    /// The error counter of the route the plugin is configured on, resolved once; `None` in
+    /// the global chain, where each request's own route is the label.
+    route_errors: Option<IntCounter>,
 }
 
 impl RedisBuckets {
-    pub(super) fn new(config: &RedisConfig, prefix: String, rate: Rate) -> Result<Self, String> {
+    /// `route`: the route the plugin is configured on, `None` in the global chain.
+    pub(super) fn new(config: &RedisConfig, prefix: String, rate: Rate, route: Option<&str>) -> Result<Self, String> {
         let client = redis::Client::open(config.url.as_str()).map_err(|e| format!("redis.url: {e}"))?;
         let ttl_ms = (rate.refill_time().as_millis() as u64).max(1) + 1000;
+        let outcome = match config.on_error {
+            OnError::Allow => "allowed",
+            OnError::Deny => "denied",
+        };
+        // The series exists, at zero, from the moment the config is loaded, so that a
+        // dashboard or an alert on it sees 0 rather than nothing. A global limit runs on
+        // every request, those that match no route too: its series starts as `unmatched`.
+        let series = ERRORS.with_label_values(&[route.unwrap_or("unmatched"), outcome]);
         Ok(RedisBuckets {
             client,
             connection: OnceCell::new(),
@@ -73,16 +102,35 @@ impl RedisBuckets {
             timeout: config.timeout.get(),
             on_error: config.on_error,
             down: AtomicBool::new(false),
+            outcome,
+            route_errors: route.map(|_| series),
         })
     }
 
-    pub(super) async fn take(&self, key: &str) -> Outcome {
+    /// Takes a token from `key`'s bucket. `route`: the request's matched route, for the
+    /// error counter.
+    pub(super) async fn take(&self, key: &str, route: Option<&str>) -> Outcome {
+        let outcome = self.take_or_fail(key).await;
+        if outcome.is_none() {
+            match &self.route_errors {
+                Some(counter) => counter.inc(),
+                None => ERRORS.with_label_values(&[route.unwrap_or("unmatched"), self.outcome]).inc(),
+            }
+        }
+        outcome.unwrap_or(match self.on_error {
+            OnError::Allow => Outcome::Unchecked,
+            OnError::Deny => Outcome::Refused { retry_after: Duration::from_secs(1) },
+        })
+    }
+
+    /// Redis's answer, or `None` (logged) when it failed or was too late.
+    async fn take_or_fail(&self, key: &str) -> Option<Outcome> {
         match tokio::time::timeout(self.timeout, self.ask(key)).await {
             Ok(Ok(outcome)) => {
                 if self.down.swap(false, Ordering::Relaxed) {
                     log::info!("rate_limit: redis at {} answers again", self.where_());
                 }
-                outcome
+                Some(outcome)
             }
             Ok(Err(e)) => self.failed(&e.to_string()),
             Err(_) => self.failed(&format!("no answer within {:?}", self.timeout)),
@@ -116,18 +164,20 @@ impl RedisBuckets {
         })
     }
 
-    fn failed(&self, why: &str) -> Outcome {
+    /// Logs the start of an outage (once); `None` for [`Self::take_or_fail`].
+    fn failed(&self, why: &str) -> Option<Outcome> {
         if !self.down.swap(true, Ordering::Relaxed) {
             let what = match self.on_error {
                 OnError::Allow => "let through unlimited",
                 OnError::Deny => "refused with 429",
             };
-            log::warn!("rate_limit: redis at {} failed ({why}); requests are {what} until it answers", self.where_());
+            log::warn!(
+                "rate_limit: redis at {} failed ({why}); requests are {what} until it answers \
+                 (counted in portico_rate_limit_redis_errors_total)",
+                self.where_()
+            );
         }
-        match self.on_error {
-            OnError::Allow => Outcome::Unchecked,
-            OnError::Deny => Outcome::Refused { retry_after: Duration::from_secs(1) },
-        }
+        None
     }
 
     /// The server's address, without any password from the URL.
@@ -175,10 +225,37 @@ mod tests {
         }
     }
 
-    fn buckets(port: u16, on_error: OnError) -> RedisBuckets {
+    /// A bucket store for a plugin on route `route` (`None`: the global chain).
+    fn buckets(port: u16, on_error: OnError, route: Option<&str>) -> RedisBuckets {
         let config = RedisConfig { url: format!("redis://127.0.0.1:{port}"), timeout: Dur::millis(200), on_error };
         let prefix = format!("portico-test:{}:", std::process::id());
-        RedisBuckets::new(&config, prefix, Rate { per_second: 1.0, capacity: 3.0 }).unwrap()
+        RedisBuckets::new(&config, prefix, Rate { per_second: 1.0, capacity: 3.0 }, route).unwrap()
+    }
+
+    fn errors(route: &str, outcome: &str) -> u64 {
+        ERRORS.with_label_values(&[route, outcome]).get()
+    }
+
+    /// Whether the default registry (what `/metrics` serves) has that series.
+    fn exposed(route: &str, outcome: &str) -> bool {
+        prometheus::gather()
+            .iter()
+            .filter(|f| f.name() == "portico_rate_limit_redis_errors_total")
+            .flat_map(|f| f.get_metric())
+            .any(|m| {
+                let labels: Vec<(&str, &str)> = m.get_label().iter().map(|l| (l.name(), l.value())).collect();
+                labels.contains(&("route", route)) && labels.contains(&("outcome", outcome))
+            })
+    }
+
+    #[test]
+    fn the_error_series_exists_from_the_start_and_counts_per_route() {
+        let _on_route = buckets(1, OnError::Deny, Some("t-series"));
+        assert!(exposed("t-series", "denied"));
+        assert!(!exposed("t-series", "allowed"), "only what on_error can do is created");
+        assert_eq!(errors("t-series", "denied"), 0);
+        let _global = buckets(1, OnError::Allow, None);
+        assert!(exposed("unmatched", "allowed"));
     }
 
     #[tokio::test]
@@ -187,30 +264,35 @@ mod tests {
             eprintln!("redis-server not available: skipping the Redis rate limit test");
             return;
         };
-        let a = buckets(server.1, OnError::Deny);
+        let a = buckets(server.1, OnError::Deny, Some("t-shared"));
         // A second plugin instance (another gateway) sharing the same Redis and key.
-        let b = buckets(server.1, OnError::Deny);
-        assert_eq!(a.take("k").await, Outcome::Allowed { remaining: 2 });
-        assert_eq!(b.take("k").await, Outcome::Allowed { remaining: 1 });
-        assert_eq!(a.take("k").await, Outcome::Allowed { remaining: 0 });
-        match b.take("k").await {
+        let b = buckets(server.1, OnError::Deny, Some("t-shared"));
+        assert_eq!(a.take("k", None).await, Outcome::Allowed { remaining: 2 });
+        assert_eq!(b.take("k", None).await, Outcome::Allowed { remaining: 1 });
+        assert_eq!(a.take("k", None).await, Outcome::Allowed { remaining: 0 });
+        match b.take("k", None).await {
             Outcome::Refused { retry_after } => assert!(retry_after <= Duration::from_secs(1), "{retry_after:?}"),
             other => panic!("{other:?}"),
         }
-        assert_eq!(a.take("other").await, Outcome::Allowed { remaining: 2 });
+        assert_eq!(a.take("other", None).await, Outcome::Allowed { remaining: 2 });
+
+        assert_eq!(errors("t-shared", "denied"), 0, "no error while Redis answers");
 
         let port = server.1;
         drop(server);
         let started = std::time::Instant::now();
-        assert!(matches!(a.take("k").await, Outcome::Refused { .. }));
+        assert!(matches!(a.take("k", None).await, Outcome::Refused { .. }));
         assert!(a.down.load(Ordering::Relaxed));
         assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+        // Counted on the plugin's own route, each request of the outage.
+        assert!(matches!(b.take("k", None).await, Outcome::Refused { .. }));
+        assert_eq!(errors("t-shared", "denied"), 2);
 
         // The outage ends when Redis is back: the connection is remade by itself.
         let _server = Server::start_on(port).expect("redis-server restarts");
         let mut back = false;
         for _ in 0..50 {
-            if a.take("fresh").await == (Outcome::Allowed { remaining: 2 }) {
+            if a.take("fresh", None).await == (Outcome::Allowed { remaining: 2 }) {
                 back = true;
                 break;
             }
@@ -220,8 +302,12 @@ mod tests {
         assert!(!a.down.load(Ordering::Relaxed));
 
         let started = std::time::Instant::now();
-        let allow = buckets(1, OnError::Allow); // nothing listens on port 1
-        assert_eq!(allow.take("k").await, Outcome::Unchecked);
+        // Nothing listens on port 1. In the global chain the request's route is the label.
+        let allow = buckets(1, OnError::Allow, None);
+        assert_eq!(allow.take("k", Some("t-global")).await, Outcome::Unchecked);
         assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert_eq!(allow.take("k", None).await, Outcome::Unchecked);
+        assert_eq!(errors("t-global", "allowed"), 1);
+        assert!(errors("unmatched", "allowed") >= 1);
     }
 }
