@@ -61,8 +61,35 @@ pub struct RequestKey<'a> {
 struct PathIndex {
     exact: Map<Vec<usize>>,
     prefix: Map<Vec<usize>>,
+    /// The lengths the prefixes have: a segment boundary of the request path is looked up
+    /// only where some prefix is that long (one probe per path instead of two per segment,
+    /// which matters once the maps outgrow the CPU caches).
+    prefix_lens: PrefixLens,
     regex: Vec<usize>,
     any: Vec<usize>,
+}
+
+/// A set of string lengths: a bit each below 256, and one flag for anything longer.
+#[derive(Default)]
+struct PrefixLens {
+    bits: [u64; 4],
+    long: bool,
+}
+
+impl PrefixLens {
+    fn insert(&mut self, n: usize) {
+        match n {
+            0..=255 => self.bits[n / 64] |= 1 << (n % 64),
+            _ => self.long = true,
+        }
+    }
+
+    fn contains(&self, n: usize) -> bool {
+        match n {
+            0..=255 => self.bits[n / 64] & (1 << (n % 64)) != 0,
+            _ => self.long,
+        }
+    }
 }
 
 impl PathIndex {
@@ -70,7 +97,10 @@ impl PathIndex {
         match &route.path {
             PathRule::Any => self.any.push(i),
             PathRule::Exact(p) => self.exact.entry(p.clone()).or_default().push(i),
-            PathRule::Prefix(p) => self.prefix.entry(p.clone()).or_default().push(i),
+            PathRule::Prefix(p) => {
+                self.prefix_lens.insert(p.len());
+                self.prefix.entry(p.clone()).or_default().push(i)
+            }
             PathRule::Regex(_) => self.regex.push(i),
         }
     }
@@ -107,20 +137,22 @@ impl PathIndex {
             // trailing slash, and the whole path.
             for (i, b) in path.bytes().enumerate() {
                 if b == b'/' {
-                    if i > 0 {
+                    if i > 0 && self.prefix_lens.contains(i) {
                         if let Some(v) = self.prefix.get(&path[..i]) {
                             first(v, f);
                         }
                     }
-                    if i + 1 < path.len() {
+                    if i + 1 < path.len() && self.prefix_lens.contains(i + 1) {
                         if let Some(v) = self.prefix.get(&path[..=i]) {
                             first(v, f);
                         }
                     }
                 }
             }
-            if let Some(v) = self.prefix.get(path) {
-                first(v, f);
+            if self.prefix_lens.contains(path.len()) {
+                if let Some(v) = self.prefix.get(path) {
+                    first(v, f);
+                }
             }
         }
         for &i in &self.regex {

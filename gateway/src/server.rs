@@ -19,7 +19,7 @@ use pingora_core::protocols::Stream;
 use pingora_core::services::background::{background_service, BackgroundService};
 use pingora_core::server::ListenFds;
 use pingora_core::services::{ServiceReadyNotifier, ServiceWithDependents};
-use pingora_core::listeners::Listeners;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig, Listeners, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora_core::services::listening::Service;
 use crate::listener::{ListenerApp, ProxyHeaderBeforeTls};
 use std::collections::HashMap;
@@ -210,7 +210,10 @@ fn serve(args: Args, config_path: PathBuf, snap: Snapshot, registry: Registry, h
                 let resolver = shared.cert_resolvers[&l.name].clone();
                 let ca = t.client_ca.as_ref().map(|c| config::resolve(&base, c));
                 match tls::listener_settings(resolver, &t.min_version, &t.alpn, ca.as_deref()) {
-                    Ok(settings) => listeners.add_tls_with_settings(&l.listen, None, settings),
+                    // No L4 read buffer under TLS (OpenSSL reads ahead into its own, which
+                    // it frees when idle): 64 KiB less per connection. A PROXY header is read
+                    // before TLS a byte at a time, so those listeners keep the buffer.
+                    Ok(settings) => listeners.add_listener(tls_endpoint(&l.listen, settings, l.proxy_protocol)),
                     Err(e) => {
                         eprintln!("listeners: {}: {e}", l.name);
                         std::process::exit(1);
@@ -258,6 +261,15 @@ fn serve(args: Args, config_path: PathBuf, snap: Snapshot, registry: Registry, h
     server.run(RunArgs { shutdown_signal: Box::new(Shutdown { shared, upgrade_sock }) });
     remove_pid_file(&pid_file);
     std::process::exit(0)
+}
+
+/// A TLS listening endpoint; see `benches/README.md` for what the buffer sizes cost.
+fn tls_endpoint(addr: &str, settings: pingora_core::listeners::tls::TlsSettings, proxy_protocol: bool) -> ListenerConfig {
+    let endpoint = ListenerConfig::tcp(addr).tls(settings);
+    if proxy_protocol {
+        return endpoint;
+    }
+    endpoint.l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE))
 }
 
 fn write_pid_file(path: &str) {

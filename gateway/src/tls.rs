@@ -202,35 +202,41 @@ const SESSION_CACHE_SIZE: usize = 20480;
 /// is harmless, and resumption still runs a fresh (EC)DHE exchange.
 pub struct SessionCache {
     capacity: usize,
-    inner: Mutex<(HashMap<Vec<u8>, Vec<u8>>, VecDeque<Vec<u8>>)>,
+    inner: Mutex<Sessions>,
+}
+
+/// Serialized sessions by id, and their ids oldest first.
+#[derive(Default)]
+struct Sessions {
+    by_id: HashMap<Vec<u8>, Vec<u8>>,
+    order: VecDeque<Vec<u8>>,
 }
 
 impl SessionCache {
     pub fn new(capacity: usize) -> Self {
-        SessionCache { capacity, inner: Mutex::new((HashMap::new(), VecDeque::new())) }
+        SessionCache { capacity, inner: Mutex::new(Sessions::default()) }
     }
 
     pub fn insert(&self, session: SslSession) {
         let id = session.id().to_vec();
         let Ok(der) = session.to_der() else { return };
-        let mut inner = self.inner.lock().unwrap();
-        let (by_id, order) = &mut *inner;
-        while by_id.len() >= self.capacity {
-            let Some(oldest) = order.pop_front() else { break };
-            by_id.remove(&oldest);
+        let mut s = self.inner.lock().unwrap();
+        while s.by_id.len() >= self.capacity {
+            let Some(oldest) = s.order.pop_front() else { break };
+            s.by_id.remove(&oldest);
         }
-        if by_id.insert(id.clone(), der).is_none() {
-            order.push_back(id);
+        if s.by_id.insert(id.clone(), der).is_none() {
+            s.order.push_back(id);
         }
     }
 
     pub fn get(&self, id: &[u8]) -> Option<SslSession> {
-        let der = self.inner.lock().unwrap().0.get(id).cloned()?;
+        let der = self.inner.lock().unwrap().by_id.get(id).cloned()?;
         SslSession::from_der(&der).ok()
     }
 
     pub fn len(&self) -> usize {
-        self.inner.lock().unwrap().0.len()
+        self.inner.lock().unwrap().by_id.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -259,6 +265,10 @@ pub fn listener_settings(
             | SslOptions::NO_TICKET
             | SslOptions::NO_COMPRESSION,
     );
+    // OpenSSL reads whatever has arrived into its own record buffer in one call, so the
+    // listener needs no read buffer of its own under TLS (see `server.rs`); without it, each
+    // record would take two reads (header, then body).
+    settings.set_read_ahead(true);
     // Resumption from a server-side cache: TLS 1.2 session ids, TLS 1.3 stateful tickets.
     settings.set_session_cache_mode(SslSessionCacheMode::SERVER | SslSessionCacheMode::NO_INTERNAL);
     let cache = Arc::new(SessionCache::new(SESSION_CACHE_SIZE));

@@ -1,0 +1,243 @@
+#!/usr/bin/env bash
+# Sends every hostile request of tests/tools/smuggle-cases.txt, byte for byte, to Portico,
+# nginx and HAProxy, each a reverse proxy in front of the same tiny origin, and prints a
+# Markdown table of what each did: the status it answered (or `closed` when it hung up
+# without one) and how many requests reached the origin. `DESYNC` marks a case where the
+# origin saw more requests than the client got answers: the proxy and the origin disagreed
+# about where a request ended, which is what request smuggling is. (Two answers and two
+# origin requests is pipelining: the proxy itself read both requests.)
+#
+#   cargo build --bin portico && tests/tools/smuggle-compare.sh > /tmp/table.md
+#
+# Needs nginx, haproxy and python3 on PATH (the Debian packages are enough; nothing runs as a
+# service or needs root). PORTICO_BIN overrides target/debug/portico.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+portico=${PORTICO_BIN:-$root/target/debug/portico}
+nginx=$(command -v nginx || echo /usr/sbin/nginx)
+haproxy=$(command -v haproxy || echo /usr/sbin/haproxy)
+for bin in "$portico" "$nginx" "$haproxy"; do
+  [ -x "$bin" ] || { echo "missing $bin (build Portico with 'cargo build --bin portico'; apt-get install nginx haproxy)" >&2; exit 2; }
+done
+
+work=$(mktemp -d /tmp/smuggle-compare.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+origin_port=$(port); portico_port=$(port); admin_port=$(port); nginx_port=$(port); haproxy_port=$(port)
+
+# The origin: parses each request strictly (CRLF heads; Transfer-Encoding chunked, else
+# Content-Length), logs "METHOD PATH" per request, answers 200, keeps the connection open.
+cat > "$work/origin.py" <<'PY'
+import socket, sys, threading
+port, log = int(sys.argv[1]), sys.argv[2]
+lock = threading.Lock()
+def record(line):
+    with lock, open(log, "a") as f:
+        f.write(line + "\n")
+def serve(conn):
+    buf = b""
+    try:
+        while True:
+            while b"\r\n\r\n" not in buf:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buf += data
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            lines = head.split(b"\r\n")
+            parts = lines[0].split(b" ")
+            headers = {}
+            for l in lines[1:]:
+                k, _, v = l.partition(b":")
+                headers.setdefault(k.strip().lower(), []).append(v.strip())
+            record("%s %s" % (parts[0].decode("latin1"), parts[1].decode("latin1") if len(parts) > 1 else "?"))
+            te = b",".join(headers.get(b"transfer-encoding", [])).lower()
+            if te.split(b",")[-1].strip() == b"chunked":
+                while True:
+                    while b"\r\n" not in buf:
+                        data = conn.recv(65536)
+                        if not data:
+                            return
+                        buf += data
+                    size_line, buf = buf.split(b"\r\n", 1)
+                    size = int(size_line.split(b";")[0], 16)
+                    while len(buf) < size + 2:
+                        data = conn.recv(65536)
+                        if not data:
+                            return
+                        buf += data
+                    buf = buf[size + 2:]
+                    if size == 0:
+                        break
+            elif b"content-length" in headers:
+                n = int(headers[b"content-length"][0])
+                while len(buf) < n:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                buf = buf[n:]
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+    except Exception:
+        pass
+    finally:
+        conn.close()
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", port))
+s.listen(64)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+PY
+: > "$work/origin.log"
+python3 "$work/origin.py" "$origin_port" "$work/origin.log" & pids+=($!)
+
+mkdir -p "$work/nginx"
+cat > "$work/nginx.conf" <<EOF
+daemon off;
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx/error.log;
+events {}
+http {
+  access_log off;
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi;
+  uwsgi_temp_path $work/nginx/uwsgi;
+  scgi_temp_path $work/nginx/scgi;
+  upstream origin { server 127.0.0.1:$origin_port; keepalive 8; }
+  server {
+    listen 127.0.0.1:$nginx_port;
+    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host; }
+  }
+}
+EOF
+"$nginx" -p "$work/nginx" -c "$work/nginx.conf" 2>"$work/nginx/stderr.log" & pids+=($!)
+
+cat > "$work/haproxy.cfg" <<EOF
+global
+  maxconn 256
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 5s
+  timeout server 5s
+  option http-keep-alive
+frontend fe
+  bind 127.0.0.1:$haproxy_port
+  default_backend be
+backend be
+  server origin 127.0.0.1:$origin_port
+EOF
+"$haproxy" -f "$work/haproxy.cfg" -db 2>"$work/haproxy.log" & pids+=($!)
+
+cat > "$work/portico.yaml" <<EOF
+server: { grace_period: 0s, shutdown_timeout: 1s, upgrade_sock: $work/portico.sock, pid_file: $work/portico.pid }
+admin: { listen: 127.0.0.1:$admin_port }
+listeners:
+  - { name: web, listen: 127.0.0.1:$portico_port }
+upstreams:
+  origin: { backends: [ { addr: "127.0.0.1:$origin_port" } ] }
+routes:
+  - { name: all, upstream: origin }
+EOF
+RUST_LOG=info "$portico" -c "$work/portico.yaml" 2>"$work/portico.log" >/dev/null & pids+=($!)
+
+# Wait for all four to listen.
+for p in $origin_port $portico_port $nginx_port $haproxy_port; do
+  for _ in $(seq 50); do
+    python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $p), 0.2)" 2>/dev/null && break
+    sleep 0.1
+  done
+done
+
+python3 - "$root/tests/tools/smuggle-cases.txt" "$work" "$portico_port" "$nginx_port" "$haproxy_port" <<'PY'
+import socket, sys, time, re, os
+cases_file, work = sys.argv[1], sys.argv[2]
+proxies = [("Portico", int(sys.argv[3])), ("nginx", int(sys.argv[4])), ("HAProxy", int(sys.argv[5]))]
+log = os.path.join(work, "origin.log")
+portico_log = os.path.join(work, "portico.log")
+
+def unescape(s):
+    out, i = bytearray(), 0
+    esc = {"r": 13, "n": 10, "t": 9, "0": 0, "\\": 92}
+    while i < len(s):
+        if s[i] == "\\" and i + 1 < len(s):
+            if s[i + 1] == "x":
+                out.append(int(s[i + 2:i + 4], 16)); i += 4
+            else:
+                out.append(esc[s[i + 1]]); i += 2
+        else:
+            out += s[i].encode(); i += 1
+    return bytes(out)
+
+def size(path):
+    return os.path.getsize(path) if os.path.exists(path) else 0
+
+def exchange(port, payload):
+    s = socket.create_connection(("127.0.0.1", port), 2)
+    try:
+        s.sendall(payload)
+    except OSError:
+        pass
+    data, closed, deadline = b"", False, time.time() + 2
+    s.settimeout(0.2)
+    while time.time() < deadline:
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            continue
+        except OSError:
+            closed = True
+            break
+        if not chunk:
+            closed = True
+            break
+        data += chunk
+    s.close()
+    statuses = re.findall(rb"HTTP/1\.[01] (\d{3}) ", data)
+    return [int(x) for x in statuses], closed
+
+print("| case | what | " + " | ".join(n for n, _ in proxies) + " |")
+print("|---|---|" + "---|" * len(proxies))
+for line in open(cases_file):
+    if line.startswith("#") or not line.strip():
+        continue
+    name, what, raw = line.rstrip("\n").split("\t", 2)
+    cells = []
+    for proxy, port in proxies:
+        before, plog = size(log), size(portico_log)
+        statuses, closed = exchange(port, unescape(raw))
+        time.sleep(0.3)
+        with open(log) as f:
+            f.seek(before)
+            seen = [l.strip() for l in f if l.strip()]
+        cell = ", ".join(map(str, statuses)) if statuses else ("closed" if closed else "no answer")
+        if statuses and closed is False:
+            cell += " (open)"
+        cell += " · origin %d" % len(seen)
+        if len(seen) > len(statuses):
+            cell += " **DESYNC**"
+        if proxy == "Portico":
+            with open(portico_log, errors="replace") as f:
+                f.seek(plog)
+                if "Fail to early filter request" in f.read():
+                    cell += " ¹"
+        cells.append(cell)
+    print("| `%s` | %s | %s |" % (name, what.replace("|", "\\|"), " | ".join(cells)))
+print()
+print("`origin N`: requests that reached the origin; `(open)`: the proxy kept the connection "
+      "open after answering. ¹ refused by Portico's own framing check (gateway/src/framing.rs); "
+      "Portico's other refusals come from Pingora's parser.")
+PY
+echo
+echo "nginx $("$nginx" -v 2>&1 | sed 's/.*nginx\///'), $("$haproxy" -v | head -1 | awk '{print $1, $2, $3}'), Portico $("$portico" -V | awk '{print $2}') on Pingora 0.9.1; $(date -u +%Y-%m-%d)."
