@@ -367,6 +367,8 @@ impl ProxyHttp for Gateway {
         let (status, message) = match e.etype() {
             ErrorType::HTTPStatus(413) => (413, "request body too large"),
             ErrorType::HTTPStatus(431) => (431, "request header fields too large"),
+            ErrorType::HTTPStatus(414) => (414, "request line too long"),
+            ErrorType::HTTPStatus(400) => (400, "bad request"),
             ErrorType::HTTPStatus(503) => (503, "no healthy backend"),
             ErrorType::HTTPStatus(c) => (*c, "error"),
             _ if is_timeout(e) && e.esource() == &ErrorSource::Upstream => (504, "the backend timed out"),

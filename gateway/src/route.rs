@@ -242,7 +242,9 @@ impl RouteTable {
         }
         if !self.wildcard_hosts.is_empty() {
             for (pos, b) in key.host.bytes().enumerate() {
-                if b == b'.' {
+                // pos > 0: a wildcard stands for at least one label, so `.example.com`
+                // itself is not covered by `*.example.com`.
+                if b == b'.' && pos > 0 {
                     let suffix = &key.host[pos..];
                     if let Some(idx) = self.wildcard_hosts.get(suffix) {
                         idx.for_each_match(&self.routes, key.path, &mut |i| consider(i, 1 + suffix.len() as u32));
@@ -343,6 +345,7 @@ mod tests {
         assert_eq!(find(&t, "a.example.com", "/"), Some("wild"));
         assert_eq!(find(&t, "x.api.example.com", "/"), Some("wild-long"));
         assert_eq!(find(&t, "example.com", "/"), Some("any"));
+        assert_eq!(find(&t, ".example.com", "/"), Some("any"), "a wildcard needs a label");
         assert_eq!(find(&t, "www.example.com", "/api"), Some("exact"));
         assert_eq!(find(&t, "other.org", "/api/x"), Some("prefix"));
         assert_eq!(find(&t, "other.org", "/apix"), Some("any"));

@@ -65,7 +65,7 @@ impl CertStore {
             .map(|s| s.trim_end_matches('.').to_ascii_lowercase())
             .and_then(|name| {
                 self.exact.get(&name).copied().or_else(|| {
-                    let dot = name.find('.')?;
+                    let dot = name.find('.').filter(|&d| d > 0)?;
                     self.wildcard.get(&name[dot..]).copied()
                 })
             })
