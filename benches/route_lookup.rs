@@ -18,7 +18,7 @@ fn route(i: usize) -> Route {
     };
     // Prefixes mostly, some exact paths, some catch-alls.
     let path = match i % 5 {
-        0 | 1 | 2 => PathRule::Prefix(format!("/api/v{}/r{i}", i % 7)),
+        0..=2 => PathRule::Prefix(format!("/api/v{}/r{i}", i % 7)),
         3 => PathRule::Exact(format!("/x/{i}/status")),
         _ => PathRule::Any,
     };
@@ -48,7 +48,7 @@ fn requests(n: usize) -> Vec<(String, String)> {
                 _ => "other.example.org".to_string(),
             };
             let path = match i % 5 {
-                0 | 1 | 2 => format!("/api/v{}/r{i}/items/42", i % 7),
+                0..=2 => format!("/api/v{}/r{i}/items/42", i % 7),
                 3 => format!("/x/{i}/status"),
                 _ => "/some/deep/path/that/matches/only/a/catch-all".to_string(),
             };
