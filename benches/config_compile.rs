@@ -25,8 +25,16 @@ fn config_text(routes: usize) -> String {
             2 => format!("path: {{ exact: /x/{i}/status }}"),
             _ => String::new(),
         };
-        let sep = if host.is_empty() || path.is_empty() { "" } else { ", " };
-        writeln!(s, "  - {{ name: r{i}, upstream: app, match: {{ {host}{sep}{path} }} }}").unwrap();
+        let sep = if host.is_empty() || path.is_empty() {
+            ""
+        } else {
+            ", "
+        };
+        writeln!(
+            s,
+            "  - {{ name: r{i}, upstream: app, match: {{ {host}{sep}{path} }} }}"
+        )
+        .unwrap();
     }
     s
 }
@@ -38,10 +46,14 @@ fn compile_10k(c: &mut Criterion) {
     let base = PathBuf::from(".");
     let mut group = c.benchmark_group("config_10000_routes");
     group.sample_size(10);
-    group.bench_function("load_str", |b| b.iter(|| load_str(&text, base.clone()).expect("a valid config")));
+    group.bench_function("load_str", |b| {
+        b.iter(|| load_str(&text, base.clone()).expect("a valid config"))
+    });
     let src = load_str(&text, base.clone()).expect("a valid config");
     let health = HealthBook::default();
-    group.bench_function("compile", |b| b.iter(|| compile(&src, &registry, &health).expect("a valid config")));
+    group.bench_function("compile", |b| {
+        b.iter(|| compile(&src, &registry, &health).expect("a valid config"))
+    });
     group.bench_function("load_str+compile", |b| {
         b.iter(|| {
             let src = load_str(&text, base.clone()).expect("a valid config");

@@ -17,10 +17,19 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
 const FIVE: &[(&str, &str)] = &[
-    ("headers", "{ request: { set: { X-Bench: \"1\" } }, response: { remove: [X-Powered-By] } }"),
-    ("cors", "{ allow_origins: [\"*\"], allow_methods: [GET, POST], allow_headers: [Content-Type] }"),
+    (
+        "headers",
+        "{ request: { set: { X-Bench: \"1\" } }, response: { remove: [X-Powered-By] } }",
+    ),
+    (
+        "cors",
+        "{ allow_origins: [\"*\"], allow_methods: [GET, POST], allow_headers: [Content-Type] }",
+    ),
     ("ip_filter", "{ allow: [127.0.0.0/8] }"),
-    ("rate_limit", "{ per_second: 1000000000, burst: 1000000000, key: client_ip }"),
+    (
+        "rate_limit",
+        "{ per_second: 1000000000, burst: 1000000000, key: client_ip }",
+    ),
     ("access_log", "{ path: /dev/null }"),
 ];
 
@@ -50,7 +59,10 @@ async fn session() -> (Session, tokio::net::UnixStream) {
         .expect("write request");
     let stream: L4Stream = server.into();
     let mut session = Session::new_h1(Box::new(stream));
-    assert!(session.read_request().await.expect("read request"), "a request head");
+    assert!(
+        session.read_request().await.expect("read request"),
+        "a request head"
+    );
     (session, client)
 }
 
@@ -60,13 +72,20 @@ async fn one_request(chains: &Chains<'_>, session: &mut Session) {
     state.request_id = "0123456789abcdef0123456789abcdef".into();
     state.host = "bench.example.com".into();
     chains.early_request(session, &mut state).await;
-    assert!(chains.request(session, &mut state).await.is_none(), "no plugin answers");
+    assert!(
+        chains.request(session, &mut state).await.is_none(),
+        "no plugin answers"
+    );
     let mut upstream: RequestHeader = session.req_header().clone();
-    chains.upstream_request(session, &mut upstream, &mut state).await;
+    chains
+        .upstream_request(session, &mut upstream, &mut state)
+        .await;
     let mut resp = ResponseHeader::build(200, Some(4)).expect("response");
     resp.insert_header("Content-Length", "41").expect("header");
     chains.response(session, &mut resp, &mut state).await;
-    let mut body = Some(bytes::Bytes::from_static(b"hello from the origin, a short text body\n"));
+    let mut body = Some(bytes::Bytes::from_static(
+        b"hello from the origin, a short text body\n",
+    ));
     chains.response_body(session, &mut body, true, &mut state);
     state.status = 200;
     chains.log(session, &state).await;
@@ -75,12 +94,18 @@ async fn one_request(chains: &Chains<'_>, session: &mut Session) {
 fn runner(c: &mut Criterion) {
     let mut registry = Registry::new();
     plugins::register_builtins(&mut registry);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let (mut session, _client) = rt.block_on(session());
     let mut group = c.benchmark_group("plugin_chain");
     for (label, plugins) in [("none", &[][..]), ("five_builtins", FIVE)] {
         let global = chain(&registry, plugins);
-        let chains = Chains { global: &global, route: None };
+        let chains = Chains {
+            global: &global,
+            route: None,
+        };
         group.bench_function(BenchmarkId::from_parameter(label), |b| {
             b.iter_custom(|iters| {
                 rt.block_on(async {

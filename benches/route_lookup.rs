@@ -64,9 +64,21 @@ fn lookup(c: &mut Criterion) {
         let table = RouteTable::new((0..n).map(route).collect());
         let reqs = requests(n);
         let headers = HeaderMap::new();
-        let keys: Vec<RequestKey> =
-            reqs.iter().map(|(h, p)| RequestKey { host: h, path: p, method: &Method::GET, headers: &headers }).collect();
-        assert!(keys.iter().filter(|k| table.lookup_index(k).is_some()).count() > 0);
+        let keys: Vec<RequestKey> = reqs
+            .iter()
+            .map(|(h, p)| RequestKey {
+                host: h,
+                path: p,
+                method: &Method::GET,
+                headers: &headers,
+            })
+            .collect();
+        assert!(
+            keys.iter()
+                .filter(|k| table.lookup_index(k).is_some())
+                .count()
+                > 0
+        );
         // 64 lookups per iteration; criterion's throughput reports them per second.
         group.bench_with_input(BenchmarkId::from_parameter(n), &keys, |b, keys| {
             b.iter(|| {

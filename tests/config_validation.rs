@@ -8,10 +8,16 @@ use std::time::Duration;
 
 /// Asserts `stderr` has a line starting with `path` containing `text`, with `(line N)`.
 fn has_error(stderr: &str, path: &str, text: &str, line: Option<usize>) {
-    let found = stderr.lines().find(|l| l.starts_with(&format!("{path}:")) && l.contains(text));
-    let l = found.unwrap_or_else(|| panic!("no error for {path} containing {text:?} in:\n{stderr}"));
+    let found = stderr
+        .lines()
+        .find(|l| l.starts_with(&format!("{path}:")) && l.contains(text));
+    let l =
+        found.unwrap_or_else(|| panic!("no error for {path} containing {text:?} in:\n{stderr}"));
     if let Some(n) = line {
-        assert!(l.ends_with(&format!("(line {n})")), "expected line {n}: {l}");
+        assert!(
+            l.ends_with(&format!("(line {n})")),
+            "expected line {n}: {l}"
+        );
     }
 }
 
@@ -55,14 +61,44 @@ async fn every_semantic_error_is_reported_with_path_and_line() {
     let (code, stderr) = validate_config_file(&path).await;
     assert_eq!(code, 1, "{stderr}");
     has_error(&stderr, "listeners[0].listen", "not an address", Some(5));
-    has_error(&stderr, "listeners[1].name", "duplicate listener name", Some(6));
-    has_error(&stderr, "listeners[1].tls.certificates[0]", "does not match", Some(10));
-    has_error(&stderr, "listeners[1].tls.certificates[1]", "cannot read", Some(11));
+    has_error(
+        &stderr,
+        "listeners[1].name",
+        "duplicate listener name",
+        Some(6),
+    );
+    has_error(
+        &stderr,
+        "listeners[1].tls.certificates[0]",
+        "does not match",
+        Some(10),
+    );
+    has_error(
+        &stderr,
+        "listeners[1].tls.certificates[1]",
+        "cannot read",
+        Some(11),
+    );
     has_error(&stderr, "server.trusted_proxies[0]", "CIDR", Some(13));
-    has_error(&stderr, "upstreams.app.backends[0].addr", "no port", Some(17));
+    has_error(
+        &stderr,
+        "upstreams.app.backends[0].addr",
+        "no port",
+        Some(17),
+    );
     has_error(&stderr, "routes[1].name", "duplicate route name", Some(21));
-    has_error(&stderr, "routes[1].upstream", "no upstream named \"billing\"", Some(22));
-    has_error(&stderr, "routes[1].match.path.regex", "invalid regex", Some(24));
+    has_error(
+        &stderr,
+        "routes[1].upstream",
+        "no upstream named \"billing\"",
+        Some(22),
+    );
+    has_error(
+        &stderr,
+        "routes[1].match.path.regex",
+        "invalid regex",
+        Some(24),
+    );
     // And the same config does not start.
     let (code, stderr2) = Gateway::start_expect_failure(&yaml).await;
     assert_eq!(code, Some(1));
@@ -71,15 +107,28 @@ async fn every_semantic_error_is_reported_with_path_and_line() {
 
 #[tokio::test]
 async fn unknown_keys_and_wrong_types_are_errors() {
-    let (code, stderr) = validate_config("listeners:\n  - name: web\n    listen: 127.0.0.1:1\n    tsl: {}\n").await;
+    let (code, stderr) =
+        validate_config("listeners:\n  - name: web\n    listen: 127.0.0.1:1\n    tsl: {}\n").await;
     assert_eq!(code, 1);
-    assert!(stderr.starts_with("listeners[0]") && stderr.contains("unknown field `tsl`") && stderr.contains("(line 4)"), "{stderr}");
+    assert!(
+        stderr.starts_with("listeners[0]")
+            && stderr.contains("unknown field `tsl`")
+            && stderr.contains("(line 4)"),
+        "{stderr}"
+    );
     let (code, stderr) = validate_config("server:\n  grace_period: soon\n").await;
     assert_eq!(code, 1);
-    assert!(stderr.starts_with("server.grace_period: invalid duration") && stderr.contains("(line 2)"), "{stderr}");
-    let (code, stderr) = validate_config("upstreams:\n  app:\n    backends: []\n    balance: fastest\n").await;
+    assert!(
+        stderr.starts_with("server.grace_period: invalid duration") && stderr.contains("(line 2)"),
+        "{stderr}"
+    );
+    let (code, stderr) =
+        validate_config("upstreams:\n  app:\n    backends: []\n    balance: fastest\n").await;
     assert_eq!(code, 1);
-    assert!(stderr.contains("upstreams.app.balance") || stderr.contains("upstreams.app"), "{stderr}");
+    assert!(
+        stderr.contains("upstreams.app.balance") || stderr.contains("upstreams.app"),
+        "{stderr}"
+    );
     assert!(stderr.contains("fastest"), "{stderr}");
 }
 
@@ -93,16 +142,26 @@ async fn plugin_errors_name_the_route_and_plugin() {
     );
     let (code, stderr) = validate_config(&yaml).await;
     assert_eq!(code, 1);
-    has_error(&stderr, "routes[0].plugins[0].no_such_plugin", "route \"api\"", Some(7));
+    has_error(
+        &stderr,
+        "routes[0].plugins[0].no_such_plugin",
+        "route \"api\"",
+        Some(7),
+    );
 }
 
 #[tokio::test]
 async fn admin_off_loopback_needs_a_token() {
-    let yaml = format!("admin: {{ listen: 0.0.0.0:{} }}\nlisteners:\n  - {{ name: web, listen: 127.0.0.1:{} }}\n", free_port(), free_port());
+    let yaml = format!(
+        "admin: {{ listen: 0.0.0.0:{} }}\nlisteners:\n  - {{ name: web, listen: 127.0.0.1:{} }}\n",
+        free_port(),
+        free_port()
+    );
     let (code, stderr) = validate_config(&yaml).await;
     assert_eq!(code, 1);
     has_error(&stderr, "admin.token", "token is required", None);
-    let (code, stderr) = validate_config(&yaml.replace("admin: {", "admin: { token: s3cret,")).await;
+    let (code, stderr) =
+        validate_config(&yaml.replace("admin: {", "admin: { token: s3cret,")).await;
     assert_eq!(code, 0, "{stderr}");
 }
 
@@ -123,15 +182,23 @@ async fn env_variables_are_substituted_and_unset_ones_are_errors() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr.contains("PORTICO_T_UNSET_VAR is not set") && stderr.contains("(line 5)"), "{stderr}");
+    assert!(
+        stderr.contains("PORTICO_T_UNSET_VAR is not set") && stderr.contains("(line 5)"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("PORTICO_T_PORT"), "{stderr}");
 }
 
 #[tokio::test]
 async fn a_valid_config_passes_and_the_default_config_is_valid() {
-    let (code, stderr) = validate_config_file(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/portico.yaml"))).await;
+    let (code, stderr) = validate_config_file(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/conf/portico.yaml"
+    )))
+    .await;
     assert_eq!(code, 0, "{stderr}");
-    for example in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/examples")).unwrap() {
+    for example in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/examples")).unwrap()
+    {
         let path = example.unwrap().path();
         let (code, stderr) = validate_config_file(&path).await;
         assert_eq!(code, 0, "{}: {stderr}", path.display());
@@ -179,8 +246,16 @@ async fn relative_paths_resolve_against_the_config_folder_also_as_a_daemon() {
     let pid = std::fs::read_to_string(&pid_file).unwrap_or_default();
     // Stop the daemon before asserting, so a failure leaves nothing running.
     if !pid.trim().is_empty() {
-        let _ = std::process::Command::new("kill").args(["-9", pid.trim()]).status();
+        let _ = std::process::Command::new("kill")
+            .args(["-9", pid.trim()])
+            .status();
     }
-    assert!(ok, "the daemon serves HTTPS with certificates found relative to the config");
-    assert!(!pid.trim().is_empty(), "the daemon wrote its pid file relative to the config");
+    assert!(
+        ok,
+        "the daemon serves HTTPS with certificates found relative to the config"
+    );
+    assert!(
+        !pid.trim().is_empty(),
+        "the daemon wrote its pid file relative to the config"
+    );
 }

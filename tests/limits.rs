@@ -43,38 +43,122 @@ async fn header_count_and_size_over_the_limits_get_431() {
     assert_eq!(ex.status(), Some(200), "{}", ex.text());
     let ex = exchange(web, &get_with_headers(101), None, WAIT).await;
     assert_eq!(ex.status(), Some(431), "{}", ex.text());
-    assert!(ex.text().contains("request id"), "Portico's own error body: {}", ex.text());
-    let big = format!("GET / HTTP/1.1\r\nHost: t.test\r\nX-Big: {}\r\n\r\n", "a".repeat(33_000));
-    assert_eq!(exchange(web, big.as_bytes(), None, WAIT).await.status(), Some(431));
+    assert!(
+        ex.text().contains("request id"),
+        "Portico's own error body: {}",
+        ex.text()
+    );
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: t.test\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(33_000)
+    );
+    assert_eq!(
+        exchange(web, big.as_bytes(), None, WAIT).await.status(),
+        Some(431)
+    );
     assert_eq!(backend.hits(), 1);
 
     // Configured lower; over HTTP/2 too.
     let (_ca, gw, backend) = start("max_header_count: 10").await;
-    assert_eq!(exchange(gw.listener("web"), &get_with_headers(10), None, WAIT).await.status(), Some(200));
-    assert_eq!(exchange(gw.listener("web"), &get_with_headers(11), None, WAIT).await.status(), Some(431));
-    let mut h2 = HttpConn::tls(gw.listener("tls"), "t.test", &TlsClientOpts::insecure().alpn(&["h2"])).await.unwrap();
-    let many: Vec<(String, String)> = (0..11).map(|i| (format!("x-h{i}"), i.to_string())).collect();
+    assert_eq!(
+        exchange(gw.listener("web"), &get_with_headers(10), None, WAIT)
+            .await
+            .status(),
+        Some(200)
+    );
+    assert_eq!(
+        exchange(gw.listener("web"), &get_with_headers(11), None, WAIT)
+            .await
+            .status(),
+        Some(431)
+    );
+    let mut h2 = HttpConn::tls(
+        gw.listener("tls"),
+        "t.test",
+        &TlsClientOpts::insecure().alpn(&["h2"]),
+    )
+    .await
+    .unwrap();
+    let many: Vec<(String, String)> = (0..11)
+        .map(|i| (format!("x-h{i}"), i.to_string()))
+        .collect();
     let headers: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-    assert_eq!(h2.request("GET", "/", &headers, Body::empty()).await.unwrap().status, 431);
-    assert_eq!(h2.request("GET", "/", &headers[..5], Body::empty()).await.unwrap().status, 200);
+    assert_eq!(
+        h2.request("GET", "/", &headers, Body::empty())
+            .await
+            .unwrap()
+            .status,
+        431
+    );
+    assert_eq!(
+        h2.request("GET", "/", &headers[..5], Body::empty())
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     assert_eq!(backend.hits(), 2);
 }
 
 #[tokio::test]
 async fn a_request_line_over_the_limit_gets_414() {
     let (_ca, gw, backend) = start("").await;
-    let line = |len: usize| format!("GET /{} HTTP/1.1\r\nHost: t.test\r\nConnection: close\r\n\r\n", "a".repeat(len - 14));
+    let line = |len: usize| {
+        format!(
+            "GET /{} HTTP/1.1\r\nHost: t.test\r\nConnection: close\r\n\r\n",
+            "a".repeat(len - 14)
+        )
+    };
     // The default limit is 8192 bytes of request line ("GET /" + path + " HTTP/1.1").
-    assert_eq!(exchange(gw.listener("web"), line(8192).as_bytes(), None, WAIT).await.status(), Some(200));
+    assert_eq!(
+        exchange(gw.listener("web"), line(8192).as_bytes(), None, WAIT)
+            .await
+            .status(),
+        Some(200)
+    );
     let ex = exchange(gw.listener("web"), line(8193).as_bytes(), None, WAIT).await;
     assert_eq!(ex.status(), Some(414), "{}", ex.text());
     assert_eq!(backend.hits(), 1);
 
     let (_ca, gw, backend) = start("max_request_line_bytes: 100").await;
-    assert_eq!(exchange(gw.listener("tls"), line(101).as_bytes(), Some("t.test"), WAIT).await.status(), Some(414));
+    assert_eq!(
+        exchange(
+            gw.listener("tls"),
+            line(101).as_bytes(),
+            Some("t.test"),
+            WAIT
+        )
+        .await
+        .status(),
+        Some(414)
+    );
     let long = format!("/{}", "b".repeat(120));
-    assert_eq!(h2_request(gw.listener("tls"), "t.test", &TlsClientOpts::insecure(), "t.test", &long).await.unwrap().status, 414);
-    assert_eq!(h2_request(gw.listener("tls"), "t.test", &TlsClientOpts::insecure(), "t.test", "/short").await.unwrap().status, 200);
+    assert_eq!(
+        h2_request(
+            gw.listener("tls"),
+            "t.test",
+            &TlsClientOpts::insecure(),
+            "t.test",
+            &long
+        )
+        .await
+        .unwrap()
+        .status,
+        414
+    );
+    assert_eq!(
+        h2_request(
+            gw.listener("tls"),
+            "t.test",
+            &TlsClientOpts::insecure(),
+            "t.test",
+            "/short"
+        )
+        .await
+        .unwrap()
+        .status,
+        200
+    );
     assert_eq!(backend.seen_paths(), ["/short"]);
 }
 
@@ -86,12 +170,18 @@ async fn a_body_over_the_route_limit_gets_413_up_front_and_while_streaming() {
         .replace("routes:\n", "routes:\n  - { name: small, upstream: app, match: { path: { prefix: /small } }, max_body_bytes: 1000 }\n");
     let gw = Gateway::start(&yaml).await;
     let web = gw.listener("web");
-    let post = |path: &'static str, n: usize| http_request(web, "POST", path, &[], Body::from(vec![b'x'; n]));
+    let post = |path: &'static str, n: usize| {
+        http_request(web, "POST", path, &[], Body::from(vec![b'x'; n]))
+    };
     assert_eq!(post("/small", 1000).await.unwrap().status, 200);
     // Declared too large: refused before the backend hears of it.
     let r = post("/small", 1001).await.unwrap();
     assert_eq!(r.status, 413);
-    assert!(r.text().contains("413 request body too large"), "{}", r.text());
+    assert!(
+        r.text().contains("413 request body too large"),
+        "{}",
+        r.text()
+    );
     assert_eq!(post("/other", 5000).await.unwrap().status, 200);
     assert_eq!(post("/other", 5001).await.unwrap().status, 413);
     assert_eq!(backend.hits(), 2);
@@ -112,21 +202,35 @@ async fn a_body_over_the_route_limit_gets_413_up_front_and_while_streaming() {
 async fn a_slow_or_silent_request_head_is_cut_off_after_header_timeout() {
     let (_ca, gw, _backend) = start("header_timeout: 1s").await;
     for sni in [None, Some("t.test")] {
-        let listener = if sni.is_some() { gw.listener("tls") } else { gw.listener("web") };
+        let listener = if sni.is_some() {
+            gw.listener("tls")
+        } else {
+            gw.listener("web")
+        };
         // Silent.
         let start = Instant::now();
         let mut s = raw_connect(listener, sni).await.unwrap();
         let (_, closed) = read_until_close(&mut s, WAIT).await;
         assert!(closed, "a silent connection must be closed");
-        assert!(start.elapsed() < Duration::from_millis(2500), "closed after {:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_millis(2500),
+            "closed after {:?}",
+            start.elapsed()
+        );
         // Slowloris: a header line every 200 ms, never the blank line.
         let start = Instant::now();
         let mut s = raw_connect(listener, sni).await.unwrap();
-        s.write_all(b"GET / HTTP/1.1\r\nHost: t.test\r\n").await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t.test\r\n")
+            .await
+            .unwrap();
         let mut cut = None;
         for i in 0..25 {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            if s.write_all(format!("X-{i}: y\r\n").as_bytes()).await.is_err() || s.flush().await.is_err() {
+            if s.write_all(format!("X-{i}: y\r\n").as_bytes())
+                .await
+                .is_err()
+                || s.flush().await.is_err()
+            {
                 cut = Some(start.elapsed());
                 break;
             }
@@ -146,14 +250,22 @@ async fn an_idle_keepalive_connection_is_closed_after_idle_timeout() {
     let (_ca, gw, _backend) = start("header_timeout: 10s, idle_timeout: 1s").await;
     let request = b"GET / HTTP/1.1\r\nHost: t.test\r\n\r\n";
     for sni in [None, Some("t.test")] {
-        let listener = if sni.is_some() { gw.listener("tls") } else { gw.listener("web") };
+        let listener = if sni.is_some() {
+            gw.listener("tls")
+        } else {
+            gw.listener("web")
+        };
         // Idle after a request.
         let mut s = raw_connect(listener, sni).await.unwrap();
         s.write_all(request).await.unwrap();
         let start = Instant::now();
         let (bytes, closed) = read_until_close(&mut s, WAIT).await;
         assert_eq!(statuses(&bytes), [200]);
-        assert!(closed && start.elapsed() < Duration::from_millis(2500), "closed: {closed} after {:?}", start.elapsed());
+        assert!(
+            closed && start.elapsed() < Duration::from_millis(2500),
+            "closed: {closed} after {:?}",
+            start.elapsed()
+        );
         // A second head sent slowly counts against the same clock.
         let mut s = raw_connect(listener, sni).await.unwrap();
         s.write_all(request).await.unwrap();
@@ -172,7 +284,11 @@ async fn an_idle_keepalive_connection_is_closed_after_idle_timeout() {
                 break;
             }
         }
-        assert!(closed && start.elapsed() < Duration::from_millis(2500), "second head: closed {closed} after {:?}", start.elapsed());
+        assert!(
+            closed && start.elapsed() < Duration::from_millis(2500),
+            "second head: closed {closed} after {:?}",
+            start.elapsed()
+        );
     }
     // Within the idle timeout, keep-alive works as usual.
     let mut conn = HttpConn::plain(gw.listener("web")).await.unwrap();
@@ -189,15 +305,35 @@ async fn http2_connections_without_a_request_or_left_idle_are_closed() {
     let start = Instant::now();
     let mut s = h2_connect(gw.listener("tls"), "t.test").await;
     let (_, closed) = read_until_close(&mut s, WAIT).await;
-    assert!(closed && start.elapsed() < Duration::from_millis(2500), "no preface: closed {closed} after {:?}", start.elapsed());
+    assert!(
+        closed && start.elapsed() < Duration::from_millis(2500),
+        "no preface: closed {closed} after {:?}",
+        start.elapsed()
+    );
     // One request, then idle: GOAWAY and close.
     let mut s = h2_connect(gw.listener("tls"), "t.test").await;
     h2_start(&mut s).await;
-    s.write_all(&frame(HEADERS, END_HEADERS | END_STREAM, 1, &request_block("GET", "/", "t.test", &[]))).await.unwrap();
+    s.write_all(&frame(
+        HEADERS,
+        END_HEADERS | END_STREAM,
+        1,
+        &request_block("GET", "/", "t.test", &[]),
+    ))
+    .await
+    .unwrap();
     let start = Instant::now();
     let (frames, closed) = h2_read(&mut s, WAIT, |_| false).await;
-    assert!(frames.iter().any(|f| f.stream == 1 && f.status() == Some(200)), "{frames:?}");
-    assert!(closed && start.elapsed() < Duration::from_millis(3000), "idle: closed {closed} after {:?}", start.elapsed());
+    assert!(
+        frames
+            .iter()
+            .any(|f| f.stream == 1 && f.status() == Some(200)),
+        "{frames:?}"
+    );
+    assert!(
+        closed && start.elapsed() < Duration::from_millis(3000),
+        "idle: closed {closed} after {:?}",
+        start.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -211,13 +347,27 @@ async fn connections_over_the_listener_limit_are_closed_at_once() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let start = Instant::now();
     let ex = exchange(web, b"GET / HTTP/1.1\r\nHost: t.test\r\n\r\n", None, WAIT).await;
-    assert!(ex.closed && ex.bytes.is_empty() && start.elapsed() < Duration::from_secs(2), "{ex:?}");
+    assert!(
+        ex.closed && ex.bytes.is_empty() && start.elapsed() < Duration::from_secs(2),
+        "{ex:?}"
+    );
     // A place frees up when a connection ends.
     open.pop();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(http_get(web, "/").await.unwrap().status, 200);
     // Each listener counts its own.
-    assert_eq!(https_get(gw.listener("tls"), "t.test", &TlsClientOpts::insecure(), "/").await.unwrap().status, 200);
+    assert_eq!(
+        https_get(
+            gw.listener("tls"),
+            "t.test",
+            &TlsClientOpts::insecure(),
+            "/"
+        )
+        .await
+        .unwrap()
+        .status,
+        200
+    );
 }
 
 #[tokio::test]
@@ -225,36 +375,67 @@ async fn connections_over_the_per_address_limit_are_closed_and_trusted_proxies_a
     let ca = TestCa::new("limits CA");
     let backend = Backend::http("app");
     let pp = free_port();
-    let yaml = config(&ca, &[&backend], "max_connections_per_ip: 2", ", trusted_proxies: [127.0.0.2]")
-        .replace("listeners:\n", &format!("listeners:\n  - {{ name: pp, listen: 127.0.0.1:{pp}, proxy_protocol: true }}\n"));
+    let yaml = config(
+        &ca,
+        &[&backend],
+        "max_connections_per_ip: 2",
+        ", trusted_proxies: [127.0.0.2]",
+    )
+    .replace(
+        "listeners:\n",
+        &format!("listeners:\n  - {{ name: pp, listen: 127.0.0.1:{pp}, proxy_protocol: true }}\n"),
+    );
     let gw = Gateway::start(&yaml).await;
 
     // Straight from 127.0.0.1 (not trusted): two, not three.
     let web = gw.listener("web");
-    let held = vec![raw_connect(web, None).await.unwrap(), raw_connect(web, None).await.unwrap()];
+    let held = vec![
+        raw_connect(web, None).await.unwrap(),
+        raw_connect(web, None).await.unwrap(),
+    ];
     tokio::time::sleep(Duration::from_millis(300)).await;
     let ex = exchange(web, b"GET / HTTP/1.1\r\nHost: t.test\r\n\r\n", None, WAIT).await;
-    assert!(ex.closed && ex.bytes.is_empty(), "third connection from one address: {ex:?}");
+    assert!(
+        ex.closed && ex.bytes.is_empty(),
+        "third connection from one address: {ex:?}"
+    );
     drop(held);
 
     // Through a trusted proxy (127.0.0.2) with PROXY headers: counted by the client address.
     let via = |src: &'static str| async move {
         let sock = tokio::net::TcpSocket::new_v4().unwrap();
         sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-        let mut s = sock.connect(format!("127.0.0.1:{pp}").parse().unwrap()).await.unwrap();
-        s.write_all(format!("PROXY TCP4 {src} 127.0.0.1 5000 {pp}\r\n").as_bytes()).await.unwrap();
+        let mut s = sock
+            .connect(format!("127.0.0.1:{pp}").parse().unwrap())
+            .await
+            .unwrap();
+        s.write_all(format!("PROXY TCP4 {src} 127.0.0.1 5000 {pp}\r\n").as_bytes())
+            .await
+            .unwrap();
         s
     };
     let _a = via("203.0.113.5").await;
     let _b = via("203.0.113.5").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut c = via("203.0.113.5").await;
-    c.write_all(b"GET / HTTP/1.1\r\nHost: t.test\r\n\r\n").await.unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: t.test\r\n\r\n")
+        .await
+        .unwrap();
     let (bytes, closed) = read_until_close(&mut c, WAIT).await;
-    assert!(closed && bytes.is_empty(), "third connection of 203.0.113.5: {:?}", String::from_utf8_lossy(&bytes));
+    assert!(
+        closed && bytes.is_empty(),
+        "third connection of 203.0.113.5: {:?}",
+        String::from_utf8_lossy(&bytes)
+    );
     let mut d = via("203.0.113.6").await;
-    d.write_all(b"GET / HTTP/1.1\r\nHost: t.test\r\nConnection: close\r\n\r\n").await.unwrap();
-    assert_eq!(statuses(&read_until_close(&mut d, WAIT).await.0), [200], "another client has its own count");
+    d.write_all(b"GET / HTTP/1.1\r\nHost: t.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        statuses(&read_until_close(&mut d, WAIT).await.0),
+        [200],
+        "another client has its own count"
+    );
     // The proxy's own connections (PROXY UNKNOWN: no client address) are not limited.
     let mut own = Vec::new();
     for _ in 0..4 {
@@ -262,7 +443,9 @@ async fn connections_over_the_per_address_limit_are_closed_and_trusted_proxies_a
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     for mut s in own {
-        s.write_all(b"GET / HTTP/1.1\r\nHost: t.test\r\nConnection: close\r\n\r\n").await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t.test\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
         assert_eq!(statuses(&read_until_close(&mut s, WAIT).await.0), [200]);
     }
 }
@@ -270,7 +453,10 @@ async fn connections_over_the_per_address_limit_are_closed_and_trusted_proxies_a
 async fn via_unknown(pp: u16) -> tokio::net::TcpStream {
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-    let mut s = sock.connect(format!("127.0.0.1:{pp}").parse().unwrap()).await.unwrap();
+    let mut s = sock
+        .connect(format!("127.0.0.1:{pp}").parse().unwrap())
+        .await
+        .unwrap();
     s.write_all(b"PROXY UNKNOWN\r\n").await.unwrap();
     s
 }
@@ -281,20 +467,42 @@ async fn http2_streams_over_the_limit_are_refused() {
     let mut s = h2_connect(gw.listener("tls"), "t.test").await;
     h2_start(&mut s).await;
     let (frames, _) = h2_read(&mut s, WAIT, |f| f.kind == SETTINGS && f.flags & ACK == 0).await;
-    let settings = frames.iter().find(|f| f.kind == SETTINGS && f.flags & ACK == 0).expect("server SETTINGS");
-    let advertised = settings.payload.chunks(6).find(|p| p[..2] == [0, 3]).map(|p| u32::from_be_bytes([p[2], p[3], p[4], p[5]]));
+    let settings = frames
+        .iter()
+        .find(|f| f.kind == SETTINGS && f.flags & ACK == 0)
+        .expect("server SETTINGS");
+    let advertised = settings
+        .payload
+        .chunks(6)
+        .find(|p| p[..2] == [0, 3])
+        .map(|p| u32::from_be_bytes([p[2], p[3], p[4], p[5]]));
     assert_eq!(advertised, Some(3), "SETTINGS_MAX_CONCURRENT_STREAMS");
     // Four streams left open (no END_STREAM: their bodies are still to come).
     for id in [1u32, 3, 5, 7] {
         let block = request_block("POST", &format!("/open/{id}"), "t.test", &[]);
-        s.write_all(&frame(HEADERS, END_HEADERS, id, &block)).await.unwrap();
+        s.write_all(&frame(HEADERS, END_HEADERS, id, &block))
+            .await
+            .unwrap();
     }
-    let (frames, _) = h2_read(&mut s, WAIT, |f| f.kind == RST_STREAM && f.stream == 7 || f.kind == GOAWAY).await;
-    let refused = frames.iter().find(|f| f.stream == 7 && f.kind == RST_STREAM || f.kind == GOAWAY).expect("the fourth stream is refused");
+    let (frames, _) = h2_read(&mut s, WAIT, |f| {
+        f.kind == RST_STREAM && f.stream == 7 || f.kind == GOAWAY
+    })
+    .await;
+    let refused = frames
+        .iter()
+        .find(|f| f.stream == 7 && f.kind == RST_STREAM || f.kind == GOAWAY)
+        .expect("the fourth stream is refused");
     // REFUSED_STREAM (7) or PROTOCOL_ERROR (1).
-    assert!(matches!(refused.error_code(), Some(7) | Some(1)), "{refused:?}");
+    assert!(
+        matches!(refused.error_code(), Some(7) | Some(1)),
+        "{refused:?}"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!backend.seen_paths().contains(&"/open/7".to_string()), "{:?}", backend.seen_paths());
+    assert!(
+        !backend.seen_paths().contains(&"/open/7".to_string()),
+        "{:?}",
+        backend.seen_paths()
+    );
 }
 
 /// CVE-2023-44487: open a stream and cancel it at once, `n` times, in one burst.
@@ -304,7 +512,12 @@ async fn rapid_reset(gw: &Gateway, n: u32) -> (Vec<Frame>, bool) {
     let mut burst = Vec::new();
     for i in 0..n {
         let id = 2 * i + 1;
-        burst.extend(frame(HEADERS, END_HEADERS | END_STREAM, id, &request_block("GET", "/reset", "t.test", &[])));
+        burst.extend(frame(
+            HEADERS,
+            END_HEADERS | END_STREAM,
+            id,
+            &request_block("GET", "/reset", "t.test", &[]),
+        ));
         burst.extend(frame(RST_STREAM, 0, id, &8u32.to_be_bytes())); // CANCEL
     }
     let _ = s.write_all(&burst).await;
@@ -316,17 +529,42 @@ async fn http2_rapid_reset_closes_the_connection() {
     let (_ca, gw, backend) = start("").await;
     let (frames, closed) = rapid_reset(&gw, 1000).await;
     let goaway = frames.iter().find(|f| f.kind == GOAWAY);
-    assert!(goaway.is_some() || closed, "the connection must end: {} frames", frames.len());
+    assert!(
+        goaway.is_some() || closed,
+        "the connection must end: {} frames",
+        frames.len()
+    );
     if let Some(g) = goaway {
         assert_eq!(g.error_code(), Some(0xb), "GOAWAY ENHANCE_YOUR_CALM: {g:?}");
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(backend.hits() < 200, "{} of the cancelled requests reached the backend", backend.hits());
+    assert!(
+        backend.hits() < 200,
+        "{} of the cancelled requests reached the backend",
+        backend.hits()
+    );
     // The gateway itself is fine.
-    assert_eq!(h2_request(gw.listener("tls"), "t.test", &TlsClientOpts::insecure(), "t.test", "/after").await.unwrap().status, 200);
+    assert_eq!(
+        h2_request(
+            gw.listener("tls"),
+            "t.test",
+            &TlsClientOpts::insecure(),
+            "t.test",
+            "/after"
+        )
+        .await
+        .unwrap()
+        .status,
+        200
+    );
 
     // The limit is the config's: raised far above the burst, the same burst is let be.
     let (_ca, gw, _backend) = start("http2_max_pending_resets: 100000").await;
     let (frames, _) = rapid_reset(&gw, 200).await;
-    assert!(!frames.iter().any(|f| f.kind == GOAWAY && f.error_code() == Some(0xb)), "{frames:?}");
+    assert!(
+        !frames
+            .iter()
+            .any(|f| f.kind == GOAWAY && f.error_code() == Some(0xb)),
+        "{frames:?}"
+    );
 }

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
 /// Per-test upgrade socket and pid file, so that parallel tests never meet.
-const SERVER: &str = "upgrade_sock: \"${PORTICO_TEST_DIR}/u.sock\", pid_file: \"${PORTICO_TEST_DIR}/p.pid\"";
+const SERVER: &str =
+    "upgrade_sock: \"${PORTICO_TEST_DIR}/u.sock\", pid_file: \"${PORTICO_TEST_DIR}/p.pid\"";
 
 /// One plain listener `web`, an admin listener, and the given upstreams and routes (YAML
 /// block text, indented two spaces). `server_extra` goes into the `server` mapping.
@@ -36,18 +37,26 @@ fn config(server_extra: &str, admin_extra: &str, upstreams: &str, routes: &str) 
 }
 
 fn upstream(name: &str, backends: &[&Backend]) -> String {
-    let list: Vec<String> = backends.iter().map(|b| format!("{{ addr: \"{}\" }}", b.addr())).collect();
+    let list: Vec<String> = backends
+        .iter()
+        .map(|b| format!("{{ addr: \"{}\" }}", b.addr()))
+        .collect();
     format!("  {name}: {{ backends: [ {} ] }}\n", list.join(", "))
 }
 
 /// The value of one sample in a Prometheus text exposition: `name` with exactly `labels`.
 fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let want: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let want: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     for line in exposition.lines() {
         if line.starts_with('#') {
             continue;
         }
-        let Some(rest) = line.strip_prefix(name) else { continue };
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
         let (label_text, value) = match rest.strip_prefix('{') {
             Some(r) => match r.split_once("} ") {
                 Some((l, v)) => (l, v),
@@ -73,7 +82,13 @@ fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> 
 async fn metrics_text(gw: &Gateway) -> String {
     let r = gw.admin_get("/metrics").await.unwrap();
     assert_eq!(r.status, 200);
-    assert!(r.header("content-type").unwrap_or("").starts_with("text/plain"), "{:?}", r.header("content-type"));
+    assert!(
+        r.header("content-type")
+            .unwrap_or("")
+            .starts_with("text/plain"),
+        "{:?}",
+        r.header("content-type")
+    );
     r.text()
 }
 
@@ -91,9 +106,18 @@ fn promtool_check(exposition: &str) -> Option<(bool, String)> {
         Err(e) => panic!("cannot run promtool: {e}"),
     };
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     Some((out.status.success(), text))
 }
 
@@ -140,8 +164,13 @@ impl Load {
         };
         let mut load = load;
         for (n, &kind) in clients.iter().enumerate() {
-            let (stop, sent, ok, failures, backends) =
-                (load.stop.clone(), load.sent.clone(), load.ok.clone(), load.failures.clone(), load.backends.clone());
+            let (stop, sent, ok, failures, backends) = (
+                load.stop.clone(),
+                load.sent.clone(),
+                load.ok.clone(),
+                load.failures.clone(),
+                load.backends.clone(),
+            );
             let path = path.to_string();
             load.tasks.push(tokio::spawn(async move {
                 let mut conn: Option<HttpConn> = None;
@@ -149,7 +178,9 @@ impl Load {
                     sent.fetch_add(1, Ordering::SeqCst);
                     let result = match kind {
                         Client::Fresh => http_get(addr, &path).await,
-                        Client::Tls => https_get(addr, "gw.test", &TlsClientOpts::insecure(), &path).await,
+                        Client::Tls => {
+                            https_get(addr, "gw.test", &TlsClientOpts::insecure(), &path).await
+                        }
                         Client::KeepAlive => {
                             let c = match conn.take() {
                                 Some(c) => Ok(c),
@@ -158,7 +189,10 @@ impl Load {
                             match c {
                                 Ok(mut c) => {
                                     let r = c.get(&path).await;
-                                    let close = r.as_ref().map(|r| r.header("connection") == Some("close")).unwrap_or(true);
+                                    let close = r
+                                        .as_ref()
+                                        .map(|r| r.header("connection") == Some("close"))
+                                        .unwrap_or(true);
                                     if !close {
                                         conn = Some(c);
                                     }
@@ -174,7 +208,11 @@ impl Load {
                             let b = r.header("x-backend").unwrap_or("?").to_string();
                             *backends.lock().unwrap().entry(b).or_default() += 1;
                         }
-                        Ok(r) => failures.lock().unwrap().push(format!("client {n}: status {} {}", r.status, r.text().trim())),
+                        Ok(r) => failures.lock().unwrap().push(format!(
+                            "client {n}: status {} {}",
+                            r.status,
+                            r.text().trim()
+                        )),
                         Err(e) => failures.lock().unwrap().push(format!("client {n}: {e}")),
                     }
                 }
@@ -203,7 +241,13 @@ impl Load {
 
 impl Counts {
     fn report(&self, what: &str) {
-        println!("{what}: {} requests sent, {} ok, {} failed; answered by {:?}", self.sent, self.ok, self.failures.len(), self.backends);
+        println!(
+            "{what}: {} requests sent, {} ok, {} failed; answered by {:?}",
+            self.sent,
+            self.ok,
+            self.failures.len(),
+            self.backends
+        );
         for f in self.failures.iter().take(10) {
             println!("  failure: {f}");
         }
@@ -216,8 +260,12 @@ impl Counts {
 #[tokio::test]
 async fn every_admin_endpoint_answers_and_the_token_guards_status_and_reload() {
     let b = Backend::http("a");
-    let yaml =
-        config("grace_period: 0s, shutdown_timeout: 1s", ", token: s3cret", &upstream("app", &[&b]), "  - { name: api, upstream: app }\n");
+    let yaml = config(
+        "grace_period: 0s, shutdown_timeout: 1s",
+        ", token: s3cret",
+        &upstream("app", &[&b]),
+        "  - { name: api, upstream: app }\n",
+    );
     let gw = Gateway::start(&yaml).await;
 
     let r = gw.admin_get("/healthz").await.unwrap();
@@ -229,9 +277,11 @@ async fn every_admin_endpoint_answers_and_the_token_guards_status_and_reload() {
     assert_eq!(r.status, 200);
     assert!(r.text().contains("portico_build_info"));
 
-    for (headers, what) in
-        [(vec![], "no token"), (vec![("authorization", "Bearer wrong")], "a wrong token"), (vec![("authorization", "s3cret")], "no Bearer")]
-    {
+    for (headers, what) in [
+        (vec![], "no token"),
+        (vec![("authorization", "Bearer wrong")], "a wrong token"),
+        (vec![("authorization", "s3cret")], "no Bearer"),
+    ] {
         let r = gw.admin_request("GET", "/status", &headers).await.unwrap();
         assert_eq!(r.status, 401, "/status with {what}");
         assert_eq!(r.header("www-authenticate"), Some("Bearer"));
@@ -247,7 +297,11 @@ async fn every_admin_endpoint_answers_and_the_token_guards_status_and_reload() {
     let s = r.json();
     let version = s["version"].as_str().unwrap().to_string();
     assert!(!version.is_empty());
-    assert!(s["loaded_at"].as_str().unwrap().ends_with('Z'), "{}", s["loaded_at"]);
+    assert!(
+        s["loaded_at"].as_str().unwrap().ends_with('Z'),
+        "{}",
+        s["loaded_at"]
+    );
     assert_eq!(s["listeners"][0]["name"], "web");
     assert_eq!(s["listeners"][0]["listen"], gw.listener("web").to_string());
     assert_eq!(s["routes"][0]["name"], "api");
@@ -261,7 +315,11 @@ async fn every_admin_endpoint_answers_and_the_token_guards_status_and_reload() {
 
     let r = gw.admin_request("POST", "/reload", &auth).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["version"], version.as_str(), "the same file, the same version");
+    assert_eq!(
+        r.json()["version"],
+        version.as_str(),
+        "the same file, the same version"
+    );
 
     assert_eq!(gw.admin_get("/reload").await.unwrap().status, 405);
     assert_eq!(gw.admin_post("/healthz").await.unwrap().status, 405);
@@ -278,7 +336,10 @@ async fn a_non_loopback_admin_address_needs_a_token() {
     );
     let (code, stderr) = validate_config(&without).await;
     assert_eq!(code, 1, "{stderr}");
-    assert!(stderr.lines().any(|l| l.starts_with("admin.token: ")), "{stderr}");
+    assert!(
+        stderr.lines().any(|l| l.starts_with("admin.token: ")),
+        "{stderr}"
+    );
 
     let with = without.replace(" }\nlisteners", ", token: t0ken }\nlisteners");
     let (code, stderr) = validate_config(&with).await;
@@ -315,7 +376,9 @@ async fn a_listener_that_cannot_bind_is_never_ready_and_ends_the_process() {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(1), http_get(admin, "/readyz")).await {
+        if let Ok(Ok(r)) =
+            tokio::time::timeout(Duration::from_secs(1), http_get(admin, "/readyz")).await
+        {
             assert_ne!(r.status, 200, "ready without its listener");
         }
         if Instant::now() > deadline {
@@ -327,7 +390,10 @@ async fn a_listener_that_cannot_bind_is_never_ready_and_ends_the_process() {
     drop(taken);
     assert_eq!(status.code(), Some(1));
     let stderr = std::fs::read_to_string(&stderr_path).unwrap();
-    assert!(stderr.contains(&format!("listener web: cannot listen on 127.0.0.1:{port}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("listener web: cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
 }
 
 // ------------------------------------------------------------------------------------------
@@ -381,18 +447,54 @@ async fn metrics_pass_promtool_and_count_the_requests_sent() {
         "portico_upstream_retries_total{upstream=\"app\"} 0",
         "portico_upstream_backend_healthy{backend=",
     ] {
-        assert!(first.contains(name), "{name} is in the first scrape:\n{first}");
+        assert!(
+            first.contains(name),
+            "{name} is in the first scrape:\n{first}"
+        );
     }
-    assert_eq!(sample(&first, "portico_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), Some(1.0));
-    assert_eq!(sample(&first, "portico_config_reloads_total", &[("result", "success")]), Some(0.0));
-    assert_eq!(sample(&first, "portico_config_reloads_total", &[("result", "failure")]), Some(0.0));
+    assert_eq!(
+        sample(
+            &first,
+            "portico_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &first,
+            "portico_config_reloads_total",
+            &[("result", "success")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &first,
+            "portico_config_reloads_total",
+            &[("result", "failure")]
+        ),
+        Some(0.0)
+    );
 
     // Mixed traffic, each kind a known number of times.
     for i in 0..7 {
-        assert_eq!(http_get(web, &format!("/api/get/{i}")).await.unwrap().status, 200);
+        assert_eq!(
+            http_get(web, &format!("/api/get/{i}"))
+                .await
+                .unwrap()
+                .status,
+            200
+        );
     }
     for _ in 0..3 {
-        assert_eq!(http_request(web, "POST", "/api/post", &[], "x").await.unwrap().status, 200);
+        assert_eq!(
+            http_request(web, "POST", "/api/post", &[], "x")
+                .await
+                .unwrap()
+                .status,
+            200
+        );
     }
     for _ in 0..2 {
         assert_eq!(http_get(web, "/nowhere").await.unwrap().status, 404);
@@ -400,7 +502,13 @@ async fn metrics_pass_promtool_and_count_the_requests_sent() {
     for _ in 0..4 {
         assert_eq!(http_get(web, "/locked").await.unwrap().status, 401);
     }
-    assert_eq!(http_request(web, "GET", "/locked", &[("x-api-key", "k3y")], "").await.unwrap().status, 200);
+    assert_eq!(
+        http_request(web, "GET", "/locked", &[("x-api-key", "k3y")], "")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     // The dead backend fails once, is retried on the live one and ejected (failures: 1).
     for _ in 0..4 {
         let r = http_get(web, "/flaky").await.unwrap();
@@ -408,10 +516,23 @@ async fn metrics_pass_promtool_and_count_the_requests_sent() {
     }
     // Over TLS, and one client that is not speaking TLS at all.
     assert_eq!(
-        https_get(gw.listener("secure"), "gw.test", &TlsClientOpts::trusting(ca.cert_path()), "/api/tls").await.unwrap().status,
+        https_get(
+            gw.listener("secure"),
+            "gw.test",
+            &TlsClientOpts::trusting(ca.cert_path()),
+            "/api/tls"
+        )
+        .await
+        .unwrap()
+        .status,
         200
     );
-    let garbage = raw_exchange(gw.listener("secure"), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", None).await;
+    let garbage = raw_exchange(
+        gw.listener("secure"),
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        None,
+    )
+    .await;
     assert!(!String::from_utf8_lossy(&garbage).starts_with("HTTP/1.1 200"));
     // A keep-alive connection held open while scraping.
     let mut held = HttpConn::plain(web).await.unwrap();
@@ -420,7 +541,14 @@ async fn metrics_pass_promtool_and_count_the_requests_sent() {
     let deadline = Instant::now() + Duration::from_secs(5);
     let text = loop {
         let text = metrics_text(&gw).await;
-        if sample(&text, "portico_tls_handshake_errors_total", &[("listener", "secure")]).is_some() || Instant::now() > deadline {
+        if sample(
+            &text,
+            "portico_tls_handshake_errors_total",
+            &[("listener", "secure")],
+        )
+        .is_some()
+            || Instant::now() > deadline
+        {
             break text;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -434,63 +562,153 @@ async fn metrics_pass_promtool_and_count_the_requests_sent() {
         } else {
             "gauge"
         };
-        assert!(text.contains(&format!("# TYPE {name} {kind}\n")), "{name} ({kind}) is in the exposition:\n{text}");
+        assert!(
+            text.contains(&format!("# TYPE {name} {kind}\n")),
+            "{name} ({kind}) is in the exposition:\n{text}"
+        );
     }
     match promtool_check(&text) {
-        Some((ok, out)) => assert!(ok, "promtool check metrics failed:\n{out}\n--- exposition ---\n{text}"),
+        Some((ok, out)) => assert!(
+            ok,
+            "promtool check metrics failed:\n{out}\n--- exposition ---\n{text}"
+        ),
         None => {
             eprintln!("\n!!!!!!!! promtool is NOT installed: `promtool check metrics` was SKIPPED (apt-get install prometheus) !!!!!!!!\n")
         }
     }
 
     let req = |route: &str, method: &str, status: &str| {
-        sample(&text, "portico_requests_total", &[("route", route), ("method", method), ("status", status)]).unwrap_or(0.0)
+        sample(
+            &text,
+            "portico_requests_total",
+            &[("route", route), ("method", method), ("status", status)],
+        )
+        .unwrap_or(0.0)
     };
-    assert_eq!(req("api", "GET", "200"), 9.0, "7 GETs, the TLS one and the held one:\n{text}");
+    assert_eq!(
+        req("api", "GET", "200"),
+        9.0,
+        "7 GETs, the TLS one and the held one:\n{text}"
+    );
     assert_eq!(req("api", "POST", "200"), 3.0);
     assert_eq!(req("unmatched", "GET", "404"), 2.0);
     assert_eq!(req("locked", "GET", "401"), 4.0);
     assert_eq!(req("locked", "GET", "200"), 1.0);
     assert_eq!(req("flaky", "GET", "200"), 4.0);
-    let count = |route: &str| sample(&text, "portico_request_duration_seconds_count", &[("route", route)]).unwrap_or(0.0);
+    let count = |route: &str| {
+        sample(
+            &text,
+            "portico_request_duration_seconds_count",
+            &[("route", route)],
+        )
+        .unwrap_or(0.0)
+    };
     assert_eq!(count("api"), 12.0);
     assert_eq!(count("unmatched"), 2.0);
     assert_eq!(count("locked"), 5.0);
     assert_eq!(count("flaky"), 4.0);
-    let inf = sample(&text, "portico_request_duration_seconds_bucket", &[("route", "api"), ("le", "+Inf")]);
+    let inf = sample(
+        &text,
+        "portico_request_duration_seconds_bucket",
+        &[("route", "api"), ("le", "+Inf")],
+    );
     assert_eq!(inf, Some(12.0));
-    assert!(text.contains("portico_request_duration_seconds_bucket{route=\"api\",le=\"0.0005\"}"), "sub-millisecond buckets");
-    assert!(text.contains("portico_request_duration_seconds_bucket{route=\"api\",le=\"30\"}"), "tens of seconds buckets");
+    assert!(
+        text.contains("portico_request_duration_seconds_bucket{route=\"api\",le=\"0.0005\"}"),
+        "sub-millisecond buckets"
+    );
+    assert!(
+        text.contains("portico_request_duration_seconds_bucket{route=\"api\",le=\"30\"}"),
+        "tens of seconds buckets"
+    );
 
     let live_addr = live.addr().to_string();
     let dead_addr = format!("127.0.0.1:{dead}");
     let up = |u: &str, b: &str, o: &str| {
-        sample(&text, "portico_upstream_requests_total", &[("upstream", u), ("backend", b), ("outcome", o)]).unwrap_or(0.0)
+        sample(
+            &text,
+            "portico_upstream_requests_total",
+            &[("upstream", u), ("backend", b), ("outcome", o)],
+        )
+        .unwrap_or(0.0)
     };
-    assert_eq!(up("app", &live_addr, "ok"), 13.0, "12 api + 1 authorized locked");
+    assert_eq!(
+        up("app", &live_addr, "ok"),
+        13.0,
+        "12 api + 1 authorized locked"
+    );
     assert_eq!(up("flaky", &live_addr, "ok"), 4.0);
     assert_eq!(up("flaky", &dead_addr, "connect_error"), 1.0);
-    assert_eq!(sample(&text, "portico_upstream_retries_total", &[("upstream", "flaky")]), Some(1.0));
-    let healthy = |u: &str, b: &str| sample(&text, "portico_upstream_backend_healthy", &[("upstream", u), ("backend", b)]);
+    assert_eq!(
+        sample(
+            &text,
+            "portico_upstream_retries_total",
+            &[("upstream", "flaky")]
+        ),
+        Some(1.0)
+    );
+    let healthy = |u: &str, b: &str| {
+        sample(
+            &text,
+            "portico_upstream_backend_healthy",
+            &[("upstream", u), ("backend", b)],
+        )
+    };
     assert_eq!(healthy("app", &live_addr), Some(1.0));
     assert_eq!(healthy("flaky", &live_addr), Some(1.0));
-    assert_eq!(healthy("flaky", &dead_addr), Some(0.0), "an ejected backend takes no traffic:\n{text}");
-    assert_eq!(sample(&text, "portico_plugin_rejections_total", &[("plugin", "key_auth"), ("route", "locked")]), Some(4.0));
-    assert_eq!(sample(&text, "portico_tls_handshake_errors_total", &[("listener", "secure")]), Some(1.0));
-    assert!(sample(&text, "portico_downstream_connections", &[("listener", "web")]).unwrap_or(0.0) >= 1.0);
+    assert_eq!(
+        healthy("flaky", &dead_addr),
+        Some(0.0),
+        "an ejected backend takes no traffic:\n{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "portico_plugin_rejections_total",
+            &[("plugin", "key_auth"), ("route", "locked")]
+        ),
+        Some(4.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "portico_tls_handshake_errors_total",
+            &[("listener", "secure")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        sample(
+            &text,
+            "portico_downstream_connections",
+            &[("listener", "web")]
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
     drop(held);
 
     // Every label value is bounded: no raw path made it into a label.
     assert!(!text.contains("/api/get"), "{text}");
     assert!(!text.contains("nowhere"));
     // The failed handshake was counted, not logged as an error.
-    assert!(!gw.stderr_text().contains("Downstream handshake error"), "{}", gw.stderr_text());
+    assert!(
+        !gw.stderr_text().contains("Downstream handshake error"),
+        "{}",
+        gw.stderr_text()
+    );
 }
 
 // ------------------------------------------------------------------------------------------
 // Reload
 
-fn routed_config(ports: (u16, u16), a: &Backend, b: &Backend, target: &str, extra_route: &str) -> String {
+fn routed_config(
+    ports: (u16, u16),
+    a: &Backend,
+    b: &Backend,
+    target: &str,
+    extra_route: &str,
+) -> String {
     format!(
         "server: {{ {SERVER}, grace_period: 0s, shutdown_timeout: 2s }}\n\
          admin: {{ listen: 127.0.0.1:{} }}\n\
@@ -510,8 +728,14 @@ async fn a_reload_changes_the_route_for_the_next_request_by_sighup_and_by_post()
     let ports = (free_port(), free_port());
     let mut gw = Gateway::start(&routed_config(ports, &a, &b, "ua", "")).await;
     let web = gw.listener("web");
-    assert_eq!(http_get(web, "/").await.unwrap().header("x-backend"), Some("a"));
-    let v1 = gw.admin_get("/status").await.unwrap().json()["version"].as_str().unwrap().to_string();
+    assert_eq!(
+        http_get(web, "/").await.unwrap().header("x-backend"),
+        Some("a")
+    );
+    let v1 = gw.admin_get("/status").await.unwrap().json()["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // SIGHUP: the reload finishes in the background; its log line says when.
     gw.rewrite_config(&routed_config(
@@ -522,25 +746,59 @@ async fn a_reload_changes_the_route_for_the_next_request_by_sighup_and_by_post()
         "  - { name: extra, match: { path: { prefix: /extra } }, plugins: [ { respond: { status: 299, body: added } } ] }\n",
     ));
     gw.signal(SIGHUP);
-    assert!(gw.wait_for_stderr("config reloaded", IO_TIMEOUT).await, "no reload after SIGHUP");
-    assert_eq!(http_get(web, "/").await.unwrap().header("x-backend"), Some("b"), "the next request takes the new route");
+    assert!(
+        gw.wait_for_stderr("config reloaded", IO_TIMEOUT).await,
+        "no reload after SIGHUP"
+    );
+    assert_eq!(
+        http_get(web, "/").await.unwrap().header("x-backend"),
+        Some("b"),
+        "the next request takes the new route"
+    );
     let r = http_get(web, "/extra").await.unwrap();
-    assert_eq!((r.status, r.text().as_str()), (299, "added"), "a new route serves at once");
-    let v2 = gw.admin_get("/status").await.unwrap().json()["version"].as_str().unwrap().to_string();
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (299, "added"),
+        "a new route serves at once"
+    );
+    let v2 = gw.admin_get("/status").await.unwrap().json()["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_ne!(v1, v2, "the version follows the file");
 
     // POST /reload: done when it answers.
     gw.rewrite_config(&routed_config(ports, &a, &b, "ua", ""));
     let r = gw.admin_post("/reload").await.unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["version"], v1.as_str(), "the first file again, the first version again");
-    assert_eq!(http_get(web, "/").await.unwrap().header("x-backend"), Some("a"));
-    assert_eq!(http_get(web, "/extra").await.unwrap().status, 200, "the removed route is gone (main matches all)");
-    assert_eq!(http_get(web, "/extra").await.unwrap().header("x-backend"), Some("a"));
+    assert_eq!(
+        r.json()["version"],
+        v1.as_str(),
+        "the first file again, the first version again"
+    );
+    assert_eq!(
+        http_get(web, "/").await.unwrap().header("x-backend"),
+        Some("a")
+    );
+    assert_eq!(
+        http_get(web, "/extra").await.unwrap().status,
+        200,
+        "the removed route is gone (main matches all)"
+    );
+    assert_eq!(
+        http_get(web, "/extra").await.unwrap().header("x-backend"),
+        Some("a")
+    );
 
     let m = metrics_text(&gw).await;
-    assert_eq!(sample(&m, "portico_config_reloads_total", &[("result", "success")]), Some(2.0));
-    assert_eq!(sample(&m, "portico_config_reloads_total", &[("result", "failure")]), Some(0.0));
+    assert_eq!(
+        sample(&m, "portico_config_reloads_total", &[("result", "success")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&m, "portico_config_reloads_total", &[("result", "failure")]),
+        Some(0.0)
+    );
 }
 
 #[tokio::test]
@@ -553,30 +811,56 @@ async fn an_invalid_reload_keeps_the_old_routes_and_counts_a_failure() {
     let v1 = gw.admin_get("/status").await.unwrap().json()["version"].clone();
 
     // A route to an upstream that does not exist, and a bad duration, in one file.
-    let bad = routed_config(ports, &a, &b, "billing", "").replace("shutdown_timeout: 2s", "shutdown_timeout: soon");
+    let bad = routed_config(ports, &a, &b, "billing", "")
+        .replace("shutdown_timeout: 2s", "shutdown_timeout: soon");
     gw.rewrite_config(&bad);
     let r = gw.admin_post("/reload").await.unwrap();
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.header("content-type"), Some("application/json"));
-    let errors: Vec<String> =
-        r.json()["errors"].as_array().expect("errors: [...]").iter().map(|e| e.as_str().unwrap().to_string()).collect();
+    let errors: Vec<String> = r.json()["errors"]
+        .as_array()
+        .expect("errors: [...]")
+        .iter()
+        .map(|e| e.as_str().unwrap().to_string())
+        .collect();
     assert!(!errors.is_empty());
-    assert!(errors.iter().any(|e| e.starts_with("server.shutdown_timeout")), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("server.shutdown_timeout")),
+        "{errors:?}"
+    );
     // Fix the duration: the other error (found by the compile step) names its key too.
     gw.rewrite_config(&routed_config(ports, &a, &b, "billing", ""));
     let r = gw.admin_post("/reload").await.unwrap();
     assert_eq!(r.status, 400);
     let errors = r.json()["errors"].clone();
     assert!(
-        errors.as_array().unwrap().iter().any(|e| e.as_str().unwrap().starts_with("routes[0].upstream: no upstream named \"billing\"")),
+        errors.as_array().unwrap().iter().any(|e| e
+            .as_str()
+            .unwrap()
+            .starts_with("routes[0].upstream: no upstream named \"billing\"")),
         "{errors}"
     );
 
-    assert_eq!(http_get(web, "/").await.unwrap().header("x-backend"), Some("a"), "the old route still serves");
-    assert_eq!(gw.admin_get("/status").await.unwrap().json()["version"], v1, "the old version stays");
+    assert_eq!(
+        http_get(web, "/").await.unwrap().header("x-backend"),
+        Some("a"),
+        "the old route still serves"
+    );
+    assert_eq!(
+        gw.admin_get("/status").await.unwrap().json()["version"],
+        v1,
+        "the old version stays"
+    );
 
     // By SIGHUP: an error log line, and the counter again.
-    let refusals = |gw: &Gateway| gw.stderr_text().lines().filter(|l| l.contains("config reload refused")).count();
+    let refusals = |gw: &Gateway| {
+        gw.stderr_text()
+            .lines()
+            .filter(|l| l.contains("config reload refused"))
+            .count()
+    };
     let before = refusals(&gw);
     gw.signal(SIGHUP);
     let deadline = Instant::now() + IO_TIMEOUT;
@@ -585,18 +869,36 @@ async fn an_invalid_reload_keeps_the_old_routes_and_counts_a_failure() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let stderr = gw.stderr_text();
-    let err_line = stderr.lines().rfind(|l| l.contains("config reload refused")).unwrap();
-    assert!(err_line.contains(" ERROR ") && err_line.contains("routes[0].upstream: no upstream named"), "{err_line}");
-    assert_eq!(http_get(web, "/").await.unwrap().header("x-backend"), Some("a"));
+    let err_line = stderr
+        .lines()
+        .rfind(|l| l.contains("config reload refused"))
+        .unwrap();
+    assert!(
+        err_line.contains(" ERROR ") && err_line.contains("routes[0].upstream: no upstream named"),
+        "{err_line}"
+    );
+    assert_eq!(
+        http_get(web, "/").await.unwrap().header("x-backend"),
+        Some("a")
+    );
 
     let m = metrics_text(&gw).await;
-    assert_eq!(sample(&m, "portico_config_reloads_total", &[("result", "failure")]), Some(3.0));
-    assert_eq!(sample(&m, "portico_config_reloads_total", &[("result", "success")]), Some(0.0));
+    assert_eq!(
+        sample(&m, "portico_config_reloads_total", &[("result", "failure")]),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(&m, "portico_config_reloads_total", &[("result", "success")]),
+        Some(0.0)
+    );
 
     // And a good file afterwards loads as usual.
     gw.rewrite_config(&routed_config(ports, &a, &b, "ub", ""));
     assert_eq!(gw.admin_post("/reload").await.unwrap().status, 200);
-    assert_eq!(http_get(web, "/").await.unwrap().header("x-backend"), Some("b"));
+    assert_eq!(
+        http_get(web, "/").await.unwrap().header("x-backend"),
+        Some("b")
+    );
 }
 
 #[tokio::test]
@@ -612,26 +914,51 @@ async fn a_new_listener_address_is_refused_as_needing_an_upgrade() {
     let errors = r.json()["errors"].clone();
     let first = errors[0].as_str().unwrap();
     assert!(first.starts_with("listeners[0].listen: "), "{errors}");
-    assert!(first.contains("portico -u"), "it says what to do instead: {first}");
+    assert!(
+        first.contains("portico -u"),
+        "it says what to do instead: {first}"
+    );
     assert_eq!(errors.as_array().unwrap().len(), 1, "{errors}");
     // Nothing of that file was applied, not even its valid route change.
-    assert_eq!(http_get(web, "/").await.unwrap().header("x-backend"), Some("a"));
+    assert_eq!(
+        http_get(web, "/").await.unwrap().header("x-backend"),
+        Some("a")
+    );
 
     // The admin address cannot move by reload either.
     let admin_moved = routed_config((free_port(), ports.1), &a, &b, "ub", "");
     gw.rewrite_config(&admin_moved);
     let r = gw.admin_post("/reload").await.unwrap();
     assert_eq!(r.status, 400);
-    assert!(r.json()["errors"][0].as_str().unwrap().starts_with("admin.listen: "), "{}", r.text());
+    assert!(
+        r.json()["errors"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("admin.listen: "),
+        "{}",
+        r.text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_under_a_steady_stream_of_requests_drops_none() {
     let (a, b) = (Backend::http("a"), Backend::http("b"));
     let ports = (free_port(), free_port());
-    let configs = [routed_config(ports, &a, &b, "ua", ""), routed_config(ports, &a, &b, "ub", "")];
+    let configs = [
+        routed_config(ports, &a, &b, "ua", ""),
+        routed_config(ports, &a, &b, "ub", ""),
+    ];
     let mut gw = Gateway::start(&configs[0]).await;
-    let load = Load::start(gw.listener("web"), "/steady", &[Client::Fresh, Client::Fresh, Client::KeepAlive, Client::KeepAlive]);
+    let load = Load::start(
+        gw.listener("web"),
+        "/steady",
+        &[
+            Client::Fresh,
+            Client::Fresh,
+            Client::KeepAlive,
+            Client::KeepAlive,
+        ],
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let reloads = 12;
     for i in 0..reloads {
@@ -646,17 +973,33 @@ async fn a_reload_under_a_steady_stream_of_requests_drops_none() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let counts = load.finish().await;
-    counts.report(&format!("reload under load ({reloads} reloads, half by SIGHUP, half by POST /reload)"));
-    assert!(counts.sent > 50, "the stream was too thin to mean anything: {}", counts.sent);
-    assert!(counts.failures.is_empty(), "{} of {} requests failed: {:?}", counts.failures.len(), counts.sent, counts.failures);
+    counts.report(&format!(
+        "reload under load ({reloads} reloads, half by SIGHUP, half by POST /reload)"
+    ));
+    assert!(
+        counts.sent > 50,
+        "the stream was too thin to mean anything: {}",
+        counts.sent
+    );
+    assert!(
+        counts.failures.is_empty(),
+        "{} of {} requests failed: {:?}",
+        counts.failures.len(),
+        counts.sent,
+        counts.failures
+    );
     assert_eq!(counts.ok, counts.sent);
     assert!(
-        counts.backends.get("a").copied().unwrap_or(0) > 0 && counts.backends.get("b").copied().unwrap_or(0) > 0,
+        counts.backends.get("a").copied().unwrap_or(0) > 0
+            && counts.backends.get("b").copied().unwrap_or(0) > 0,
         "{:?}",
         counts.backends
     );
     let m = metrics_text(&gw).await;
-    assert_eq!(sample(&m, "portico_config_reloads_total", &[("result", "success")]), Some(reloads as f64));
+    assert_eq!(
+        sample(&m, "portico_config_reloads_total", &[("result", "success")]),
+        Some(reloads as f64)
+    );
 }
 
 #[tokio::test]
@@ -677,9 +1020,17 @@ async fn a_certificate_replaced_on_disk_is_served_after_a_reload() {
     let mut gw = Gateway::start_in(dir, &yaml, &[], &[]).await;
     let addr = gw.listener("tls");
     let trust = TlsClientOpts::trusting(ca.cert_path());
-    assert_eq!(tls_connect(addr, "old.test", &trust).await.unwrap().peer_dns_names(), ["old.test"]);
+    assert_eq!(
+        tls_connect(addr, "old.test", &trust)
+            .await
+            .unwrap()
+            .peer_dns_names(),
+        ["old.test"]
+    );
     // A connection made before the reload lives on with the old certificate.
-    let mut before = HttpConn::tls(addr, "old.test", &trust.clone().alpn(&["http/1.1"])).await.unwrap();
+    let mut before = HttpConn::tls(addr, "old.test", &trust.clone().alpn(&["http/1.1"]))
+        .await
+        .unwrap();
 
     // Renewed in place (written beside and renamed, as certbot and friends do).
     let d = gw.dir().to_path_buf();
@@ -689,7 +1040,13 @@ async fn a_certificate_replaced_on_disk_is_served_after_a_reload() {
     std::fs::rename(d.join("site.crt.new"), d.join("site.crt")).unwrap();
     let r = gw.admin_post("/reload").await.unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(tls_connect(addr, "new.test", &trust).await.unwrap().peer_dns_names(), ["new.test", "gw.test"]);
+    assert_eq!(
+        tls_connect(addr, "new.test", &trust)
+            .await
+            .unwrap()
+            .peer_dns_names(),
+        ["new.test", "gw.test"]
+    );
     let r = https_get(addr, "gw.test", &trust, "/").await.unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "hi"));
     assert_eq!(before.get("/").await.unwrap().status, 200);
@@ -703,24 +1060,49 @@ async fn a_certificate_replaced_on_disk_is_served_after_a_reload() {
     gw.rewrite_config(&yaml_again);
     gw.signal(SIGHUP);
     assert!(gw.wait_for_stderr("config reloaded", IO_TIMEOUT).await);
-    assert_eq!(tls_connect(addr, "old.test", &trust).await.unwrap().peer_dns_names(), ["old.test"]);
+    assert_eq!(
+        tls_connect(addr, "old.test", &trust)
+            .await
+            .unwrap()
+            .peer_dns_names(),
+        ["old.test"]
+    );
 
     // A broken certificate file is refused, and the running one stays.
     std::fs::write(d.join("site.crt"), "not a certificate").unwrap();
     let r = gw.admin_post("/reload").await.unwrap();
     assert_eq!(r.status, 400);
-    assert!(r.json()["errors"][0].as_str().unwrap().starts_with("listeners[0].tls.certificates[0]"), "{}", r.text());
-    assert_eq!(tls_connect(addr, "old.test", &trust).await.unwrap().peer_dns_names(), ["old.test"]);
+    assert!(
+        r.json()["errors"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("listeners[0].tls.certificates[0]"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        tls_connect(addr, "old.test", &trust)
+            .await
+            .unwrap()
+            .peer_dns_names(),
+        ["old.test"]
+    );
 }
 
 // ------------------------------------------------------------------------------------------
 // Graceful shutdown
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_turns_readyz_503_at_once_serves_through_the_grace_period_and_finishes_in_flight_requests() {
+async fn sigterm_turns_readyz_503_at_once_serves_through_the_grace_period_and_finishes_in_flight_requests(
+) {
     let b = Backend::http("a");
     let grace = Duration::from_secs(2);
-    let yaml = config("grace_period: 2s, shutdown_timeout: 10s", "", &upstream("app", &[&b]), "  - { name: main, upstream: app }\n");
+    let yaml = config(
+        "grace_period: 2s, shutdown_timeout: 10s",
+        "",
+        &upstream("app", &[&b]),
+        "  - { name: main, upstream: app }\n",
+    );
     let mut gw = Gateway::start(&yaml).await;
     let web = gw.listener("web");
 
@@ -729,7 +1111,10 @@ async fn sigterm_turns_readyz_503_at_once_serves_through_the_grace_period_and_fi
     let load = Load::start(web, "/during-grace", &[Client::Fresh, Client::KeepAlive]);
     let deadline = Instant::now() + IO_TIMEOUT;
     while b.seen_paths().iter().all(|p| p != "/sleep/3500") {
-        assert!(Instant::now() < deadline, "the slow request never reached the backend");
+        assert!(
+            Instant::now() < deadline,
+            "the slow request never reached the backend"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
@@ -747,10 +1132,22 @@ async fn sigterm_turns_readyz_503_at_once_serves_through_the_grace_period_and_fi
     };
     let readyz_after = term.elapsed();
     assert_eq!(status, 503, "/readyz after SIGTERM");
-    assert!(readyz_after < Duration::from_secs(1), "/readyz took {readyz_after:?} ({probes} probes) to turn 503");
-    assert_eq!(gw.admin_get("/healthz").await.unwrap().status, 200, "alive while draining");
+    assert!(
+        readyz_after < Duration::from_secs(1),
+        "/readyz took {readyz_after:?} ({probes} probes) to turn 503"
+    );
+    assert_eq!(
+        gw.admin_get("/healthz").await.unwrap().status,
+        200,
+        "alive while draining"
+    );
     // Keep-alive clients are told to reconnect (through the load balancer, elsewhere).
-    let r = HttpConn::plain(web).await.unwrap().get("/polite").await.unwrap();
+    let r = HttpConn::plain(web)
+        .await
+        .unwrap()
+        .get("/polite")
+        .await
+        .unwrap();
     assert_eq!((r.status, r.header("connection")), (200, Some("close")));
 
     // The load balancer has not noticed yet: everything sent in the grace period is served.
@@ -760,15 +1157,24 @@ async fn sigterm_turns_readyz_503_at_once_serves_through_the_grace_period_and_fi
     assert!(counts.failures.is_empty(), "{:?}", counts.failures);
     assert!(counts.sent > 10, "{}", counts.sent);
 
-    let r = slow.await.unwrap().expect("the in-flight request completes");
+    let r = slow
+        .await
+        .unwrap()
+        .expect("the in-flight request completes");
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["path"], "/sleep/3500");
     let finished = term.elapsed();
-    let status = gw.wait_exit(Duration::from_secs(10)).await.expect("exits once drained");
+    let status = gw
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("exits once drained");
     let exited = term.elapsed();
     println!("sigterm: /readyz 503 after {readyz_after:?}; slow request done after {finished:?}; exit after {exited:?} with {status:?}");
     assert_eq!(status.code(), Some(0), "a graceful shutdown exits with 0");
-    assert!(exited < Duration::from_secs(7), "exits when the last request is done, not after shutdown_timeout: {exited:?}");
+    assert!(
+        exited < Duration::from_secs(7),
+        "exits when the last request is done, not after shutdown_timeout: {exited:?}"
+    );
     assert!(!gw.dir().join("p.pid").exists(), "the pid file is removed");
     assert!(connect_tcp(web).await.is_err(), "nothing listens any more");
 }
@@ -776,7 +1182,12 @@ async fn sigterm_turns_readyz_503_at_once_serves_through_the_grace_period_and_fi
 #[tokio::test]
 async fn a_request_still_running_at_shutdown_timeout_is_cut_and_the_process_exits_anyway() {
     let b = Backend::http("a");
-    let yaml = config("grace_period: 0s, shutdown_timeout: 1s", "", &upstream("app", &[&b]), "  - { name: main, upstream: app }\n");
+    let yaml = config(
+        "grace_period: 0s, shutdown_timeout: 1s",
+        "",
+        &upstream("app", &[&b]),
+        "  - { name: main, upstream: app }\n",
+    );
     let mut gw = Gateway::start(&yaml).await;
     let web = gw.listener("web");
     let slow = tokio::spawn(async move { http_get(web, "/sleep/8000").await });
@@ -787,7 +1198,10 @@ async fn a_request_still_running_at_shutdown_timeout_is_cut_and_the_process_exit
     }
     let t = Instant::now();
     gw.signal(SIGTERM);
-    let status = gw.wait_exit(Duration::from_secs(8)).await.expect("exits after shutdown_timeout");
+    let status = gw
+        .wait_exit(Duration::from_secs(8))
+        .await
+        .expect("exits after shutdown_timeout");
     assert_eq!(status.code(), Some(0));
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     assert!(slow.await.unwrap().is_err(), "the slow request was cut");
@@ -814,10 +1228,22 @@ async fn an_upgrade_under_a_steady_stream_of_requests_drops_none() {
     );
     let mut old = Gateway::start(&yaml).await;
     let pid_file = old.dir().join("p.pid");
-    assert_eq!(std::fs::read_to_string(&pid_file).unwrap().trim(), old.pid().to_string());
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        old.pid().to_string()
+    );
     let web = old.listener("web");
     let secure = old.listener("secure");
-    let plain = Load::start(web, "/upgrade", &[Client::Fresh, Client::Fresh, Client::KeepAlive, Client::KeepAlive]);
+    let plain = Load::start(
+        web,
+        "/upgrade",
+        &[
+            Client::Fresh,
+            Client::Fresh,
+            Client::KeepAlive,
+            Client::KeepAlive,
+        ],
+    );
     let tls = Load::start(secure, "/upgrade-tls", &[Client::Tls, Client::Tls]);
     // A request in flight across the hand-over (longer than the old process's 5 s of
     // accepting next to the new one) finishes on the old process.
@@ -827,8 +1253,14 @@ async fn an_upgrade_under_a_steady_stream_of_requests_drops_none() {
     let mut new = old.spawn_upgrade();
     let t = Instant::now();
     old.signal(SIGQUIT);
-    assert!(new.wait_ready(Duration::from_secs(15)).await, "the new process did not become ready");
-    let old_status = old.wait_exit(Duration::from_secs(20)).await.expect("the old process exits after handing over");
+    assert!(
+        new.wait_ready(Duration::from_secs(15)).await,
+        "the new process did not become ready"
+    );
+    let old_status = old
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("the old process exits after handing over");
     let handover = t.elapsed();
     assert_eq!(old_status.code(), Some(0));
     assert!(new.is_running(), "the new process serves on");
@@ -839,18 +1271,48 @@ async fn an_upgrade_under_a_steady_stream_of_requests_drops_none() {
     let tls = tls.finish().await;
     plain.report("upgrade, plain HTTP clients");
     tls.report("upgrade, TLS clients (a new connection each)");
-    println!("upgrade: old process exited {handover:?} after SIGQUIT; {} requests sent after that", plain.sent + tls.sent - after_old);
-    let r = slow.await.unwrap().expect("the request in flight during the upgrade completes");
+    println!(
+        "upgrade: old process exited {handover:?} after SIGQUIT; {} requests sent after that",
+        plain.sent + tls.sent - after_old
+    );
+    let r = slow
+        .await
+        .unwrap()
+        .expect("the request in flight during the upgrade completes");
     assert_eq!(r.status, 200);
 
-    assert!(plain.failures.is_empty() && tls.failures.is_empty(), "dropped requests: {:?} {:?}", plain.failures, tls.failures);
-    assert!(plain.sent > 50 && tls.sent > 10, "too thin a stream: {} {}", plain.sent, tls.sent);
-    assert!(plain.sent + tls.sent > after_old + 5, "the new process served after the old one left");
+    assert!(
+        plain.failures.is_empty() && tls.failures.is_empty(),
+        "dropped requests: {:?} {:?}",
+        plain.failures,
+        tls.failures
+    );
+    assert!(
+        plain.sent > 50 && tls.sent > 10,
+        "too thin a stream: {} {}",
+        plain.sent,
+        tls.sent
+    );
+    assert!(
+        plain.sent + tls.sent > after_old + 5,
+        "the new process served after the old one left"
+    );
     assert_eq!(new.admin_get("/readyz").await.unwrap().status, 200);
     assert_eq!(http_get(web, "/").await.unwrap().status, 200);
-    assert_eq!(std::fs::read_to_string(&pid_file).unwrap().trim(), new.pid().to_string(), "the pid file names the new process");
-    assert!(old.stderr_text().contains("handing the listening sockets"), "{}", old.stderr_text());
-    assert!(!old.dir().join("u.sock").exists(), "the upgrade socket is gone once used");
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        new.pid().to_string(),
+        "the pid file names the new process"
+    );
+    assert!(
+        old.stderr_text().contains("handing the listening sockets"),
+        "{}",
+        old.stderr_text()
+    );
+    assert!(
+        !old.dir().join("u.sock").exists(),
+        "the upgrade socket is gone once used"
+    );
 }
 
 #[tokio::test]
@@ -870,19 +1332,41 @@ async fn a_listener_moves_to_a_new_address_through_an_upgrade() {
     let mut new = old.spawn_upgrade();
     old.signal(SIGQUIT);
     assert!(new.wait_ready(Duration::from_secs(15)).await);
-    assert_eq!(old.wait_exit(Duration::from_secs(15)).await.and_then(|s| s.code()), Some(0));
-    assert_eq!(http_get(new.listener("web"), "/").await.unwrap().status, 200, "the new address serves");
-    assert!(connect_tcp(old_addr).await.is_err(), "the old address is closed, not left without an acceptor");
+    assert_eq!(
+        old.wait_exit(Duration::from_secs(15))
+            .await
+            .and_then(|s| s.code()),
+        Some(0)
+    );
+    assert_eq!(
+        http_get(new.listener("web"), "/").await.unwrap().status,
+        200,
+        "the new address serves"
+    );
+    assert!(
+        connect_tcp(old_addr).await.is_err(),
+        "the old address is closed, not left without an acceptor"
+    );
     assert!(new.is_running());
 }
 
 #[tokio::test]
 async fn sigquit_without_a_new_process_waiting_is_ignored() {
     let b = Backend::http("a");
-    let yaml = config("grace_period: 0s, shutdown_timeout: 1s", "", &upstream("app", &[&b]), "  - { name: main, upstream: app }\n");
+    let yaml = config(
+        "grace_period: 0s, shutdown_timeout: 1s",
+        "",
+        &upstream("app", &[&b]),
+        "  - { name: main, upstream: app }\n",
+    );
     let mut gw = Gateway::start(&yaml).await;
     gw.signal(SIGQUIT);
-    assert!(gw.wait_for_stderr("SIGQUIT ignored", Duration::from_secs(10)).await, "{}", gw.stderr_text());
+    assert!(
+        gw.wait_for_stderr("SIGQUIT ignored", Duration::from_secs(10))
+            .await,
+        "{}",
+        gw.stderr_text()
+    );
     assert!(gw.is_running());
     assert_eq!(http_get(gw.listener("web"), "/").await.unwrap().status, 200);
     assert_eq!(gw.admin_get("/readyz").await.unwrap().status, 200);
@@ -915,9 +1399,16 @@ async fn sigusr1_reopens_the_access_log_file() {
 
     let old_lines = std::fs::read_to_string(&rotated).unwrap();
     let new_lines = std::fs::read_to_string(&log).unwrap();
-    assert!(old_lines.contains("/before-rotation") && !old_lines.contains("/after-rotation"), "{old_lines}");
-    assert!(new_lines.contains("/after-rotation") && !new_lines.contains("/before-rotation"), "{new_lines}");
-    let line: serde_json::Value = serde_json::from_str(new_lines.lines().next().unwrap()).expect("a JSON line");
+    assert!(
+        old_lines.contains("/before-rotation") && !old_lines.contains("/after-rotation"),
+        "{old_lines}"
+    );
+    assert!(
+        new_lines.contains("/after-rotation") && !new_lines.contains("/before-rotation"),
+        "{new_lines}"
+    );
+    let line: serde_json::Value =
+        serde_json::from_str(new_lines.lines().next().unwrap()).expect("a JSON line");
     assert_eq!(line["path"], "/after-rotation");
     assert_eq!(line["status"], 200);
     assert_eq!(line["route"], "main");
@@ -926,10 +1417,17 @@ async fn sigusr1_reopens_the_access_log_file() {
 async fn wait_for_file_line(path: &Path, needle: &str) {
     let deadline = Instant::now() + IO_TIMEOUT;
     loop {
-        if std::fs::read_to_string(path).unwrap_or_default().contains(needle) {
+        if std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .contains(needle)
+        {
             return;
         }
-        assert!(Instant::now() < deadline, "{} never got a line with {needle}", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} never got a line with {needle}",
+            path.display()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -958,12 +1456,16 @@ async fn clients_that_go_away_leave_no_error_in_the_log() {
     drop(s);
     // A whole request, gone before the (slow) answer.
     let mut s = connect_tcp(web).await.unwrap();
-    s.write_all(b"GET /sleep/300 HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /sleep/300 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     drop(s);
     // Gone in the middle of a large download.
     let mut s = connect_tcp(web).await.unwrap();
-    s.write_all(b"GET /bytes/50000000 HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /bytes/50000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(s);
     // A TCP connection to the TLS port that never says anything, and one that hangs up mid-handshake.
@@ -976,20 +1478,45 @@ async fn clients_that_go_away_leave_no_error_in_the_log() {
 
     let stderr = gw.stderr_text();
     let errors: Vec<&str> = stderr.lines().filter(|l| l.contains(" ERROR ")).collect();
-    assert!(errors.is_empty(), "error lines for clients that went away:\n{}", errors.join("\n"));
+    assert!(
+        errors.is_empty(),
+        "error lines for clients that went away:\n{}",
+        errors.join("\n")
+    );
 }
 
 #[tokio::test]
 async fn rust_log_sets_the_log_level() {
     let b = Backend::http("a");
-    let yaml = config("grace_period: 0s, shutdown_timeout: 1s", "", &upstream("app", &[&b]), "  - { name: main, upstream: app }\n");
+    let yaml = config(
+        "grace_period: 0s, shutdown_timeout: 1s",
+        "",
+        &upstream("app", &[&b]),
+        "  - { name: main, upstream: app }\n",
+    );
     let quiet = Gateway::start_with(&yaml.clone(), &[], &[("RUST_LOG", "warn")]).await;
-    assert_eq!(http_get(quiet.listener("web"), "/").await.unwrap().status, 200);
-    assert!(!quiet.stderr_text().contains(" INFO "), "{}", quiet.stderr_text());
+    assert_eq!(
+        http_get(quiet.listener("web"), "/").await.unwrap().status,
+        200
+    );
+    assert!(
+        !quiet.stderr_text().contains(" INFO "),
+        "{}",
+        quiet.stderr_text()
+    );
     drop(quiet);
-    let yaml = config("grace_period: 0s, shutdown_timeout: 1s", "", &upstream("app", &[&b]), "  - { name: main, upstream: app }\n");
+    let yaml = config(
+        "grace_period: 0s, shutdown_timeout: 1s",
+        "",
+        &upstream("app", &[&b]),
+        "  - { name: main, upstream: app }\n",
+    );
     let chatty = Gateway::start_with(&yaml, &[], &[("RUST_LOG", "info")]).await;
-    assert!(chatty.stderr_text().contains(" INFO "), "{}", chatty.stderr_text());
+    assert!(
+        chatty.stderr_text().contains(" INFO "),
+        "{}",
+        chatty.stderr_text()
+    );
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1001,7 +1528,10 @@ struct DaemonGuard(std::path::PathBuf);
 impl Drop for DaemonGuard {
     fn drop(&mut self) {
         if let Ok(pid) = std::fs::read_to_string(&self.0) {
-            let _ = Command::new("kill").args(["-9", pid.trim()]).stderr(Stdio::null()).status();
+            let _ = Command::new("kill")
+                .args(["-9", pid.trim()])
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }
@@ -1033,7 +1563,11 @@ async fn the_daemon_serves_writes_its_access_log_and_stops_on_sigterm() {
     assert!(status.success(), "the foreground part of -d exits 0");
     let parsed: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
     let admin: SocketAddr = parsed["admin"]["listen"].as_str().unwrap().parse().unwrap();
-    let web: SocketAddr = parsed["listeners"][0]["listen"].as_str().unwrap().parse().unwrap();
+    let web: SocketAddr = parsed["listeners"][0]["listen"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if matches!(http_get(admin, "/readyz").await, Ok(r) if r.status == 200) {
@@ -1047,7 +1581,10 @@ async fn the_daemon_serves_writes_its_access_log_and_stops_on_sigterm() {
 
     // The upgrade as the systemd unit in docs/operations.md does it: `-d -u` in the
     // background, SIGQUIT to the old daemon, then wait for the new one's foreground part.
-    let old_pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
+    let old_pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_string();
     let load = Load::start(web, "/daemon-upgrade", &[Client::Fresh, Client::KeepAlive]);
     let mut upgrade = Command::new(PORTICO_BIN)
         .arg("-c")
@@ -1059,7 +1596,11 @@ async fn the_daemon_serves_writes_its_access_log_and_stops_on_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    assert!(Command::new("kill").args(["-QUIT", &old_pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-QUIT", &old_pid])
+        .status()
+        .unwrap()
+        .success());
     let deadline = Instant::now() + Duration::from_secs(15);
     let status = loop {
         if let Some(status) = upgrade.try_wait().unwrap() {
@@ -1074,19 +1615,38 @@ async fn the_daemon_serves_writes_its_access_log_and_stops_on_sigterm() {
     let counts = load.finish().await;
     counts.report("daemon upgrade (-d -u)");
     assert!(counts.failures.is_empty(), "{:?}", counts.failures);
-    let new_pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
+    let new_pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_string();
     assert_ne!(new_pid, old_pid, "the pid file names the new daemon");
-    assert_eq!(http_get(web, "/from-the-new-daemon").await.unwrap().status, 200);
+    assert_eq!(
+        http_get(web, "/from-the-new-daemon").await.unwrap().status,
+        200
+    );
     wait_for_file_line(&dir.join("access.log"), "/from-the-new-daemon").await;
 
-    assert!(Command::new("kill").args(["-TERM", &new_pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &new_pid])
+        .status()
+        .unwrap()
+        .success());
     wait_until_gone(&new_pid).await;
-    assert!(!pid_file.exists(), "the pid file is removed on a graceful exit");
+    assert!(
+        !pid_file.exists(),
+        "the pid file is removed on a graceful exit"
+    );
 }
 
 async fn wait_until_gone(pid: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
-    while Command::new("kill").args(["-0", pid]).stderr(Stdio::null()).status().unwrap().success() {
+    while Command::new("kill")
+        .args(["-0", pid])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+    {
         assert!(Instant::now() < deadline, "process {pid} did not stop");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -1097,29 +1657,48 @@ async fn wait_until_gone(pid: &str) {
 
 /// The fenced block of `docs/operations.md` whose first line is `first_line`.
 fn guide_block(first_line: &str) -> String {
-    let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md")).unwrap();
-    let start = guide.find(&format!("```yaml\n{first_line}\n")).unwrap_or_else(|| panic!("no yaml block starting with {first_line}"));
+    let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
+        .unwrap();
+    let start = guide
+        .find(&format!("```yaml\n{first_line}\n"))
+        .unwrap_or_else(|| panic!("no yaml block starting with {first_line}"));
     let body = &guide[start + "```yaml\n".len()..];
     body[..body.find("```").unwrap()].to_string()
 }
 
 #[test]
 fn the_scrape_config_and_alert_rules_in_the_guide_pass_promtool() {
-    if Command::new("promtool").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+    if Command::new("promtool")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_err()
+    {
         eprintln!("\n!!!!!!!! promtool is NOT installed: the guide's Prometheus blocks were NOT checked !!!!!!!!\n");
         return;
     }
     let dir = TestDir::new();
     dir.write("portico-alerts.yml", guide_block("# portico-alerts.yml"));
     let config = dir.write("prometheus.yml", guide_block("# prometheus.yml"));
-    let out = Command::new("promtool").arg("check").arg("config").arg(&config).output().unwrap();
+    let out = Command::new("promtool")
+        .arg("check")
+        .arg("config")
+        .arg(&config)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "promtool check config:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = Command::new("promtool").arg("check").arg("rules").arg(dir.join("portico-alerts.yml")).output().unwrap();
+    let out = Command::new("promtool")
+        .arg("check")
+        .arg("rules")
+        .arg(dir.join("portico-alerts.yml"))
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "promtool check rules:\n{}{}",
@@ -1128,8 +1707,14 @@ fn the_scrape_config_and_alert_rules_in_the_guide_pass_promtool() {
     );
     // Every metric an alert uses is one Portico exports.
     let rules = guide_block("# portico-alerts.yml");
-    for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("portico_")) {
+    for word in rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("portico_"))
+    {
         let base = word.trim_end_matches("_bucket");
-        assert!(SPEC_METRICS.contains(&base), "the alert rules use {word}, which Portico does not export");
+        assert!(
+            SPEC_METRICS.contains(&base),
+            "the alert rules use {word}, which Portico does not export"
+        );
     }
 }

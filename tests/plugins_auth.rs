@@ -41,23 +41,38 @@ routes:
 
     let r = get(&gw, "/office", &from("10.1.2.3")).await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.json()["headers"]["x-real-ip"], "10.1.2.3", "the backend sees the resolved client");
+    assert_eq!(
+        r.json()["headers"]["x-real-ip"],
+        "10.1.2.3",
+        "the backend sees the resolved client"
+    );
 
     // Inside allow, but denied: deny wins.
     let r = get(&gw, "/office", &from("10.6.6.9")).await;
     assert_eq!(r.status, 403);
     assert_eq!(r.text(), "Forbidden\n");
-    assert!(r.header("x-request-id").is_some(), "a plugin's answer carries the request id");
+    assert!(
+        r.header("x-request-id").is_some(),
+        "a plugin's answer carries the request id"
+    );
     // Outside a non-empty allow list, including the proxy itself.
     assert_eq!(get(&gw, "/office", &from("192.168.1.1")).await.status, 403);
-    assert_eq!(get(&gw, "/office", &[]).await.status, 403, "127.0.0.1 is not in allow");
+    assert_eq!(
+        get(&gw, "/office", &[]).await.status,
+        403,
+        "127.0.0.1 is not in allow"
+    );
 
     // Deny only: everyone else is admitted.
     assert_eq!(get(&gw, "/open", &from("192.0.2.7")).await.status, 403);
     assert_eq!(get(&gw, "/open", &from("192.0.2.8")).await.status, 200);
     assert_eq!(get(&gw, "/open", &[]).await.status, 200);
 
-    assert_eq!(b.seen_paths(), ["/office", "/open", "/open"], "refused requests never reach the backend");
+    assert_eq!(
+        b.seen_paths(),
+        ["/office", "/open", "/open"],
+        "refused requests never reach the backend"
+    );
 }
 
 #[tokio::test]
@@ -91,7 +106,10 @@ routes:
 // basic_auth
 
 fn basic(user: &str, password: &str) -> String {
-    format!("Basic {}", openssl::base64::encode_block(format!("{user}:{password}").as_bytes()))
+    format!(
+        "Basic {}",
+        openssl::base64::encode_block(format!("{user}:{password}").as_bytes())
+    )
 }
 
 #[tokio::test]
@@ -117,7 +135,11 @@ routes:
     let good = basic("alice", "correct horse");
     let r = get(&gw, "/", &[("authorization", &good)]).await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.json()["headers"]["authorization"], good.as_str(), "passed on unchanged");
+    assert_eq!(
+        r.json()["headers"]["authorization"],
+        good.as_str(),
+        "passed on unchanged"
+    );
     // Again: answered from the plugin's memory of verified credentials, same outcome.
     assert_eq!(get(&gw, "/", &[("authorization", &good)]).await.status, 200);
 
@@ -130,7 +152,11 @@ routes:
         let headers: Vec<(&str, &str)> = refused.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let r = get(&gw, "/", &headers).await;
         assert_eq!(r.status, 401, "{refused:?}");
-        assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"staff area\""), "{refused:?}");
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some("Basic realm=\"staff area\""),
+            "{refused:?}"
+        );
         assert_eq!(r.text(), "Unauthorized\n");
     }
     assert_eq!(b.hits(), 2);
@@ -161,11 +187,18 @@ routes:
     assert_eq!(r.status, 200);
     let seen = r.json();
     assert_eq!(seen["path"], "/by-header");
-    assert!(seen["headers"].get("x-api-key").is_none(), "the key header is stripped: {seen}");
+    assert!(
+        seen["headers"].get("x-api-key").is_none(),
+        "the key header is stripped: {seen}"
+    );
 
     let r = get(&gw, &format!("/by-query?x=1&api_key={KEY}&y=2"), &[]).await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.json()["path"], "/by-query?x=1&y=2", "only the key parameter is removed");
+    assert_eq!(
+        r.json()["path"],
+        "/by-query?x=1&y=2",
+        "only the key parameter is removed"
+    );
     let r = get(&gw, &format!("/only-key?api_key={KEY}"), &[]).await;
     assert_eq!(r.json()["path"], "/only-key");
 
@@ -192,8 +225,14 @@ routes:
     };
     assert_eq!(text.lines().count(), 6, "{text}");
     assert!(!text.contains(KEY), "the key is in the access log:\n{text}");
-    assert!(!text.contains("not-the-key"), "a wrong key is in the access log:\n{text}");
-    assert!(!gw.stderr_text().contains(KEY), "the key is in the gateway's log");
+    assert!(
+        !text.contains("not-the-key"),
+        "a wrong key is in the access log:\n{text}"
+    );
+    assert!(
+        !gw.stderr_text().contains(KEY),
+        "the key is in the gateway's log"
+    );
 }
 
 #[tokio::test]
@@ -219,9 +258,20 @@ routes:
     assert_eq!(r.status, 502);
     // The error line names the request by path (never its query string, which may carry
     // other secrets too).
-    assert!(gw.wait_for_stderr("GET /fails", IO_TIMEOUT).await, "the failure is logged with the request: {}", gw.stderr_text());
-    assert!(!gw.stderr_text().contains("page=2"), "the query string is in the error log");
-    assert!(!gw.stderr_text().contains(KEY), "the key is in the error log:\n{}", gw.stderr_text());
+    assert!(
+        gw.wait_for_stderr("GET /fails", IO_TIMEOUT).await,
+        "the failure is logged with the request: {}",
+        gw.stderr_text()
+    );
+    assert!(
+        !gw.stderr_text().contains("page=2"),
+        "the query string is in the error log"
+    );
+    assert!(
+        !gw.stderr_text().contains(KEY),
+        "the key is in the error log:\n{}",
+        gw.stderr_text()
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -230,7 +280,10 @@ routes:
 const JWT_SECRET: &str = "an-hs256-secret-of-at-least-32-bytes!";
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 fn sign(alg: Algorithm, key: &EncodingKey, claims: &Value) -> String {
@@ -238,7 +291,11 @@ fn sign(alg: Algorithm, key: &EncodingKey, claims: &Value) -> String {
 }
 
 fn hs256(secret: &str, claims: Value) -> String {
-    sign(Algorithm::HS256, &EncodingKey::from_secret(secret.as_bytes()), &claims)
+    sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(secret.as_bytes()),
+        &claims,
+    )
 }
 
 fn bearer(token: &str) -> String {
@@ -270,7 +327,12 @@ routes:
     let token = hs256(JWT_SECRET, valid.clone());
     let auth = bearer(&token);
     // A client-sent copy of a forwarded claim header is replaced, never passed on.
-    let r = get(&gw, "/", &[("authorization", &auth), ("x-user-id", "mallory")]).await;
+    let r = get(
+        &gw,
+        "/",
+        &[("authorization", &auth), ("x-user-id", "mallory")],
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let h = &r.json()["headers"];
     assert_eq!(h["x-user-id"], "alice");
@@ -279,24 +341,56 @@ routes:
 
     // A valid token without the `admin` claim: the header is not sent at all, and the
     // client's own copy is still removed.
-    let no_admin = hs256(JWT_SECRET, json!({ "sub": "bob", "iss": "auth.test", "aud": "api", "exp": now() + 300 }));
-    let r = get(&gw, "/", &[("authorization", &bearer(&no_admin)), ("x-admin", "true")]).await;
+    let no_admin = hs256(
+        JWT_SECRET,
+        json!({ "sub": "bob", "iss": "auth.test", "aud": "api", "exp": now() + 300 }),
+    );
+    let r = get(
+        &gw,
+        "/",
+        &[("authorization", &bearer(&no_admin)), ("x-admin", "true")],
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["headers"]["x-user-id"], "bob");
     assert!(r.json()["headers"].get("x-admin").is_none());
 
     let with = |patch: Value| {
         let mut claims = valid.clone();
-        claims.as_object_mut().unwrap().extend(patch.as_object().unwrap().clone());
+        claims
+            .as_object_mut()
+            .unwrap()
+            .extend(patch.as_object().unwrap().clone());
         claims
     };
     let refused = [
-        ("expired", hs256(JWT_SECRET, with(json!({ "exp": now() - 3600 })))),
-        ("not yet valid", hs256(JWT_SECRET, with(json!({ "nbf": now() + 3600 })))),
-        ("wrong issuer", hs256(JWT_SECRET, with(json!({ "iss": "evil.test" })))),
-        ("wrong audience", hs256(JWT_SECRET, with(json!({ "aud": "billing" })))),
-        ("no exp", hs256(JWT_SECRET, json!({ "sub": "alice", "iss": "auth.test", "aud": "api" }))),
-        ("bad signature", hs256("another-secret-another-secret-another", valid.clone())),
+        (
+            "expired",
+            hs256(JWT_SECRET, with(json!({ "exp": now() - 3600 }))),
+        ),
+        (
+            "not yet valid",
+            hs256(JWT_SECRET, with(json!({ "nbf": now() + 3600 }))),
+        ),
+        (
+            "wrong issuer",
+            hs256(JWT_SECRET, with(json!({ "iss": "evil.test" }))),
+        ),
+        (
+            "wrong audience",
+            hs256(JWT_SECRET, with(json!({ "aud": "billing" }))),
+        ),
+        (
+            "no exp",
+            hs256(
+                JWT_SECRET,
+                json!({ "sub": "alice", "iss": "auth.test", "aud": "api" }),
+            ),
+        ),
+        (
+            "bad signature",
+            hs256("another-secret-another-secret-another", valid.clone()),
+        ),
         ("tampered", {
             let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
             let forged = hs256("x", with(json!({ "sub": "root" })));
@@ -308,7 +402,11 @@ routes:
     for (why, token) in &refused {
         let r = get(&gw, "/", &[("authorization", &bearer(token))]).await;
         assert_eq!(r.status, 401, "{why}");
-        assert_eq!(r.header("www-authenticate"), Some("Bearer error=\"invalid_token\""), "{why}");
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some("Bearer error=\"invalid_token\""),
+            "{why}"
+        );
         assert_eq!(r.text(), "Unauthorized: invalid token\n", "{why}");
     }
     // No token at all.
@@ -333,7 +431,8 @@ async fn jwt_rs256_and_es256_verify_with_public_key_files() {
     let p256 = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
     let ec = PKey::from_ec_key(EcKey::generate(&p256).unwrap()).unwrap();
     let rsa_key = EncodingKey::from_rsa_pem(&rsa.private_key_to_pem_pkcs8().unwrap()).unwrap();
-    let other_rsa_key = EncodingKey::from_rsa_pem(&other_rsa.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    let other_rsa_key =
+        EncodingKey::from_rsa_pem(&other_rsa.private_key_to_pem_pkcs8().unwrap()).unwrap();
     let ec_key = EncodingKey::from_ec_pem(&ec.private_key_to_pem_pkcs8().unwrap()).unwrap();
 
     // The public keys sit next to the config and are named by relative path.
@@ -372,12 +471,40 @@ routes:
     assert_eq!(r.json()["headers"]["x-user-id"], "ec-user");
 
     let refused = [
-        ("/rs", "signed by another RSA key", sign(Algorithm::RS256, &other_rsa_key, &claims("x"))),
-        ("/rs", "an ES256 token where RS256 is configured", es.clone()),
-        ("/es", "an RS256 token where ES256 is configured", rs.clone()),
+        (
+            "/rs",
+            "signed by another RSA key",
+            sign(Algorithm::RS256, &other_rsa_key, &claims("x")),
+        ),
+        (
+            "/rs",
+            "an ES256 token where RS256 is configured",
+            es.clone(),
+        ),
+        (
+            "/es",
+            "an RS256 token where ES256 is configured",
+            rs.clone(),
+        ),
         // The classic confusion: HS256 with the public key as the shared secret.
-        ("/rs", "HS256 signed with the public key", sign(Algorithm::HS256, &EncodingKey::from_secret(&rsa_pem), &claims("x"))),
-        ("/rs", "expired", sign(Algorithm::RS256, &rsa_key, &json!({ "sub": "x", "exp": now() - 3600 }))),
+        (
+            "/rs",
+            "HS256 signed with the public key",
+            sign(
+                Algorithm::HS256,
+                &EncodingKey::from_secret(&rsa_pem),
+                &claims("x"),
+            ),
+        ),
+        (
+            "/rs",
+            "expired",
+            sign(
+                Algorithm::RS256,
+                &rsa_key,
+                &json!({ "sub": "x", "exp": now() - 3600 }),
+            ),
+        ),
     ];
     for (path, why, token) in &refused {
         let r = get(&gw, path, &[("authorization", &bearer(token))]).await;

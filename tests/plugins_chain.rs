@@ -36,7 +36,10 @@ routes:
     let h = &r.json()["headers"];
     // The route's plugin ran last, so its `set` is what the upstream got.
     assert_eq!(h["x-order"], "route");
-    assert_eq!(h["x-trail"], "global-1, global-2, route", "config order, global first");
+    assert_eq!(
+        h["x-trail"], "global-1, global-2, route",
+        "config order, global first"
+    );
     // The same order on the response.
     assert_eq!(r.header("x-resp"), Some("route"));
     assert_eq!(r.header_all("x-resp-trail"), ["global", "route"]);
@@ -58,7 +61,12 @@ routes:
     );
     let gw = Gateway::start(&yaml).await;
     let r = get(&gw, "/", &[]).await;
-    assert_eq!(r.status, 401, "the global key_auth answered first: {}", r.text());
+    assert_eq!(
+        r.status,
+        401,
+        "the global key_auth answered first: {}",
+        r.text()
+    );
     let r = get(&gw, "/", &[("x-api-key", "gl0bal")]).await;
     assert_eq!((r.status, r.text().as_str()), (200, "from the route\n"));
     // The global chain runs on requests no route matches too, before the 404.
@@ -99,7 +107,10 @@ routes:
     for _ in 0..5 {
         let r = get(&gw, "/", &[]).await;
         assert_eq!(r.status, 401);
-        assert!(r.header("ratelimit-limit").is_none(), "rate_limit ran after a refusal");
+        assert!(
+            r.header("ratelimit-limit").is_none(),
+            "rate_limit ran after a refusal"
+        );
     }
     assert_eq!(b.hits(), 0);
 
@@ -139,48 +150,91 @@ routes:
     for _ in 0..3 {
         assert_eq!(get(&gw, "/locked", &[]).await.status, 401);
     }
-    assert_eq!(get(&gw, "/locked", &[("x-api-key", "k3y")]).await.status, 200);
+    assert_eq!(
+        get(&gw, "/locked", &[("x-api-key", "k3y")]).await.status,
+        200
+    );
     for _ in 0..2 {
         assert_eq!(get(&gw, "/moved/x", &[]).await.status, 301);
     }
-    assert_eq!(get(&gw, "/open", &[("x-forwarded-for", "203.0.113.5")]).await.status, 403);
-    assert_eq!(get(&gw, "/nowhere", &[("x-forwarded-for", "203.0.113.5")]).await.status, 403);
+    assert_eq!(
+        get(&gw, "/open", &[("x-forwarded-for", "203.0.113.5")])
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        get(&gw, "/nowhere", &[("x-forwarded-for", "203.0.113.5")])
+            .await
+            .status,
+        403
+    );
     assert_eq!(get(&gw, "/open", &[]).await.status, 200);
 
     let text = metrics(&gw).await;
-    let count = |plugin: &str, route: &str| sample(&text, "portico_plugin_rejections_total", &[("plugin", plugin), ("route", route)]);
+    let count = |plugin: &str, route: &str| {
+        sample(
+            &text,
+            "portico_plugin_rejections_total",
+            &[("plugin", plugin), ("route", route)],
+        )
+    };
     assert_eq!(count("key_auth", "locked"), Some(3.0), "{text}");
     assert_eq!(count("redirect", "moved"), Some(2.0));
     assert_eq!(count("ip_filter", "open"), Some(1.0));
-    assert_eq!(count("ip_filter", "unmatched"), Some(1.0), "a global plugin's answer to an unrouted request");
-    assert_eq!(count("key_auth", "open"), None, "requests the plugins let through are not counted");
-    assert!(text.contains("# TYPE portico_plugin_rejections_total counter"), "{text}");
+    assert_eq!(
+        count("ip_filter", "unmatched"),
+        Some(1.0),
+        "a global plugin's answer to an unrouted request"
+    );
+    assert_eq!(
+        count("key_auth", "open"),
+        None,
+        "requests the plugins let through are not counted"
+    );
+    assert!(
+        text.contains("# TYPE portico_plugin_rejections_total counter"),
+        "{text}"
+    );
 }
 
 /// Validates a config whose only route (`api`) has `plugin` as its first plugin; returns
 /// the error line for it, after checking that `portico -t` refused the config.
 async fn refused(plugin: &str) -> String {
-    let yaml = config(&[], &format!("routes:\n  - name: api\n    plugins:\n      - {plugin}\n      - respond: {{}}\n"));
+    let yaml = config(
+        &[],
+        &format!("routes:\n  - name: api\n    plugins:\n      - {plugin}\n      - respond: {{}}\n"),
+    );
     let (code, stderr) = validate_config(&yaml).await;
     assert_eq!(code, 1, "portico -t accepted `{plugin}`:\n{stderr}");
     let name = plugin.split(':').next().unwrap();
     let prefix = format!("routes[0].plugins[0].{name}: route \"api\", plugin {name}: ");
     let line = stderr.lines().find(|l| l.starts_with(&prefix));
-    line.unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{stderr}")).to_string()
+    line.unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{stderr}"))
+        .to_string()
 }
 
 #[tokio::test]
 async fn bad_plugin_configs_are_refused_naming_the_route_and_the_plugin() {
     let line = refused("rate_limit: { per_second: 0 }").await;
     assert!(line.contains("per_second: must be at least 1"), "{line}");
-    assert!(line.ends_with("(line 8)"), "the line of the plugin in the file: {line}");
+    assert!(
+        line.ends_with("(line 8)"),
+        "the line of the plugin in the file: {line}"
+    );
 
     let line = refused("ip_filter: { allow: [10.0.0.0/8], deny: [10.0.0.0/33] }").await;
-    assert!(line.contains("deny[0]") && line.contains("10.0.0.0/33"), "{line}");
+    assert!(
+        line.contains("deny[0]") && line.contains("10.0.0.0/33"),
+        "{line}"
+    );
 
     let line = refused("basic_auth: { users: { alice: hunter2 } }").await;
     assert!(line.contains("users.alice: not a bcrypt hash"), "{line}");
-    assert!(!line.contains("hunter2"), "the plain-text password is echoed: {line}");
+    assert!(
+        !line.contains("hunter2"),
+        "the plain-text password is echoed: {line}"
+    );
 
     let line = refused("respond: { status: 204, body: gone }").await;
     assert!(line.contains("body: a 204 answer has no body"), "{line}");
@@ -196,7 +250,10 @@ async fn bad_plugin_configs_are_refused_naming_the_route_and_the_plugin() {
     let line = refused("rewrite: { regex: \"^/(.*)$\", replace: \"/$2\" }").await;
     assert!(line.contains("replace: $2 refers to no group"), "{line}");
     let line = refused("redirect: { url: \"https://x.test\", status: 200 }").await;
-    assert!(line.contains("status: 200 is not a redirect status"), "{line}");
+    assert!(
+        line.contains("status: 200 is not a redirect status"),
+        "{line}"
+    );
     let line = refused("cors: { allow_origins: [\"https://a.test/\"] }").await;
     assert!(line.contains("allow_origins:"), "{line}");
     let line = refused("compression: { algorithms: [deflate] }").await;
@@ -206,7 +263,10 @@ async fn bad_plugin_configs_are_refused_naming_the_route_and_the_plugin() {
     let line = refused("access_log: { path: /nonexistent-dir/access.log }").await;
     assert!(line.contains("path: cannot open"), "{line}");
     let line = refused("no_such_plugin: {}").await;
-    assert!(line.contains("unknown plugin \"no_such_plugin\"") && line.contains("rate_limit"), "names the known ones: {line}");
+    assert!(
+        line.contains("unknown plugin \"no_such_plugin\"") && line.contains("rate_limit"),
+        "names the known ones: {line}"
+    );
 }
 
 #[tokio::test]
@@ -215,7 +275,9 @@ async fn a_bad_global_plugin_and_a_missing_secret_are_refused_too() {
     let (code, stderr) = validate_config(&yaml).await;
     assert_eq!(code, 1);
     assert!(
-        stderr.lines().any(|l| l.starts_with("plugins[0].cors: global plugin cors: allow_methods:")),
+        stderr
+            .lines()
+            .any(|l| l.starts_with("plugins[0].cors: global plugin cors: allow_methods:")),
         "{stderr}"
     );
 

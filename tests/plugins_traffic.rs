@@ -16,11 +16,19 @@ use std::time::{Duration, Instant};
 
 /// Sends `GET path` with `headers` on one connection until a 429 or `max` requests; returns
 /// the answers.
-async fn until_refused(gw: &Gateway, path: &str, headers: &[(&str, &str)], max: usize) -> Vec<Response> {
+async fn until_refused(
+    gw: &Gateway,
+    path: &str,
+    headers: &[(&str, &str)],
+    max: usize,
+) -> Vec<Response> {
     let mut conn = HttpConn::plain(gw.listener("web")).await.unwrap();
     let mut answers = Vec::new();
     for _ in 0..max {
-        let r = conn.request("GET", path, headers, Body::empty()).await.unwrap();
+        let r = conn
+            .request("GET", path, headers, Body::empty())
+            .await
+            .unwrap();
         let refused = r.status == 429;
         answers.push(r);
         if refused {
@@ -54,22 +62,42 @@ routes:
     let answers = until_refused(&gw, "/", &[], 30).await;
     let elapsed = started.elapsed();
     let (refusal, allowed) = answers.split_last().unwrap();
-    assert_eq!(refusal.status, 429, "never refused in {} requests", answers.len());
+    assert_eq!(
+        refusal.status,
+        429,
+        "never refused in {} requests",
+        answers.len()
+    );
     // A bucket of per_second + burst = 5, plus what came back while the test ran.
-    assert!(allowed.len() >= 5 && allowed.len() <= 5 + refilled(1, elapsed), "{} allowed in {elapsed:?}", allowed.len());
+    assert!(
+        allowed.len() >= 5 && allowed.len() <= 5 + refilled(1, elapsed),
+        "{} allowed in {elapsed:?}",
+        allowed.len()
+    );
     for r in allowed {
         assert_eq!(r.status, 200);
         assert_eq!(r.header("ratelimit-limit"), Some("5"));
     }
     // A fresh bucket: the first request leaves 4.
     assert_eq!(allowed[0].header("ratelimit-remaining"), Some("4"));
-    assert_eq!(allowed.last().unwrap().header("ratelimit-remaining"), Some("0"));
+    assert_eq!(
+        allowed.last().unwrap().header("ratelimit-remaining"),
+        Some("0")
+    );
 
-    assert_eq!(refusal.header("retry-after"), Some("1"), "one token at 1/s comes within a second");
+    assert_eq!(
+        refusal.header("retry-after"),
+        Some("1"),
+        "one token at 1/s comes within a second"
+    );
     assert_eq!(refusal.header("ratelimit-limit"), Some("5"));
     assert_eq!(refusal.header("ratelimit-remaining"), Some("0"));
     assert_eq!(refusal.text(), "Too Many Requests\n");
-    assert_eq!(b.hits() as usize, allowed.len(), "a refused request never reaches the backend");
+    assert_eq!(
+        b.hits() as usize,
+        allowed.len(),
+        "a refused request never reaches the backend"
+    );
 
     // Retry-After is honest: after it, a request goes through again.
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -96,7 +124,10 @@ routes:
     let elapsed = started.elapsed();
     assert_eq!(a.last().unwrap().status, 429);
     let a_allowed = a.len() - 1;
-    assert!(a_allowed >= 2 && a_allowed <= 2 + refilled(1, elapsed), "{a_allowed} allowed in {elapsed:?}");
+    assert!(
+        a_allowed >= 2 && a_allowed <= 2 + refilled(1, elapsed),
+        "{a_allowed} allowed in {elapsed:?}"
+    );
 
     // Client b has a bucket of its own, still full; so do requests without the header
     // (keyed on their address instead, apart from any header value).
@@ -135,7 +166,10 @@ routes:
         }
         allowed += 1;
     }
-    assert!(allowed >= 2 && allowed <= 2 + refilled(1, started.elapsed()), "{allowed}");
+    assert!(
+        allowed >= 2 && allowed <= 2 + refilled(1, started.elapsed()),
+        "{allowed}"
+    );
     // The other route's bucket is untouched.
     let r = get(&gw, "/two", &[]).await;
     assert_eq!(r.status, 200);
@@ -174,12 +208,27 @@ routes:
     let refused: Vec<_> = answers.iter().filter(|(_, r)| r.status == 429).collect();
     assert_eq!(allowed.len() + refused.len(), 12);
     // Each alone would allow 5 of its 6 (10 in all); together they hold the one limit of 5.
-    assert!(allowed.len() >= 5 && allowed.len() <= 5 + refilled(1, elapsed), "{} allowed in {elapsed:?}", allowed.len());
-    assert!(refused.iter().any(|(g, _)| *g == 1) && refused.iter().any(|(g, _)| *g == 2), "both gateways refuse");
+    assert!(
+        allowed.len() >= 5 && allowed.len() <= 5 + refilled(1, elapsed),
+        "{} allowed in {elapsed:?}",
+        allowed.len()
+    );
+    assert!(
+        refused.iter().any(|(g, _)| *g == 1) && refused.iter().any(|(g, _)| *g == 2),
+        "both gateways refuse"
+    );
     // The second request, on the other gateway, already sees the first one's token gone.
     assert_eq!(answers[0].1.header("ratelimit-remaining"), Some("4"));
-    let second: u64 = answers[1].1.header("ratelimit-remaining").unwrap().parse().unwrap();
-    assert!(second <= 3, "gateway 2 did not see gateway 1's request: {second} left");
+    let second: u64 = answers[1]
+        .1
+        .header("ratelimit-remaining")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        second <= 3,
+        "gateway 2 did not see gateway 1's request: {second} left"
+    );
     let r = &refused[0].1;
     assert_eq!(r.header("ratelimit-limit"), Some("5"));
     assert_eq!(r.header("ratelimit-remaining"), Some("0"));
@@ -232,14 +281,20 @@ routes:
     let r = get(&gw, "/allow", &[]).await;
     let waited = started.elapsed();
     assert_eq!(r.status, 200, "on_error: allow lets the request through");
-    assert!(r.header("ratelimit-limit").is_none(), "an unchecked request carries no limit headers");
+    assert!(
+        r.header("ratelimit-limit").is_none(),
+        "an unchecked request carries no limit headers"
+    );
     assert!(waited < timeout + slack, "answered after {waited:?}");
     let started = Instant::now();
     let r = get(&gw, "/deny", &[]).await;
     let waited = started.elapsed();
     assert_eq!(r.status, 429, "on_error: deny refuses");
     assert_eq!(r.header("retry-after"), Some("1"));
-    assert!(waited >= timeout - Duration::from_millis(50), "refused after {waited:?}, before the timeout");
+    assert!(
+        waited >= timeout - Duration::from_millis(50),
+        "refused after {waited:?}, before the timeout"
+    );
     assert!(waited < timeout + slack, "answered after {waited:?}");
 
     // Redis gone altogether: the same answers, without waiting for the timeout.
@@ -248,9 +303,16 @@ routes:
         let started = Instant::now();
         assert_eq!(get(&gw, "/allow", &[]).await.status, 200);
         assert_eq!(get(&gw, "/deny", &[]).await.status, 429);
-        assert!(started.elapsed() < 2 * timeout + slack, "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < 2 * timeout + slack,
+            "{:?}",
+            started.elapsed()
+        );
     }
-    assert!(gw.stderr_text().contains("rate_limit: redis at"), "the outage is logged");
+    assert!(
+        gw.stderr_text().contains("rate_limit: redis at"),
+        "the outage is logged"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -280,16 +342,26 @@ routes:
 
     let r = get(&gw, "/old/a/b?x=1&y=2", &[]).await;
     assert_eq!(r.status, 301, "the default status");
-    assert_eq!(r.header("location"), Some("https://new.example.test/old/a/b?x=1&y=2"));
+    assert_eq!(
+        r.header("location"),
+        Some("https://new.example.test/old/a/b?x=1&y=2")
+    );
     assert!(r.body.is_empty());
     assert!(r.header("x-request-id").is_some());
 
     let r = send(&gw, "POST", "/promo/summer?utm=1", &[]).await;
     assert_eq!(r.status, 302);
-    assert_eq!(r.header("location"), Some("https://shop.example.test/landing?from=promo"));
+    assert_eq!(
+        r.header("location"),
+        Some("https://shop.example.test/landing?from=promo")
+    );
 
     assert_eq!(b.hits(), 0);
-    assert_eq!(get(&gw, "/elsewhere", &[]).await.status, 200, "other routes are proxied");
+    assert_eq!(
+        get(&gw, "/elsewhere", &[]).await.status,
+        200,
+        "other routes are proxied"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -367,12 +439,27 @@ routes:
     let evil = ("origin", "https://evil.example.test");
 
     // Preflight from an allowed origin: answered here, 204.
-    let preflight = [("access-control-request-method", "POST"), ("access-control-request-headers", "content-type")];
-    let r = send(&gw, "OPTIONS", "/api/items", &[app, preflight[0], preflight[1]]).await;
+    let preflight = [
+        ("access-control-request-method", "POST"),
+        ("access-control-request-headers", "content-type"),
+    ];
+    let r = send(
+        &gw,
+        "OPTIONS",
+        "/api/items",
+        &[app, preflight[0], preflight[1]],
+    )
+    .await;
     assert_eq!(r.status, 204);
-    assert_eq!(r.header("access-control-allow-origin"), Some("https://app.example.test"));
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.test")
+    );
     assert_eq!(r.header("access-control-allow-methods"), Some("GET, POST"));
-    assert_eq!(r.header("access-control-allow-headers"), Some("Authorization, Content-Type"));
+    assert_eq!(
+        r.header("access-control-allow-headers"),
+        Some("Authorization, Content-Type")
+    );
     assert_eq!(r.header("access-control-max-age"), Some("600"));
     assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
     assert_eq!(r.header("vary"), Some("Origin"));
@@ -387,7 +474,10 @@ routes:
     .await;
     let raw = String::from_utf8_lossy(&raw).to_ascii_lowercase();
     assert!(raw.starts_with("http/1.1 204"), "{raw}");
-    assert!(!raw.contains("content-length") && !raw.contains("transfer-encoding"), "{raw}");
+    assert!(
+        !raw.contains("content-length") && !raw.contains("transfer-encoding"),
+        "{raw}"
+    );
     assert!(raw.ends_with("\r\n\r\n"), "{raw}");
 
     // Preflight from another origin: 403, no CORS headers.
@@ -401,7 +491,10 @@ routes:
     let r = get(&gw, "/api/items", &[app]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["path"], "/api/items");
-    assert_eq!(r.header("access-control-allow-origin"), Some("https://app.example.test"));
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.test")
+    );
     assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
     assert_eq!(r.header("access-control-expose-headers"), Some("X-Backend"));
     assert!(r.header_all("vary").iter().any(|v| v.contains("Origin")));
@@ -411,15 +504,27 @@ routes:
     assert!(r.header("access-control-allow-origin").is_none());
     assert!(r.header("access-control-allow-credentials").is_none());
     // An OPTIONS that is not a preflight (no Access-Control-Request-Method) is proxied.
-    assert_eq!(send(&gw, "OPTIONS", "/api/items", &[app]).await.json()["method"], "OPTIONS");
+    assert_eq!(
+        send(&gw, "OPTIONS", "/api/items", &[app]).await.json()["method"],
+        "OPTIONS"
+    );
     assert_eq!(b.hits(), 3);
 
     // The defaults: any origin, answered with `*`.
     let r = get(&gw, "/public/x", &[evil]).await;
     assert_eq!(r.header("access-control-allow-origin"), Some("*"));
     assert!(r.header("access-control-allow-credentials").is_none());
-    let r = send(&gw, "OPTIONS", "/public/x", &[evil, ("access-control-request-method", "PUT")]).await;
+    let r = send(
+        &gw,
+        "OPTIONS",
+        "/public/x",
+        &[evil, ("access-control-request-method", "PUT")],
+    )
+    .await;
     assert_eq!(r.status, 204);
     assert_eq!(r.header("access-control-allow-origin"), Some("*"));
-    assert_eq!(r.header("access-control-allow-methods"), Some("GET, HEAD, POST, PUT, PATCH, DELETE"));
+    assert_eq!(
+        r.header("access-control-allow-methods"),
+        Some("GET, HEAD, POST, PUT, PATCH, DELETE")
+    );
 }

@@ -31,7 +31,12 @@ routes:
 ",
     );
     let gw = Gateway::start(&yaml).await;
-    let r = get(&gw, "/", &[("x-debug", "1"), ("x-env", "dev"), ("x-tag", "a")]).await;
+    let r = get(
+        &gw,
+        "/",
+        &[("x-debug", "1"), ("x-env", "dev"), ("x-tag", "a")],
+    )
+    .await;
     assert_eq!(r.status, 200);
     let h = &r.json()["headers"];
     assert_eq!(h["x-env"], "prod", "set replaces the client's value");
@@ -39,7 +44,10 @@ routes:
     assert!(h.get("x-debug").is_none(), "removed before the upstream");
     assert_eq!(r.header("cache-control"), Some("no-store"));
     assert_eq!(r.header("x-served-by"), Some("portico"));
-    assert!(r.header("x-backend").is_none(), "the backend's header is removed");
+    assert!(
+        r.header("x-backend").is_none(),
+        "the backend's header is removed"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -62,15 +70,25 @@ routes:
 ",
     );
     let gw = Gateway::start(&yaml).await;
-    assert_eq!(get(&gw, "/api/users/7?page=2&q=a%20b", &[]).await.json()["path"], "/users/7?page=2&q=a%20b");
+    assert_eq!(
+        get(&gw, "/api/users/7?page=2&q=a%20b", &[]).await.json()["path"],
+        "/users/7?page=2&q=a%20b"
+    );
     assert_eq!(get(&gw, "/api", &[]).await.json()["path"], "/");
     assert_eq!(get(&gw, "/api/", &[]).await.json()["path"], "/");
-    assert_eq!(get(&gw, "/apix", &[]).await.status, 404, "a prefix is whole segments, for the route as for the rewrite");
+    assert_eq!(
+        get(&gw, "/apix", &[]).await.status,
+        404,
+        "a prefix is whole segments, for the route as for the rewrite"
+    );
     assert_eq!(b.seen_paths(), ["/users/7?page=2&q=a%20b", "/", "/"]);
 
     // The client's request as the log records it is the one it sent.
     let lines = access_lines(&gw.dir().join("access.log"), 4).await;
-    assert!(lines.iter().any(|l| l["path"] == "/api/users/7"), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l["path"] == "/api/users/7"),
+        "{lines:?}"
+    );
 }
 
 #[tokio::test]
@@ -96,7 +114,10 @@ routes:
 "#,
     );
     let gw = Gateway::start(&yaml).await;
-    assert_eq!(get(&gw, "/old/docs/a/b.html?v=1", &[]).await.json()["path"], "/new/docs/a/b.html?v=1");
+    assert_eq!(
+        get(&gw, "/old/docs/a/b.html?v=1", &[]).await.json()["path"],
+        "/new/docs/a/b.html?v=1"
+    );
     // A path the regex does not match goes upstream unchanged.
     assert_eq!(get(&gw, "/old/42", &[]).await.json()["path"], "/old/42");
     assert_eq!(get(&gw, "/u/42", &[]).await.json()["path"], "/users/42x");
@@ -112,14 +133,18 @@ async fn big_echo(gw: &Gateway, accept_encoding: Option<&str>) -> Response {
         headers.push(("accept-encoding", ae));
     }
     let body = "compressible text ".repeat(3000 / 18 + 1)[..3000].to_string();
-    http_request(gw.listener("web"), "POST", "/echo", &headers, body).await.unwrap()
+    http_request(gw.listener("web"), "POST", "/echo", &headers, body)
+        .await
+        .unwrap()
 }
 
 fn decode(encoding: &str, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     match encoding {
         "gzip" => {
-            flate2::read::GzDecoder::new(body).read_to_end(&mut out).expect("valid gzip");
+            flate2::read::GzDecoder::new(body)
+                .read_to_end(&mut out)
+                .expect("valid gzip");
         }
         "br" => {
             brotli::BrotliDecompress(&mut &body[..], &mut out).expect("valid brotli");
@@ -147,7 +172,10 @@ routes:
 
     let plain = big_echo(&gw, None).await;
     assert_eq!(plain.status, 200);
-    assert!(plain.header("content-encoding").is_none(), "no Accept-Encoding, no compression");
+    assert!(
+        plain.header("content-encoding").is_none(),
+        "no Accept-Encoding, no compression"
+    );
     assert_eq!(plain.json()["body_len"], 3000);
 
     for (accept, expected) in [
@@ -162,10 +190,21 @@ routes:
         let r = big_echo(&gw, Some(accept)).await;
         assert_eq!(r.status, 200, "{accept}");
         assert_eq!(r.header("content-encoding"), Some(expected), "{accept}");
-        assert!(r.header_all("vary").iter().any(|v| v.to_ascii_lowercase().contains("accept-encoding")), "{accept}");
+        assert!(
+            r.header_all("vary")
+                .iter()
+                .any(|v| v.to_ascii_lowercase().contains("accept-encoding")),
+            "{accept}"
+        );
         let decoded = decode(expected, &r.body);
-        assert!(r.body.len() < decoded.len() / 2, "{accept}: {} bytes for {}", r.body.len(), decoded.len());
-        let seen: Value = serde_json::from_slice(&decoded).expect("the decoded body is the backend's JSON");
+        assert!(
+            r.body.len() < decoded.len() / 2,
+            "{accept}: {} bytes for {}",
+            r.body.len(),
+            decoded.len()
+        );
+        let seen: Value =
+            serde_json::from_slice(&decoded).expect("the decoded body is the backend's JSON");
         assert_eq!(seen["body_len"], 3000, "{accept}");
     }
 
@@ -231,11 +270,18 @@ routes:
     // The echo of a bodiless GET is well under min_size.
     let r = get(&gw, "/small", &[("accept-encoding", "gzip")]).await;
     assert_eq!(r.status, 200);
-    assert!(r.body.len() < 1500, "the test needs a small answer: {} bytes", r.body.len());
+    assert!(
+        r.body.len() < 1500,
+        "the test needs a small answer: {} bytes",
+        r.body.len()
+    );
     assert!(r.header("content-encoding").is_none(), "under min_size");
     assert_eq!(r.json()["path"], "/small");
     // The same route compresses a big one.
-    assert_eq!(big_echo(&gw, Some("gzip")).await.header("content-encoding"), Some("gzip"));
+    assert_eq!(
+        big_echo(&gw, Some("gzip")).await.header("content-encoding"),
+        Some("gzip")
+    );
 
     // Already encoded by the backend: passed on byte for byte, whether the client accepts
     // that encoding or only another one.
@@ -271,8 +317,19 @@ routes:
 // access_log
 
 const ACCESS_LOG_FIELDS: [&str; 13] = [
-    "ts", "request_id", "client_ip", "method", "host", "path", "status", "route", "upstream", "backend", "bytes_sent",
-    "duration_ms", "upstream_ms",
+    "ts",
+    "request_id",
+    "client_ip",
+    "method",
+    "host",
+    "path",
+    "status",
+    "route",
+    "upstream",
+    "backend",
+    "bytes_sent",
+    "duration_ms",
+    "upstream_ms",
 ];
 
 /// The JSON lines of an access log, once it has at least `n` of them (bounded wait).
@@ -282,20 +339,29 @@ async fn access_lines(path: &Path, n: usize) -> Vec<Value> {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let lines: Vec<Value> = text
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"))
+            })
             .collect();
         if lines.len() >= n {
             return lines;
         }
         if tokio::time::Instant::now() > deadline {
-            panic!("{} has {} lines, not {n}:\n{text}", path.display(), lines.len());
+            panic!(
+                "{} has {} lines, not {n}:\n{text}",
+                path.display(),
+                lines.len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 fn by_id<'a>(lines: &'a [Value], id: &str) -> &'a Value {
-    lines.iter().find(|l| l["request_id"] == id).unwrap_or_else(|| panic!("no line for {id}: {lines:?}"))
+    lines
+        .iter()
+        .find(|l| l["request_id"] == id)
+        .unwrap_or_else(|| panic!("no line for {id}: {lines:?}"))
 }
 
 #[tokio::test]
@@ -324,61 +390,115 @@ routes:
     let proxied = get(
         &gw,
         "/api/items?token=s3cret",
-        &[("host", "Shop.Example.test:8080"), ("x-request-id", "req-1"), ("x-forwarded-for", "198.51.100.9")],
+        &[
+            ("host", "Shop.Example.test:8080"),
+            ("x-request-id", "req-1"),
+            ("x-forwarded-for", "198.51.100.9"),
+        ],
     )
     .await;
     assert_eq!(proxied.status, 200);
     let answered = get(&gw, "/fixed", &[("x-request-id", "req-2")]).await;
     assert_eq!(answered.status, 201);
-    assert_eq!(send(&gw, "DELETE", "/nowhere", &[("x-request-id", "req-3")]).await.status, 404);
+    assert_eq!(
+        send(&gw, "DELETE", "/nowhere", &[("x-request-id", "req-3")])
+            .await
+            .status,
+        404
+    );
 
     let lines = access_lines(&log, 3).await;
     assert_eq!(lines.len(), 3);
     for line in &lines {
-        let mut keys: Vec<&str> = line.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut keys: Vec<&str> = line
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         keys.sort();
         let mut expected = ACCESS_LOG_FIELDS.to_vec();
         expected.sort();
         assert_eq!(keys, expected, "exactly the documented fields: {line}");
         let ts = line["ts"].as_str().unwrap();
-        assert!(ts.len() >= 20 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T', "RFC 3339 UTC: {ts}");
+        assert!(
+            ts.len() >= 20 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T',
+            "RFC 3339 UTC: {ts}"
+        );
         assert!(line["duration_ms"].as_f64().unwrap() >= 0.0);
     }
 
     let l = by_id(&lines, "req-1");
-    assert_eq!(l["client_ip"], "198.51.100.9", "the resolved client, not the proxy");
+    assert_eq!(
+        l["client_ip"], "198.51.100.9",
+        "the resolved client, not the proxy"
+    );
     assert_eq!(l["method"], "GET");
-    assert_eq!(l["host"], "shop.example.test", "lowercased, without the port");
-    assert_eq!(l["path"], "/api/items", "the query string (and its token) is not logged");
+    assert_eq!(
+        l["host"], "shop.example.test",
+        "lowercased, without the port"
+    );
+    assert_eq!(
+        l["path"], "/api/items",
+        "the query string (and its token) is not logged"
+    );
     assert_eq!(l["status"], 200);
     assert_eq!(l["route"], "api");
     assert_eq!(l["upstream"], "app");
     assert_eq!(l["backend"], backend.as_str());
     assert_eq!(l["bytes_sent"], proxied.body.len());
     let upstream_ms = l["upstream_ms"].as_f64().expect("an upstream answered");
-    assert!(upstream_ms >= 0.0 && upstream_ms <= l["duration_ms"].as_f64().unwrap(), "{l}");
+    assert!(
+        upstream_ms >= 0.0 && upstream_ms <= l["duration_ms"].as_f64().unwrap(),
+        "{l}"
+    );
 
     let l = by_id(&lines, "req-2");
-    assert_eq!((l["status"].as_u64(), l["route"].as_str(), l["bytes_sent"].as_u64()), (Some(201), Some("fixed"), Some(6)));
+    assert_eq!(
+        (
+            l["status"].as_u64(),
+            l["route"].as_str(),
+            l["bytes_sent"].as_u64()
+        ),
+        (Some(201), Some("fixed"), Some(6))
+    );
     assert_eq!(l["client_ip"], "127.0.0.1");
-    assert!(l["upstream"].is_null() && l["backend"].is_null() && l["upstream_ms"].is_null(), "{l}");
+    assert!(
+        l["upstream"].is_null() && l["backend"].is_null() && l["upstream_ms"].is_null(),
+        "{l}"
+    );
 
     let l = by_id(&lines, "req-3");
-    assert_eq!((l["method"].as_str(), l["status"].as_u64()), (Some("DELETE"), Some(404)));
+    assert_eq!(
+        (l["method"].as_str(), l["status"].as_u64()),
+        (Some("DELETE"), Some(404))
+    );
     assert!(l["route"].is_null(), "no route matched: {l}");
 
     // Rotation: move the file away, SIGUSR1, and the next line starts a new file.
     std::fs::rename(&log, gw.dir().join("access.log.1")).unwrap();
     gw.signal(SIGUSR1);
-    assert!(gw.wait_for_stderr("SIGUSR1", IO_TIMEOUT).await, "SIGUSR1 not handled");
+    assert!(
+        gw.wait_for_stderr("SIGUSR1", IO_TIMEOUT).await,
+        "SIGUSR1 not handled"
+    );
     // The signal task logs just before it asks the writers to reopen.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(get(&gw, "/api/after", &[("x-request-id", "req-4")]).await.status, 200);
+    assert_eq!(
+        get(&gw, "/api/after", &[("x-request-id", "req-4")])
+            .await
+            .status,
+        200
+    );
     let fresh = access_lines(&log, 1).await;
     assert_eq!(fresh.len(), 1);
     assert_eq!(fresh[0]["request_id"], "req-4");
     let rotated = access_lines(&gw.dir().join("access.log.1"), 3).await;
-    assert_eq!(rotated.len(), 3, "the rotated file keeps its lines and gets no new ones");
+    assert_eq!(
+        rotated.len(),
+        3,
+        "the rotated file keeps its lines and gets no new ones"
+    );
 }
 
 #[tokio::test]
@@ -395,9 +515,24 @@ routes:
 ",
     );
     let gw = Gateway::start(&yaml).await;
-    assert_eq!(get(&gw, "/to-stdout", &[("x-request-id", "stdout-1")]).await.status, 200);
-    assert!(gw.wait_for_stdout("\"request_id\":\"stdout-1\"", IO_TIMEOUT).await, "stdout: {}", gw.stdout_text());
-    let line = gw.stdout_text().lines().find(|l| l.contains("stdout-1")).unwrap().to_string();
+    assert_eq!(
+        get(&gw, "/to-stdout", &[("x-request-id", "stdout-1")])
+            .await
+            .status,
+        200
+    );
+    assert!(
+        gw.wait_for_stdout("\"request_id\":\"stdout-1\"", IO_TIMEOUT)
+            .await,
+        "stdout: {}",
+        gw.stdout_text()
+    );
+    let line = gw
+        .stdout_text()
+        .lines()
+        .find(|l| l.contains("stdout-1"))
+        .unwrap()
+        .to_string();
     let v: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["path"], "/to-stdout");
     assert_eq!(v["route"], "api");

@@ -564,9 +564,17 @@ async fn a_silent_or_partial_header_is_cut_off() {
     assert_eq!(s.backend.hits(), 0);
     for listener in ["plain", "tls"] {
         let needle = format!("listener {listener}: closing connection from");
-        assert!(s.gw.wait_for_stderr(&needle, IO_TIMEOUT).await, "{}", s.gw.stderr_text());
+        assert!(
+            s.gw.wait_for_stderr(&needle, IO_TIMEOUT).await,
+            "{}",
+            s.gw.stderr_text()
+        );
     }
-    assert!(s.gw.stderr_text().contains("no PROXY header within"), "{}", s.gw.stderr_text());
+    assert!(
+        s.gw.stderr_text().contains("no PROXY header within"),
+        "{}",
+        s.gw.stderr_text()
+    );
 }
 
 #[tokio::test]

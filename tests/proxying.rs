@@ -29,37 +29,82 @@ fn one(b: &Backend) -> String {
 async fn forwarded_headers_request_id_and_host() {
     let b = Backend::http("app");
     let gw = Gateway::start(&plain(&one(&b), "")).await;
-    let r = http_request(gw.listener("web"), "GET", "/p?q=1", &[("host", "shop.test"), ("x-forwarded-for", "6.6.6.6")], Body::empty()).await.unwrap();
+    let r = http_request(
+        gw.listener("web"),
+        "GET",
+        "/p?q=1",
+        &[("host", "shop.test"), ("x-forwarded-for", "6.6.6.6")],
+        Body::empty(),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 200);
     let seen = r.json();
     let h = &seen["headers"];
     assert_eq!(h["host"], "shop.test", "the client's Host is kept");
-    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "an untrusted client's X-Forwarded-For is replaced");
+    assert_eq!(
+        h["x-forwarded-for"], "127.0.0.1",
+        "an untrusted client's X-Forwarded-For is replaced"
+    );
     assert_eq!(h["x-real-ip"], "127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], "shop.test");
     assert_eq!(seen["path"], "/p?q=1");
     let id = h["x-request-id"].as_str().unwrap();
     assert!(id.len() >= 16, "a generated id: {id}");
-    assert_eq!(r.header("x-request-id"), Some(id), "the client gets the same id back");
+    assert_eq!(
+        r.header("x-request-id"),
+        Some(id),
+        "the client gets the same id back"
+    );
 
     // The client's own id is kept; an oversized one is replaced.
-    let r = http_request(gw.listener("web"), "GET", "/", &[("x-request-id", "abc-123")], Body::empty()).await.unwrap();
+    let r = http_request(
+        gw.listener("web"),
+        "GET",
+        "/",
+        &[("x-request-id", "abc-123")],
+        Body::empty(),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.json()["headers"]["x-request-id"], "abc-123");
     assert_eq!(r.header("x-request-id"), Some("abc-123"));
     let long = "x".repeat(129);
-    let r = http_request(gw.listener("web"), "GET", "/", &[("x-request-id", &long)], Body::empty()).await.unwrap();
+    let r = http_request(
+        gw.listener("web"),
+        "GET",
+        "/",
+        &[("x-request-id", &long)],
+        Body::empty(),
+    )
+    .await
+    .unwrap();
     assert_ne!(r.header("x-request-id"), Some(long.as_str()));
 }
 
 #[tokio::test]
 async fn trusted_proxy_chain_is_believed_and_extended() {
     let b = Backend::http("app");
-    let yaml = plain(&one(&b), "").replace("server: {", "server: { trusted_proxies: [127.0.0.0/8, 10.0.0.0/8],");
+    let yaml = plain(&one(&b), "").replace(
+        "server: {",
+        "server: { trusted_proxies: [127.0.0.0/8, 10.0.0.0/8],",
+    );
     let gw = Gateway::start(&yaml).await;
-    let r = http_request(gw.listener("web"), "GET", "/", &[("x-forwarded-for", "203.0.113.7, 10.1.2.3")], Body::empty()).await.unwrap();
+    let r = http_request(
+        gw.listener("web"),
+        "GET",
+        "/",
+        &[("x-forwarded-for", "203.0.113.7, 10.1.2.3")],
+        Body::empty(),
+    )
+    .await
+    .unwrap();
     let h = &r.json()["headers"];
-    assert_eq!(h["x-real-ip"], "203.0.113.7", "right-most untrusted address");
+    assert_eq!(
+        h["x-real-ip"], "203.0.113.7",
+        "right-most untrusted address"
+    );
     assert_eq!(h["x-forwarded-for"], "203.0.113.7, 10.1.2.3, 127.0.0.1");
 }
 
@@ -67,7 +112,15 @@ async fn trusted_proxy_chain_is_believed_and_extended() {
 async fn upstream_host_overrides_the_clients() {
     let b = Backend::http("app");
     let gw = Gateway::start(&plain(&format!("{}, host: internal.app", one(&b)), "")).await;
-    let r = http_request(gw.listener("web"), "GET", "/", &[("host", "public.test")], Body::empty()).await.unwrap();
+    let r = http_request(
+        gw.listener("web"),
+        "GET",
+        "/",
+        &[("host", "public.test")],
+        Body::empty(),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.json()["headers"]["host"], "internal.app");
     assert_eq!(r.json()["headers"]["x-forwarded-host"], "public.test");
 }
@@ -89,15 +142,42 @@ async fn fifty_mib_upload_and_download_pass_byte_for_byte() {
     let trust = TlsClientOpts::trusting(ca.cert_path());
     const N: u64 = 50 * 1024 * 1024;
     let started = Instant::now();
-    let r = https_request(gw.listener("tls"), "big.test", &trust, "POST", "/upload", &[], Body::pattern(N)).await.unwrap();
+    let r = https_request(
+        gw.listener("tls"),
+        "big.test",
+        &trust,
+        "POST",
+        "/upload",
+        &[],
+        Body::pattern(N),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["body_len"], N);
     assert_eq!(r.json()["body_fnv"], pattern_fnv_hex(N));
     // Chunked too (no Content-Length): streamed, not buffered.
-    let r = https_request(gw.listener("tls"), "big.test", &trust, "PUT", "/upload", &[], Body::pattern_chunked(N)).await.unwrap();
+    let r = https_request(
+        gw.listener("tls"),
+        "big.test",
+        &trust,
+        "PUT",
+        "/upload",
+        &[],
+        Body::pattern_chunked(N),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.json()["body_len"], N);
     assert_eq!(r.json()["body_fnv"], pattern_fnv_hex(N));
-    let (len, ok) = https_download(gw.listener("tls"), "big.test", &trust, &format!("/bytes/{N}")).await.unwrap();
+    let (len, ok) = https_download(
+        gw.listener("tls"),
+        "big.test",
+        &trust,
+        &format!("/bytes/{N}"),
+    )
+    .await
+    .unwrap();
     assert_eq!(len, N);
     assert!(ok, "every byte matches");
     println!("150 MiB through TLS in {:?}", started.elapsed());
@@ -107,12 +187,20 @@ async fn fifty_mib_upload_and_download_pass_byte_for_byte() {
 async fn websocket_upgrade_passes_through() {
     let b = Backend::websocket_echo("ws");
     let gw = Gateway::start(&plain(&one(&b), "")).await;
-    let (mut stream, head) = ws_connect(gw.listener("web"), "chat.test", "/socket", None).await.unwrap();
-    assert!(head.to_ascii_lowercase().contains("upgrade: websocket"), "{head}");
+    let (mut stream, head) = ws_connect(gw.listener("web"), "chat.test", "/socket", None)
+        .await
+        .unwrap();
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
     for msg in [&b"hello"[..], &[0u8, 1, 2, 255], &vec![7u8; 100_000]] {
         stream.write_all(msg).await.unwrap();
         let mut got = vec![0u8; msg.len()];
-        tokio::time::timeout(IO_TIMEOUT, stream.read_exact(&mut got)).await.unwrap().unwrap();
+        tokio::time::timeout(IO_TIMEOUT, stream.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(&got[..], msg);
     }
 }
@@ -126,7 +214,11 @@ async fn tls_to_the_backend_is_verified_against_the_ca() {
     let ca = TestCa::new("internal CA");
     let cert = ca.issue(&["app.internal"]);
     let b = Backend::https("secure", &cert);
-    let gw = tls_upstream_gateway(&b, &format!("sni: app.internal, ca: {}", ca.cert_path().display())).await;
+    let gw = tls_upstream_gateway(
+        &b,
+        &format!("sni: app.internal, ca: {}", ca.cert_path().display()),
+    )
+    .await;
     let r = http_get(gw.listener("web"), "/x").await.unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["sni"], "app.internal");
@@ -136,25 +228,42 @@ async fn tls_to_the_backend_is_verified_against_the_ca() {
     let other_ca = TestCa::new("other CA");
     let other = other_ca.issue(&["app.internal"]);
     let rogue = Backend::https("rogue", &other);
-    let gw = tls_upstream_gateway(&rogue, &format!("sni: app.internal, ca: {}", ca.cert_path().display())).await;
+    let gw = tls_upstream_gateway(
+        &rogue,
+        &format!("sni: app.internal, ca: {}", ca.cert_path().display()),
+    )
+    .await;
     let r = http_get(gw.listener("web"), "/x").await.unwrap();
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(rogue.hits(), 0);
 
     // The right CA but the wrong name: 502 as well.
     let wrong_name = Backend::https("wrong-name", &ca.issue(&["other.internal"]));
-    let gw = tls_upstream_gateway(&wrong_name, &format!("sni: app.internal, ca: {}", ca.cert_path().display())).await;
-    assert_eq!(http_get(gw.listener("web"), "/x").await.unwrap().status, 502);
+    let gw = tls_upstream_gateway(
+        &wrong_name,
+        &format!("sni: app.internal, ca: {}", ca.cert_path().display()),
+    )
+    .await;
+    assert_eq!(
+        http_get(gw.listener("web"), "/x").await.unwrap().status,
+        502
+    );
     assert_eq!(wrong_name.hits(), 0);
 
     // Without `sni`, the backend's address is checked: an IP the certificate does not
     // name is refused rather than silently unverified.
     let gw = tls_upstream_gateway(&b, &format!("ca: {}", ca.cert_path().display())).await;
-    assert_eq!(http_get(gw.listener("web"), "/x").await.unwrap().status, 502);
+    assert_eq!(
+        http_get(gw.listener("web"), "/x").await.unwrap().status,
+        502
+    );
 
     // verify: false is an explicit choice.
     let gw = tls_upstream_gateway(&rogue, "sni: app.internal, verify: false").await;
-    assert_eq!(http_get(gw.listener("web"), "/x").await.unwrap().status, 200);
+    assert_eq!(
+        http_get(gw.listener("web"), "/x").await.unwrap().status,
+        200
+    );
 }
 
 #[tokio::test]
@@ -178,8 +287,15 @@ async fn client_certificate_to_the_backend() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["client_cn"], "portico");
     // Without the client certificate the backend refuses: 502.
-    let gw = tls_upstream_gateway(&b, &format!("sni: app.internal, ca: {}", ca.cert_path().display())).await;
-    assert_eq!(http_get(gw.listener("web"), "/x").await.unwrap().status, 502);
+    let gw = tls_upstream_gateway(
+        &b,
+        &format!("sni: app.internal, ca: {}", ca.cert_path().display()),
+    )
+    .await;
+    assert_eq!(
+        http_get(gw.listener("web"), "/x").await.unwrap().status,
+        502
+    );
 }
 
 #[tokio::test]
@@ -196,15 +312,31 @@ async fn http2_end_to_end_to_the_backend() {
         one(&b)
     );
     let gw = Gateway::start(&yaml).await;
-    let r = h2_request(gw.listener("tls"), "grpc.test", &TlsClientOpts::trusting(ca.cert_path()), "grpc.test", "/pkg.Service/Method").await.unwrap();
+    let r = h2_request(
+        gw.listener("tls"),
+        "grpc.test",
+        &TlsClientOpts::trusting(ca.cert_path()),
+        "grpc.test",
+        "/pkg.Service/Method",
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 200);
-    assert_eq!(r.json()["version"], "HTTP/2.0", "the backend was spoken to in HTTP/2");
+    assert_eq!(
+        r.json()["version"],
+        "HTTP/2.0",
+        "the backend was spoken to in HTTP/2"
+    );
 }
 
 #[tokio::test]
 async fn a_dead_backend_gets_502_with_a_request_id_fast() {
     let port = free_port();
-    let gw = Gateway::start(&plain(&format!("backends: [ {{ addr: \"127.0.0.1:{port}\" }} ], retries: 0"), "")).await;
+    let gw = Gateway::start(&plain(
+        &format!("backends: [ {{ addr: \"127.0.0.1:{port}\" }} ], retries: 0"),
+        "",
+    ))
+    .await;
     let started = Instant::now();
     let r = http_get(gw.listener("web"), "/").await.unwrap();
     assert_eq!(r.status, 502);
@@ -217,13 +349,24 @@ async fn a_dead_backend_gets_502_with_a_request_id_fast() {
 async fn body_over_the_route_limit_is_413() {
     let b = Backend::http("app");
     let gw = Gateway::start(&plain(&one(&b), ", max_body_bytes: 1000")).await;
-    let r = http_request(gw.listener("web"), "POST", "/", &[], vec![b'x'; 1001]).await.unwrap();
+    let r = http_request(gw.listener("web"), "POST", "/", &[], vec![b'x'; 1001])
+        .await
+        .unwrap();
     assert_eq!(r.status, 413);
     assert_eq!(b.hits(), 0, "refused up front from Content-Length");
-    let r = http_request(gw.listener("web"), "POST", "/", &[], vec![b'x'; 1000]).await.unwrap();
+    let r = http_request(gw.listener("web"), "POST", "/", &[], vec![b'x'; 1000])
+        .await
+        .unwrap();
     assert_eq!(r.status, 200);
     // Without Content-Length the body is counted as it streams.
-    let r = http_request(gw.listener("web"), "POST", "/", &[], Body::pattern_chunked(100_000)).await;
+    let r = http_request(
+        gw.listener("web"),
+        "POST",
+        "/",
+        &[],
+        Body::pattern_chunked(100_000),
+    )
+    .await;
     match r {
         Ok(r) => assert_eq!(r.status, 413),
         Err(e) => panic!("expected a 413 answer, got {e}"),
@@ -233,14 +376,33 @@ async fn body_over_the_route_limit_is_413() {
 #[tokio::test]
 async fn oversized_request_head_is_431_and_a_slow_head_is_cut_off() {
     let b = Backend::http("app");
-    let yaml = plain(&one(&b), "").replace("server: {", "server: { limits: { max_header_bytes: 4096, header_timeout: 1s },");
+    let yaml = plain(&one(&b), "").replace(
+        "server: {",
+        "server: { limits: { max_header_bytes: 4096, header_timeout: 1s },",
+    );
     let gw = Gateway::start(&yaml).await;
     let big = "v".repeat(5000);
-    let r = http_request(gw.listener("web"), "GET", "/", &[("x-big", &big)], Body::empty()).await.unwrap();
+    let r = http_request(
+        gw.listener("web"),
+        "GET",
+        "/",
+        &[("x-big", &big)],
+        Body::empty(),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 431);
     assert!(r.header("x-request-id").is_some());
     assert_eq!(b.hits(), 0);
-    let r = http_request(gw.listener("web"), "GET", "/", &[("x-small", "v")], Body::empty()).await.unwrap();
+    let r = http_request(
+        gw.listener("web"),
+        "GET",
+        "/",
+        &[("x-small", "v")],
+        Body::empty(),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 200);
 
     // Slowloris: a head dribbled out a byte at a time is cut off after header_timeout.
@@ -262,6 +424,9 @@ async fn oversized_request_head_is_431_and_a_slow_head_is_cut_off() {
     }
     assert!(closed, "the connection was closed");
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "cut after {took:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "cut after {took:?}"
+    );
     assert_eq!(b.hits(), 1);
 }

@@ -25,12 +25,20 @@ async fn setup() -> Setup {
     let ca = TestCa::new("smuggling CA");
     let backend = Backend::http("app");
     let gw = Gateway::start(&config(&ca, &[&backend], "", "")).await;
-    Setup { _ca: ca, gw, backend }
+    Setup {
+        _ca: ca,
+        gw,
+        backend,
+    }
 }
 
 /// Sends one case and returns what went wrong, if anything.
 async fn refused(s: &Setup, case: &Case, sni: Option<&str>) -> Option<String> {
-    let listener = if sni.is_some() { s.gw.listener("tls") } else { s.gw.listener("web") };
+    let listener = if sni.is_some() {
+        s.gw.listener("tls")
+    } else {
+        s.gw.listener("web")
+    };
     let hits_before = s.backend.hits();
     let seen_before = s.backend.seen_paths().len();
     let ex = exchange(listener, &case.bytes, sni, Duration::from_secs(3)).await;
@@ -38,7 +46,12 @@ async fn refused(s: &Setup, case: &Case, sni: Option<&str>) -> Option<String> {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let hits = s.backend.hits() - hits_before;
     let paths = s.backend.seen_paths()[seen_before..].to_vec();
-    eprintln!("{:<22} status {:<5} closed {:<5} backend requests {hits}", case.name, format!("{:?}", ex.status()), ex.closed);
+    eprintln!(
+        "{:<22} status {:<5} closed {:<5} backend requests {hits}",
+        case.name,
+        format!("{:?}", ex.status()),
+        ex.closed
+    );
     let mut wrong = Vec::new();
     match ex.status() {
         Some(status) if (400..500).contains(&status) => {}
@@ -55,9 +68,19 @@ async fn refused(s: &Setup, case: &Case, sni: Option<&str>) -> Option<String> {
         wrong.push(format!("the backend got {hits} requests: {paths:?}"));
     }
     if paths.iter().any(|p| p.contains("smuggled")) {
-        wrong.push(format!("the smuggled request reached the backend: {paths:?}"));
+        wrong.push(format!(
+            "the smuggled request reached the backend: {paths:?}"
+        ));
     }
-    (!wrong.is_empty()).then(|| format!("{} ({}): {}\n  response: {:?}", case.name, case.what, wrong.join("; "), ex.text()))
+    (!wrong.is_empty()).then(|| {
+        format!(
+            "{} ({}): {}\n  response: {:?}",
+            case.name,
+            case.what,
+            wrong.join("; "),
+            ex.text()
+        )
+    })
 }
 
 #[tokio::test]
@@ -71,9 +94,23 @@ async fn every_hostile_http1_request_is_refused() {
             failures.push(f);
         }
     }
-    assert!(failures.is_empty(), "{} of {} hostile requests were not refused:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} hostile requests were not refused:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
     // Refusing is not breaking: the gateway still serves.
-    let r = http_request(s.gw.listener("web"), "GET", "/after", &[("host", "t.test")], Body::empty()).await.unwrap();
+    let r = http_request(
+        s.gw.listener("web"),
+        "GET",
+        "/after",
+        &[("host", "t.test")],
+        Body::empty(),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 200);
 }
 
@@ -81,7 +118,16 @@ async fn every_hostile_http1_request_is_refused() {
 async fn hostile_requests_over_tls_are_refused_the_same_way() {
     let s = setup().await;
     let mut failures = Vec::new();
-    for case in smuggle_cases().iter().filter(|c| ["cl-te", "te-upper", "bare-lf-value", "chunk-overflow", "absolute-other-host"].contains(&c.name.as_str())) {
+    for case in smuggle_cases().iter().filter(|c| {
+        [
+            "cl-te",
+            "te-upper",
+            "bare-lf-value",
+            "chunk-overflow",
+            "absolute-other-host",
+        ]
+        .contains(&c.name.as_str())
+    }) {
         if let Some(f) = refused(&s, case, Some("t.test")).await {
             failures.push(f);
         }
@@ -103,7 +149,11 @@ async fn well_formed_framing_still_passes() {
         let ex = exchange(s.gw.listener("web"), bytes, None, Duration::from_secs(5)).await;
         assert_eq!(ex.status(), Some(200), "{:?}", ex.text());
         if !bytes.starts_with(b"GET") {
-            assert!(ex.text().contains("\"body\":\"hello world\""), "{}", ex.text());
+            assert!(
+                ex.text().contains("\"body\":\"hello world\""),
+                "{}",
+                ex.text()
+            );
         }
     }
     assert_eq!(s.backend.seen_paths(), ["/chunked", "/length", "/absolute"]);
@@ -122,7 +172,11 @@ async fn http2_connection_specific_and_malformed_headers_are_refused() {
         ("proxy-connection", b"proxy-connection", b"keep-alive"),
         ("te other than trailers", b"te", b"gzip"),
         ("upper-case name", b"X-Upper", b"1"),
-        ("CRLF in a value", b"x-a", b"a\r\nTransfer-Encoding: chunked"),
+        (
+            "CRLF in a value",
+            b"x-a",
+            b"a\r\nTransfer-Encoding: chunked",
+        ),
         ("NUL in a value", b"x-a", b"a\0b"),
         ("space in a name", b"x a", b"1"),
     ];
@@ -131,12 +185,17 @@ async fn http2_connection_specific_and_malformed_headers_are_refused() {
         let mut stream = h2_connect(s.gw.listener("tls"), "t.test").await;
         h2_start(&mut stream).await;
         let block = request_block("GET", "/smuggled", "t.test", &[(name, value)]);
-        stream.write_all(&frame(HEADERS, END_HEADERS | END_STREAM, 1, &block)).await.unwrap();
+        stream
+            .write_all(&frame(HEADERS, END_HEADERS | END_STREAM, 1, &block))
+            .await
+            .unwrap();
         let (frames, closed) = h2_read(&mut stream, Duration::from_secs(3), |f| {
             (f.stream == 1 && (f.kind == RST_STREAM || f.kind == HEADERS)) || f.kind == GOAWAY
         })
         .await;
-        let answer = frames.iter().find(|f| (f.stream == 1 && (f.kind == RST_STREAM || f.kind == HEADERS)) || f.kind == GOAWAY);
+        let answer = frames.iter().find(|f| {
+            (f.stream == 1 && (f.kind == RST_STREAM || f.kind == HEADERS)) || f.kind == GOAWAY
+        });
         let ok = match answer {
             Some(f) if f.kind == HEADERS => f.status().is_some_and(|st| (400..500).contains(&st)),
             Some(_) => true,
@@ -159,12 +218,22 @@ async fn http2_content_length_disagreeing_with_data_is_refused() {
     let smuggled: &[u8] = b"GET /smuggled HTTP/1.1\r\nHost: t.test\r\n\r\n";
     let cases: [(&str, &str, Vec<u8>); 3] = [
         ("shorter than declared", "10", b"hello".to_vec()),
-        ("longer than declared", "5", [b"hello".as_slice(), smuggled].concat()),
+        (
+            "longer than declared",
+            "5",
+            [b"hello".as_slice(), smuggled].concat(),
+        ),
         ("body with length 0", "0", smuggled.to_vec()),
     ];
     for (what, declared, data) in cases {
         let hits_before = s.backend.hits();
-        let conn = tls_connect(s.gw.listener("tls"), "t.test", &TlsClientOpts::insecure().alpn(&["h2"])).await.unwrap();
+        let conn = tls_connect(
+            s.gw.listener("tls"),
+            "t.test",
+            &TlsClientOpts::insecure().alpn(&["h2"]),
+        )
+        .await
+        .unwrap();
         let (mut client, connection) = h2::client::handshake(conn.into_stream()).await.unwrap();
         tokio::spawn(connection);
         let request = http::Request::builder()
@@ -175,14 +244,31 @@ async fn http2_content_length_disagreeing_with_data_is_refused() {
             .unwrap();
         let (response, mut body) = client.send_request(request, false).unwrap();
         let _ = body.send_data(Bytes::from(data), true);
-        let outcome = tokio::time::timeout(Duration::from_secs(5), response).await.expect("an answer within 5 s");
+        let outcome = tokio::time::timeout(Duration::from_secs(5), response)
+            .await
+            .expect("an answer within 5 s");
         match outcome {
-            Ok(resp) => assert!(resp.status().is_client_error(), "{what}: answered {}", resp.status()),
+            Ok(resp) => assert!(
+                resp.status().is_client_error(),
+                "{what}: answered {}",
+                resp.status()
+            ),
             Err(e) => assert!(e.is_reset() || e.is_go_away() || e.is_io(), "{what}: {e}"),
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(s.backend.hits() - hits_before <= 1, "{what}: {:?}", s.backend.seen_paths());
-        assert!(!s.backend.seen_paths().iter().any(|p| p.contains("smuggled")), "{what}: {:?}", s.backend.seen_paths());
+        assert!(
+            s.backend.hits() - hits_before <= 1,
+            "{what}: {:?}",
+            s.backend.seen_paths()
+        );
+        assert!(
+            !s.backend
+                .seen_paths()
+                .iter()
+                .any(|p| p.contains("smuggled")),
+            "{what}: {:?}",
+            s.backend.seen_paths()
+        );
     }
 }
 

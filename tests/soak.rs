@@ -56,11 +56,24 @@ struct Log {
 
 impl Log {
     fn record(&self, kind: Kind, start: Instant, result: Result<(), String>) {
-        self.ops.lock().unwrap().push(Op { kind, start, end: Instant::now(), error: result.err() });
+        self.ops.lock().unwrap().push(Op {
+            kind,
+            start,
+            end: Instant::now(),
+            error: result.err(),
+        });
     }
 }
 
-fn config(ca: &TestCa, ports: &[u16; 2], ws: &Backend, admin: u16, web: u16, tls: u16, variant: u32) -> String {
+fn config(
+    ca: &TestCa,
+    ports: &[u16; 2],
+    ws: &Backend,
+    admin: u16,
+    web: u16,
+    tls: u16,
+    variant: u32,
+) -> String {
     let cert = ca.issue(&["soak.test"]);
     format!(
         "server: {{ grace_period: 0s, shutdown_timeout: 1s, upgrade_sock: \"${{PORTICO_TEST_DIR}}/u.sock\", pid_file: \"${{PORTICO_TEST_DIR}}/p.pid\" }}\n\
@@ -92,13 +105,18 @@ fn sample(pid: u32) -> (u64, usize) {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
     (rss, fds)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mixed_load_with_backend_restarts_and_reloads() {
-    let secs: u64 = std::env::var("PORTICO_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let secs: u64 = std::env::var("PORTICO_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
     let duration = Duration::from_secs(secs);
     let ca = TestCa::new("soak CA");
     let mut backends = [Backend::http("a"), Backend::http("b")];
@@ -111,23 +129,42 @@ async fn mixed_load_with_backend_restarts_and_reloads() {
 
     // Warm every path once, then take the baseline.
     assert_eq!(http_get(web, "/warm").await.unwrap().status, 200);
-    assert_eq!(https_get(tls, "soak.test", &TlsClientOpts::insecure(), "/warm").await.unwrap().status, 200);
+    assert_eq!(
+        https_get(tls, "soak.test", &TlsClientOpts::insecure(), "/warm")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     let (rss_start, fds_start) = sample(pid);
-    eprintln!("soak: {secs} s; portico pid {pid}: RSS {rss_start} KiB, {fds_start} fds before the load");
+    eprintln!(
+        "soak: {secs} s; portico pid {pid}: RSS {rss_start} KiB, {fds_start} fds before the load"
+    );
 
     let log = Arc::new(Log::default());
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut load = Vec::new();
-    let kinds = [Kind::Http1, Kind::Http1, Kind::Tls, Kind::Http2, Kind::Http2, Kind::WebSocket, Kind::Upload];
+    let kinds = [
+        Kind::Http1,
+        Kind::Http1,
+        Kind::Tls,
+        Kind::Http2,
+        Kind::Http2,
+        Kind::WebSocket,
+        Kind::Upload,
+    ];
     for (n, kind) in kinds.into_iter().enumerate() {
         let (log, stop) = (log.clone(), stop.clone());
-        load.push(tokio::spawn(async move { worker(kind, n, web, tls, log, stop).await }));
+        load.push(tokio::spawn(async move {
+            worker(kind, n, web, tls, log, stop).await
+        }));
     }
 
     // Backends stopped and started again in turn; the config reloaded; samples taken.
     let mut samples = Vec::new();
-    let (mut next_kill, mut next_reload, mut next_sample) = (started + KILL_EVERY, started + RELOAD_EVERY, started);
+    let (mut next_kill, mut next_reload, mut next_sample) =
+        (started + KILL_EVERY, started + RELOAD_EVERY, started);
     let (mut victim, mut variant, mut reloads) = (0usize, 0u32, 0u32);
     while started.elapsed() < duration {
         let now = Instant::now();
@@ -145,7 +182,15 @@ async fn mixed_load_with_backend_restarts_and_reloads() {
         }
         if now >= next_reload {
             variant += 1;
-            gw.rewrite_config(&config(&ca, &ports, &ws, admin, web.port(), tls.port(), variant));
+            gw.rewrite_config(&config(
+                &ca,
+                &ports,
+                &ws,
+                admin,
+                web.port(),
+                tls.port(),
+                variant,
+            ));
             let r = gw.admin_post("/reload").await.expect("POST /reload");
             assert_eq!(r.status, 200, "reload {variant}: {}", r.text());
             reloads += 1;
@@ -166,14 +211,30 @@ async fn mixed_load_with_backend_restarts_and_reloads() {
     let ops = log.ops.lock().unwrap();
     let kills = log.kills.lock().unwrap();
     let mut summary = String::new();
-    for kind in [Kind::Http1, Kind::Tls, Kind::Http2, Kind::WebSocket, Kind::Upload] {
+    for kind in [
+        Kind::Http1,
+        Kind::Tls,
+        Kind::Http2,
+        Kind::WebSocket,
+        Kind::Upload,
+    ] {
         let of: Vec<&Op> = ops.iter().filter(|o| o.kind == kind).collect();
         let failed = of.iter().filter(|o| o.error.is_some()).count();
-        summary.push_str(&format!("  {kind:?}: {} requests, {failed} failed\n", of.len()));
+        summary.push_str(&format!(
+            "  {kind:?}: {} requests, {failed} failed\n",
+            of.len()
+        ));
     }
     let warm_at = (duration / 5).max(Duration::from_secs(10)).min(duration);
-    let (rss_warm, fds_warm) = samples.iter().find(|(t, _)| *t >= warm_at).map(|(_, s)| *s).unwrap_or((rss_start, fds_start));
-    let curve: Vec<String> = samples.iter().map(|(t, (r, f))| format!("{:.0}s:{}MiB/{}fd", t.as_secs_f64(), r / 1024, f)).collect();
+    let (rss_warm, fds_warm) = samples
+        .iter()
+        .find(|(t, _)| *t >= warm_at)
+        .map(|(_, s)| *s)
+        .unwrap_or((rss_start, fds_start));
+    let curve: Vec<String> = samples
+        .iter()
+        .map(|(t, (r, f))| format!("{:.0}s:{}MiB/{}fd", t.as_secs_f64(), r / 1024, f))
+        .collect();
     eprintln!(
         "soak: {} requests in {:.0} s, {} backend stops, {reloads} reloads\n{summary}  RSS {rss_start} -> {rss_warm} (after warm-up) -> {rss_end} KiB; fds {fds_start} -> {fds_warm} -> {fds_end}\n  samples: {}",
         ops.len(),
@@ -185,7 +246,12 @@ async fn mixed_load_with_backend_restarts_and_reloads() {
     // Failures a healthy backend could have served.
     let killed_during = |o: &Op| kills.iter().any(|k| o.start <= *k && *k <= o.end);
     let strict = std::env::var_os("PORTICO_SOAK_STRICT").is_some();
-    let known = |o: &Op| !strict && o.error.as_deref().is_some_and(|e| e.starts_with(PINGORA_946));
+    let known = |o: &Op| {
+        !strict
+            && o.error
+                .as_deref()
+                .is_some_and(|e| e.starts_with(PINGORA_946))
+    };
     let upgrade_race = ops.iter().filter(|o| known(o)).count();
     if upgrade_race > 0 {
         eprintln!("soak: {upgrade_race} WebSockets closed right after their 101 ({PINGORA_946}, not counted as failures)");
@@ -193,22 +259,64 @@ async fn mixed_load_with_backend_restarts_and_reloads() {
     let unexcused: Vec<String> = ops
         .iter()
         .filter(|o| o.error.is_some() && !(o.kind == Kind::Upload && killed_during(o)) && !known(o))
-        .map(|o| format!("{:?} at {:.1}s: {}", o.kind, (o.start - started).as_secs_f64(), o.error.as_deref().unwrap()))
+        .map(|o| {
+            format!(
+                "{:?} at {:.1}s: {}",
+                o.kind,
+                (o.start - started).as_secs_f64(),
+                o.error.as_deref().unwrap()
+            )
+        })
         .collect();
-    assert!(unexcused.is_empty(), "{} failed requests a healthy backend could have served:\n{}", unexcused.len(), unexcused.join("\n"));
-    for kind in [Kind::Http1, Kind::Tls, Kind::Http2, Kind::WebSocket, Kind::Upload] {
-        assert!(ops.iter().any(|o| o.kind == kind && o.error.is_none()), "no successful {kind:?} request at all");
+    assert!(
+        unexcused.is_empty(),
+        "{} failed requests a healthy backend could have served:\n{}",
+        unexcused.len(),
+        unexcused.join("\n")
+    );
+    for kind in [
+        Kind::Http1,
+        Kind::Tls,
+        Kind::Http2,
+        Kind::WebSocket,
+        Kind::Upload,
+    ] {
+        assert!(
+            ops.iter().any(|o| o.kind == kind && o.error.is_none()),
+            "no successful {kind:?} request at all"
+        );
     }
     let stderr = gw.stderr_text();
-    assert!(!stderr.contains("panicked"), "Portico panicked:\n{}", stderr.lines().filter(|l| l.contains("panicked")).collect::<Vec<_>>().join("\n"));
+    assert!(
+        !stderr.contains("panicked"),
+        "Portico panicked:\n{}",
+        stderr
+            .lines()
+            .filter(|l| l.contains("panicked"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let rss_bound = rss_warm + (32 * 1024).max(rss_warm / 4);
-    assert!(rss_end <= rss_bound, "RSS grew from {rss_warm} KiB after warm-up to {rss_end} KiB (bound {rss_bound} KiB)");
-    assert!(fds_end <= fds_start + 64, "open fds grew from {fds_start} to {fds_end}");
+    assert!(
+        rss_end <= rss_bound,
+        "RSS grew from {rss_warm} KiB after warm-up to {rss_end} KiB (bound {rss_bound} KiB)"
+    );
+    assert!(
+        fds_end <= fds_start + 64,
+        "open fds grew from {fds_start} to {fds_end}"
+    );
     assert!(gw.is_running());
 }
 
 /// One client of one kind, in a loop until `stop`, a little pause between requests.
-async fn worker(kind: Kind, n: usize, web: std::net::SocketAddr, tls: std::net::SocketAddr, log: Arc<Log>, stop: Arc<AtomicBool>) {
+async fn worker(
+    kind: Kind,
+    n: usize,
+    web: std::net::SocketAddr,
+    tls: std::net::SocketAddr,
+    log: Arc<Log>,
+    stop: Arc<AtomicBool>,
+) {
     let insecure = TlsClientOpts::insecure();
     let mut conn: Option<HttpConn> = None;
     let mut i = 0u64;
@@ -221,7 +329,9 @@ async fn worker(kind: Kind, n: usize, web: std::net::SocketAddr, tls: std::net::
                 if conn.is_none() {
                     conn = match kind {
                         Kind::Http1 => HttpConn::plain(web).await.ok(),
-                        _ => HttpConn::tls(tls, "soak.test", &insecure.clone().alpn(&["h2"])).await.ok(),
+                        _ => HttpConn::tls(tls, "soak.test", &insecure.clone().alpn(&["h2"]))
+                            .await
+                            .ok(),
                     };
                 }
                 match conn.as_mut() {
@@ -242,14 +352,27 @@ async fn worker(kind: Kind, n: usize, web: std::net::SocketAddr, tls: std::net::
                 Err(e) => Err(format!("{path}: {e}")),
             },
             Kind::WebSocket => websocket_round(tls, &path).await,
-            Kind::Upload => match http_request(web, "POST", &path, &[], Body::pattern(UPLOAD)).await {
-                Ok(r) if r.status == 200 && r.json()["body_len"] == UPLOAD && r.json()["body_fnv"] == pattern_fnv_hex(UPLOAD).as_str() => Ok(()),
-                Ok(r) => Err(format!("{path}: {} {}", r.status, r.text())),
-                Err(e) => Err(format!("{path}: {e}")),
-            },
+            Kind::Upload => {
+                match http_request(web, "POST", &path, &[], Body::pattern(UPLOAD)).await {
+                    Ok(r)
+                        if r.status == 200
+                            && r.json()["body_len"] == UPLOAD
+                            && r.json()["body_fnv"] == pattern_fnv_hex(UPLOAD).as_str() =>
+                    {
+                        Ok(())
+                    }
+                    Ok(r) => Err(format!("{path}: {} {}", r.status, r.text())),
+                    Err(e) => Err(format!("{path}: {e}")),
+                }
+            }
         };
         log.record(kind, start, result);
-        tokio::time::sleep(Duration::from_millis(if kind == Kind::Upload { 50 } else { 10 })).await;
+        tokio::time::sleep(Duration::from_millis(if kind == Kind::Upload {
+            50
+        } else {
+            10
+        }))
+        .await;
     }
 }
 
@@ -259,7 +382,9 @@ const PINGORA_946: &str = "pingora#946";
 /// A WebSocket over TLS: upgrade, a few messages echoed, close.
 async fn websocket_round(tls: std::net::SocketAddr, path: &str) -> Result<(), String> {
     let ws_path = format!("/ws{path}");
-    let (mut stream, _) = ws_connect(tls, "soak.test", &ws_path, Some("soak.test")).await.map_err(|e| format!("{ws_path}: {e}"))?;
+    let (mut stream, _) = ws_connect(tls, "soak.test", &ws_path, Some("soak.test"))
+        .await
+        .map_err(|e| format!("{ws_path}: {e}"))?;
     for m in 0..3 {
         let msg = format!("message {m} on {ws_path}");
         let io = async {

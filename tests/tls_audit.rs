@@ -8,7 +8,9 @@
 mod common;
 
 use common::*;
-use openssl::ssl::{SslConnector, SslConnectorBuilder, SslMethod, SslSessionCacheMode, SslVerifyMode, SslVersion};
+use openssl::ssl::{
+    SslConnector, SslConnectorBuilder, SslMethod, SslSessionCacheMode, SslVerifyMode, SslVersion,
+};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::Command;
@@ -20,8 +22,16 @@ use tokio_openssl::SslStream;
 const SERVER: &str = "server: { grace_period: 0s, shutdown_timeout: 1s, upgrade_sock: \"${PORTICO_TEST_DIR}/u.sock\", pid_file: \"${PORTICO_TEST_DIR}/p.pid\" }\n";
 
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("run the openssl command");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run the openssl command");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A CA and, signed by it, 90-day leaves as an operator would make them with `openssl`.
@@ -32,10 +42,30 @@ struct Pki {
 impl Pki {
     fn new() -> Pki {
         let dir = TestDir::new();
-        openssl(dir.path(), &[
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-            "-subj", "/CN=Audit CA", "-days", "365", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
+        openssl(
+            dir.path(),
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-subj",
+                "/CN=Audit CA",
+                "-days",
+                "365",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
         Pki { dir }
     }
 
@@ -48,16 +78,46 @@ impl Pki {
     fn leaf(&self, name: &str, rsa: bool) -> (PathBuf, PathBuf) {
         let d = self.dir.path();
         let key = format!("{name}.key");
-        let newkey: &[&str] = if rsa { &["-newkey", "rsa:2048"] } else { &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"] };
+        let newkey: &[&str] = if rsa {
+            &["-newkey", "rsa:2048"]
+        } else {
+            &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+        };
         let mut args = vec!["req"];
         args.extend_from_slice(newkey);
         let subj = format!("/CN={name}");
-        args.extend_from_slice(&["-nodes", "-keyout", &key, "-out", "leaf.csr", "-subj", &subj]);
+        args.extend_from_slice(&[
+            "-nodes", "-keyout", &key, "-out", "leaf.csr", "-subj", &subj,
+        ]);
         openssl(d, &args);
         std::fs::write(d.join("ext.cnf"), format!("subjectAltName=DNS:{name}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n")).unwrap();
         let crt = format!("{name}.crt");
-        openssl(d, &["x509", "-req", "-in", "leaf.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", &crt, "-days", "90", "-sha256", "-extfile", "ext.cnf"]);
-        let chain = [std::fs::read(d.join(&crt)).unwrap(), std::fs::read(d.join("ca.crt")).unwrap()].concat();
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "leaf.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "90",
+                "-sha256",
+                "-extfile",
+                "ext.cnf",
+            ],
+        );
+        let chain = [
+            std::fs::read(d.join(&crt)).unwrap(),
+            std::fs::read(d.join("ca.crt")).unwrap(),
+        ]
+        .concat();
         let chain_file = d.join(format!("{name}.chain.crt"));
         std::fs::write(&chain_file, chain).unwrap();
         (chain_file, d.join(key))
@@ -67,12 +127,54 @@ impl Pki {
     fn ocsp_good(&self, name: &str) -> PathBuf {
         let d = self.dir.path();
         let crt = format!("{name}.crt");
-        let serial = Command::new("openssl").args(["x509", "-in", &crt, "-noout", "-serial"]).current_dir(d).output().unwrap();
-        let serial = String::from_utf8_lossy(&serial.stdout).trim().trim_start_matches("serial=").to_string();
-        std::fs::write(d.join("index.txt"), format!("V\t301231000000Z\t\t{serial}\tunknown\t/CN={name}\n")).unwrap();
+        let serial = Command::new("openssl")
+            .args(["x509", "-in", &crt, "-noout", "-serial"])
+            .current_dir(d)
+            .output()
+            .unwrap();
+        let serial = String::from_utf8_lossy(&serial.stdout)
+            .trim()
+            .trim_start_matches("serial=")
+            .to_string();
+        std::fs::write(
+            d.join("index.txt"),
+            format!("V\t301231000000Z\t\t{serial}\tunknown\t/CN={name}\n"),
+        )
+        .unwrap();
         let out = format!("{name}.ocsp.der");
-        openssl(d, &["ocsp", "-issuer", "ca.crt", "-cert", &crt, "-reqout", "ocsp.req", "-no_nonce"]);
-        openssl(d, &["ocsp", "-index", "index.txt", "-rsigner", "ca.crt", "-rkey", "ca.key", "-CA", "ca.crt", "-reqin", "ocsp.req", "-respout", &out, "-ndays", "7"]);
+        openssl(
+            d,
+            &[
+                "ocsp",
+                "-issuer",
+                "ca.crt",
+                "-cert",
+                &crt,
+                "-reqout",
+                "ocsp.req",
+                "-no_nonce",
+            ],
+        );
+        openssl(
+            d,
+            &[
+                "ocsp",
+                "-index",
+                "index.txt",
+                "-rsigner",
+                "ca.crt",
+                "-rkey",
+                "ca.key",
+                "-CA",
+                "ca.crt",
+                "-reqin",
+                "ocsp.req",
+                "-respout",
+                &out,
+                "-ndays",
+                "7",
+            ],
+        );
         d.join(out)
     }
 }
@@ -80,7 +182,10 @@ impl Pki {
 /// A gateway with one TLS listener `tls` holding `certs` (chain, key, extra keys), defaults
 /// otherwise, in front of one backend.
 async fn gateway(certs: &[(PathBuf, PathBuf, String)], backend: &Backend) -> Gateway {
-    let entries: Vec<String> = certs.iter().map(|(c, k, extra)| format!("{{ cert: {}, key: {}{extra} }}", c.display(), k.display())).collect();
+    let entries: Vec<String> = certs
+        .iter()
+        .map(|(c, k, extra)| format!("{{ cert: {}, key: {}{extra} }}", c.display(), k.display()))
+        .collect();
     let yaml = format!(
         "{SERVER}admin: {{ listen: 127.0.0.1:{} }}\nlisteners:\n  - name: tls\n    listen: 127.0.0.1:{}\n    tls: {{ certificates: [ {} ] }}\n\
          upstreams:\n  app: {{ backends: [ {{ addr: \"{}\" }} ] }}\nroutes:\n  - {{ name: all, upstream: app }}\n",
@@ -99,7 +204,12 @@ fn client(configure: impl FnOnce(&mut SslConnectorBuilder)) -> SslConnector {
     b.build()
 }
 
-async fn handshake(connector: &SslConnector, addr: std::net::SocketAddr, sni: &str, session: Option<&openssl::ssl::SslSessionRef>) -> Result<SslStream<TcpStream>, String> {
+async fn handshake(
+    connector: &SslConnector,
+    addr: std::net::SocketAddr,
+    sni: &str,
+    session: Option<&openssl::ssl::SslSessionRef>,
+) -> Result<SslStream<TcpStream>, String> {
     let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let mut config = connector.configure().unwrap();
     config.set_verify_hostname(false);
@@ -119,7 +229,10 @@ async fn handshake(connector: &SslConnector, addr: std::net::SocketAddr, sni: &s
 /// One request with `Connection: close`, read to the end (which also takes in TLS 1.3
 /// session tickets).
 async fn request(stream: &mut SslStream<TcpStream>) -> String {
-    stream.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let mut out = Vec::new();
     let _ = tokio::time::timeout(IO_TIMEOUT, stream.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
@@ -131,7 +244,14 @@ async fn only_tls_1_2_and_1_3_with_forward_secret_aead_suites() {
     let backend = Backend::http("app");
     let (ec_chain, ec_key) = pki.leaf("ec.test", false);
     let (rsa_chain, rsa_key) = pki.leaf("rsa.test", true);
-    let gw = gateway(&[(ec_chain, ec_key, String::new()), (rsa_chain, rsa_key, String::new())], &backend).await;
+    let gw = gateway(
+        &[
+            (ec_chain, ec_key, String::new()),
+            (rsa_chain, rsa_key, String::new()),
+        ],
+        &backend,
+    )
+    .await;
     let addr = gw.listener("tls");
 
     for old in [SslVersion::TLS1, SslVersion::TLS1_1] {
@@ -141,7 +261,10 @@ async fn only_tls_1_2_and_1_3_with_forward_secret_aead_suites() {
             b.set_security_level(0);
             b.set_cipher_list("DEFAULT:@SECLEVEL=0").unwrap();
         });
-        assert!(handshake(&c, addr, "ec.test", None).await.is_err(), "{old:?} must be refused");
+        assert!(
+            handshake(&c, addr, "ec.test", None).await.is_err(),
+            "{old:?} must be refused"
+        );
     }
     let tls12 = |suite: &'static str| {
         client(move |b| {
@@ -158,29 +281,54 @@ async fn only_tls_1_2_and_1_3_with_forward_secret_aead_suites() {
         ("rsa.test", "ECDHE-RSA-CHACHA20-POLY1305"),
     ];
     for (sni, suite) in offered {
-        let s = handshake(&tls12(suite), addr, sni, None).await.unwrap_or_else(|e| panic!("{suite} must be offered: {e}"));
+        let s = handshake(&tls12(suite), addr, sni, None)
+            .await
+            .unwrap_or_else(|e| panic!("{suite} must be offered: {e}"));
         assert_eq!(s.ssl().current_cipher().unwrap().name(), suite);
     }
     let refused = [
-        ("ec.test", "ECDHE-ECDSA-AES128-SHA256"), // CBC
-        ("ec.test", "ECDHE-ECDSA-AES256-SHA"),    // CBC, SHA-1
-        ("rsa.test", "ECDHE-RSA-AES128-SHA"),     // CBC, SHA-1
-        ("rsa.test", "AES128-GCM-SHA256"),        // RSA key exchange: no forward secrecy
-        ("rsa.test", "AES256-SHA256"),            // neither
+        ("ec.test", "ECDHE-ECDSA-AES128-SHA256"),  // CBC
+        ("ec.test", "ECDHE-ECDSA-AES256-SHA"),     // CBC, SHA-1
+        ("rsa.test", "ECDHE-RSA-AES128-SHA"),      // CBC, SHA-1
+        ("rsa.test", "AES128-GCM-SHA256"),         // RSA key exchange: no forward secrecy
+        ("rsa.test", "AES256-SHA256"),             // neither
         ("rsa.test", "DHE-RSA-AES128-GCM-SHA256"), // finite-field DHE: not offered
     ];
     for (sni, suite) in refused {
-        assert!(handshake(&tls12(suite), addr, sni, None).await.is_err(), "{suite} must not be offered");
+        assert!(
+            handshake(&tls12(suite), addr, sni, None).await.is_err(),
+            "{suite} must not be offered"
+        );
     }
-    for suite in ["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"] {
+    for suite in [
+        "TLS_AES_128_GCM_SHA256",
+        "TLS_AES_256_GCM_SHA384",
+        "TLS_CHACHA20_POLY1305_SHA256",
+    ] {
         let c = client(|b| b.set_ciphersuites(suite).unwrap());
         let s = handshake(&c, addr, "ec.test", None).await.unwrap();
-        assert_eq!((s.ssl().version_str(), s.ssl().current_cipher().unwrap().name()), ("TLSv1.3", suite));
+        assert_eq!(
+            (
+                s.ssl().version_str(),
+                s.ssl().current_cipher().unwrap().name()
+            ),
+            ("TLSv1.3", suite)
+        );
     }
     // Mozilla's curves: X25519, P-256, P-384 (and the hybrid post-quantum X25519MLKEM768).
-    for (group, ok) in [("X25519", true), ("P-256", true), ("P-384", true), ("P-521", false), ("X448", false)] {
+    for (group, ok) in [
+        ("X25519", true),
+        ("P-256", true),
+        ("P-384", true),
+        ("P-521", false),
+        ("X448", false),
+    ] {
         let c = client(|b| b.set_groups_list(group).unwrap());
-        assert_eq!(handshake(&c, addr, "ec.test", None).await.is_ok(), ok, "group {group}");
+        assert_eq!(
+            handshake(&c, addr, "ec.test", None).await.is_ok(),
+            ok,
+            "group {group}"
+        );
     }
 }
 
@@ -200,13 +348,43 @@ async fn the_server_chooses_the_cipher_suite() {
                 b.set_cipher_list(list).unwrap();
             }
         });
-        async move { handshake(&c, addr, "ec.test", None).await.unwrap().ssl().current_cipher().unwrap().name().to_string() }
+        async move {
+            handshake(&c, addr, "ec.test", None)
+                .await
+                .unwrap()
+                .ssl()
+                .current_cipher()
+                .unwrap()
+                .name()
+                .to_string()
+        }
     };
     // The client prefers AES-256; the server's order puts AES-128 first.
-    assert_eq!(negotiated(SslVersion::TLS1_2, "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256").await, "ECDHE-ECDSA-AES128-GCM-SHA256");
-    assert_eq!(negotiated(SslVersion::TLS1_3, "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256").await, "TLS_AES_128_GCM_SHA256");
+    assert_eq!(
+        negotiated(
+            SslVersion::TLS1_2,
+            "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256"
+        )
+        .await,
+        "ECDHE-ECDSA-AES128-GCM-SHA256"
+    );
+    assert_eq!(
+        negotiated(
+            SslVersion::TLS1_3,
+            "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256"
+        )
+        .await,
+        "TLS_AES_128_GCM_SHA256"
+    );
     // A client that puts ChaCha20 first (no AES hardware) gets it.
-    assert_eq!(negotiated(SslVersion::TLS1_2, "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256").await, "ECDHE-ECDSA-CHACHA20-POLY1305");
+    assert_eq!(
+        negotiated(
+            SslVersion::TLS1_2,
+            "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256"
+        )
+        .await,
+        "ECDHE-ECDSA-CHACHA20-POLY1305"
+    );
 }
 
 #[tokio::test]
@@ -231,15 +409,22 @@ async fn sessions_resume_on_tls_1_2_and_1_3() {
         let _ = first.shutdown().await;
         for round in 0..4 {
             let session = latest.lock().unwrap().clone().expect("a session to resume");
-            let mut s = handshake(&c, addr, "ec.test", Some(&session)).await.unwrap();
-            assert!(s.ssl().session_reused(), "{version:?} round {round}: not resumed");
+            let mut s = handshake(&c, addr, "ec.test", Some(&session))
+                .await
+                .unwrap();
+            assert!(
+                s.ssl().session_reused(),
+                "{version:?} round {round}: not resumed"
+            );
             // Every other connection is closed by the client while idle, as browsers do:
             // then the gateway never sends its own close_notify, and OpenSSL's built-in
             // cache would forget the session.
             if round % 2 == 0 {
                 assert!(request(&mut s).await.starts_with("HTTP/1.1 200"));
             } else {
-                s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+                s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                    .await
+                    .unwrap();
                 let mut buf = [0u8; 64];
                 let _ = s.read(&mut buf).await;
             }
@@ -258,7 +443,11 @@ async fn an_ocsp_response_is_stapled_when_configured() {
     let staple = pki.ocsp_good("stapled.test");
     let (plain_chain, plain_key) = pki.leaf("plain.test", false);
     let extra = format!(", ocsp_staple: {}", staple.display());
-    let gw = gateway(&[(chain, key, extra), (plain_chain, plain_key, String::new())], &backend).await;
+    let gw = gateway(
+        &[(chain, key, extra), (plain_chain, plain_key, String::new())],
+        &backend,
+    )
+    .await;
     let got: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
     let slot = got.clone();
     let c = client(move |b| {
@@ -268,12 +457,17 @@ async fn an_ocsp_response_is_stapled_when_configured() {
         })
         .unwrap();
     });
-    for (sni, want) in [("stapled.test", Some(std::fs::read(&staple).unwrap())), ("plain.test", None)] {
+    for (sni, want) in [
+        ("stapled.test", Some(std::fs::read(&staple).unwrap())),
+        ("plain.test", None),
+    ] {
         *got.lock().unwrap() = None;
         let tcp = TcpStream::connect(gw.listener("tls")).await.unwrap();
         let mut config = c.configure().unwrap();
         config.set_verify_hostname(false);
-        config.set_status_type(openssl::ssl::StatusType::OCSP).unwrap();
+        config
+            .set_status_type(openssl::ssl::StatusType::OCSP)
+            .unwrap();
         let mut s = SslStream::new(config.into_ssl(sni).unwrap(), tcp).unwrap();
         Pin::new(&mut s).connect().await.unwrap();
         assert_eq!(*got.lock().unwrap(), want, "{sni}");
@@ -282,7 +476,10 @@ async fn an_ocsp_response_is_stapled_when_configured() {
     // A file that is no OCSP response, or one about another certificate, stops the config.
     let (other_chain, other_key) = pki.leaf("other.test", false);
     let junk = pki.dir.write("junk.der", b"not DER");
-    for (bad, message) in [(&junk, "is not a DER OCSP response"), (&staple, "about another certificate")] {
+    for (bad, message) in [
+        (&junk, "is not a DER OCSP response"),
+        (&staple, "about another certificate"),
+    ] {
         let yaml = format!(
             "{SERVER}listeners:\n  - name: tls\n    listen: 127.0.0.1:{}\n    tls: {{ certificates: [ {{ cert: {}, key: {}, ocsp_staple: {} }} ] }}\n",
             free_port(),
@@ -292,7 +489,10 @@ async fn an_ocsp_response_is_stapled_when_configured() {
         );
         let (code, stderr) = validate_config(&yaml).await;
         assert_eq!(code, 1, "{stderr}");
-        assert!(stderr.contains("listeners[0].tls.certificates[0]") && stderr.contains(message), "{stderr}");
+        assert!(
+            stderr.contains("listeners[0].tls.certificates[0]") && stderr.contains(message),
+            "{stderr}"
+        );
     }
 }
 
@@ -304,14 +504,22 @@ fn sslyze_python() -> Option<PathBuf> {
         Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("target/sslyze-venv/bin/python")),
         Some(PathBuf::from("python3")),
     ];
-    candidates.into_iter().flatten().find(|py| Command::new(py).args(["-c", "import sslyze"]).output().is_ok_and(|o| o.status.success()))
+    candidates.into_iter().flatten().find(|py| {
+        Command::new(py)
+            .args(["-c", "import sslyze"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
 }
 
 #[tokio::test]
 async fn sslyze_finds_the_default_listener_mozilla_intermediate_compliant() {
     let Some(python) = sslyze_python() else {
         let msg = "sslyze is not installed (pip install sslyze, or run .ci/run): the Mozilla intermediate check DID NOT RUN";
-        assert!(std::env::var_os("PORTICO_REQUIRE_SSLYZE").is_none(), "{msg}");
+        assert!(
+            std::env::var_os("PORTICO_REQUIRE_SSLYZE").is_none(),
+            "{msg}"
+        );
         eprintln!("\n!!!!! SKIPPED: {msg} !!!!!\n");
         return;
     };
@@ -319,12 +527,22 @@ async fn sslyze_finds_the_default_listener_mozilla_intermediate_compliant() {
     let backend = Backend::http("app");
     let (chain, key) = pki.leaf("localhost", false);
     let staple = pki.ocsp_good("localhost");
-    let gw = gateway(&[(chain, key, format!(", ocsp_staple: {}", staple.display()))], &backend).await;
+    let gw = gateway(
+        &[(chain, key, format!(", ocsp_staple: {}", staple.display()))],
+        &backend,
+    )
+    .await;
     let target = format!("localhost:{}", gw.listener("tls").port());
     let ca = pki.ca();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(python)
-            .args(["-m", "sslyze", "--mozilla_config=intermediate", "--resum", "--certinfo_ca_file"])
+            .args([
+                "-m",
+                "sslyze",
+                "--mozilla_config=intermediate",
+                "--resum",
+                "--certinfo_ca_file",
+            ])
             .arg(ca)
             .arg(&target)
             .output()
@@ -333,13 +551,21 @@ async fn sslyze_finds_the_default_listener_mozilla_intermediate_compliant() {
     .await
     .unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && report.contains("OK - Compliant."), "sslyze: {}\n{report}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && report.contains("OK - Compliant."),
+        "sslyze: {}\n{report}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     for expected in [
         "With Session IDs: OK - Supported",
         "Client Renegotiation DoS Attack:   OK - Not vulnerable",
         "OK - Compression disabled",
         "OK - Not vulnerable to Heartbleed",
     ] {
-        assert!(report.contains(expected), "sslyze should report {expected:?}:\n{report}");
+        assert!(
+            report.contains(expected),
+            "sslyze should report {expected:?}:\n{report}"
+        );
     }
 }

@@ -27,11 +27,19 @@ fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<
 }
 
 fn json_reply(status: StatusCode, value: serde_json::Value) -> Response<Vec<u8>> {
-    reply(status, "application/json", format!("{value}\n").into_bytes())
+    reply(
+        status,
+        "application/json",
+        format!("{value}\n").into_bytes(),
+    )
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Vec<u8>> {
-    reply(status, "text/plain; charset=utf-8", body.as_bytes().to_vec())
+    reply(
+        status,
+        "text/plain; charset=utf-8",
+        body.as_bytes().to_vec(),
+    )
 }
 
 pub fn rfc3339(t: SystemTime) -> String {
@@ -68,7 +76,11 @@ impl ServeHttp for Admin {
             }
             ("GET" | "HEAD", "/metrics") => {
                 metrics::refresh_backend_health(&self.shared.snapshot.load());
-                reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics::render())
+                reply(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    metrics::render(),
+                )
             }
             ("GET" | "HEAD", "/status") if !authorized => unauthorized(),
             ("GET" | "HEAD", "/status") => json_reply(StatusCode::OK, status(&self.shared)),
@@ -76,14 +88,23 @@ impl ServeHttp for Admin {
             ("POST", "/reload") => {
                 let shared = self.shared.clone();
                 // Reading files and compiling a big config is blocking work.
-                let result = tokio::task::spawn_blocking(move || crate::reload::reload(&shared)).await;
+                let result =
+                    tokio::task::spawn_blocking(move || crate::reload::reload(&shared)).await;
                 match result {
                     Ok(Ok(version)) => json_reply(StatusCode::OK, json!({ "version": version })),
-                    Ok(Err(errors)) => json_reply(StatusCode::BAD_REQUEST, json!({ "errors": errors.messages() })),
-                    Err(e) => json_reply(StatusCode::INTERNAL_SERVER_ERROR, json!({ "errors": [e.to_string()] })),
+                    Ok(Err(errors)) => json_reply(
+                        StatusCode::BAD_REQUEST,
+                        json!({ "errors": errors.messages() }),
+                    ),
+                    Err(e) => json_reply(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        json!({ "errors": [e.to_string()] }),
+                    ),
                 }
             }
-            (_, "/healthz" | "/readyz" | "/metrics" | "/status" | "/reload") => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+            (_, "/healthz" | "/readyz" | "/metrics" | "/status" | "/reload") => {
+                text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+            }
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
@@ -91,7 +112,8 @@ impl ServeHttp for Admin {
 
 fn unauthorized() -> Response<Vec<u8>> {
     let mut r = text(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
-    r.headers_mut().insert("WWW-Authenticate", http::HeaderValue::from_static("Bearer"));
+    r.headers_mut()
+        .insert("WWW-Authenticate", http::HeaderValue::from_static("Bearer"));
     r
 }
 
@@ -101,8 +123,18 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 fn status(shared: &Shared) -> serde_json::Value {
     let snap = shared.snapshot.load();
-    let listeners: Vec<_> = snap.config.listeners.iter().map(|l| json!({ "name": l.name, "listen": l.listen })).collect();
-    let routes: Vec<_> = snap.config.routes.iter().map(|r| json!({ "name": r.name, "upstream": r.upstream })).collect();
+    let listeners: Vec<_> = snap
+        .config
+        .listeners
+        .iter()
+        .map(|l| json!({ "name": l.name, "listen": l.listen }))
+        .collect();
+    let routes: Vec<_> = snap
+        .config
+        .routes
+        .iter()
+        .map(|r| json!({ "name": r.name, "upstream": r.upstream }))
+        .collect();
     let mut upstreams = serde_json::Map::new();
     for (name, pool) in &snap.pools {
         let backends: Vec<_> = pool

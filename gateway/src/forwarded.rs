@@ -78,14 +78,25 @@ pub fn set_upstream_headers(
     let mut buf = [0u8; IP_TEXT_MAX];
     // A trusted peer's chain is kept and extended; anyone else's is replaced, so a client
     // cannot plant addresses in it.
-    let prior: Vec<&str> = if snap.is_trusted(peer) { forwarded_for(upstream).collect() } else { Vec::new() };
+    let prior: Vec<&str> = if snap.is_trusted(peer) {
+        forwarded_for(upstream).collect()
+    } else {
+        Vec::new()
+    };
     let xff = if prior.is_empty() {
         HeaderValue::from_bytes(ip_text(peer, &mut buf))
     } else {
         HeaderValue::try_from(format!("{}, {peer}", prior.join(", ")))
     };
-    upstream.insert_header("X-Forwarded-For", xff.map_err(|_| bad_value("X-Forwarded-For"))?)?;
-    let proto = if tls { HeaderValue::from_static("https") } else { HeaderValue::from_static("http") };
+    upstream.insert_header(
+        "X-Forwarded-For",
+        xff.map_err(|_| bad_value("X-Forwarded-For"))?,
+    )?;
+    let proto = if tls {
+        HeaderValue::from_static("https")
+    } else {
+        HeaderValue::from_static("http")
+    };
     upstream.insert_header("X-Forwarded-Proto", proto)?;
     match upstream.uri.authority() {
         Some(a) => {
@@ -99,19 +110,28 @@ pub fn set_upstream_headers(
         }
         None => {
             // The client's own Host value, shared with the request rather than copied.
-            if let Some(h) = upstream.headers.get(http::header::HOST).filter(|h| h.to_str().is_ok()).cloned() {
+            if let Some(h) = upstream
+                .headers
+                .get(http::header::HOST)
+                .filter(|h| h.to_str().is_ok())
+                .cloned()
+            {
                 upstream.insert_header("X-Forwarded-Host", h)?;
             }
         }
     }
-    let real_ip = HeaderValue::from_bytes(ip_text(state.client_ip, &mut buf)).map_err(|_| bad_value("X-Real-IP"))?;
+    let real_ip = HeaderValue::from_bytes(ip_text(state.client_ip, &mut buf))
+        .map_err(|_| bad_value("X-Real-IP"))?;
     upstream.insert_header("X-Real-IP", real_ip)?;
     upstream.insert_header(snap.request_id_header.clone(), state.request_id.as_str())?;
     Ok(())
 }
 
 fn bad_value(name: &str) -> Box<pingora_core::Error> {
-    pingora_core::Error::explain(pingora_core::ErrorType::InvalidHTTPHeader, format!("invalid {name} value"))
+    pingora_core::Error::explain(
+        pingora_core::ErrorType::InvalidHTTPHeader,
+        format!("invalid {name} value"),
+    )
 }
 
 /// The longest text form of an IP address (`ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`).
@@ -159,9 +179,21 @@ mod tests {
     #[test]
     fn ip_text_is_the_display_form() {
         let mut buf = [0u8; IP_TEXT_MAX];
-        for ip in ["0.0.0.0", "127.0.0.1", "10.20.100.255", "9.99.199.249", "::1", "2001:db8::8a2e:370:7334", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "::ffff:1.2.3.4"] {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.100.255",
+            "9.99.199.249",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:1.2.3.4",
+        ] {
             let ip: IpAddr = ip.parse().unwrap();
-            assert_eq!(std::str::from_utf8(ip_text(ip, &mut buf)).unwrap(), ip.to_string());
+            assert_eq!(
+                std::str::from_utf8(ip_text(ip, &mut buf)).unwrap(),
+                ip.to_string()
+            );
         }
     }
 
@@ -170,6 +202,8 @@ mod tests {
         let req = RequestHeader::build("GET", b"/", None).unwrap();
         let id = request_id(&req, &http::HeaderName::from_static("x-request-id"));
         assert_eq!(id.len(), 32);
-        assert!(id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert!(id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
     }
 }

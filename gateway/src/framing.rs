@@ -34,11 +34,15 @@ impl Refusal {
             Refusal::ControlCharacter => "a control character in the request head",
             Refusal::LineFolding => "obsolete line folding in the request head",
             Refusal::MalformedHeaderLine => "a header line without a name and a colon",
-            Refusal::ContentLengthAndTransferEncoding => "both Content-Length and Transfer-Encoding",
+            Refusal::ContentLengthAndTransferEncoding => {
+                "both Content-Length and Transfer-Encoding"
+            }
             Refusal::RepeatedContentLength => "more than one Content-Length",
             Refusal::InvalidContentLength => "a Content-Length that is not a plain number",
             Refusal::RepeatedTransferEncoding => "more than one Transfer-Encoding",
-            Refusal::TransferEncodingNotChunked => "a Transfer-Encoding other than exactly `chunked`",
+            Refusal::TransferEncodingNotChunked => {
+                "a Transfer-Encoding other than exactly `chunked`"
+            }
         }
     }
 }
@@ -69,7 +73,10 @@ pub fn check_h1_head(raw: &[u8]) -> Result<(), Refusal> {
     }
     // Empty lines before the request line are skipped, as httparse does (RFC 9112 2.2):
     // counted as the head's end, they would hide every header line after them.
-    let mut lines = raw.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)).skip_while(|l| l.is_empty());
+    let mut lines = raw
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .skip_while(|l| l.is_empty());
     let _request_line = lines.next();
     let (mut lengths, mut encodings) = (0usize, 0usize);
     for line in lines {
@@ -108,14 +115,23 @@ pub fn check_h1_head(raw: &[u8]) -> Result<(), Refusal> {
 
 /// The length of the request line (without its CRLF, and without empty lines before it).
 pub fn request_line_len(raw: &[u8]) -> usize {
-    let start = raw.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(raw.len());
-    raw[start..].iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(raw.len() - start)
+    let start = raw
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(raw.len());
+    raw[start..]
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(raw.len() - start)
 }
 
 /// The checks of a request head that come before anything else looks at it: its framing
 /// (400, HTTP/1 only: HTTP/2 frames bodies itself and the h2 codec refuses connection-specific
 /// headers), the request line's length (414) and the number of header fields (431).
-pub(crate) fn check_request(session: &pingora_proxy::Session, limits: &crate::config::LimitsConfig) -> pingora_core::Result<()> {
+pub(crate) fn check_request(
+    session: &pingora_proxy::Session,
+    limits: &crate::config::LimitsConfig,
+) -> pingora_core::Result<()> {
     use pingora_core::{Error, ErrorType::HTTPStatus};
     let req = session.req_header();
     let line = match session.as_downstream().as_http1() {
@@ -160,8 +176,14 @@ mod tests {
     #[test]
     fn plain_requests_pass() {
         assert_eq!(check_h1_head(&head("Host: a\r\n")), Ok(()));
-        assert_eq!(check_h1_head(&head("Host: a\r\nX: caf\u{e9}\r\nY:\tt\r\n")), Ok(()));
-        assert_eq!(check_h1_head(&head("Transfer-Encoding:  chunked \r\n")), Ok(()));
+        assert_eq!(
+            check_h1_head(&head("Host: a\r\nX: caf\u{e9}\r\nY:\tt\r\n")),
+            Ok(())
+        );
+        assert_eq!(
+            check_h1_head(&head("Transfer-Encoding:  chunked \r\n")),
+            Ok(())
+        );
         assert_eq!(check_h1_head(&head("content-length:  12 \r\n")), Ok(()));
     }
 
@@ -169,19 +191,40 @@ mod tests {
     fn ambiguous_framing_is_refused() {
         use Refusal::*;
         let cases: &[(&str, Refusal)] = &[
-            ("Content-Length: 1\r\nTransfer-Encoding: chunked\r\n", ContentLengthAndTransferEncoding),
-            ("Content-Length: 1\r\nContent-Length: 1\r\n", RepeatedContentLength),
+            (
+                "Content-Length: 1\r\nTransfer-Encoding: chunked\r\n",
+                ContentLengthAndTransferEncoding,
+            ),
+            (
+                "Content-Length: 1\r\nContent-Length: 1\r\n",
+                RepeatedContentLength,
+            ),
             ("Content-Length: 1, 1\r\n", InvalidContentLength),
             ("Content-Length: +1\r\n", InvalidContentLength),
             ("Content-Length: \r\n", InvalidContentLength),
-            ("Transfer-Encoding: chunked, identity\r\n", TransferEncodingNotChunked),
-            ("Transfer-Encoding: gzip, chunked\r\n", TransferEncodingNotChunked),
+            (
+                "Transfer-Encoding: chunked, identity\r\n",
+                TransferEncodingNotChunked,
+            ),
+            (
+                "Transfer-Encoding: gzip, chunked\r\n",
+                TransferEncodingNotChunked,
+            ),
             ("Transfer-Encoding: chunked\x0c\r\n", ControlCharacter),
-            ("Transfer-Encoding: \"chunked\"\r\n", TransferEncodingNotChunked),
+            (
+                "Transfer-Encoding: \"chunked\"\r\n",
+                TransferEncodingNotChunked,
+            ),
             ("Transfer-Encoding: Chunked\r\n", TransferEncodingNotChunked),
-            ("Transfer-Encoding:\tchunked\r\n", TransferEncodingNotChunked),
+            (
+                "Transfer-Encoding:\tchunked\r\n",
+                TransferEncodingNotChunked,
+            ),
             ("Content-Length:\t1\r\n", InvalidContentLength),
-            ("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", RepeatedTransferEncoding),
+            (
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+                RepeatedTransferEncoding,
+            ),
             ("X: a\r\n b\r\n", LineFolding),
             ("X: a\0b\r\n", ControlCharacter),
             ("Transfer-Encoding : chunked\r\n", MalformedHeaderLine),
@@ -190,16 +233,26 @@ mod tests {
         for (lines, want) in cases {
             assert_eq!(check_h1_head(&head(lines)), Err(*want), "{lines:?}");
         }
-        assert_eq!(check_h1_head(b"GET / HTTP/1.1\nHost: a\n\n"), Err(BareLineFeed));
-        assert_eq!(check_h1_head(b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n"), Err(BareCarriageReturn));
+        assert_eq!(
+            check_h1_head(b"GET / HTTP/1.1\nHost: a\n\n"),
+            Err(BareLineFeed)
+        );
+        assert_eq!(
+            check_h1_head(b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n"),
+            Err(BareCarriageReturn)
+        );
         // Found by fuzzing: empty lines before the request line must not end the head early.
-        let hidden = b"\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let hidden =
+            b"\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert_eq!(check_h1_head(hidden), Err(ContentLengthAndTransferEncoding));
     }
 
     #[test]
     fn request_line_length() {
-        assert_eq!(request_line_len(b"GET /abc HTTP/1.1\r\nHost: a\r\n\r\n"), 17);
+        assert_eq!(
+            request_line_len(b"GET /abc HTTP/1.1\r\nHost: a\r\n\r\n"),
+            17
+        );
         assert_eq!(request_line_len(b"\r\n\r\nGET /abc HTTP/1.1\r\n\r\n"), 17);
     }
 }

@@ -13,8 +13,8 @@ pub mod config;
 pub mod forwarded;
 pub mod framing;
 mod listener;
-mod logging;
 pub mod log_reopen;
+mod logging;
 pub mod metrics;
 pub mod plugin;
 mod proxy;
@@ -25,10 +25,10 @@ pub mod snapshot;
 pub mod tls;
 pub mod upstream;
 
+pub use listener::read_proxy_header;
 pub use pingora_http::{RequestHeader, ResponseHeader};
 pub use pingora_proxy::Session;
 pub use plugin::{BuildContext, Flow, Plugin, PluginConfig, Registry, RequestState, Response};
-pub use listener::read_proxy_header;
 pub use server::run;
 
 use arc_swap::ArcSwap;

@@ -6,16 +6,16 @@ use crate::proxy::Gateway;
 use crate::Shared;
 use async_trait::async_trait;
 use pingora_core::apps::{HttpServerApp, ServerApp};
-use pingora_core::protocols::http::ServerSession;
 use pingora_core::listeners::PreTlsProcess;
+use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::{GetSocketDigest, SocketDigest, Stream, UniqueID};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_proxy::HttpProxy;
-use std::net::{IpAddr, SocketAddr};
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,7 +32,11 @@ pub(crate) fn head_received(session: &pingora_proxy::Session) {
     let _ = HEAD_SEEN.try_with(|seen| seen.set(true));
     // HTTP/2 requests run on tasks of their own: they reach the connection through its TLS
     // digest instead (plain listeners speak only HTTP/1).
-    if let Some(first) = session.digest().and_then(|d| d.ssl_digest.as_ref()).and_then(|t| t.extension.get::<FirstRequest>()) {
+    if let Some(first) = session
+        .digest()
+        .and_then(|d| d.ssl_digest.as_ref())
+        .and_then(|t| t.extension.get::<FirstRequest>())
+    {
         first.0.store(true, Ordering::Relaxed);
     }
 }
@@ -49,9 +53,14 @@ const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 /// Reads one PROXY header (v1 or v2) from the start of a stream, without reading past it.
 /// Returns the source address it names (`None` for `UNKNOWN`/`LOCAL`, such as a load
 /// balancer's own health check).
-pub async fn read_proxy_header<S: AsyncRead + Unpin>(stream: &mut S) -> std::result::Result<Option<SocketAddr>, String> {
+pub async fn read_proxy_header<S: AsyncRead + Unpin>(
+    stream: &mut S,
+) -> std::result::Result<Option<SocketAddr>, String> {
     let mut head = [0u8; 12];
-    stream.read_exact(&mut head[..6]).await.map_err(|e| format!("reading PROXY header: {e}"))?;
+    stream
+        .read_exact(&mut head[..6])
+        .await
+        .map_err(|e| format!("reading PROXY header: {e}"))?;
     if &head[..6] == b"PROXY " {
         // v1: one text line of at most 107 bytes; read byte by byte so nothing past the
         // CRLF is consumed (the stream is buffered, so this does not cost a syscall a byte).
@@ -60,44 +69,75 @@ pub async fn read_proxy_header<S: AsyncRead + Unpin>(stream: &mut S) -> std::res
             if line.len() >= 107 {
                 return Err("PROXY v1 header longer than 107 bytes".into());
             }
-            line.push(stream.read_u8().await.map_err(|e| format!("reading PROXY header: {e}"))?);
+            line.push(
+                stream
+                    .read_u8()
+                    .await
+                    .map_err(|e| format!("reading PROXY header: {e}"))?,
+            );
         }
-        let header = ppp::v1::Header::try_from(&line[..]).map_err(|e| format!("invalid PROXY v1 header: {e:?}"))?;
+        let header = ppp::v1::Header::try_from(&line[..])
+            .map_err(|e| format!("invalid PROXY v1 header: {e:?}"))?;
         return Ok(match header.addresses {
-            ppp::v1::Addresses::Tcp4(a) => Some(SocketAddr::new(IpAddr::V4(a.source_address), a.source_port)),
-            ppp::v1::Addresses::Tcp6(a) => Some(SocketAddr::new(IpAddr::V6(a.source_address), a.source_port)),
+            ppp::v1::Addresses::Tcp4(a) => {
+                Some(SocketAddr::new(IpAddr::V4(a.source_address), a.source_port))
+            }
+            ppp::v1::Addresses::Tcp6(a) => {
+                Some(SocketAddr::new(IpAddr::V6(a.source_address), a.source_port))
+            }
             ppp::v1::Addresses::Unknown => None,
         });
     }
-    stream.read_exact(&mut head[6..]).await.map_err(|e| format!("reading PROXY header: {e}"))?;
+    stream
+        .read_exact(&mut head[6..])
+        .await
+        .map_err(|e| format!("reading PROXY header: {e}"))?;
     if &head != V2_SIGNATURE {
         return Err("the connection did not start with a PROXY protocol header".into());
     }
     let mut rest = [0u8; 4];
-    stream.read_exact(&mut rest).await.map_err(|e| format!("reading PROXY header: {e}"))?;
+    stream
+        .read_exact(&mut rest)
+        .await
+        .map_err(|e| format!("reading PROXY header: {e}"))?;
     let len = u16::from_be_bytes([rest[2], rest[3]]) as usize;
     let mut full = Vec::with_capacity(16 + len);
     full.extend_from_slice(&head);
     full.extend_from_slice(&rest);
     full.resize(16 + len, 0);
-    stream.read_exact(&mut full[16..]).await.map_err(|e| format!("reading PROXY header: {e}"))?;
-    let header = ppp::v2::Header::try_from(&full[..]).map_err(|e| format!("invalid PROXY v2 header: {e:?}"))?;
+    stream
+        .read_exact(&mut full[16..])
+        .await
+        .map_err(|e| format!("reading PROXY header: {e}"))?;
+    let header = ppp::v2::Header::try_from(&full[..])
+        .map_err(|e| format!("invalid PROXY v2 header: {e:?}"))?;
     // LOCAL (a load balancer's own health check) means "use the real connection endpoints",
     // whatever address block it carries (the spec says to ignore it).
     if header.command == ppp::v2::Command::Local {
         return Ok(None);
     }
     Ok(match header.addresses {
-        ppp::v2::Addresses::IPv4(a) => Some(SocketAddr::new(IpAddr::V4(a.source_address), a.source_port)),
-        ppp::v2::Addresses::IPv6(a) => Some(SocketAddr::new(IpAddr::V6(a.source_address), a.source_port)),
+        ppp::v2::Addresses::IPv4(a) => {
+            Some(SocketAddr::new(IpAddr::V4(a.source_address), a.source_port))
+        }
+        ppp::v2::Addresses::IPv6(a) => {
+            Some(SocketAddr::new(IpAddr::V6(a.source_address), a.source_port))
+        }
         _ => None,
     })
 }
 
 /// Replaces the connection's peer address with the PROXY header's source, but only when the
 /// TCP peer is a trusted proxy; an untrusted peer's header is read and ignored.
-fn adopt_source<T: GetSocketDigest + UniqueID + ?Sized>(shared: &Shared, listener: &str, stream: &mut T, source: Option<SocketAddr>) {
-    let Some(digest) = stream.get_socket_digest() else { return };
+fn adopt_source<T: GetSocketDigest + UniqueID + ?Sized>(
+    shared: &Shared,
+    listener: &str,
+    stream: &mut T,
+    source: Option<SocketAddr>,
+) {
+    let Some(digest) = stream.get_socket_digest() else {
+        return;
+    };
     let peer = digest.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
     let trusted = peer.is_some_and(|ip| shared.snapshot.load().is_trusted(ip));
     match (trusted, source) {
@@ -132,7 +172,13 @@ impl PreTlsProcess for ProxyHeaderBeforeTls {
                 Ok(())
             }
             Ok(Err(why)) => {
-                log::warn!("listener {}: closing connection from {:?}: {why}", self.listener, stream.get_socket_digest().and_then(|d| d.peer_addr().cloned()));
+                log::warn!(
+                    "listener {}: closing connection from {:?}: {why}",
+                    self.listener,
+                    stream
+                        .get_socket_digest()
+                        .and_then(|d| d.peer_addr().cloned())
+                );
                 Error::e_explain(ErrorType::InvalidHTTPHeader, why)
             }
             Err(_) => {
@@ -180,10 +226,18 @@ struct Admitted<'a> {
 impl ConnCounts {
     /// Takes a place for a connection from `ip` (`None`: not counted per address), or says
     /// which limit is full.
-    fn admit(&self, ip: Option<IpAddr>, max_total: usize, max_per_ip: usize) -> std::result::Result<Admitted<'_>, &'static str> {
+    fn admit(
+        &self,
+        ip: Option<IpAddr>,
+        max_total: usize,
+        max_per_ip: usize,
+    ) -> std::result::Result<Admitted<'_>, &'static str> {
         let total = self.total.fetch_add(1, Ordering::Relaxed) + 1;
         // From here on, dropping the guard gives back what was taken.
-        let mut admitted = Admitted { counts: self, ip: None };
+        let mut admitted = Admitted {
+            counts: self,
+            ip: None,
+        };
         if max_total > 0 && total > max_total {
             return Err("server.limits.max_connections");
         }
@@ -200,9 +254,16 @@ impl ConnCounts {
     }
 
     fn should_warn(&self) -> bool {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let last = self.last_warning.load(Ordering::Relaxed);
-        now >= last + 10 && self.last_warning.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        now >= last + 10
+            && self
+                .last_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 }
 
@@ -241,16 +302,25 @@ async fn head_watchdog(limit: Duration) {
 /// Resolves when `limit` passes before the first request of an HTTP/2 connection arrived
 /// (a client that never sends its preface would otherwise hold the connection for good;
 /// once requests came, Pingora's `h2_idle_timeout` closes it when it has none open).
-async fn first_request_watchdog(limit: Duration, tls: Option<Arc<pingora_core::protocols::tls::SslDigest>>) {
+async fn first_request_watchdog(
+    limit: Duration,
+    tls: Option<Arc<pingora_core::protocols::tls::SslDigest>>,
+) {
     tokio::time::sleep(limit).await;
-    if tls.as_ref().and_then(|d| d.extension.get::<FirstRequest>()).is_none_or(|f| f.0.load(Ordering::Relaxed)) {
+    if tls
+        .as_ref()
+        .and_then(|d| d.extension.get::<FirstRequest>())
+        .is_none_or(|f| f.0.load(Ordering::Relaxed))
+    {
         std::future::pending::<()>().await;
     }
 }
 
 /// The HTTP/2 settings of a listener: Pingora's bounded defaults (a 64 KiB header list,
 /// among others) with `server.limits`' stream limits.
-pub(crate) fn h2_options(limits: &crate::config::LimitsConfig) -> pingora_core::protocols::http::v2::server::H2Options {
+pub(crate) fn h2_options(
+    limits: &crate::config::LimitsConfig,
+) -> pingora_core::protocols::http::v2::server::H2Options {
     let mut options = pingora_core::protocols::http::v2::server::default_h2_options();
     options.max_concurrent_streams(limits.http2_max_concurrent_streams);
     // h2's answer to rapid reset: streams a client resets before they were taken up wait in
@@ -264,10 +334,24 @@ impl ListenerApp {
     /// each head on a clock: the first must be complete within `header_timeout` of the
     /// connection's start, each later one within `idle_timeout` of the previous request's end.
     /// A slow head on a kept-alive connection holds it no longer than an idle one would.
-    async fn serve_h1(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch, header_timeout: Duration, idle_timeout: Duration) {
+    async fn serve_h1(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+        header_timeout: Duration,
+        idle_timeout: Duration,
+    ) {
         let mut session = ServerSession::new_http1(stream);
-        session.set_keepalive(if *shutdown.borrow() { None } else { Some(idle_timeout.as_secs().max(1)) });
-        session.set_keepalive_reuses_remaining(self.proxy.server_options().and_then(|o| o.keepalive_request_limit));
+        session.set_keepalive(if *shutdown.borrow() {
+            None
+        } else {
+            Some(idle_timeout.as_secs().max(1))
+        });
+        session.set_keepalive_reuses_remaining(
+            self.proxy
+                .server_options()
+                .and_then(|o| o.keepalive_request_limit),
+        );
         let mut limit = header_timeout;
         loop {
             let served = HEAD_SEEN.scope(Cell::new(false), async {
@@ -287,7 +371,10 @@ impl ListenerApp {
                 }
                 Some(None) => return,
                 None => {
-                    log::debug!("listener {}: no complete request head within {limit:?}, closing", self.name);
+                    log::debug!(
+                        "listener {}: no complete request head within {limit:?}, closing",
+                        self.name
+                    );
                     return;
                 }
             }
@@ -297,7 +384,11 @@ impl ListenerApp {
 
 #[async_trait]
 impl ServerApp for ListenerApp {
-    async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
         let gauge = metrics::DOWNSTREAM_CONNECTIONS.with_label_values(&[&self.name]);
         gauge.inc();
         let _open = Open(gauge);
@@ -305,7 +396,13 @@ impl ServerApp for ListenerApp {
             match tokio::time::timeout(PROXY_HEADER_TIMEOUT, read_proxy_header(&mut stream)).await {
                 Ok(Ok(source)) => adopt_source(&self.shared, &self.name, &mut *stream, source),
                 Ok(Err(why)) => {
-                    log::warn!("listener {}: closing connection from {:?}: {why}", self.name, stream.get_socket_digest().and_then(|d| d.peer_addr().cloned()));
+                    log::warn!(
+                        "listener {}: closing connection from {:?}: {why}",
+                        self.name,
+                        stream
+                            .get_socket_digest()
+                            .and_then(|d| d.peer_addr().cloned())
+                    );
                     return None;
                 }
                 Err(_) => {
@@ -321,9 +418,17 @@ impl ServerApp for ListenerApp {
         let limits = self.shared.snapshot.load().config.server.limits.clone();
         // Counted by the client's address: the PROXY header's source from a trusted proxy,
         // otherwise the peer. A trusted proxy's own connections carry many clients.
-        let ip = stream.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let ip = ip.map(crate::snapshot::canonical_ip).filter(|ip| !self.shared.snapshot.load().is_trusted(*ip));
-        let _admitted = match self.conns.admit(ip, limits.max_connections, limits.max_connections_per_ip) {
+        let ip = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let ip = ip
+            .map(crate::snapshot::canonical_ip)
+            .filter(|ip| !self.shared.snapshot.load().is_trusted(*ip));
+        let _admitted = match self.conns.admit(
+            ip,
+            limits.max_connections,
+            limits.max_connections_per_ip,
+        ) {
             Ok(a) => a,
             Err(limit) => {
                 if self.conns.should_warn() {
@@ -332,7 +437,8 @@ impl ServerApp for ListenerApp {
                 return None;
             }
         };
-        let (header_timeout, idle_timeout) = (limits.header_timeout.get(), limits.idle_timeout.get());
+        let (header_timeout, idle_timeout) =
+            (limits.header_timeout.get(), limits.idle_timeout.get());
         let h2c = self.proxy.server_options().is_some_and(|o| o.h2c);
         if stream.selected_alpn_proto() == Some(pingora_core::protocols::ALPN::H2) || h2c {
             // HTTP/2 multiplexes requests on tasks of their own and has its own idle timer.
@@ -344,7 +450,8 @@ impl ServerApp for ListenerApp {
                 }
             }
         } else {
-            self.serve_h1(stream, shutdown, header_timeout, idle_timeout).await;
+            self.serve_h1(stream, shutdown, header_timeout, idle_timeout)
+                .await;
         }
         None
     }

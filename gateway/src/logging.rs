@@ -17,8 +17,13 @@ impl Log for QuietDisconnects {
             if text.starts_with("Downstream handshake") {
                 // Pingora logs a failed TLS handshake from the listener's runtime, whose
                 // threads carry the service name `listener NAME`.
-                if let Some(name) = std::thread::current().name().and_then(|n| n.strip_prefix("listener ")) {
-                    crate::metrics::TLS_HANDSHAKE_ERRORS.with_label_values(&[name]).inc();
+                if let Some(name) = std::thread::current()
+                    .name()
+                    .and_then(|n| n.strip_prefix("listener "))
+                {
+                    crate::metrics::TLS_HANDSHAKE_ERRORS
+                        .with_label_values(&[name])
+                        .inc();
                 }
                 log::debug!(target: "portico::tls", "{text}");
                 return;
@@ -39,15 +44,23 @@ impl Log for QuietDisconnects {
 }
 
 fn is_client_disconnect(text: &str) -> bool {
-    ["Downstream ConnectionClosed", "Downstream ReadError", "Downstream WriteError", "Downstream ReadTimedout", "Downstream TLSHandshakeFailure", "Downstream ConnectionReset"]
-        .iter()
-        .any(|k| text.contains(k))
+    [
+        "Downstream ConnectionClosed",
+        "Downstream ReadError",
+        "Downstream WriteError",
+        "Downstream ReadTimedout",
+        "Downstream TLSHandshakeFailure",
+        "Downstream ConnectionReset",
+    ]
+    .iter()
+    .any(|k| text.contains(k))
 }
 
 pub fn init() {
-    let logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .build();
+    let logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+            .format_timestamp_millis()
+            .build();
     // Pingora's ERROR lines must reach this logger even under `RUST_LOG=off`: the failed
     // TLS handshakes are counted from them. env_logger still filters what gets printed.
     let max = logger.filter().max(log::LevelFilter::Error);

@@ -7,8 +7,8 @@
 
 use arc_swap::ArcSwap;
 use prometheus::{
-    register_histogram_vec, register_int_counter_vec, register_int_gauge_vec, Histogram, HistogramVec, IntCounter,
-    IntCounterVec, IntGaugeVec,
+    register_histogram_vec, register_int_counter_vec, register_int_gauge_vec, Histogram,
+    HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
 };
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
@@ -16,44 +16,98 @@ use std::time::Duration;
 /// Sub-millisecond to tens of seconds: a proxy's own overhead sits at the bottom, slow
 /// backends and timeouts at the top.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
 ];
 
 pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!("portico_requests_total", "Requests answered, by route, method and status.", &["route", "method", "status"]).unwrap()
+    register_int_counter_vec!(
+        "portico_requests_total",
+        "Requests answered, by route, method and status.",
+        &["route", "method", "status"]
+    )
+    .unwrap()
 });
 pub static REQUEST_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
-    register_histogram_vec!("portico_request_duration_seconds", "Time from the request head to the end of the response, by route.", &["route"], LATENCY_BUCKETS.to_vec()).unwrap()
+    register_histogram_vec!(
+        "portico_request_duration_seconds",
+        "Time from the request head to the end of the response, by route.",
+        &["route"],
+        LATENCY_BUCKETS.to_vec()
+    )
+    .unwrap()
 });
 pub static UPSTREAM_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!("portico_upstream_requests_total", "Attempts sent to backends, by outcome (ok, connect_error, timeout, error).", &["upstream", "backend", "outcome"]).unwrap()
+    register_int_counter_vec!(
+        "portico_upstream_requests_total",
+        "Attempts sent to backends, by outcome (ok, connect_error, timeout, error).",
+        &["upstream", "backend", "outcome"]
+    )
+    .unwrap()
 });
 pub static BACKEND_HEALTHY: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    register_int_gauge_vec!("portico_upstream_backend_healthy", "1 when the backend takes traffic, 0 when it is unhealthy or ejected.", &["upstream", "backend"]).unwrap()
+    register_int_gauge_vec!(
+        "portico_upstream_backend_healthy",
+        "1 when the backend takes traffic, 0 when it is unhealthy or ejected.",
+        &["upstream", "backend"]
+    )
+    .unwrap()
 });
 pub static RETRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!("portico_upstream_retries_total", "Attempts retried on another backend.", &["upstream"]).unwrap()
+    register_int_counter_vec!(
+        "portico_upstream_retries_total",
+        "Attempts retried on another backend.",
+        &["upstream"]
+    )
+    .unwrap()
 });
 pub static DOWNSTREAM_CONNECTIONS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    register_int_gauge_vec!("portico_downstream_connections", "Open client connections, by listener.", &["listener"]).unwrap()
+    register_int_gauge_vec!(
+        "portico_downstream_connections",
+        "Open client connections, by listener.",
+        &["listener"]
+    )
+    .unwrap()
 });
 pub static TLS_HANDSHAKE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!("portico_tls_handshake_errors_total", "TLS handshakes that failed, by listener.", &["listener"]).unwrap()
+    register_int_counter_vec!(
+        "portico_tls_handshake_errors_total",
+        "TLS handshakes that failed, by listener.",
+        &["listener"]
+    )
+    .unwrap()
 });
 pub static PLUGIN_REJECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!("portico_plugin_rejections_total", "Requests a plugin answered instead of the upstream.", &["plugin", "route"]).unwrap()
+    register_int_counter_vec!(
+        "portico_plugin_rejections_total",
+        "Requests a plugin answered instead of the upstream.",
+        &["plugin", "route"]
+    )
+    .unwrap()
 });
 pub static CONFIG_RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!("portico_config_reloads_total", "Config reloads, by result.", &["result"]).unwrap()
+    register_int_counter_vec!(
+        "portico_config_reloads_total",
+        "Config reloads, by result.",
+        &["result"]
+    )
+    .unwrap()
 });
 pub static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    register_int_gauge_vec!("portico_build_info", "Always 1; the version label says which build runs.", &["version"]).unwrap()
+    register_int_gauge_vec!(
+        "portico_build_info",
+        "Always 1; the version label says which build runs.",
+        &["version"]
+    )
+    .unwrap()
 });
 
 /// Creates every metric so that the exposition lists them all from the first scrape,
 /// even those still at zero.
 pub fn init() {
-    BUILD_INFO.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    BUILD_INFO
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
     for r in ["success", "failure"] {
         CONFIG_RELOADS.with_label_values(&[r]);
     }
@@ -68,7 +122,9 @@ pub fn init() {
 }
 
 pub fn set_backend_health(upstream: &str, backend: &str, healthy: bool) {
-    BACKEND_HEALTHY.with_label_values(&[upstream, backend]).set(healthy as i64);
+    BACKEND_HEALTHY
+        .with_label_values(&[upstream, backend])
+        .set(healthy as i64);
 }
 
 /// Sets `portico_upstream_backend_healthy` from the running snapshot's health records,
@@ -80,7 +136,9 @@ pub fn refresh_backend_health(snap: &crate::snapshot::Snapshot) {
     for (name, pool) in &snap.pools {
         for b in &pool.backends {
             let up = b.health.state() == crate::upstream::State::Healthy;
-            BACKEND_HEALTHY.with_label_values(&[name.as_str(), &b.addr]).set(up as i64);
+            BACKEND_HEALTHY
+                .with_label_values(&[name.as_str(), &b.addr])
+                .set(up as i64);
         }
     }
 }
@@ -118,21 +176,35 @@ pub struct RouteMetrics {
 impl RouteMetrics {
     /// Touches no registry: a snapshot that a reload then rejects leaves no label behind.
     pub fn new(route: &str) -> Self {
-        RouteMetrics { route: route.into(), duration: OnceLock::new(), requests: ArcSwap::from_pointee(Vec::new()) }
+        RouteMetrics {
+            route: route.into(),
+            duration: OnceLock::new(),
+            requests: ArcSwap::from_pointee(Vec::new()),
+        }
     }
 
     fn duration(&self) -> &Histogram {
-        self.duration.get_or_init(|| REQUEST_DURATION.with_label_values(&[&self.route]))
+        self.duration
+            .get_or_init(|| REQUEST_DURATION.with_label_values(&[&self.route]))
     }
 
     /// Counts one answered request and its duration.
     pub fn record(&self, method: &'static str, status: u16, elapsed: Duration) {
         self.duration().observe(elapsed.as_secs_f64());
-        if let Some((_, _, c)) = self.requests.load().iter().find(|(m, s, _)| *s == status && *m == method) {
+        if let Some((_, _, c)) = self
+            .requests
+            .load()
+            .iter()
+            .find(|(m, s, _)| *s == status && *m == method)
+        {
             c.inc();
             return;
         }
-        let status_label = if (100..=999).contains(&status) { status.to_string() } else { "0".to_string() };
+        let status_label = if (100..=999).contains(&status) {
+            status.to_string()
+        } else {
+            "0".to_string()
+        };
         let counter = REQUESTS.with_label_values(&[&self.route, method, &status_label]);
         counter.inc();
         self.requests.rcu(|list| {
@@ -188,11 +260,24 @@ mod tests {
         }
         m.record("POST", 201, Duration::from_millis(2));
         m.record("GET", 0, Duration::from_millis(3));
-        let count = |method: &str, status: &str| REQUESTS.with_label_values(&["metrics-unit-test", method, status]).get();
+        let count = |method: &str, status: &str| {
+            REQUESTS
+                .with_label_values(&["metrics-unit-test", method, status])
+                .get()
+        };
         assert_eq!(count("GET", "200"), 3);
         assert_eq!(count("POST", "201"), 1);
         assert_eq!(count("GET", "0"), 1, "a request that got no answer");
-        assert_eq!(REQUEST_DURATION.with_label_values(&["metrics-unit-test"]).get_sample_count(), 5);
-        assert_eq!(m.requests.load().len(), 3, "one cached handle per (method, status)");
+        assert_eq!(
+            REQUEST_DURATION
+                .with_label_values(&["metrics-unit-test"])
+                .get_sample_count(),
+            5
+        );
+        assert_eq!(
+            m.requests.load().len(),
+            3,
+            "one cached handle per (method, status)"
+        );
     }
 }

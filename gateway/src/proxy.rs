@@ -83,12 +83,17 @@ impl Gateway {
         if !bodiless {
             header.insert_header(http::header::CONTENT_LENGTH, resp.body.len().to_string())?;
         }
-        header.insert_header(ctx.snapshot.request_id_header.clone(), ctx.state.request_id.as_str())?;
+        header.insert_header(
+            ctx.snapshot.request_id_header.clone(),
+            ctx.state.request_id.as_str(),
+        )?;
         let snap = ctx.snapshot.clone();
         let chains = chains_of(&snap, ctx.route);
         chains.response(session, &mut header, &mut ctx.state).await;
         let head_only = bodiless || session.req_header().method == http::Method::HEAD;
-        session.write_response_header(Box::new(header), head_only || resp.body.is_empty()).await?;
+        session
+            .write_response_header(Box::new(header), head_only || resp.body.is_empty())
+            .await?;
         if !head_only && !resp.body.is_empty() {
             session.write_response_body(Some(resp.body), true).await?;
         }
@@ -100,12 +105,18 @@ impl Gateway {
 /// The global chain, then the route's. Borrowing from a clone of the snapshot `Arc` (not
 /// from `ctx`) lets hooks take `&mut ctx.state` while the chain is borrowed.
 fn chains_of(snap: &Snapshot, route: Option<usize>) -> Chains<'_> {
-    Chains { global: &snap.global, route: route.map(|i| &snap.routes.routes()[i].chain) }
+    Chains {
+        global: &snap.global,
+        route: route.map(|i| &snap.routes.routes()[i].chain),
+    }
 }
 
 /// A short body naming the error and the request id, so a user can quote it.
 fn error_response(status: u16, message: &str, request_id: &str) -> Response {
-    Response::text(status, format!("{status} {message}\nrequest id: {request_id}\n"))
+    Response::text(
+        status,
+        format!("{status} {message}\nrequest id: {request_id}\n"),
+    )
 }
 
 #[async_trait]
@@ -115,7 +126,9 @@ impl ProxyHttp for Gateway {
     /// Pingora's response compression (off until a plugin switches it on), then the module
     /// that ends the brotli streams it leaves open (see `plugin::brotli_end`).
     fn init_downstream_modules(&self, modules: &mut pingora_core::modules::http::HttpModules) {
-        modules.add_module(pingora_core::modules::http::compression::ResponseCompressionBuilder::enable(0));
+        modules.add_module(
+            pingora_core::modules::http::compression::ResponseCompressionBuilder::enable(0),
+        );
         modules.add_module(crate::plugin::BrotliEnd::builder());
     }
 
@@ -140,7 +153,10 @@ impl ProxyHttp for Gateway {
             session.set_keepalive(None);
         }
         let snap = ctx.snapshot.clone();
-        let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
         ctx.state.client_ip = forwarded::client_ip(&snap, peer, session.req_header());
         ctx.state.request_id = forwarded::request_id(session.req_header(), &snap.request_id_header);
         crate::framing::check_request(session, &snap.config.server.limits)?;
@@ -154,13 +170,22 @@ impl ProxyHttp for Gateway {
             .uri
             .authority()
             .map(|a| a.as_str())
-            .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
+            .or_else(|| {
+                req.headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
             .unwrap_or("");
         ctx.state.host = normalize_host(raw_host);
         if self.redirect_https.is_some() {
             return Ok(());
         }
-        let key = RequestKey { host: &ctx.state.host, path: req.uri.path(), method: &req.method, headers: &req.headers };
+        let key = RequestKey {
+            host: &ctx.state.host,
+            path: req.uri.path(),
+            method: &req.method,
+            headers: &req.headers,
+        };
         if let Some(index) = snap.routes.lookup_index(&key) {
             let route = &snap.routes.routes()[index];
             ctx.route = Some(index);
@@ -177,13 +202,21 @@ impl ProxyHttp for Gateway {
             let req = session.req_header();
             let host = ctx.state.host.clone();
             let target = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-            let location = if port == 443 { format!("https://{host}{target}") } else { format!("https://{host}:{port}{target}") };
-            let resp = Response::text(308, "308 redirecting to https\n").with_header("Location", location);
+            let location = if port == 443 {
+                format!("https://{host}{target}")
+            } else {
+                format!("https://{host}:{port}{target}")
+            };
+            let resp =
+                Response::text(308, "308 redirecting to https\n").with_header("Location", location);
             self.answer(session, ctx, resp).await?;
             return Ok(true);
         }
         // A body declared too large is refused before anything else looks at it.
-        let limit = ctx.route().and_then(|r| r.max_body_bytes).unwrap_or(ctx.snapshot.config.server.limits.max_body_bytes);
+        let limit = ctx
+            .route()
+            .and_then(|r| r.max_body_bytes)
+            .unwrap_or(ctx.snapshot.config.server.limits.max_body_bytes);
         if limit > 0 && ctx.route.is_some() {
             let declared = session
                 .req_header()
@@ -203,7 +236,9 @@ impl ProxyHttp for Gateway {
         let chains = chains_of(&snap, ctx.route);
         if let Some((plugin, resp)) = chains.request(session, &mut ctx.state).await {
             let route = ctx.state.route.as_deref().unwrap_or("unmatched");
-            metrics::PLUGIN_REJECTIONS.with_label_values(&[plugin, route]).inc();
+            metrics::PLUGIN_REJECTIONS
+                .with_label_values(&[plugin, route])
+                .inc();
             self.answer(session, ctx, resp).await?;
             return Ok(true);
         }
@@ -225,9 +260,18 @@ impl ProxyHttp for Gateway {
         Ok(false)
     }
 
-    async fn request_body_filter(&self, session: &mut Session, body: &mut Option<Bytes>, _eos: bool, ctx: &mut Ctx) -> Result<()> {
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        _eos: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
         // A body without Content-Length (chunked) is counted as it streams.
-        let limit = ctx.route().and_then(|r| r.max_body_bytes).unwrap_or(ctx.snapshot.config.server.limits.max_body_bytes);
+        let limit = ctx
+            .route()
+            .and_then(|r| r.max_body_bytes)
+            .unwrap_or(ctx.snapshot.config.server.limits.max_body_bytes);
         if limit > 0 && body.is_some() && session.body_bytes_read() as u64 > limit {
             return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
         }
@@ -236,9 +280,14 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         ctx.release_inflight();
-        let pool = ctx.pool().cloned().ok_or_else(|| Error::explain(ErrorType::HTTPStatus(502), "route has no upstream"))?;
+        let pool = ctx
+            .pool()
+            .cloned()
+            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(502), "route has no upstream"))?;
         let key = match pool.balance {
-            crate::config::Balance::ConsistentHash => Some(consistent_key(&pool, session, &ctx.state)),
+            crate::config::Balance::ConsistentHash => {
+                Some(consistent_key(&pool, session, &ctx.state))
+            }
             _ => None,
         };
         let mut picked = pool.select(key, &ctx.tried);
@@ -260,7 +309,11 @@ impl ProxyHttp for Gateway {
         }
         // Replacing an earlier attempt's guard frees its slot if that attempt had no verdict.
         ctx.probe = (admission == Admission::Probe).then(|| {
-            log::info!("upstream {}: probing ejected backend {}", pool.name, pool.backends[i].addr);
+            log::info!(
+                "upstream {}: probing ejected backend {}",
+                pool.name,
+                pool.backends[i].addr
+            );
             Probe::new(pool.backends[i].health.clone())
         });
         ctx.tried.push(i);
@@ -273,19 +326,34 @@ impl ProxyHttp for Gateway {
         Ok(Box::new(pool.backends[i].peer.clone()))
     }
 
-    async fn upstream_request_filter(&self, session: &mut Session, upstream: &mut RequestHeader, ctx: &mut Ctx) -> Result<()> {
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
         let snap = ctx.snapshot.clone();
-        let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
         forwarded::set_upstream_headers(&snap, upstream, peer, &ctx.state, self.tls)?;
         if let Some(host) = ctx.pool().and_then(|p| p.host.clone()) {
             upstream.insert_header(http::header::HOST, host)?;
         }
         let chains = chains_of(&snap, ctx.route);
-        chains.upstream_request(session, upstream, &mut ctx.state).await;
+        chains
+            .upstream_request(session, upstream, &mut ctx.state)
+            .await;
         Ok(())
     }
 
-    async fn upstream_response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
         let probe = ctx.probe.take();
         if let (Some(pool), Some(&i)) = (ctx.pool(), ctx.tried.last()) {
             let backend = &pool.backends[i];
@@ -295,7 +363,9 @@ impl ProxyHttp for Gateway {
             } else {
                 pool.report_success(i, probe);
             }
-            metrics::UPSTREAM_REQUESTS.with_label_values(&[&pool.name, &backend.addr, "ok"]).inc();
+            metrics::UPSTREAM_REQUESTS
+                .with_label_values(&[&pool.name, &backend.addr, "ok"])
+                .inc();
         }
         if let Some(t) = ctx.state.upstream_started {
             ctx.state.upstream_time = Some(t.elapsed());
@@ -303,12 +373,20 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
         if crate::server::winding_down() {
             session.set_keepalive(None);
         }
         ctx.responded = true;
-        resp.insert_header(ctx.snapshot.request_id_header.clone(), ctx.state.request_id.as_str())?;
+        resp.insert_header(
+            ctx.snapshot.request_id_header.clone(),
+            ctx.state.request_id.as_str(),
+        )?;
         ctx.state.status = resp.status.as_u16();
         let snap = ctx.snapshot.clone();
         let chains = chains_of(&snap, ctx.route);
@@ -316,7 +394,13 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    fn response_body_filter(&self, session: &mut Session, body: &mut Option<Bytes>, eos: bool, ctx: &mut Ctx) -> Result<Option<std::time::Duration>> {
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        eos: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
         if !(ctx.snapshot.global.is_empty() && ctx.route().is_none_or(|r| r.chain.is_empty())) {
             let snap = ctx.snapshot.clone();
             let chains = chains_of(&snap, ctx.route);
@@ -325,10 +409,22 @@ impl ProxyHttp for Gateway {
         Ok(None)
     }
 
-    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
         if let (Some(pool), Some(&i)) = (ctx.pool().cloned().as_ref(), ctx.tried.last()) {
-            let outcome = if is_timeout(&e) { "timeout" } else { "connect_error" };
-            metrics::UPSTREAM_REQUESTS.with_label_values(&[&pool.name, &pool.backends[i].addr, outcome]).inc();
+            let outcome = if is_timeout(&e) {
+                "timeout"
+            } else {
+                "connect_error"
+            };
+            metrics::UPSTREAM_REQUESTS
+                .with_label_values(&[&pool.name, &pool.backends[i].addr, outcome])
+                .inc();
             pool.report_failure(i, &e.to_string(), ctx.probe.take());
             // Nothing was sent, so any request may go to another backend.
             e.set_retry(ctx.tried.len() <= pool.retries && ctx.tried.len() < pool.backends.len());
@@ -337,13 +433,22 @@ impl ProxyHttp for Gateway {
         e
     }
 
-    fn error_while_proxy(&self, peer: &HttpPeer, session: &mut Session, e: Box<Error>, ctx: &mut Ctx, _client_reused: bool) -> Box<Error> {
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        _client_reused: bool,
+    ) -> Box<Error> {
         let mut e = e.more_context(format!("backend {peer}"));
         let upstream_fault = e.esource() == &ErrorSource::Upstream;
         if let (Some(pool), Some(&i)) = (ctx.pool().cloned().as_ref(), ctx.tried.last()) {
             if upstream_fault {
                 let outcome = if is_timeout(&e) { "timeout" } else { "error" };
-                metrics::UPSTREAM_REQUESTS.with_label_values(&[&pool.name, &pool.backends[i].addr, outcome]).inc();
+                metrics::UPSTREAM_REQUESTS
+                    .with_label_values(&[&pool.name, &pool.backends[i].addr, outcome])
+                    .inc();
                 pool.report_failure(i, &e.to_string(), ctx.probe.take());
             }
             // Repeat only what is safe to repeat: an idempotent method whose body is still
@@ -371,11 +476,15 @@ impl ProxyHttp for Gateway {
             ErrorType::HTTPStatus(400) => (400, "bad request"),
             ErrorType::HTTPStatus(503) => (503, "no healthy backend"),
             ErrorType::HTTPStatus(c) => (*c, "error"),
-            _ if is_timeout(e) && e.esource() == &ErrorSource::Upstream => (504, "the backend timed out"),
+            _ if is_timeout(e) && e.esource() == &ErrorSource::Upstream => {
+                (504, "the backend timed out")
+            }
             _ => match e.esource() {
                 ErrorSource::Upstream => (502, "the backend failed"),
                 ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => (0, ""),
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                        (0, "")
+                    }
                     ErrorType::ReadTimedout => (408, "request timeout"),
                     _ => (400, "bad request"),
                 },
@@ -395,20 +504,32 @@ impl ProxyHttp for Gateway {
             }
         }
         ctx.state.status = if status > 0 { status } else { ctx.state.status };
-        FailToProxy { error_code: status, can_reuse_downstream: false }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
     }
 
     fn request_summary(&self, session: &Session, ctx: &Ctx) -> String {
         // Pingora's error lines quote this; the query string may carry secrets (API keys,
         // tokens), so it is left out, as in the access log.
         let req = session.req_header();
-        format!("{} {} host={} request_id={}", req.method, req.uri.path(), ctx.state.host, ctx.state.request_id)
+        format!(
+            "{} {} host={} request_id={}",
+            req.method,
+            req.uri.path(),
+            ctx.state.host,
+            ctx.state.request_id
+        )
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
         // A client going away mid-response is not an operator's problem.
         e.esource() == &ErrorSource::Downstream
-            && matches!(e.etype(), ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed)
+            && matches!(
+                e.etype(),
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
+            )
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
@@ -438,13 +559,20 @@ fn head_size(req: &RequestHeader) -> usize {
         + uri.path().len()
         + uri.query().map_or(0, |q| q.len() + 1);
     let line = req.method.as_str().len() + target + 12;
-    line + req.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>()
+    line + req
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
 }
 
 fn is_timeout(e: &Error) -> bool {
     matches!(
         e.etype(),
-        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout | ErrorType::TLSHandshakeTimedout
+        ErrorType::ConnectTimedout
+            | ErrorType::ReadTimedout
+            | ErrorType::WriteTimedout
+            | ErrorType::TLSHandshakeTimedout
     )
 }
 

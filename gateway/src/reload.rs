@@ -15,12 +15,16 @@ pub fn reload(shared: &Shared) -> Result<String, ConfigErrors> {
         Ok(snap) => {
             let version = snap.version.clone();
             apply(shared, snap);
-            metrics::CONFIG_RELOADS.with_label_values(&["success"]).inc();
+            metrics::CONFIG_RELOADS
+                .with_label_values(&["success"])
+                .inc();
             log::info!("config reloaded: version {version}");
             Ok(version)
         }
         Err(e) => {
-            metrics::CONFIG_RELOADS.with_label_values(&["failure"]).inc();
+            metrics::CONFIG_RELOADS
+                .with_label_values(&["failure"])
+                .inc();
             for line in e.messages() {
                 log::error!("config reload refused, the running config stays: {line}");
             }
@@ -37,7 +41,9 @@ pub fn rebuild(shared: &Shared) {
     let _guard = shared.reload_lock.lock().unwrap();
     match load_and_check(shared) {
         Ok(snap) => apply(shared, snap),
-        Err(e) => log::error!("rebuilding the config after daemonizing failed, keeping the one loaded at start: {e}"),
+        Err(e) => log::error!(
+            "rebuilding the config after daemonizing failed, keeping the one loaded at start: {e}"
+        ),
     }
 }
 
@@ -47,7 +53,11 @@ fn load_and_check(shared: &Shared) -> Result<Arc<Snapshot>, ConfigErrors> {
     let current = shared.snapshot.load();
     let mut problems = config::Problems::new(&src.lines);
     // Sockets are bound once; a change to them needs a new process (`portico -u`).
-    listener_changes(&current.config.listeners, &snap.config.listeners, &mut problems);
+    listener_changes(
+        &current.config.listeners,
+        &snap.config.listeners,
+        &mut problems,
+    );
     if current.config.admin.listen != snap.config.admin.listen {
         problems.add(
             "admin.listen",
@@ -62,7 +72,10 @@ fn load_and_check(shared: &Shared) -> Result<Arc<Snapshot>, ConfigErrors> {
     let (was, now) = (&current.config.server, &snap.config.server);
     for (key, changed) in [
         ("threads", was.threads != now.threads),
-        ("shutdown_timeout", was.shutdown_timeout.get() != now.shutdown_timeout.get()),
+        (
+            "shutdown_timeout",
+            was.shutdown_timeout.get() != now.shutdown_timeout.get(),
+        ),
         ("pid_file", was.pid_file != now.pid_file),
         ("upgrade_sock", was.upgrade_sock != now.upgrade_sock),
     ] {
@@ -79,37 +92,74 @@ const NEEDS_UPGRADE: &str = "needs a binary upgrade (`portico -u`), not a reload
 /// the one part of a listener that a reload does change.
 fn listener_changes(old: &[ListenerConfig], new: &[ListenerConfig], p: &mut config::Problems) {
     if old.len() != new.len() {
-        p.add("listeners", format!("{} listeners instead of {}: adding or removing a listener {NEEDS_UPGRADE}", new.len(), old.len()));
+        p.add(
+            "listeners",
+            format!(
+                "{} listeners instead of {}: adding or removing a listener {NEEDS_UPGRADE}",
+                new.len(),
+                old.len()
+            ),
+        );
         return;
     }
     for (i, (x, y)) in old.iter().zip(new).enumerate() {
         let at = format!("listeners[{i}]");
         if x.name != y.name {
-            p.add(format!("{at}.name"), format!("changed from {:?} to {:?}: renaming a listener {NEEDS_UPGRADE}", x.name, y.name));
+            p.add(
+                format!("{at}.name"),
+                format!(
+                    "changed from {:?} to {:?}: renaming a listener {NEEDS_UPGRADE}",
+                    x.name, y.name
+                ),
+            );
         }
         if x.listen != y.listen {
-            p.add(format!("{at}.listen"), format!("changed from {} to {}: a new address {NEEDS_UPGRADE}", x.listen, y.listen));
+            p.add(
+                format!("{at}.listen"),
+                format!(
+                    "changed from {} to {}: a new address {NEEDS_UPGRADE}",
+                    x.listen, y.listen
+                ),
+            );
         }
         if x.proxy_protocol != y.proxy_protocol {
-            p.add(format!("{at}.proxy_protocol"), format!("changed: {NEEDS_UPGRADE}"));
+            p.add(
+                format!("{at}.proxy_protocol"),
+                format!("changed: {NEEDS_UPGRADE}"),
+            );
         }
         if x.redirect_https != y.redirect_https {
-            p.add(format!("{at}.redirect_https"), format!("changed: {NEEDS_UPGRADE}"));
+            p.add(
+                format!("{at}.redirect_https"),
+                format!("changed: {NEEDS_UPGRADE}"),
+            );
         }
         match (&x.tls, &y.tls) {
             (Some(s), Some(t)) => {
                 if s.min_version != t.min_version {
-                    p.add(format!("{at}.tls.min_version"), format!("changed: {NEEDS_UPGRADE}"));
+                    p.add(
+                        format!("{at}.tls.min_version"),
+                        format!("changed: {NEEDS_UPGRADE}"),
+                    );
                 }
                 if s.alpn != t.alpn {
-                    p.add(format!("{at}.tls.alpn"), format!("changed: {NEEDS_UPGRADE}"));
+                    p.add(
+                        format!("{at}.tls.alpn"),
+                        format!("changed: {NEEDS_UPGRADE}"),
+                    );
                 }
                 if s.client_ca != t.client_ca {
-                    p.add(format!("{at}.tls.client_ca"), format!("changed: {NEEDS_UPGRADE}"));
+                    p.add(
+                        format!("{at}.tls.client_ca"),
+                        format!("changed: {NEEDS_UPGRADE}"),
+                    );
                 }
             }
             (None, None) => {}
-            _ => p.add(format!("{at}.tls"), format!("TLS turned on or off: {NEEDS_UPGRADE}")),
+            _ => p.add(
+                format!("{at}.tls"),
+                format!("TLS turned on or off: {NEEDS_UPGRADE}"),
+            ),
         }
     }
 }
@@ -120,7 +170,9 @@ fn apply(shared: &Shared, snap: Arc<Snapshot>) {
             resolver.store.store(store.clone());
         }
     }
-    shared.checker.update(snap.pools.values().cloned().collect());
+    shared
+        .checker
+        .update(snap.pools.values().cloned().collect());
     metrics::track_snapshot(&snap);
     shared.snapshot.store(snap);
 }

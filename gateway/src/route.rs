@@ -109,7 +109,10 @@ impl PathIndex {
     fn sort(&mut self, routes: &[Route]) {
         let best_first = |a: &usize, b: &usize| {
             let (ra, rb) = (&routes[*a], &routes[*b]);
-            rb.priority.cmp(&ra.priority).then(conditions(rb).cmp(&conditions(ra))).then(a.cmp(b))
+            rb.priority
+                .cmp(&ra.priority)
+                .then(conditions(rb).cmp(&conditions(ra)))
+                .then(a.cmp(b))
         };
         for v in self.exact.values_mut().chain(self.prefix.values_mut()) {
             v.sort_by(best_first);
@@ -188,12 +191,20 @@ impl RouteTable {
             }
             for h in &r.hosts {
                 match h.strip_prefix('*') {
-                    Some(suffix) => t.wildcard_hosts.entry(suffix.to_string()).or_default().insert(r, i),
+                    Some(suffix) => t
+                        .wildcard_hosts
+                        .entry(suffix.to_string())
+                        .or_default()
+                        .insert(r, i),
                     None => t.exact_hosts.entry(h.clone()).or_default().insert(r, i),
                 }
             }
         }
-        for idx in t.exact_hosts.values_mut().chain(t.wildcard_hosts.values_mut()) {
+        for idx in t
+            .exact_hosts
+            .values_mut()
+            .chain(t.wildcard_hosts.values_mut())
+        {
             idx.sort(&routes);
         }
         t.any_host.sort(&routes);
@@ -220,7 +231,12 @@ impl RouteTable {
             if !self.conditions_match(r, key) {
                 return false;
             }
-            let rank = Rank { priority: r.priority, host: host_rank, path: path_rank(&r.path), conditions: conditions(r) };
+            let rank = Rank {
+                priority: r.priority,
+                host: host_rank,
+                path: path_rank(&r.path),
+                conditions: conditions(r),
+            };
             let better = match &best {
                 None => true,
                 // Equal ranks keep the earlier route: candidates arrive out of file order.
@@ -247,12 +263,15 @@ impl RouteTable {
                 if b == b'.' && pos > 0 {
                     let suffix = &key.host[pos..];
                     if let Some(idx) = self.wildcard_hosts.get(suffix) {
-                        idx.for_each_match(&self.routes, key.path, &mut |i| consider(i, 1 + suffix.len() as u32));
+                        idx.for_each_match(&self.routes, key.path, &mut |i| {
+                            consider(i, 1 + suffix.len() as u32)
+                        });
                     }
                 }
             }
         }
-        self.any_host.for_each_match(&self.routes, key.path, &mut |i| consider(i, 0));
+        self.any_host
+            .for_each_match(&self.routes, key.path, &mut |i| consider(i, 0));
         best.map(|(_, i)| i)
     }
 
@@ -261,7 +280,10 @@ impl RouteTable {
             return false;
         }
         r.headers.iter().all(|(name, want)| {
-            key.headers.get_all(name).iter().any(|v| v.as_bytes() == want.as_bytes())
+            key.headers
+                .get_all(name)
+                .iter()
+                .any(|v| v.as_bytes() == want.as_bytes())
         })
     }
 }
@@ -326,7 +348,13 @@ mod tests {
 
     fn find<'a>(t: &'a RouteTable, host: &str, path: &str) -> Option<&'a str> {
         let h = http::HeaderMap::new();
-        t.lookup(&RequestKey { host, path, method: &Method::GET, headers: &h }).map(|r| &*r.name)
+        t.lookup(&RequestKey {
+            host,
+            path,
+            method: &Method::GET,
+            headers: &h,
+        })
+        .map(|r| &*r.name)
     }
 
     #[test]
@@ -345,7 +373,11 @@ mod tests {
         assert_eq!(find(&t, "a.example.com", "/"), Some("wild"));
         assert_eq!(find(&t, "x.api.example.com", "/"), Some("wild-long"));
         assert_eq!(find(&t, "example.com", "/"), Some("any"));
-        assert_eq!(find(&t, ".example.com", "/"), Some("any"), "a wildcard needs a label");
+        assert_eq!(
+            find(&t, ".example.com", "/"),
+            Some("any"),
+            "a wildcard needs a label"
+        );
         assert_eq!(find(&t, "www.example.com", "/api"), Some("exact"));
         assert_eq!(find(&t, "other.org", "/api/x"), Some("prefix"));
         assert_eq!(find(&t, "other.org", "/apix"), Some("any"));
@@ -360,7 +392,12 @@ mod tests {
         post.methods = vec![Method::POST];
         let mut canary = route("canary", &[], PathRule::Any, 1);
         canary.headers = vec![(HeaderName::from_static("x-canary"), "1".into())];
-        let mut routes = vec![post, route("first", &[], PathRule::Any, 0), route("second", &[], PathRule::Any, 0), canary];
+        let mut routes = vec![
+            post,
+            route("first", &[], PathRule::Any, 0),
+            route("second", &[], PathRule::Any, 0),
+            canary,
+        ];
         // Hundreds of equal catch-alls after them change nothing.
         routes.extend((0..500).map(|i| route(&format!("filler{i}"), &[], PathRule::Any, 0)));
         let t = RouteTable::new(routes);
@@ -369,7 +406,12 @@ mod tests {
             if canary {
                 h.insert("x-canary", "1".parse().unwrap());
             }
-            let key = RequestKey { host: "a.example.com", path: "/", method: &method, headers: &h };
+            let key = RequestKey {
+                host: "a.example.com",
+                path: "/",
+                method: &method,
+                headers: &h,
+            };
             t.lookup(&key).map(|r| r.name.to_string())
         };
         assert_eq!(lookup(Method::GET, false).as_deref(), Some("first"));

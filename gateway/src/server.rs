@@ -3,6 +3,7 @@
 
 use crate::admin::Admin;
 use crate::config;
+use crate::listener::{ListenerApp, ProxyHeaderBeforeTls};
 use crate::metrics;
 use crate::plugin::Registry;
 use crate::proxy::Gateway;
@@ -13,15 +14,16 @@ use crate::Shared;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora_core::apps::{HttpServerOptions, ServerApp};
-use pingora_core::server::configuration::{Opt, ServerConf};
-use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora_core::listeners::{
+    L4BufferSettings, ListenerConfig, Listeners, DEFAULT_L4_WRITE_BUFFER_SIZE,
+};
 use pingora_core::protocols::Stream;
-use pingora_core::services::background::{background_service, BackgroundService};
+use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::ListenFds;
-use pingora_core::services::{ServiceReadyNotifier, ServiceWithDependents};
-use pingora_core::listeners::{L4BufferSettings, ListenerConfig, Listeners, DEFAULT_L4_WRITE_BUFFER_SIZE};
+use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora_core::services::background::{background_service, BackgroundService};
 use pingora_core::services::listening::Service;
-use crate::listener::{ListenerApp, ProxyHeaderBeforeTls};
+use pingora_core::services::{ServiceReadyNotifier, ServiceWithDependents};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -81,11 +83,18 @@ const USAGE: &str = "usage: portico [-c FILE] [-t] [-u] [-d]
   -V, --version       print the version";
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { config: PathBuf::from("conf/portico.yaml"), test: false, upgrade: false, daemon: false };
+    let mut args = Args {
+        config: PathBuf::from("conf/portico.yaml"),
+        test: false,
+        upgrade: false,
+        daemon: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
-            "-c" | "--config" | "--conf" => args.config = it.next().ok_or("-c needs a file")?.into(),
+            "-c" | "--config" | "--conf" => {
+                args.config = it.next().ok_or("-c needs a file")?.into()
+            }
             s if s.starts_with("--config=") => args.config = s["--config=".len()..].into(),
             "-t" | "--test" => args.test = true,
             "-u" | "--upgrade" => args.upgrade = true,
@@ -117,13 +126,19 @@ pub fn run(registry: Registry) -> ! {
     // Resolve now: a daemon changes its working directory to `/`.
     let config_path = std::fs::canonicalize(&args.config).unwrap_or_else(|_| args.config.clone());
     let health = HealthBook::default();
-    let snap = match config::load_file(&config_path).and_then(|src| snapshot::compile(&src, &registry, &health)) {
+    let snap = match config::load_file(&config_path)
+        .and_then(|src| snapshot::compile(&src, &registry, &health))
+    {
         Ok(s) => s,
         Err(errors) => {
             for e in &errors.0 {
                 eprintln!("{e}");
             }
-            eprintln!("{}: {} error(s), not started", config_path.display(), errors.0.len());
+            eprintln!(
+                "{}: {} error(s), not started",
+                config_path.display(),
+                errors.0.len()
+            );
             std::process::exit(1);
         }
     };
@@ -138,7 +153,11 @@ pub fn run(registry: Registry) -> ! {
 fn server_conf(snap: &Snapshot, base: &std::path::Path, daemon: bool) -> ServerConf {
     let s = &snap.config.server;
     ServerConf {
-        threads: s.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+        threads: s.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }),
         daemon,
         pid_file: config::resolve(base, &s.pid_file).display().to_string(),
         upgrade_sock: config::resolve(base, &s.upgrade_sock).display().to_string(),
@@ -153,10 +172,23 @@ fn server_conf(snap: &Snapshot, base: &std::path::Path, daemon: bool) -> ServerC
     }
 }
 
-fn serve(args: Args, config_path: PathBuf, snap: Snapshot, registry: Registry, health: HealthBook) -> ! {
-    let base = config_path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+fn serve(
+    args: Args,
+    config_path: PathBuf,
+    snap: Snapshot,
+    registry: Registry,
+    health: HealthBook,
+) -> ! {
+    let base = config_path
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default();
     let conf = server_conf(&snap, &base, args.daemon);
-    let opt = Opt { upgrade: args.upgrade, daemon: args.daemon, ..Default::default() };
+    let opt = Opt {
+        upgrade: args.upgrade,
+        daemon: args.daemon,
+        ..Default::default()
+    };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     let conf = server.configuration.clone();
@@ -169,10 +201,19 @@ fn serve(args: Args, config_path: PathBuf, snap: Snapshot, registry: Registry, h
     let mut cert_resolvers = HashMap::new();
     for l in &snap.config.listeners {
         if let Some(store) = snap.certs.get(&l.name) {
-            cert_resolvers.insert(l.name.clone(), Arc::new(CertResolver { listener: l.name.as_str().into(), store: ArcSwap::new(store.clone()) }));
+            cert_resolvers.insert(
+                l.name.clone(),
+                Arc::new(CertResolver {
+                    listener: l.name.as_str().into(),
+                    store: ArcSwap::new(store.clone()),
+                }),
+            );
         }
     }
-    let checker = background_service("health checks", HealthChecker::new(snap.pools.values().cloned().collect()));
+    let checker = background_service(
+        "health checks",
+        HealthChecker::new(snap.pools.values().cloned().collect()),
+    );
     let shared = Arc::new(Shared {
         snapshot: ArcSwap::from_pointee(snap),
         registry,
@@ -205,7 +246,10 @@ fn serve(args: Args, config_path: PathBuf, snap: Snapshot, registry: Registry, h
         match &l.tls {
             Some(t) => {
                 if l.proxy_protocol {
-                    listeners.set_pre_tls_callback(Arc::new(ProxyHeaderBeforeTls { listener: l.name.as_str().into(), shared: shared.clone() }));
+                    listeners.set_pre_tls_callback(Arc::new(ProxyHeaderBeforeTls {
+                        listener: l.name.as_str().into(),
+                        shared: shared.clone(),
+                    }));
                 }
                 let resolver = shared.cert_resolvers[&l.name].clone();
                 let ca = t.client_ca.as_ref().map(|c| config::resolve(&base, c));
@@ -213,7 +257,9 @@ fn serve(args: Args, config_path: PathBuf, snap: Snapshot, registry: Registry, h
                     // No L4 read buffer under TLS (OpenSSL reads ahead into its own, which
                     // it frees when idle): 64 KiB less per connection. A PROXY header is read
                     // before TLS a byte at a time, so those listeners keep the buffer.
-                    Ok(settings) => listeners.add_listener(tls_endpoint(&l.listen, settings, l.proxy_protocol)),
+                    Ok(settings) => {
+                        listeners.add_listener(tls_endpoint(&l.listen, settings, l.proxy_protocol))
+                    }
                     Err(e) => {
                         eprintln!("listeners: {}: {e}", l.name);
                         std::process::exit(1);
@@ -232,8 +278,19 @@ fn serve(args: Args, config_path: PathBuf, snap: Snapshot, registry: Registry, h
         // The service name is also its threads' name, which the error log uses to tell
         // which listener a failed TLS handshake belongs to.
         let settle = SETTLE.min(snap.config.server.shutdown_timeout.get());
-        let svc = Service::with_listeners(format!("listener {}", l.name), listeners, Settle { app: Arc::new(app), settle });
-        listener_services.push(server.add_service(Bound { name: l.name.clone(), addr: l.listen.clone(), service: Some(svc) }));
+        let svc = Service::with_listeners(
+            format!("listener {}", l.name),
+            listeners,
+            Settle {
+                app: Arc::new(app),
+                settle,
+            },
+        );
+        listener_services.push(server.add_service(Bound {
+            name: l.name.clone(),
+            addr: l.listen.clone(),
+            service: Some(svc),
+        }));
     }
 
     let signals = server.add_service(background_service(
@@ -245,7 +302,12 @@ fn serve(args: Args, config_path: PathBuf, snap: Snapshot, registry: Registry, h
             pid_file: conf.pid_file.clone(),
         },
     ));
-    let mut admin = Service::new("admin".to_string(), Admin { shared: shared.clone() });
+    let mut admin = Service::new(
+        "admin".to_string(),
+        Admin {
+            shared: shared.clone(),
+        },
+    );
     admin.add_tcp(&snap.config.admin.listen);
     admin.threads = Some(1);
     let admin = server.add_service(admin);
@@ -255,16 +317,30 @@ fn serve(args: Args, config_path: PathBuf, snap: Snapshot, registry: Registry, h
     admin.add_dependency(&signals);
     server.add_service(checker);
 
-    log::info!("portico {} starting: config {} version {}", env!("CARGO_PKG_VERSION"), shared.config_path.display(), snap.version);
+    log::info!(
+        "portico {} starting: config {} version {}",
+        env!("CARGO_PKG_VERSION"),
+        shared.config_path.display(),
+        snap.version
+    );
     let upgrade_sock = PathBuf::from(&conf.upgrade_sock);
     let pid_file = conf.pid_file.clone();
-    server.run(RunArgs { shutdown_signal: Box::new(Shutdown { shared, upgrade_sock }) });
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Shutdown {
+            shared,
+            upgrade_sock,
+        }),
+    });
     remove_pid_file(&pid_file);
     std::process::exit(0)
 }
 
 /// A TLS listening endpoint; see `benches/README.md` for what the buffer sizes cost.
-fn tls_endpoint(addr: &str, settings: pingora_core::listeners::tls::TlsSettings, proxy_protocol: bool) -> ListenerConfig {
+fn tls_endpoint(
+    addr: &str,
+    settings: pingora_core::listeners::tls::TlsSettings,
+    proxy_protocol: bool,
+) -> ListenerConfig {
     let endpoint = ListenerConfig::tcp(addr).tls(settings);
     if proxy_protocol {
         return endpoint;
@@ -292,7 +368,9 @@ fn remove_pid_file(path: &str) {
 /// forks do not survive it.
 fn exit_when_idle(listeners: usize, pid_file: String) {
     std::thread::spawn(move || {
-        while LISTENERS_SETTLED.load(Ordering::SeqCst) < listeners || IN_FLIGHT.load(Ordering::SeqCst) > 0 {
+        while LISTENERS_SETTLED.load(Ordering::SeqCst) < listeners
+            || IN_FLIGHT.load(Ordering::SeqCst) > 0
+        {
             std::thread::sleep(Duration::from_millis(20));
         }
         // Lets log writers flush what the last requests left them.
@@ -315,7 +393,11 @@ struct Settle {
 
 #[async_trait]
 impl ServerApp for Settle {
-    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
         self.app.process_new(stream, shutdown).await
     }
 
@@ -339,14 +421,31 @@ struct Bound {
 
 #[async_trait]
 impl ServiceWithDependents for Bound {
-    async fn start_service(&mut self, fds: Option<ListenFds>, shutdown: ShutdownWatch, listeners_per_fd: usize, ready: ServiceReadyNotifier) {
-        let Some(mut service) = self.service.take() else { return };
+    async fn start_service(
+        &mut self,
+        fds: Option<ListenFds>,
+        shutdown: ShutdownWatch,
+        listeners_per_fd: usize,
+        ready: ServiceReadyNotifier,
+    ) {
+        let Some(mut service) = self.service.take() else {
+            return;
+        };
         let table = fds.clone();
         let mut run = tokio::spawn(async move {
-            pingora_core::services::Service::start_service(&mut service, fds, shutdown, listeners_per_fd).await
+            pingora_core::services::Service::start_service(
+                &mut service,
+                fds,
+                shutdown,
+                listeners_per_fd,
+            )
+            .await
         });
         let listening = async {
-            while table.as_ref().is_none_or(|t| t.lock().get(&self.addr).is_none()) {
+            while table
+                .as_ref()
+                .is_none_or(|t| t.lock().get(&self.addr).is_none())
+            {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         };
@@ -367,17 +466,23 @@ impl ServiceWithDependents for Bound {
     }
 
     fn name(&self) -> &str {
-        self.service.as_ref().map_or("listener", |s| ServiceWithDependents::name(s))
+        self.service
+            .as_ref()
+            .map_or("listener", |s| ServiceWithDependents::name(s))
     }
 
     fn threads(&self) -> Option<usize> {
-        self.service.as_ref().and_then(ServiceWithDependents::threads)
+        self.service
+            .as_ref()
+            .and_then(ServiceWithDependents::threads)
     }
 
     /// Pingora closes inherited sockets that no service claims (a listener removed by an
     /// upgrade) by these.
     fn listen_addresses(&self) -> Option<Vec<String>> {
-        self.service.as_ref().and_then(ServiceWithDependents::listen_addresses)
+        self.service
+            .as_ref()
+            .and_then(ServiceWithDependents::listen_addresses)
     }
 }
 
@@ -439,7 +544,9 @@ impl Shutdown {
         use std::os::unix::fs::FileTypeExt;
         let deadline = Instant::now() + UPGRADE_WAIT;
         loop {
-            if std::fs::symlink_metadata(&self.upgrade_sock).is_ok_and(|m| m.file_type().is_socket()) {
+            if std::fs::symlink_metadata(&self.upgrade_sock)
+                .is_ok_and(|m| m.file_type().is_socket())
+            {
                 return true;
             }
             if Instant::now() >= deadline {
@@ -462,7 +569,11 @@ struct Signals {
 
 #[async_trait]
 impl BackgroundService for Signals {
-    async fn start_with_ready_notifier(&self, mut shutdown: ShutdownWatch, ready: ServiceReadyNotifier) {
+    async fn start_with_ready_notifier(
+        &self,
+        mut shutdown: ShutdownWatch,
+        ready: ServiceReadyNotifier,
+    ) {
         let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
         let mut usr1 = signal(SignalKind::user_defined1()).expect("SIGUSR1 handler");
         if self.daemon {

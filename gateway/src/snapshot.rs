@@ -61,7 +61,11 @@ impl HealthBook {
 }
 
 /// Checks a parsed config and compiles it. Every error is collected, not just the first.
-pub fn compile(src: &Source, registry: &Registry, health: &HealthBook) -> Result<Snapshot, ConfigErrors> {
+pub fn compile(
+    src: &Source,
+    registry: &Registry,
+    health: &HealthBook,
+) -> Result<Snapshot, ConfigErrors> {
     let cfg = &src.config;
     let mut p = Problems::new(&src.lines);
     let base = src.base_dir.as_path();
@@ -84,13 +88,20 @@ pub fn compile(src: &Source, registry: &Registry, health: &HealthBook) -> Result
             }
         })
         .collect();
-    let request_id_header = match http::HeaderName::from_bytes(cfg.server.request_id_header.as_bytes()) {
-        Ok(h) => h,
-        Err(_) => {
-            p.add("server.request_id_header", format!("{:?} is not a valid header name", cfg.server.request_id_header));
-            http::HeaderName::from_static("x-request-id")
-        }
-    };
+    let request_id_header =
+        match http::HeaderName::from_bytes(cfg.server.request_id_header.as_bytes()) {
+            Ok(h) => h,
+            Err(_) => {
+                p.add(
+                    "server.request_id_header",
+                    format!(
+                        "{:?} is not a valid header name",
+                        cfg.server.request_id_header
+                    ),
+                );
+                http::HeaderName::from_static("x-request-id")
+            }
+        };
     p.into_result()?;
     Ok(Snapshot {
         version: src.version.clone(),
@@ -119,17 +130,30 @@ fn check_server(cfg: &Config, p: &mut Problems) {
     match cfg.admin.listen.parse::<SocketAddr>() {
         Ok(addr) => {
             if !addr.ip().is_loopback() && cfg.admin.token.as_deref().unwrap_or("").is_empty() {
-                p.add("admin.token", format!("the admin listener {addr} is not on loopback, so a token is required"));
+                p.add(
+                    "admin.token",
+                    format!("the admin listener {addr} is not on loopback, so a token is required"),
+                );
             }
         }
-        Err(_) => p.add("admin.listen", format!("{:?} is not an address such as 127.0.0.1:9901", cfg.admin.listen)),
+        Err(_) => p.add(
+            "admin.listen",
+            format!(
+                "{:?} is not an address such as 127.0.0.1:9901",
+                cfg.admin.listen
+            ),
+        ),
     }
     if cfg.listeners.is_empty() {
         p.add("listeners", "at least one listener is required");
     }
 }
 
-fn compile_listeners(cfg: &Config, base: &Path, p: &mut Problems) -> HashMap<String, Arc<CertStore>> {
+fn compile_listeners(
+    cfg: &Config,
+    base: &Path,
+    p: &mut Problems,
+) -> HashMap<String, Arc<CertStore>> {
     let mut certs = HashMap::new();
     let mut names = HashSet::new();
     let mut addrs = HashMap::new();
@@ -138,29 +162,58 @@ fn compile_listeners(cfg: &Config, base: &Path, p: &mut Problems) -> HashMap<Str
         if l.name.is_empty() {
             p.add(format!("{at}.name"), "must not be empty");
         } else if !names.insert(l.name.clone()) {
-            p.add(format!("{at}.name"), format!("duplicate listener name {:?}", l.name));
+            p.add(
+                format!("{at}.name"),
+                format!("duplicate listener name {:?}", l.name),
+            );
         }
         match l.listen.parse::<SocketAddr>() {
             Ok(a) => {
                 if let Some(prev) = addrs.insert(a, i) {
-                    p.add(format!("{at}.listen"), format!("{a} is already used by listeners[{prev}]"));
+                    p.add(
+                        format!("{at}.listen"),
+                        format!("{a} is already used by listeners[{prev}]"),
+                    );
                 }
-                if a.ip() == std::net::Ipv4Addr::UNSPECIFIED && a.port() == cfg.admin.listen.parse::<SocketAddr>().map(|s| s.port()).unwrap_or(0) {
+                if a.ip() == std::net::Ipv4Addr::UNSPECIFIED
+                    && a.port()
+                        == cfg
+                            .admin
+                            .listen
+                            .parse::<SocketAddr>()
+                            .map(|s| s.port())
+                            .unwrap_or(0)
+                {
                     p.add(format!("{at}.listen"), "overlaps the admin listener's port");
                 }
             }
-            Err(_) => p.add(format!("{at}.listen"), format!("{:?} is not an address such as 0.0.0.0:8443", l.listen)),
+            Err(_) => p.add(
+                format!("{at}.listen"),
+                format!("{:?} is not an address such as 0.0.0.0:8443", l.listen),
+            ),
         }
         if l.redirect_https.is_some() && l.tls.is_some() {
-            p.add(format!("{at}.redirect_https"), "a TLS listener cannot also redirect to https");
+            p.add(
+                format!("{at}.redirect_https"),
+                "a TLS listener cannot also redirect to https",
+            );
         }
         let Some(t) = &l.tls else { continue };
         if !matches!(t.min_version.as_str(), "1.2" | "1.3") {
-            p.add(format!("{at}.tls.min_version"), format!("{:?} is not supported: use \"1.2\" or \"1.3\"", t.min_version));
+            p.add(
+                format!("{at}.tls.min_version"),
+                format!(
+                    "{:?} is not supported: use \"1.2\" or \"1.3\"",
+                    t.min_version
+                ),
+            );
         }
         for (j, a) in t.alpn.iter().enumerate() {
             if a != "h2" && a != "http/1.1" {
-                p.add(format!("{at}.tls.alpn[{j}]"), format!("{a:?} is not supported: use h2 and/or http/1.1"));
+                p.add(
+                    format!("{at}.tls.alpn[{j}]"),
+                    format!("{a:?} is not supported: use h2 and/or http/1.1"),
+                );
             }
         }
         if t.alpn.is_empty() {
@@ -169,13 +222,25 @@ fn compile_listeners(cfg: &Config, base: &Path, p: &mut Problems) -> HashMap<Str
         if let Some(ca) = &t.client_ca {
             let path = config::resolve(base, ca);
             match std::fs::read(&path) {
-                Ok(pem) if pingora_core::tls::x509::X509::stack_from_pem(&pem).map(|v| !v.is_empty()).unwrap_or(false) => {}
-                Ok(_) => p.add(format!("{at}.tls.client_ca"), format!("{} holds no PEM certificate", path.display())),
-                Err(e) => p.add(format!("{at}.tls.client_ca"), format!("cannot read {}: {e}", path.display())),
+                Ok(pem)
+                    if pingora_core::tls::x509::X509::stack_from_pem(&pem)
+                        .map(|v| !v.is_empty())
+                        .unwrap_or(false) => {}
+                Ok(_) => p.add(
+                    format!("{at}.tls.client_ca"),
+                    format!("{} holds no PEM certificate", path.display()),
+                ),
+                Err(e) => p.add(
+                    format!("{at}.tls.client_ca"),
+                    format!("cannot read {}: {e}", path.display()),
+                ),
             }
         }
         if t.certificates.is_empty() {
-            p.add(format!("{at}.tls.certificates"), "at least one certificate is required");
+            p.add(
+                format!("{at}.tls.certificates"),
+                "at least one certificate is required",
+            );
         }
         let mut loaded = Vec::new();
         for (j, c) in t.certificates.iter().enumerate() {
@@ -188,7 +253,9 @@ fn compile_listeners(cfg: &Config, base: &Path, p: &mut Problems) -> HashMap<Str
                 }
             }
             let staple = c.ocsp_staple.as_ref().map(|f| config::resolve(base, f));
-            match tls::load_certified_key(&cert, &key).and_then(|ck| tls::with_ocsp_staple(ck, staple.as_deref())) {
+            match tls::load_certified_key(&cert, &key)
+                .and_then(|ck| tls::with_ocsp_staple(ck, staple.as_deref()))
+            {
                 Ok(ck) => loaded.push(ck),
                 Err(e) => p.add(format!("{at}.tls.certificates[{j}]"), e),
             }
@@ -200,7 +267,12 @@ fn compile_listeners(cfg: &Config, base: &Path, p: &mut Problems) -> HashMap<Str
     certs
 }
 
-fn compile_upstreams(cfg: &Config, base: &Path, health: &HealthBook, p: &mut Problems) -> BTreeMap<String, Arc<Pool>> {
+fn compile_upstreams(
+    cfg: &Config,
+    base: &Path,
+    health: &HealthBook,
+    p: &mut Problems,
+) -> BTreeMap<String, Arc<Pool>> {
     let mut pools = BTreeMap::new();
     for (name, u) in &cfg.upstreams {
         let at = format!("upstreams.{name}");
@@ -211,7 +283,14 @@ fn compile_upstreams(cfg: &Config, base: &Path, health: &HealthBook, p: &mut Pro
     pools
 }
 
-fn compile_pool(name: &str, u: &UpstreamConfig, at: &str, base: &Path, health: &HealthBook, p: &mut Problems) -> Option<Pool> {
+fn compile_pool(
+    name: &str,
+    u: &UpstreamConfig,
+    at: &str,
+    base: &Path,
+    health: &HealthBook,
+    p: &mut Problems,
+) -> Option<Pool> {
     let before = p.is_empty();
     if u.backends.is_empty() {
         p.add(format!("{at}.backends"), "at least one backend is required");
@@ -220,21 +299,34 @@ fn compile_pool(name: &str, u: &UpstreamConfig, at: &str, base: &Path, health: &
         (Balance::ConsistentHash, None) => {}
         (Balance::ConsistentHash, Some(k)) => {
             let ok = matches!(k, "client_ip" | "path")
-                || k.strip_prefix("header:").is_some_and(|h| http::HeaderName::from_bytes(h.as_bytes()).is_ok())
+                || k.strip_prefix("header:")
+                    .is_some_and(|h| http::HeaderName::from_bytes(h.as_bytes()).is_ok())
                 || k.strip_prefix("cookie:").is_some_and(|c| !c.is_empty());
             if !ok {
-                p.add(format!("{at}.hash_key"), format!("{k:?} is not one of client_ip, header:NAME, cookie:NAME, path"));
+                p.add(
+                    format!("{at}.hash_key"),
+                    format!("{k:?} is not one of client_ip, header:NAME, cookie:NAME, path"),
+                );
             }
         }
-        (_, Some(_)) => p.add(format!("{at}.hash_key"), "hash_key is only used with balance: consistent_hash"),
+        (_, Some(_)) => p.add(
+            format!("{at}.hash_key"),
+            "hash_key is only used with balance: consistent_hash",
+        ),
         _ => {}
     }
     if let Some(hc) = &u.health_check {
         if hc.interval.get() < crate::upstream::check_min_interval() {
-            p.add(format!("{at}.health_check.interval"), "must be at least 100ms");
+            p.add(
+                format!("{at}.health_check.interval"),
+                "must be at least 100ms",
+            );
         }
         if hc.healthy_after == 0 || hc.unhealthy_after == 0 {
-            p.add(format!("{at}.health_check"), "healthy_after and unhealthy_after must be at least 1");
+            p.add(
+                format!("{at}.health_check"),
+                "healthy_after and unhealthy_after must be at least 1",
+            );
         }
         if !hc.path.starts_with('/') {
             p.add(format!("{at}.health_check.path"), "must start with /");
@@ -242,7 +334,10 @@ fn compile_pool(name: &str, u: &UpstreamConfig, at: &str, base: &Path, health: &
     }
     if let Some(h) = &u.host {
         if http::HeaderValue::from_str(h).is_err() {
-            p.add(format!("{at}.host"), format!("{h:?} is not a valid Host value"));
+            p.add(
+                format!("{at}.host"),
+                format!("{h:?} is not a valid Host value"),
+            );
         }
     }
 
@@ -252,32 +347,52 @@ fn compile_pool(name: &str, u: &UpstreamConfig, at: &str, base: &Path, health: &
     if let Some(t) = &u.tls {
         if let Some(c) = &t.ca {
             let path = config::resolve(base, c);
-            match std::fs::read(&path).map_err(|e| e.to_string()).and_then(|pem| {
-                pingora_core::tls::x509::X509::stack_from_pem(&pem).map_err(|e| e.to_string())
-            }) {
+            match std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|pem| {
+                    pingora_core::tls::x509::X509::stack_from_pem(&pem).map_err(|e| e.to_string())
+                }) {
                 Ok(v) if !v.is_empty() => ca = Some(Arc::new(v.into_boxed_slice())),
-                Ok(_) => p.add(format!("{at}.tls.ca"), format!("{} holds no PEM certificate", path.display())),
-                Err(e) => p.add(format!("{at}.tls.ca"), format!("cannot read {}: {e}", path.display())),
+                Ok(_) => p.add(
+                    format!("{at}.tls.ca"),
+                    format!("{} holds no PEM certificate", path.display()),
+                ),
+                Err(e) => p.add(
+                    format!("{at}.tls.ca"),
+                    format!("cannot read {}: {e}", path.display()),
+                ),
             }
         }
         match (&t.client_cert, &t.client_key) {
-            (Some(c), Some(k)) => match tls::load_certified_key(&config::resolve(base, c), &config::resolve(base, k)) {
-                Ok(ck) => client = Some(Arc::new(CertKey::new(ck.chain, ck.key))),
-                Err(e) => p.add(format!("{at}.tls.client_cert"), e),
-            },
+            (Some(c), Some(k)) => {
+                match tls::load_certified_key(&config::resolve(base, c), &config::resolve(base, k))
+                {
+                    Ok(ck) => client = Some(Arc::new(CertKey::new(ck.chain, ck.key))),
+                    Err(e) => p.add(format!("{at}.tls.client_cert"), e),
+                }
+            }
             (None, None) => {}
-            _ => p.add(format!("{at}.tls"), "client_cert and client_key go together"),
+            _ => p.add(
+                format!("{at}.tls"),
+                "client_cert and client_key go together",
+            ),
         }
     }
 
     let mut backends = Vec::new();
     let mut seen = HashSet::new();
     let checked = u.health_check.is_some();
-    for (backup, list, key) in [(false, &u.backends, "backends"), (true, &u.backup, "backup")] {
+    for (backup, list, key) in [
+        (false, &u.backends, "backends"),
+        (true, &u.backup, "backup"),
+    ] {
         for (i, b) in list.iter().enumerate() {
             let bat = format!("{at}.{key}[{i}]");
             if !seen.insert(b.addr.clone()) {
-                p.add(format!("{bat}.addr"), format!("duplicate backend {:?}", b.addr));
+                p.add(
+                    format!("{bat}.addr"),
+                    format!("duplicate backend {:?}", b.addr),
+                );
                 continue;
             }
             if b.weight == 0 || b.weight > 1000 {
@@ -290,7 +405,11 @@ fn compile_pool(name: &str, u: &UpstreamConfig, at: &str, base: &Path, health: &
                     continue;
                 }
             };
-            let host_part = b.addr.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']'])).unwrap_or(&b.addr);
+            let host_part = b
+                .addr
+                .rsplit_once(':')
+                .map(|(h, _)| h.trim_matches(['[', ']']))
+                .unwrap_or(&b.addr);
             let mut peer = match &u.tls {
                 Some(t) => {
                     // An empty SNI would silently switch verification off in Pingora, so
@@ -317,7 +436,11 @@ fn compile_pool(name: &str, u: &UpstreamConfig, at: &str, base: &Path, health: &
                 peer.options.set_http_version(2, 2);
             }
             let h = health.get(name, &b.addr, backup, checked);
-            crate::metrics::set_backend_health(name, &b.addr, h.state() == crate::upstream::State::Healthy);
+            crate::metrics::set_backend_health(
+                name,
+                &b.addr,
+                h.state() == crate::upstream::State::Healthy,
+            );
             backends.push(Backend {
                 addr: b.addr.as_str().into(),
                 socket,
@@ -394,7 +517,13 @@ fn compile_chain(
     Chain::new(entries)
 }
 
-fn compile_routes(cfg: &Config, pools: &BTreeMap<String, Arc<Pool>>, registry: &Registry, base: &Path, p: &mut Problems) -> RouteTable {
+fn compile_routes(
+    cfg: &Config,
+    pools: &BTreeMap<String, Arc<Pool>>,
+    registry: &Registry,
+    base: &Path,
+    p: &mut Problems,
+) -> RouteTable {
     let mut routes = Vec::new();
     let mut names = HashSet::new();
     for (i, r) in cfg.routes.iter().enumerate() {
@@ -402,7 +531,10 @@ fn compile_routes(cfg: &Config, pools: &BTreeMap<String, Arc<Pool>>, registry: &
         if r.name.is_empty() {
             p.add(format!("{at}.name"), "must not be empty");
         } else if !names.insert(r.name.clone()) {
-            p.add(format!("{at}.name"), format!("duplicate route name {:?}", r.name));
+            p.add(
+                format!("{at}.name"),
+                format!("duplicate route name {:?}", r.name),
+            );
         }
         let upstream = match &r.upstream {
             Some(u) => match pools.get(u) {
@@ -416,7 +548,10 @@ fn compile_routes(cfg: &Config, pools: &BTreeMap<String, Arc<Pool>>, registry: &
             },
             None => {
                 if r.plugins.is_empty() {
-                    p.add(format!("{at}.upstream"), "a route needs an upstream, or a plugin that answers (respond, redirect)");
+                    p.add(
+                        format!("{at}.upstream"),
+                        "a route needs an upstream, or a plugin that answers (respond, redirect)",
+                    );
                 }
                 None
             }
@@ -426,7 +561,10 @@ fn compile_routes(cfg: &Config, pools: &BTreeMap<String, Arc<Pool>>, registry: &
             let h = h.trim().to_ascii_lowercase();
             let body = h.strip_prefix("*.").unwrap_or(&h);
             if body.is_empty() || body.contains('*') || body.contains('/') || body.contains(' ') {
-                p.add(format!("{at}.match.hosts[{j}]"), format!("{h:?} is not a host name or *.suffix wildcard"));
+                p.add(
+                    format!("{at}.match.hosts[{j}]"),
+                    format!("{h:?} is not a host name or *.suffix wildcard"),
+                );
                 continue;
             }
             hosts.push(h);
@@ -435,7 +573,10 @@ fn compile_routes(cfg: &Config, pools: &BTreeMap<String, Arc<Pool>>, registry: &
             None => PathRule::Any,
             Some(pm) => match (&pm.prefix, &pm.exact, &pm.regex) {
                 (Some(s), None, None) | (None, Some(s), None) if !s.starts_with('/') => {
-                    p.add(format!("{at}.match.path"), format!("{s:?} must start with /"));
+                    p.add(
+                        format!("{at}.match.path"),
+                        format!("{s:?} must start with /"),
+                    );
                     PathRule::Any
                 }
                 // "/api/" and "/api" differ: the first requires the slash.
@@ -444,13 +585,25 @@ fn compile_routes(cfg: &Config, pools: &BTreeMap<String, Arc<Pool>>, registry: &
                 (None, None, Some(s)) => match regex::Regex::new(&format!("^(?:{s})$")) {
                     Ok(re) => PathRule::Regex(re),
                     Err(e) => {
-                        let why = e.to_string().lines().last().unwrap_or("").trim().to_string();
-                        p.add(format!("{at}.match.path.regex"), format!("invalid regex {s:?}: {why}"));
+                        let why = e
+                            .to_string()
+                            .lines()
+                            .last()
+                            .unwrap_or("")
+                            .trim()
+                            .to_string();
+                        p.add(
+                            format!("{at}.match.path.regex"),
+                            format!("invalid regex {s:?}: {why}"),
+                        );
                         PathRule::Any
                     }
                 },
                 _ => {
-                    p.add(format!("{at}.match.path"), "give exactly one of prefix, exact or regex");
+                    p.add(
+                        format!("{at}.match.path"),
+                        "give exactly one of prefix, exact or regex",
+                    );
                     PathRule::Any
                 }
             },
@@ -459,17 +612,30 @@ fn compile_routes(cfg: &Config, pools: &BTreeMap<String, Arc<Pool>>, registry: &
         for (j, m) in r.matches.methods.iter().enumerate() {
             match http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
                 Ok(m) => methods.push(m),
-                Err(_) => p.add(format!("{at}.match.methods[{j}]"), format!("{m:?} is not an HTTP method")),
+                Err(_) => p.add(
+                    format!("{at}.match.methods[{j}]"),
+                    format!("{m:?} is not an HTTP method"),
+                ),
             }
         }
         let mut headers = Vec::new();
         for (k, v) in &r.matches.headers {
             match http::HeaderName::from_bytes(k.as_bytes()) {
                 Ok(h) => headers.push((h, v.clone())),
-                Err(_) => p.add(format!("{at}.match.headers.{k}"), format!("{k:?} is not a header name")),
+                Err(_) => p.add(
+                    format!("{at}.match.headers.{k}"),
+                    format!("{k:?} is not a header name"),
+                ),
             }
         }
-        let chain = compile_chain(&r.plugins, &format!("{at}.plugins"), Some(&r.name), registry, base, p);
+        let chain = compile_chain(
+            &r.plugins,
+            &format!("{at}.plugins"),
+            Some(&r.name),
+            registry,
+            base,
+            p,
+        );
         routes.push(Route {
             name: r.name.as_str().into(),
             priority: r.priority,

@@ -17,10 +17,12 @@ use pingora_core::protocols::tls::TlsRef;
 use pingora_core::tls::ext;
 use pingora_core::tls::nid::Nid;
 use pingora_core::tls::pkey::{PKey, Private};
-use pingora_core::tls::ssl::{NameType, SslOptions, SslSessionCacheMode, SslVerifyMode, SslVersion};
+use pingora_core::tls::ssl::SslSession;
+use pingora_core::tls::ssl::{
+    NameType, SslOptions, SslSessionCacheMode, SslVerifyMode, SslVersion,
+};
 use pingora_core::tls::x509::X509;
 use std::any::Any;
-use pingora_core::tls::ssl::SslSession;
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -55,7 +57,11 @@ impl CertStore {
                 };
             }
         }
-        CertStore { certs, exact, wildcard }
+        CertStore {
+            certs,
+            exact,
+            wildcard,
+        }
     }
 
     /// An exact name first, then a wildcard covering one label (as TLS wildcards do), then
@@ -77,18 +83,35 @@ impl CertStore {
 /// Reads a PEM chain and key, checks that they belong together, and lists the names the
 /// certificate is valid for.
 pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
-    let cert_pem = std::fs::read(cert).map_err(|e| format!("cannot read certificate {}: {e}", cert.display()))?;
-    let key_pem = std::fs::read(key).map_err(|e| format!("cannot read key {}: {e}", key.display()))?;
-    let chain = X509::stack_from_pem(&cert_pem).map_err(|e| format!("{} is not a PEM certificate: {e}", cert.display()))?;
-    let leaf = chain.first().ok_or_else(|| format!("{} holds no certificate", cert.display()))?;
-    let key_parsed = PKey::private_key_from_pem(&key_pem).map_err(|e| format!("{} is not a PEM private key: {e}", key.display()))?;
-    let matches = leaf.public_key().map(|pk| pk.public_eq(&key_parsed)).unwrap_or(false);
+    let cert_pem = std::fs::read(cert)
+        .map_err(|e| format!("cannot read certificate {}: {e}", cert.display()))?;
+    let key_pem =
+        std::fs::read(key).map_err(|e| format!("cannot read key {}: {e}", key.display()))?;
+    let chain = X509::stack_from_pem(&cert_pem)
+        .map_err(|e| format!("{} is not a PEM certificate: {e}", cert.display()))?;
+    let leaf = chain
+        .first()
+        .ok_or_else(|| format!("{} holds no certificate", cert.display()))?;
+    let key_parsed = PKey::private_key_from_pem(&key_pem)
+        .map_err(|e| format!("{} is not a PEM private key: {e}", key.display()))?;
+    let matches = leaf
+        .public_key()
+        .map(|pk| pk.public_eq(&key_parsed))
+        .unwrap_or(false);
     if !matches {
-        return Err(format!("key {} does not match certificate {}", key.display(), cert.display()));
+        return Err(format!(
+            "key {} does not match certificate {}",
+            key.display(),
+            cert.display()
+        ));
     }
     let mut names: Vec<String> = leaf
         .subject_alt_names()
-        .map(|sans| sans.iter().filter_map(|n| n.dnsname().map(|d| d.to_ascii_lowercase())).collect())
+        .map(|sans| {
+            sans.iter()
+                .filter_map(|n| n.dnsname().map(|d| d.to_ascii_lowercase()))
+                .collect()
+        })
         .unwrap_or_default();
     if names.is_empty() {
         names = leaf
@@ -97,33 +120,58 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, Strin
             .map(|e| String::from_utf8_lossy(e.data().as_slice()).to_ascii_lowercase())
             .collect();
     }
-    Ok(CertifiedKey { names, chain, key: key_parsed, ocsp: None })
+    Ok(CertifiedKey {
+        names,
+        chain,
+        key: key_parsed,
+        ocsp: None,
+    })
 }
 
 /// Adds the OCSP response in `staple` (DER, as `openssl ocsp -respout` writes it) to `ck`.
 /// A file that is no successful OCSP response, or one about another certificate or saying
 /// it is revoked, is an error; an outdated one is left out with a warning (a stale staple
 /// makes strict clients fail, none makes them ask the responder themselves).
-pub fn with_ocsp_staple(mut ck: CertifiedKey, staple: Option<&Path>) -> Result<CertifiedKey, String> {
+pub fn with_ocsp_staple(
+    mut ck: CertifiedKey,
+    staple: Option<&Path>,
+) -> Result<CertifiedKey, String> {
     use openssl::ocsp::{OcspCertId, OcspCertStatus, OcspResponse, OcspResponseStatus};
     let Some(path) = staple else { return Ok(ck) };
-    let der = std::fs::read(path).map_err(|e| format!("cannot read OCSP staple {}: {e}", path.display()))?;
-    let resp = OcspResponse::from_der(&der).map_err(|e| format!("{} is not a DER OCSP response: {e}", path.display()))?;
+    let der = std::fs::read(path)
+        .map_err(|e| format!("cannot read OCSP staple {}: {e}", path.display()))?;
+    let resp = OcspResponse::from_der(&der)
+        .map_err(|e| format!("{} is not a DER OCSP response: {e}", path.display()))?;
     if resp.status() != OcspResponseStatus::SUCCESSFUL {
-        return Err(format!("{} is not a successful OCSP response", path.display()));
+        return Err(format!(
+            "{} is not a successful OCSP response",
+            path.display()
+        ));
     }
-    let basic = resp.basic().map_err(|e| format!("{}: {e}", path.display()))?;
+    let basic = resp
+        .basic()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     // The response names the certificate by its issuer: checkable when the chain has it.
     if let (Some(leaf), Some(issuer)) = (ck.chain.first(), ck.chain.get(1)) {
-        let id = OcspCertId::from_cert(openssl::hash::MessageDigest::sha1(), leaf, issuer).map_err(|e| e.to_string())?;
+        let id = OcspCertId::from_cert(openssl::hash::MessageDigest::sha1(), leaf, issuer)
+            .map_err(|e| e.to_string())?;
         let Some(status) = basic.find_status(&id) else {
-            return Err(format!("{} is an OCSP response about another certificate", path.display()));
+            return Err(format!(
+                "{} is an OCSP response about another certificate",
+                path.display()
+            ));
         };
         if status.status == OcspCertStatus::REVOKED {
-            return Err(format!("{} says the certificate is revoked", path.display()));
+            return Err(format!(
+                "{} says the certificate is revoked",
+                path.display()
+            ));
         }
         if let Err(e) = status.check_validity(300, None) {
-            log::warn!("OCSP staple {} is outdated, not stapling it: {e}", path.display());
+            log::warn!(
+                "OCSP staple {} is outdated, not stapling it: {e}",
+                path.display()
+            );
             return Ok(ck);
         }
     }
@@ -134,16 +182,27 @@ pub fn with_ocsp_staple(mut ck: CertifiedKey, staple: Option<&Path>) -> Result<C
 /// Writes a self-signed development certificate for `localhost` when none exists yet, so the
 /// default config serves HTTPS on a fresh clone.
 pub fn generate_dev_cert(cert: &Path, key: &Path) -> Result<(), String> {
-    let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
-    let ck = rcgen::generate_simple_self_signed(names).map_err(|e| format!("cannot generate a development certificate: {e}"))?;
+    let names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    let ck = rcgen::generate_simple_self_signed(names)
+        .map_err(|e| format!("cannot generate a development certificate: {e}"))?;
     for p in [cert, key] {
         if let Some(dir) = p.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
     }
-    std::fs::write(cert, ck.cert.pem()).map_err(|e| format!("cannot write {}: {e}", cert.display()))?;
-    std::fs::write(key, ck.key_pair.serialize_pem()).map_err(|e| format!("cannot write {}: {e}", key.display()))?;
-    log::warn!("generated a self-signed development certificate at {} (not for production)", cert.display());
+    std::fs::write(cert, ck.cert.pem())
+        .map_err(|e| format!("cannot write {}: {e}", cert.display()))?;
+    std::fs::write(key, ck.key_pair.serialize_pem())
+        .map_err(|e| format!("cannot write {}: {e}", key.display()))?;
+    log::warn!(
+        "generated a self-signed development certificate at {} (not for production)",
+        cert.display()
+    );
     Ok(())
 }
 
@@ -161,16 +220,28 @@ impl TlsAccept for SniCallback {
     async fn certificate_callback(&self, ssl: &mut TlsRef) {
         let store = self.0.store.load();
         let sni = ssl.servername(NameType::HOST_NAME).map(str::to_string);
-        let Some(ck) = store.pick(sni.as_deref()) else { return };
+        let Some(ck) = store.pick(sni.as_deref()) else {
+            return;
+        };
         let result = ext::ssl_use_certificate(ssl, &ck.chain[0])
             .and_then(|_| ext::ssl_use_private_key(ssl, &ck.key))
-            .and_then(|_| ck.chain[1..].iter().try_for_each(|c| ext::ssl_add_chain_cert(ssl, c)));
+            .and_then(|_| {
+                ck.chain[1..]
+                    .iter()
+                    .try_for_each(|c| ext::ssl_add_chain_cert(ssl, c))
+            });
         if let Err(e) = result {
-            log::error!("listener {}: cannot set certificate for {sni:?}: {e}", self.0.listener);
+            log::error!(
+                "listener {}: cannot set certificate for {sni:?}: {e}",
+                self.0.listener
+            );
         }
     }
 
-    async fn handshake_complete_callback(&self, _ssl: &TlsRef) -> Option<Arc<dyn Any + Send + Sync>> {
+    async fn handshake_complete_callback(
+        &self,
+        _ssl: &TlsRef,
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
         // The connection's first-request flag (see `listener.rs`), reachable from its requests.
         Some(Arc::new(crate::listener::FirstRequest::default()))
     }
@@ -214,7 +285,10 @@ struct Sessions {
 
 impl SessionCache {
     pub fn new(capacity: usize) -> Self {
-        SessionCache { capacity, inner: Mutex::new(Sessions::default()) }
+        SessionCache {
+            capacity,
+            inner: Mutex::new(Sessions::default()),
+        }
     }
 
     pub fn insert(&self, session: SslSession) {
@@ -222,7 +296,9 @@ impl SessionCache {
         let Ok(der) = session.to_der() else { return };
         let mut s = self.inner.lock().unwrap();
         while s.by_id.len() >= self.capacity {
-            let Some(oldest) = s.order.pop_front() else { break };
+            let Some(oldest) = s.order.pop_front() else {
+                break;
+            };
             s.by_id.remove(&oldest);
         }
         if s.by_id.insert(id.clone(), der).is_none() {
@@ -251,12 +327,23 @@ pub fn listener_settings(
     alpn: &[String],
     client_ca: Option<&Path>,
 ) -> Result<TlsSettings, String> {
-    let mut settings = TlsSettings::with_callbacks(Box::new(SniCallback(resolver.clone()))).map_err(|e| e.to_string())?;
+    let mut settings = TlsSettings::with_callbacks(Box::new(SniCallback(resolver.clone())))
+        .map_err(|e| e.to_string())?;
     // TLS 1.0 and 1.1 are never offered, whatever the config says.
-    let min = if min_version == "1.3" { SslVersion::TLS1_3 } else { SslVersion::TLS1_2 };
-    settings.set_min_proto_version(Some(min)).map_err(|e| e.to_string())?;
-    settings.set_cipher_list(TLS12_CIPHERS).map_err(|e| e.to_string())?;
-    settings.set_groups_list(GROUPS).map_err(|e| e.to_string())?;
+    let min = if min_version == "1.3" {
+        SslVersion::TLS1_3
+    } else {
+        SslVersion::TLS1_2
+    };
+    settings
+        .set_min_proto_version(Some(min))
+        .map_err(|e| e.to_string())?;
+    settings
+        .set_cipher_list(TLS12_CIPHERS)
+        .map_err(|e| e.to_string())?;
+    settings
+        .set_groups_list(GROUPS)
+        .map_err(|e| e.to_string())?;
     // PRIORITIZE_CHACHA: a client that lists ChaCha20 first (no AES hardware) still gets it.
     settings.set_options(
         SslOptions::CIPHER_SERVER_PREFERENCE
@@ -279,13 +366,17 @@ pub fn listener_settings(
     unsafe { settings.set_get_session_callback(move |_, id| cache.get(id)) };
     // Needed for resumption when client certificates are verified; names the listener.
     let context = openssl::sha::sha256(resolver.listener.as_bytes());
-    settings.set_session_id_context(&context[..16]).map_err(|e| e.to_string())?;
+    settings
+        .set_session_id_context(&context[..16])
+        .map_err(|e| e.to_string())?;
     let staples = resolver.clone();
     settings
         .set_status_callback(move |ssl| {
             let store = staples.store.load();
             let sni = ssl.servername(NameType::HOST_NAME).map(str::to_string);
-            let Some(ck) = store.pick(sni.as_deref()) else { return Ok(false) };
+            let Some(ck) = store.pick(sni.as_deref()) else {
+                return Ok(false);
+            };
             // A reload between choosing the certificate and this call could pick another one.
             match (&ck.ocsp, ssl.certificate()) {
                 (Some(der), Some(served)) if *served == *ck.chain[0] => {
@@ -304,11 +395,15 @@ pub fn listener_settings(
         _ => settings.set_alpn(ALPN::H1),
     }
     if let Some(ca) = client_ca {
-        settings.set_ca_file(ca).map_err(|e| format!("cannot load client CA {}: {e}", ca.display()))?;
-        let names = X509::stack_from_pem(&std::fs::read(ca).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        settings
+            .set_ca_file(ca)
+            .map_err(|e| format!("cannot load client CA {}: {e}", ca.display()))?;
+        let names = X509::stack_from_pem(&std::fs::read(ca).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
         let mut list = openssl::stack::Stack::new().map_err(|e| e.to_string())?;
         for c in names {
-            list.push(c.subject_name().to_owned().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+            list.push(c.subject_name().to_owned().map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
         }
         settings.set_client_ca_list(list);
         settings.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);

@@ -66,7 +66,8 @@ struct Record<'a> {
 impl<'a> Record<'a> {
     fn new(method: &'a str, path: &'a str, state: &'a RequestState) -> Self {
         Record {
-            ts: DateTime::<Utc>::from(state.started_at).to_rfc3339_opts(SecondsFormat::Millis, true),
+            ts: DateTime::<Utc>::from(state.started_at)
+                .to_rfc3339_opts(SecondsFormat::Millis, true),
             request_id: &state.request_id,
             client_ip: state.client_ip.to_canonical().to_string(),
             method,
@@ -107,7 +108,9 @@ impl Plugin for AccessLog {
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 // Warn at 1, 2, 4, 8... so a long stall is visible without flooding stderr.
                 if n.is_power_of_two() {
-                    log::warn!("access_log: the log writer cannot keep up; {n} lines dropped so far");
+                    log::warn!(
+                        "access_log: the log writer cannot keep up; {n} lines dropped so far"
+                    );
                 }
             }
         }
@@ -124,8 +127,13 @@ impl PluginConfig for AccessLog {
             Some(p) => {
                 let path = cx.resolve(&p);
                 // Opened now so that an unwritable path fails the config, not the first request.
-                let file = open_append(&path).map_err(|e| format!("path: cannot open {}: {e}", path.display()))?;
-                Sink::File { path, out: BufWriter::new(file), generation: log_reopen::generation() }
+                let file = open_append(&path)
+                    .map_err(|e| format!("path: cannot open {}: {e}", path.display()))?;
+                Sink::File {
+                    path,
+                    out: BufWriter::new(file),
+                    generation: log_reopen::generation(),
+                }
             }
         };
         let (tx, rx) = sync_channel(QUEUE_LINES);
@@ -133,13 +141,20 @@ impl PluginConfig for AccessLog {
             .name("access-log".into())
             .spawn(move || write_lines(rx, sink))
             .map_err(|e| format!("cannot start the access log writer: {e}"))?;
-        Ok(AccessLog { lines: tx, dropped: AtomicU64::new(0) })
+        Ok(AccessLog {
+            lines: tx,
+            dropped: AtomicU64::new(0),
+        })
     }
 }
 
 enum Sink {
     Stdout,
-    File { path: PathBuf, out: BufWriter<File>, generation: u64 },
+    File {
+        path: PathBuf,
+        out: BufWriter<File>,
+        generation: u64,
+    },
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
@@ -182,7 +197,11 @@ impl Sink {
                 }
                 out.flush()
             }
-            Sink::File { path, out, generation } => {
+            Sink::File {
+                path,
+                out,
+                generation,
+            } => {
                 let current = log_reopen::generation();
                 if current != *generation {
                     // Flush into the old (rotated) file first, then switch. If the new file
@@ -226,8 +245,19 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
         let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
         let mut expected = vec![
-            "ts", "request_id", "client_ip", "method", "host", "path", "status", "route", "upstream", "backend",
-            "bytes_sent", "duration_ms", "upstream_ms",
+            "ts",
+            "request_id",
+            "client_ip",
+            "method",
+            "host",
+            "path",
+            "status",
+            "route",
+            "upstream",
+            "backend",
+            "bytes_sent",
+            "duration_ms",
+            "upstream_ms",
         ];
         expected.sort();
         let mut keys = keys;
@@ -245,7 +275,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("portico-access-log-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let cx = BuildContext::new(dir.clone(), None);
-        let plugin = AccessLog::build(AccessLogConfig { path: Some("access.log".into()) }, &cx).unwrap();
+        let plugin = AccessLog::build(
+            AccessLogConfig {
+                path: Some("access.log".into()),
+            },
+            &cx,
+        )
+        .unwrap();
         plugin.lines.send(b"one\n".to_vec()).unwrap();
         wait_for(&dir.join("access.log"), "one\n");
 
@@ -253,20 +289,36 @@ mod tests {
         log_reopen::request_reopen();
         plugin.lines.send(b"two\n".to_vec()).unwrap();
         wait_for(&dir.join("access.log"), "two\n");
-        assert_eq!(std::fs::read_to_string(dir.join("access.log.1")).unwrap(), "one\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("access.log.1")).unwrap(),
+            "one\n"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn an_unwritable_path_fails_the_config() {
         let cx = BuildContext::new(PathBuf::from("/nonexistent-dir"), None);
-        let err = AccessLog::build(AccessLogConfig { path: Some("a.log".into()) }, &cx).err().unwrap();
-        assert!(err.starts_with("path: cannot open /nonexistent-dir/a.log"), "{err}");
+        let err = AccessLog::build(
+            AccessLogConfig {
+                path: Some("a.log".into()),
+            },
+            &cx,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            err.starts_with("path: cannot open /nonexistent-dir/a.log"),
+            "{err}"
+        );
     }
 
     fn wait_for(path: &Path, content: &str) {
         for _ in 0..200 {
-            if std::fs::read_to_string(path).map(|c| c == content).unwrap_or(false) {
+            if std::fs::read_to_string(path)
+                .map(|c| c == content)
+                .unwrap_or(false)
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(10));

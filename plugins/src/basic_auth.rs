@@ -55,7 +55,9 @@ fn parse_basic(value: &str) -> Option<(String, String)> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (user, password) = text.split_once(':')?;
     Some((user.to_string(), password.to_string()))
@@ -63,7 +65,10 @@ fn parse_basic(value: &str) -> Option<(String, String)> {
 
 impl BasicAuth {
     fn refuse(&self) -> Flow {
-        Flow::Respond(Response::text(401, "Unauthorized\n").with_header("WWW-Authenticate", self.challenge.clone()))
+        Flow::Respond(
+            Response::text(401, "Unauthorized\n")
+                .with_header("WWW-Authenticate", self.challenge.clone()),
+        )
     }
 
     /// The user this header value authenticates, checking bcrypt only on a first sight.
@@ -75,7 +80,10 @@ impl BasicAuth {
         let (user, password) = parse_basic(header)?;
         let known = self.users.contains_key(&user);
         let hash = self.users.get(&user).unwrap_or(&self.decoy_hash).clone();
-        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false)).await.ok()?;
+        let ok =
+            tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
+                .await
+                .ok()?;
         if !(ok && known) {
             return None;
         }
@@ -97,8 +105,14 @@ impl BasicAuth {
 #[async_trait]
 impl Plugin for BasicAuth {
     async fn request(&self, session: &mut Session, state: &mut RequestState) -> Flow {
-        let header = session.req_header().headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let Some(header) = header.map(str::to_string) else { return self.refuse() };
+        let header = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let Some(header) = header.map(str::to_string) else {
+            return self.refuse();
+        };
         match self.authenticate(&header).await {
             Some(user) => {
                 state.set_var("user", &*user);
@@ -117,12 +131,20 @@ impl PluginConfig for BasicAuth {
         if config.users.is_empty() {
             return Err("users: at least one user is required".into());
         }
-        if config.realm.contains('"') || config.realm.contains('\\') || http::HeaderValue::from_str(&config.realm).is_err() {
-            return Err(format!("realm: {:?} cannot contain quotes, backslashes or control characters", config.realm));
+        if config.realm.contains('"')
+            || config.realm.contains('\\')
+            || http::HeaderValue::from_str(&config.realm).is_err()
+        {
+            return Err(format!(
+                "realm: {:?} cannot contain quotes, backslashes or control characters",
+                config.realm
+            ));
         }
         for (user, hash) in &config.users {
             if user.is_empty() || user.contains(':') {
-                return Err(format!("users: {user:?} is not a valid user name (empty, or contains ':')"));
+                return Err(format!(
+                    "users: {user:?} is not a valid user name (empty, or contains ':')"
+                ));
             }
             check_hash(hash).map_err(|e| format!("users.{user}: {e}"))?;
         }
@@ -142,7 +164,9 @@ fn check_hash(hash: &str) -> Result<(), String> {
         // Do not echo the value: it may well be a plain-text password.
         return Err("not a bcrypt hash (expected $2a$, $2b$ or $2y$...; make one with `htpasswd -nbB USER PASSWORD`)".into());
     }
-    bcrypt::HashParts::from_str(hash).map(|_| ()).map_err(|e| format!("malformed bcrypt hash: {e}"))
+    bcrypt::HashParts::from_str(hash)
+        .map(|_| ())
+        .map_err(|e| format!("malformed bcrypt hash: {e}"))
 }
 
 #[cfg(test)]
@@ -152,18 +176,27 @@ mod tests {
     fn plugin(users: &[(&str, &str)]) -> Result<BasicAuth, String> {
         let config = BasicAuthConfig {
             realm: "test".into(),
-            users: users.iter().map(|(u, h)| (u.to_string(), h.to_string())).collect(),
+            users: users
+                .iter()
+                .map(|(u, h)| (u.to_string(), h.to_string()))
+                .collect(),
         };
         BasicAuth::build(config, &BuildContext::new(".".into(), None))
     }
 
     fn basic(user: &str, password: &str) -> String {
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        )
     }
 
     #[test]
     fn parses_the_header() {
-        assert_eq!(parse_basic(&basic("alice", "s3:cret")), Some(("alice".into(), "s3:cret".into())));
+        assert_eq!(
+            parse_basic(&basic("alice", "s3:cret")),
+            Some(("alice".into(), "s3:cret".into()))
+        );
         assert_eq!(parse_basic("Bearer abc"), None);
         assert_eq!(parse_basic("Basic !!!"), None);
     }
@@ -173,9 +206,15 @@ mod tests {
         let hash = bcrypt::hash("pw", 4).unwrap();
         let p = plugin(&[("alice", &hash), ("bob", &hash)]).unwrap();
         assert_eq!(p.challenge, "Basic realm=\"test\"");
-        assert_eq!(p.authenticate(&basic("alice", "pw")).await.as_deref(), Some("alice"));
+        assert_eq!(
+            p.authenticate(&basic("alice", "pw")).await.as_deref(),
+            Some("alice")
+        );
         assert_eq!(p.lock().len(), 1);
-        assert_eq!(p.authenticate(&basic("alice", "pw")).await.as_deref(), Some("alice"));
+        assert_eq!(
+            p.authenticate(&basic("alice", "pw")).await.as_deref(),
+            Some("alice")
+        );
         assert_eq!(p.authenticate(&basic("alice", "wrong")).await, None);
         // Knowing a password does not help under a name that is not configured.
         assert_eq!(p.authenticate(&basic("mallory", "pw")).await, None);
@@ -187,7 +226,10 @@ mod tests {
         let err = plugin(&[("alice", "hunter2")]).err().unwrap();
         assert!(err.starts_with("users.alice: not a bcrypt hash"), "{err}");
         assert!(!err.contains("hunter2"));
-        assert!(plugin(&[("alice", "$2b$12$tooshort")]).err().unwrap().contains("malformed"));
+        assert!(plugin(&[("alice", "$2b$12$tooshort")])
+            .err()
+            .unwrap()
+            .contains("malformed"));
         assert!(plugin(&[]).is_err());
     }
 }

@@ -30,7 +30,9 @@
 
 use async_trait::async_trait;
 use gateway::plugin::BrotliEnd;
-use gateway::{BuildContext, Plugin, PluginConfig, RequestHeader, RequestState, ResponseHeader, Session};
+use gateway::{
+    BuildContext, Plugin, PluginConfig, RequestHeader, RequestState, ResponseHeader, Session,
+};
 use pingora_core::modules::http::compression::ResponseCompression;
 use pingora_core::protocols::http::compression::{Algorithm, ResponseCompressionCtx};
 use serde::Deserialize;
@@ -82,7 +84,11 @@ fn choose(accept_encoding: &str, configured: &[Algorithm]) -> Option<Algorithm> 
             continue;
         }
         let q = parts
-            .filter_map(|p| p.trim().strip_prefix("q=").or_else(|| p.trim().strip_prefix("Q=")))
+            .filter_map(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .or_else(|| p.trim().strip_prefix("Q="))
+            })
             .find_map(|v| v.trim().parse::<f32>().ok())
             .unwrap_or(1.0);
         if coding == "*" {
@@ -96,7 +102,12 @@ fn choose(accept_encoding: &str, configured: &[Algorithm]) -> Option<Algorithm> 
     }
     let mut best: Option<(Algorithm, f32)> = None;
     for &algorithm in configured {
-        let q = listed.iter().find(|(a, _)| *a == algorithm).map(|(_, q)| *q).or(star).unwrap_or(0.0);
+        let q = listed
+            .iter()
+            .find(|(a, _)| *a == algorithm)
+            .map(|(_, q)| *q)
+            .or(star)
+            .unwrap_or(0.0);
         // Strictly greater: on a tie the earlier configured algorithm stays.
         if q > 0.0 && best.is_none_or(|(_, bq)| q > bq) {
             best = Some((algorithm, q));
@@ -115,7 +126,10 @@ fn switch_on(ctx: &mut ResponseCompressionCtx, algorithm: Algorithm, level: u32)
     ctx.adjust_level(0);
     ctx.adjust_algorithm_level(algorithm, level);
     if let Ok(mut preferred) = RequestHeader::build("GET", b"/", None) {
-        if preferred.insert_header(http::header::ACCEPT_ENCODING, algorithm.as_str()).is_ok() {
+        if preferred
+            .insert_header(http::header::ACCEPT_ENCODING, algorithm.as_str())
+            .is_ok()
+        {
             ctx.request_filter(&preferred);
         }
     }
@@ -132,7 +146,9 @@ fn too_small(response: &ResponseHeader, min_size: u64) -> bool {
 
 impl Compression {
     fn module<'a>(&self, session: &'a mut Session) -> Option<&'a mut ResponseCompression> {
-        let module = session.downstream_modules_ctx.get_mut::<ResponseCompression>();
+        let module = session
+            .downstream_modules_ctx
+            .get_mut::<ResponseCompression>();
         if module.is_none() && !self.warned.swap(true, Ordering::Relaxed) {
             log::warn!("compression: Pingora's response compression module is not installed; responses go uncompressed");
         }
@@ -143,21 +159,40 @@ impl Compression {
 #[async_trait]
 impl Plugin for Compression {
     async fn early_request(&self, session: &mut Session, state: &mut RequestState) {
-        let accept = session.req_header().headers.get(http::header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok());
-        let Some(algorithm) = accept.and_then(|a| choose(a, &self.algorithms)) else { return };
-        let Some(module) = self.module(session) else { return };
+        let accept = session
+            .req_header()
+            .headers
+            .get(http::header::ACCEPT_ENCODING)
+            .and_then(|v| v.to_str().ok());
+        let Some(algorithm) = accept.and_then(|a| choose(a, &self.algorithms)) else {
+            return;
+        };
+        let Some(module) = self.module(session) else {
+            return;
+        };
         if module.is_header_phase() {
             switch_on(module, algorithm, self.level);
             state.extensions.insert(Compressing(algorithm));
         }
     }
 
-    async fn response(&self, session: &mut Session, response: &mut ResponseHeader, state: &mut RequestState) {
-        let Some(&Compressing(algorithm)) = state.extensions.get::<Compressing>() else { return };
+    async fn response(
+        &self,
+        session: &mut Session,
+        response: &mut ResponseHeader,
+        state: &mut RequestState,
+    ) {
+        let Some(&Compressing(algorithm)) = state.extensions.get::<Compressing>() else {
+            return;
+        };
         if !too_small(response, self.min_size) {
             // Pingora leaves its brotli streams unfinished; have the gateway's module end the
             // stream if Pingora's encodes this response (one without an encoding of its own).
-            if algorithm == Algorithm::Brotli && !response.headers.contains_key(http::header::CONTENT_ENCODING) {
+            if algorithm == Algorithm::Brotli
+                && !response
+                    .headers
+                    .contains_key(http::header::CONTENT_ENCODING)
+            {
                 if let Some(end) = session.downstream_modules_ctx.get_mut::<BrotliEnd>() {
                     end.arm();
                 }
@@ -188,17 +223,29 @@ impl PluginConfig for Compression {
                 "gzip" => (Algorithm::Gzip, 9),
                 "br" => (Algorithm::Brotli, 11),
                 "zstd" => (Algorithm::Zstd, 22),
-                other => return Err(format!("algorithms: unknown algorithm {other:?} (gzip, br or zstd)")),
+                other => {
+                    return Err(format!(
+                        "algorithms: unknown algorithm {other:?} (gzip, br or zstd)"
+                    ))
+                }
             };
             if !(1..=max_level).contains(&config.level) {
-                return Err(format!("level: {} is out of range for {name} (1-{max_level})", config.level));
+                return Err(format!(
+                    "level: {} is out of range for {name} (1-{max_level})",
+                    config.level
+                ));
             }
             if algorithms.contains(&algorithm) {
                 return Err(format!("algorithms: {name} is listed twice"));
             }
             algorithms.push(algorithm);
         }
-        Ok(Compression { level: config.level, algorithms, min_size: config.min_size, warned: AtomicBool::new(false) })
+        Ok(Compression {
+            level: config.level,
+            algorithms,
+            min_size: config.min_size,
+            warned: AtomicBool::new(false),
+        })
     }
 }
 
@@ -211,21 +258,35 @@ mod tests {
 
     #[test]
     fn chooses_by_q_value_then_config_order() {
-        assert_eq!(choose("gzip, deflate, br, zstd", &ALL), Some(Algorithm::Gzip));
+        assert_eq!(
+            choose("gzip, deflate, br, zstd", &ALL),
+            Some(Algorithm::Gzip)
+        );
         assert_eq!(choose("deflate, br", &ALL), Some(Algorithm::Brotli));
-        assert_eq!(choose("gzip;q=0.5, br;q=0.9", &ALL), Some(Algorithm::Brotli));
+        assert_eq!(
+            choose("gzip;q=0.5, br;q=0.9", &ALL),
+            Some(Algorithm::Brotli)
+        );
         assert_eq!(choose("gzip;q=0, br;q=0", &ALL), None);
         assert_eq!(choose("identity", &ALL), None);
         assert_eq!(choose("*", &ALL), Some(Algorithm::Gzip));
         assert_eq!(choose("*;q=0.1, zstd", &ALL), Some(Algorithm::Zstd));
-        assert_eq!(choose("gzip, br", &[Algorithm::Brotli, Algorithm::Gzip]), Some(Algorithm::Brotli));
+        assert_eq!(
+            choose("gzip, br", &[Algorithm::Brotli, Algorithm::Gzip]),
+            Some(Algorithm::Brotli)
+        );
         assert_eq!(choose("gzip", &[Algorithm::Zstd]), None);
         assert_eq!(choose("", &ALL), None);
     }
 
     /// Runs Pingora's real module logic the way a session would: our early hook, the
     /// module's request filter, our response hook's decision, the module's header filter.
-    fn pingora_encodes(accept: &str, chosen: Algorithm, response: &mut ResponseHeader, min_size: u64) -> Option<String> {
+    fn pingora_encodes(
+        accept: &str,
+        chosen: Algorithm,
+        response: &mut ResponseHeader,
+        min_size: u64,
+    ) -> Option<String> {
         let mut ctx = ResponseCompressionCtx::new(0, false, false);
         switch_on(&mut ctx, chosen, 6);
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
@@ -239,7 +300,10 @@ mod tests {
             let body = ctx.response_body_filter(Some(&Bytes::from(vec![b'a'; 1000])), true);
             assert!(body.is_some_and(|b| !b.is_empty() && b.len() < 1000));
         }
-        response.headers.get("content-encoding").map(|v| v.to_str().unwrap().to_string())
+        response
+            .headers
+            .get("content-encoding")
+            .map(|v| v.to_str().unwrap().to_string())
     }
 
     fn text(len: Option<usize>) -> ResponseHeader {
@@ -254,31 +318,50 @@ mod tests {
     #[test]
     fn pingora_uses_the_chosen_algorithm_even_when_the_client_lists_another_first() {
         let chosen = choose("gzip;q=0.1, br", &ALL).unwrap();
-        assert_eq!(pingora_encodes("gzip;q=0.1, br", chosen, &mut text(Some(1000)), 256).as_deref(), Some("br"));
-        assert_eq!(pingora_encodes("zstd, gzip", Algorithm::Gzip, &mut text(None), 256).as_deref(), Some("gzip"));
+        assert_eq!(
+            pingora_encodes("gzip;q=0.1, br", chosen, &mut text(Some(1000)), 256).as_deref(),
+            Some("br")
+        );
+        assert_eq!(
+            pingora_encodes("zstd, gzip", Algorithm::Gzip, &mut text(None), 256).as_deref(),
+            Some("gzip")
+        );
     }
 
     #[test]
     fn small_and_already_encoded_bodies_are_left_alone() {
-        assert_eq!(pingora_encodes("gzip", Algorithm::Gzip, &mut text(Some(100)), 256), None);
+        assert_eq!(
+            pingora_encodes("gzip", Algorithm::Gzip, &mut text(Some(100)), 256),
+            None
+        );
         let mut encoded = text(Some(1000));
         encoded.insert_header("content-encoding", "br").unwrap();
-        assert_eq!(pingora_encodes("gzip, br", Algorithm::Gzip, &mut encoded, 256).as_deref(), Some("br"));
+        assert_eq!(
+            pingora_encodes("gzip, br", Algorithm::Gzip, &mut encoded, 256).as_deref(),
+            Some("br")
+        );
         // Not accepted by the client, and decompression is off: still passed through as is.
         let mut encoded = text(Some(1000));
         encoded.insert_header("content-encoding", "zstd").unwrap();
-        assert_eq!(pingora_encodes("gzip", Algorithm::Gzip, &mut encoded, 256).as_deref(), Some("zstd"));
+        assert_eq!(
+            pingora_encodes("gzip", Algorithm::Gzip, &mut encoded, 256).as_deref(),
+            Some("zstd")
+        );
     }
 
     #[test]
     fn config_is_checked() {
         let build = |yaml: &str| -> Result<Compression, String> {
-            let config: CompressionConfig = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
+            let config: CompressionConfig =
+                serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
             Compression::build(config, &BuildContext::new(".".into(), None))
         };
         let c = build("{}").unwrap();
         assert_eq!((c.level, c.min_size, c.algorithms.len()), (6, 256, 3));
-        assert!(build("{ algorithms: [deflate] }").err().unwrap().contains("unknown algorithm"));
+        assert!(build("{ algorithms: [deflate] }")
+            .err()
+            .unwrap()
+            .contains("unknown algorithm"));
         assert!(build("{ level: 11 }").err().unwrap().starts_with("level:"));
         assert!(build("{ level: 11, algorithms: [br] }").is_ok());
         assert!(build("{ level: 0 }").is_err());

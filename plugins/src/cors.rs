@@ -20,7 +20,9 @@
 
 use async_trait::async_trait;
 use gateway::config::Dur;
-use gateway::{BuildContext, Flow, Plugin, PluginConfig, RequestState, Response, ResponseHeader, Session};
+use gateway::{
+    BuildContext, Flow, Plugin, PluginConfig, RequestState, Response, ResponseHeader, Session,
+};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -45,7 +47,9 @@ fn default_origins() -> Vec<String> {
 }
 
 fn default_methods() -> Vec<String> {
-    ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"].map(String::from).to_vec()
+    ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+        .map(String::from)
+        .to_vec()
 }
 
 fn default_headers() -> Vec<String> {
@@ -86,7 +90,9 @@ impl Cors {
             None if !self.allow_credentials => Decision::Allow("*".into()),
             // Browsers refuse `*` together with credentials, so the origin is echoed.
             None => Decision::Allow(origin.to_string()),
-            Some(list) if list.iter().any(|o| o.eq_ignore_ascii_case(origin)) => Decision::Allow(origin.to_string()),
+            Some(list) if list.iter().any(|o| o.eq_ignore_ascii_case(origin)) => {
+                Decision::Allow(origin.to_string())
+            }
             Some(_) => Decision::Refuse,
         }
     }
@@ -97,10 +103,17 @@ impl Cors {
     }
 
     /// The headers of a 204 answer to an allowed preflight.
-    fn preflight_headers(&self, allow_origin: String, requested_headers: Option<&str>) -> Vec<(String, String)> {
+    fn preflight_headers(
+        &self,
+        allow_origin: String,
+        requested_headers: Option<&str>,
+    ) -> Vec<(String, String)> {
         let mut h = vec![
             ("Access-Control-Allow-Origin".to_string(), allow_origin),
-            ("Access-Control-Allow-Methods".to_string(), self.allow_methods.clone()),
+            (
+                "Access-Control-Allow-Methods".to_string(),
+                self.allow_methods.clone(),
+            ),
             ("Access-Control-Max-Age".to_string(), self.max_age.clone()),
         ];
         let allow_headers = match &self.allow_headers {
@@ -122,19 +135,31 @@ impl Cors {
 
 fn varies_on_origin_already(response: &ResponseHeader) -> bool {
     response.headers.get_all("vary").iter().any(|v| {
-        v.to_str().map(|v| v.split(',').any(|t| t.trim() == "*" || t.trim().eq_ignore_ascii_case("origin"))).unwrap_or(false)
+        v.to_str()
+            .map(|v| {
+                v.split(',')
+                    .any(|t| t.trim() == "*" || t.trim().eq_ignore_ascii_case("origin"))
+            })
+            .unwrap_or(false)
     })
 }
 
 fn header<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
-    session.req_header().headers.get(name).and_then(|v| v.to_str().ok())
+    session
+        .req_header()
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
 }
 
 #[async_trait]
 impl Plugin for Cors {
     async fn request(&self, session: &mut Session, state: &mut RequestState) -> Flow {
         let is_preflight = session.req_header().method == http::Method::OPTIONS
-            && session.req_header().headers.contains_key("access-control-request-method");
+            && session
+                .req_header()
+                .headers
+                .contains_key("access-control-request-method");
         let Some(origin) = header(session, "origin").filter(|_| is_preflight) else {
             return Flow::Continue;
         };
@@ -150,17 +175,26 @@ impl Plugin for Cors {
         }
     }
 
-    async fn response(&self, session: &mut Session, response: &mut ResponseHeader, state: &mut RequestState) {
+    async fn response(
+        &self,
+        session: &mut Session,
+        response: &mut ResponseHeader,
+        state: &mut RequestState,
+    ) {
         if state.extensions.get::<AnsweredPreflight>().is_some() {
             return;
         }
-        let Some(origin) = header(session, "origin") else { return };
+        let Some(origin) = header(session, "origin") else {
+            return;
+        };
         // Header values below come from checked config or from a valid request header, so
         // the inserts cannot fail.
         if self.varies_by_origin() && !varies_on_origin_already(response) {
             let _ = response.append_header("Vary", "Origin");
         }
-        let Decision::Allow(allow_origin) = self.decide(origin) else { return };
+        let Decision::Allow(allow_origin) = self.decide(origin) else {
+            return;
+        };
         let _ = response.insert_header("Access-Control-Allow-Origin", allow_origin);
         if self.allow_credentials {
             let _ = response.insert_header("Access-Control-Allow-Credentials", "true");
@@ -188,10 +222,17 @@ impl PluginConfig for Cors {
             for o in &config.allow_origins {
                 check_origin(o)?;
             }
-            Some(config.allow_origins.iter().map(|o| o.to_ascii_lowercase()).collect())
+            Some(
+                config
+                    .allow_origins
+                    .iter()
+                    .map(|o| o.to_ascii_lowercase())
+                    .collect(),
+            )
         };
         for m in &config.allow_methods {
-            http::Method::from_bytes(m.as_bytes()).map_err(|_| format!("allow_methods: {m:?} is not an HTTP method"))?;
+            http::Method::from_bytes(m.as_bytes())
+                .map_err(|_| format!("allow_methods: {m:?} is not an HTTP method"))?;
         }
         let allow_headers = if config.allow_headers.iter().any(|h| h == "*") {
             None
@@ -200,11 +241,17 @@ impl PluginConfig for Cors {
             Some(config.allow_headers.join(", "))
         };
         check_names(&config.expose_headers, "expose_headers")?;
-        let expose_headers = (!config.expose_headers.is_empty()).then(|| config.expose_headers.join(", "));
+        let expose_headers =
+            (!config.expose_headers.is_empty()).then(|| config.expose_headers.join(", "));
         Ok(Cors {
             origins,
             allow_credentials: config.allow_credentials,
-            allow_methods: config.allow_methods.iter().map(|m| m.to_ascii_uppercase()).collect::<Vec<_>>().join(", "),
+            allow_methods: config
+                .allow_methods
+                .iter()
+                .map(|m| m.to_ascii_uppercase())
+                .collect::<Vec<_>>()
+                .join(", "),
             allow_headers,
             expose_headers,
             max_age: config.max_age.get().as_secs().to_string(),
@@ -222,7 +269,9 @@ fn check_origin(origin: &str) -> Result<(), String> {
     if ok && http::HeaderValue::from_str(origin).is_ok() {
         Ok(())
     } else {
-        Err(format!("allow_origins: {origin:?} is not an origin (scheme://host[:port], no path)"))
+        Err(format!(
+            "allow_origins: {origin:?} is not an origin (scheme://host[:port], no path)"
+        ))
     }
 }
 
@@ -240,14 +289,23 @@ mod tests {
     }
 
     fn get<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-        headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     #[test]
     fn a_listed_origin_is_echoed_and_others_refused() {
         let p = plugin("allow_origins: [\"https://app.example.com\"]").unwrap();
-        assert_eq!(p.decide("https://app.example.com"), Decision::Allow("https://app.example.com".into()));
-        assert_eq!(p.decide("https://APP.example.com"), Decision::Allow("https://APP.example.com".into()));
+        assert_eq!(
+            p.decide("https://app.example.com"),
+            Decision::Allow("https://app.example.com".into())
+        );
+        assert_eq!(
+            p.decide("https://APP.example.com"),
+            Decision::Allow("https://APP.example.com".into())
+        );
         assert_eq!(p.decide("https://evil.example.com"), Decision::Refuse);
         assert!(p.varies_by_origin());
     }
@@ -258,7 +316,10 @@ mod tests {
         assert_eq!(p.decide("https://a.example"), Decision::Allow("*".into()));
         assert!(!p.varies_by_origin());
         let p = plugin("allow_credentials: true").unwrap();
-        assert_eq!(p.decide("https://a.example"), Decision::Allow("https://a.example".into()));
+        assert_eq!(
+            p.decide("https://a.example"),
+            Decision::Allow("https://a.example".into())
+        );
         assert!(p.varies_by_origin());
     }
 
@@ -267,9 +328,15 @@ mod tests {
         let p = plugin("{ allow_origins: [\"https://a.example\"], allow_methods: [get, POST], allow_credentials: true, max_age: 1m }")
             .unwrap();
         let h = p.preflight_headers("https://a.example".into(), Some("X-Custom"));
-        assert_eq!(get(&h, "Access-Control-Allow-Origin"), Some("https://a.example"));
+        assert_eq!(
+            get(&h, "Access-Control-Allow-Origin"),
+            Some("https://a.example")
+        );
         assert_eq!(get(&h, "Access-Control-Allow-Methods"), Some("GET, POST"));
-        assert_eq!(get(&h, "Access-Control-Allow-Headers"), Some("Authorization, Content-Type"));
+        assert_eq!(
+            get(&h, "Access-Control-Allow-Headers"),
+            Some("Authorization, Content-Type")
+        );
         assert_eq!(get(&h, "Access-Control-Max-Age"), Some("60"));
         assert_eq!(get(&h, "Access-Control-Allow-Credentials"), Some("true"));
         assert_eq!(get(&h, "Vary"), Some("Origin"));
@@ -285,7 +352,10 @@ mod tests {
     fn refuses_bad_config() {
         assert!(plugin("allow_origins: []").is_err());
         assert!(plugin("allow_origins: [\"*\", \"https://a.example\"]").is_err());
-        assert!(plugin("allow_origins: [\"https://a.example/\"]").err().unwrap().starts_with("allow_origins:"));
+        assert!(plugin("allow_origins: [\"https://a.example/\"]")
+            .err()
+            .unwrap()
+            .starts_with("allow_origins:"));
         assert!(plugin("allow_origins: [a.example]").is_err());
         assert!(plugin("allow_methods: [\"GE T\"]").is_err());
         assert!(plugin("allow_headers: [\"Bad Header\"]").is_err());

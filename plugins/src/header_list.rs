@@ -20,11 +20,13 @@ pub(crate) fn header_names(names: &[String], key: &str) -> Result<Vec<HeaderName
 }
 
 pub(crate) fn header_name(name: &str, key: &str) -> Result<HeaderName, String> {
-    HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("{key}: {name:?} is not a valid header name"))
+    HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("{key}: {name:?} is not a valid header name"))
 }
 
 fn header_value(name: &str, value: &str, key: &str) -> Result<HeaderValue, String> {
-    HeaderValue::from_str(value).map_err(|_| format!("{key}.{name}: {value:?} is not a valid header value"))
+    HeaderValue::from_str(value)
+        .map_err(|_| format!("{key}.{name}: {value:?} is not a valid header value"))
 }
 
 #[cfg(test)]

@@ -13,7 +13,9 @@
 
 use crate::header_list::{header_list, header_names, HeaderList};
 use async_trait::async_trait;
-use gateway::{BuildContext, Plugin, PluginConfig, RequestHeader, RequestState, ResponseHeader, Session};
+use gateway::{
+    BuildContext, Plugin, PluginConfig, RequestHeader, RequestState, ResponseHeader, Session,
+};
 use http::HeaderName;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -111,11 +113,21 @@ fn apply(edits: &Edits, headers: &mut impl EditHeaders) {
 
 #[async_trait]
 impl Plugin for Headers {
-    async fn upstream_request(&self, _session: &mut Session, upstream: &mut RequestHeader, _state: &mut RequestState) {
+    async fn upstream_request(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        _state: &mut RequestState,
+    ) {
         apply(&self.request, upstream);
     }
 
-    async fn response(&self, _session: &mut Session, response: &mut ResponseHeader, _state: &mut RequestState) {
+    async fn response(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        _state: &mut RequestState,
+    ) {
         apply(&self.response, response);
     }
 }
@@ -147,7 +159,9 @@ mod tests {
 
     #[test]
     fn edits_the_upstream_request_in_order() {
-        let p = plugin("request: { set: {X-Env: prod}, add: {X-Tag: b}, remove: [X-Debug, X-Env] }").unwrap();
+        let p =
+            plugin("request: { set: {X-Env: prod}, add: {X-Tag: b}, remove: [X-Debug, X-Env] }")
+                .unwrap();
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
         req.insert_header("X-Debug", "1").unwrap();
         req.insert_header("X-Env", "dev").unwrap();
@@ -155,7 +169,12 @@ mod tests {
         apply(&p.request, &mut req);
         assert!(req.headers.get("x-debug").is_none());
         assert_eq!(req.headers.get("x-env").unwrap(), "prod");
-        let tags: Vec<_> = req.headers.get_all("x-tag").iter().map(|v| v.to_str().unwrap()).collect();
+        let tags: Vec<_> = req
+            .headers
+            .get_all("x-tag")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
         assert_eq!(tags, ["a", "b"]);
     }
 
@@ -171,7 +190,10 @@ mod tests {
 
     #[test]
     fn refuses_bad_config() {
-        assert!(plugin("request: { set: {\"Bad Name\": x} }").err().unwrap().contains("request.set"));
+        assert!(plugin("request: { set: {\"Bad Name\": x} }")
+            .err()
+            .unwrap()
+            .contains("request.set"));
         assert!(plugin("request: { sett: {} }").is_err());
     }
 }

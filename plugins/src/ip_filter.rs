@@ -77,9 +77,15 @@ impl PluginConfig for IpFilter {
 
     fn build(config: IpFilterConfig, _cx: &BuildContext) -> Result<Self, String> {
         let parse_all = |list: &[String], key: &str| -> Result<Vec<IpNet>, String> {
-            list.iter().enumerate().map(|(i, t)| parse_net(t.trim(), key, i)).collect()
+            list.iter()
+                .enumerate()
+                .map(|(i, t)| parse_net(t.trim(), key, i))
+                .collect()
         };
-        let filter = IpFilter { allow: parse_all(&config.allow, "allow")?, deny: parse_all(&config.deny, "deny")? };
+        let filter = IpFilter {
+            allow: parse_all(&config.allow, "allow")?,
+            deny: parse_all(&config.deny, "deny")?,
+        };
         if filter.allow.is_empty() && filter.deny.is_empty() {
             log::warn!("ip_filter configured with neither allow nor deny: it admits everyone");
         }

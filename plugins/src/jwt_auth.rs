@@ -25,7 +25,9 @@
 
 use async_trait::async_trait;
 use gateway::config::Dur;
-use gateway::{BuildContext, Flow, Plugin, PluginConfig, RequestHeader, RequestState, Response, Session};
+use gateway::{
+    BuildContext, Flow, Plugin, PluginConfig, RequestHeader, RequestState, Response, Session,
+};
 use http::{HeaderName, HeaderValue};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -108,7 +110,8 @@ impl JwtAuth {
             None => validation.validate_aud = false,
         }
         validation.set_required_spec_claims(&required);
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation).map_err(|e| e.to_string())?;
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation)
+            .map_err(|e| e.to_string())?;
         Ok(data.claims)
     }
 
@@ -134,16 +137,27 @@ fn claim_text(value: &Value) -> String {
 }
 
 fn bearer_token(session: &Session) -> Option<&str> {
-    let value = session.req_header().headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = session
+        .req_header()
+        .headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 #[async_trait]
 impl Plugin for JwtAuth {
     async fn request(&self, session: &mut Session, state: &mut RequestState) -> Flow {
         let Some(token) = bearer_token(session) else {
-            return Flow::Respond(Response::text(401, "Unauthorized: a bearer token is required\n").with_header("WWW-Authenticate", "Bearer"));
+            return Flow::Respond(
+                Response::text(401, "Unauthorized: a bearer token is required\n")
+                    .with_header("WWW-Authenticate", "Bearer"),
+            );
         };
         match self.verify(token) {
             Ok(claims) => {
@@ -156,13 +170,19 @@ impl Plugin for JwtAuth {
             Err(why) => {
                 log::debug!("jwt_auth: request {} refused: {why}", state.request_id);
                 Flow::Respond(
-                    Response::text(401, "Unauthorized: invalid token\n").with_header("WWW-Authenticate", "Bearer error=\"invalid_token\""),
+                    Response::text(401, "Unauthorized: invalid token\n")
+                        .with_header("WWW-Authenticate", "Bearer error=\"invalid_token\""),
                 )
             }
         }
     }
 
-    async fn upstream_request(&self, _session: &mut Session, upstream: &mut RequestHeader, state: &mut RequestState) {
+    async fn upstream_request(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        state: &mut RequestState,
+    ) {
         for (_, header) in &self.forward_claims {
             upstream.remove_header(header);
         }
@@ -188,14 +208,20 @@ impl PluginConfig for JwtAuth {
                 "HS256" => Algorithm::HS256,
                 "RS256" => Algorithm::RS256,
                 "ES256" => Algorithm::ES256,
-                other => return Err(format!("algorithms: unknown algorithm {other:?} (HS256, RS256 or ES256)")),
+                other => {
+                    return Err(format!(
+                        "algorithms: unknown algorithm {other:?} (HS256, RS256 or ES256)"
+                    ))
+                }
             });
         }
         let wants_secret = algorithms.contains(&Algorithm::HS256);
         let wants_rsa = algorithms.contains(&Algorithm::RS256);
         let wants_ec = algorithms.contains(&Algorithm::ES256);
         if wants_rsa && wants_ec {
-            return Err("algorithms: RS256 and ES256 need different public keys; use one of them".into());
+            return Err(
+                "algorithms: RS256 and ES256 need different public keys; use one of them".into(),
+            );
         }
 
         let secret = match (&config.secret, wants_secret) {
@@ -206,30 +232,50 @@ impl PluginConfig for JwtAuth {
                 Some(DecodingKey::from_secret(s.as_bytes()))
             }
             (_, true) => return Err("secret: required (and not empty) with HS256".into()),
-            (Some(_), false) => return Err("secret: only used with HS256, which algorithms does not list".into()),
+            (Some(_), false) => {
+                return Err("secret: only used with HS256, which algorithms does not list".into())
+            }
             (None, false) => None,
         };
 
         let public_key = match (&config.public_key, wants_rsa || wants_ec) {
             (Some(file), true) => {
                 let path = cx.resolve(file);
-                let pem = std::fs::read(&path).map_err(|e| format!("public_key: cannot read {}: {e}", path.display()))?;
+                let pem = std::fs::read(&path)
+                    .map_err(|e| format!("public_key: cannot read {}: {e}", path.display()))?;
                 let (key, kind) = if wants_rsa {
                     (DecodingKey::from_rsa_pem(&pem), "an RSA")
                 } else {
                     (DecodingKey::from_ec_pem(&pem), "an EC (P-256)")
                 };
-                Some(key.map_err(|e| format!("public_key: {} is not {kind} public key in PEM form: {e}", path.display()))?)
+                Some(key.map_err(|e| {
+                    format!(
+                        "public_key: {} is not {kind} public key in PEM form: {e}",
+                        path.display()
+                    )
+                })?)
             }
-            (None, true) => return Err("public_key: a PEM file is required with RS256 or ES256".into()),
-            (Some(_), false) => return Err("public_key: only used with RS256 or ES256, which algorithms does not list".into()),
+            (None, true) => {
+                return Err("public_key: a PEM file is required with RS256 or ES256".into())
+            }
+            (Some(_), false) => {
+                return Err(
+                    "public_key: only used with RS256 or ES256, which algorithms does not list"
+                        .into(),
+                )
+            }
             (None, false) => None,
         };
 
         let forward_claims = config
             .forward_claims
             .iter()
-            .map(|(claim, header)| Ok((claim.clone(), crate::header_list::header_name(header, &format!("forward_claims.{claim}"))?)))
+            .map(|(claim, header)| {
+                Ok((
+                    claim.clone(),
+                    crate::header_list::header_name(header, &format!("forward_claims.{claim}"))?,
+                ))
+            })
             .collect::<Result<_, String>>()?;
 
         Ok(JwtAuth {
@@ -261,15 +307,25 @@ mod tests {
     }
 
     fn hs(claims: Value) -> String {
-        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef")).unwrap()
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
+        )
+        .unwrap()
     }
 
-    const HS_CONFIG: &str = "{ secret: 0123456789abcdef0123456789abcdef, forward_claims: { sub: X-User-Id } }";
+    const HS_CONFIG: &str =
+        "{ secret: 0123456789abcdef0123456789abcdef, forward_claims: { sub: X-User-Id } }";
 
     #[test]
     fn hs256_accepts_a_valid_token_and_forwards_claims() {
         let p = plugin(HS_CONFIG, ".".into()).unwrap();
-        let claims = p.verify(&hs(json!({ "sub": "alice", "exp": now() + 60, "admin": true }))).unwrap();
+        let claims = p
+            .verify(&hs(
+                json!({ "sub": "alice", "exp": now() + 60, "admin": true }),
+            ))
+            .unwrap();
         assert_eq!(claims["sub"], "alice");
         let fwd = p.forwarded(&claims);
         assert_eq!(fwd.0.len(), 1);
@@ -281,37 +337,84 @@ mod tests {
     #[test]
     fn expiry_and_not_before_honour_the_leeway() {
         let p = plugin(HS_CONFIG, ".".into()).unwrap();
-        assert!(p.verify(&hs(json!({ "exp": now() - 10 }))).is_ok(), "within 30s leeway");
-        assert!(p.verify(&hs(json!({ "exp": now() - 120 }))).err().unwrap().contains("Expired"));
-        assert!(p.verify(&hs(json!({ "exp": now() + 60, "nbf": now() + 120 }))).is_err());
-        assert!(p.verify(&hs(json!({ "exp": now() + 60, "nbf": now() + 10 }))).is_ok());
+        assert!(
+            p.verify(&hs(json!({ "exp": now() - 10 }))).is_ok(),
+            "within 30s leeway"
+        );
+        assert!(p
+            .verify(&hs(json!({ "exp": now() - 120 })))
+            .err()
+            .unwrap()
+            .contains("Expired"));
+        assert!(p
+            .verify(&hs(json!({ "exp": now() + 60, "nbf": now() + 120 })))
+            .is_err());
+        assert!(p
+            .verify(&hs(json!({ "exp": now() + 60, "nbf": now() + 10 })))
+            .is_ok());
         assert!(p.verify(&hs(json!({ "sub": "no-exp" }))).is_err());
     }
 
     #[test]
     fn issuer_and_audience_are_checked_when_configured() {
-        let p = plugin("{ secret: 0123456789abcdef0123456789abcdef, issuer: auth.example, audience: api }", ".".into()).unwrap();
+        let p = plugin(
+            "{ secret: 0123456789abcdef0123456789abcdef, issuer: auth.example, audience: api }",
+            ".".into(),
+        )
+        .unwrap();
         let exp = now() + 60;
-        assert!(p.verify(&hs(json!({ "exp": exp, "iss": "auth.example", "aud": "api" }))).is_ok());
-        assert!(p.verify(&hs(json!({ "exp": exp, "iss": "auth.example", "aud": ["web", "api"] }))).is_ok());
-        assert!(p.verify(&hs(json!({ "exp": exp, "iss": "evil", "aud": "api" }))).is_err());
-        assert!(p.verify(&hs(json!({ "exp": exp, "iss": "auth.example", "aud": "web" }))).is_err());
-        assert!(p.verify(&hs(json!({ "exp": exp, "iss": "auth.example" }))).is_err());
+        assert!(p
+            .verify(&hs(
+                json!({ "exp": exp, "iss": "auth.example", "aud": "api" })
+            ))
+            .is_ok());
+        assert!(p
+            .verify(&hs(
+                json!({ "exp": exp, "iss": "auth.example", "aud": ["web", "api"] })
+            ))
+            .is_ok());
+        assert!(p
+            .verify(&hs(json!({ "exp": exp, "iss": "evil", "aud": "api" })))
+            .is_err());
+        assert!(p
+            .verify(&hs(
+                json!({ "exp": exp, "iss": "auth.example", "aud": "web" })
+            ))
+            .is_err());
+        assert!(p
+            .verify(&hs(json!({ "exp": exp, "iss": "auth.example" })))
+            .is_err());
         assert!(p.verify(&hs(json!({ "exp": exp, "aud": "api" }))).is_err());
         // Without a configured audience, a token's aud is no reason to refuse it.
         let p = plugin(HS_CONFIG, ".".into()).unwrap();
-        assert!(p.verify(&hs(json!({ "exp": exp, "aud": "anything" }))).is_ok());
+        assert!(p
+            .verify(&hs(json!({ "exp": exp, "aud": "anything" })))
+            .is_ok());
     }
 
     #[test]
     fn refuses_bad_signatures_and_other_algorithms() {
         let p = plugin(HS_CONFIG, ".".into()).unwrap();
-        let other = encode(&Header::new(Algorithm::HS256), &json!({ "exp": now() + 60 }), &EncodingKey::from_secret(b"another secret")).unwrap();
+        let other = encode(
+            &Header::new(Algorithm::HS256),
+            &json!({ "exp": now() + 60 }),
+            &EncodingKey::from_secret(b"another secret"),
+        )
+        .unwrap();
         assert!(p.verify(&other).is_err());
-        let hs384 = encode(&Header::new(Algorithm::HS384), &json!({ "exp": now() + 60 }), &EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef")).unwrap();
+        let hs384 = encode(
+            &Header::new(Algorithm::HS384),
+            &json!({ "exp": now() + 60 }),
+            &EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
+        )
+        .unwrap();
         assert!(p.verify(&hs384).err().unwrap().contains("not allowed"));
         // alg "none": an unsigned token.
-        let none = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), b64(&format!(r#"{{"exp":{}}}"#, now() + 60)));
+        let none = format!(
+            "{}.{}.",
+            b64(r#"{"alg":"none","typ":"JWT"}"#),
+            b64(&format!(r#"{{"exp":{}}}"#, now() + 60))
+        );
         assert!(p.verify(&none).is_err());
         assert!(p.verify("not.a.token").is_err());
     }
@@ -322,7 +425,10 @@ mod tests {
     }
 
     /// Writes a public key to a fresh folder, returning the folder and the private key PEM.
-    fn key_files(name: &str, key: &openssl::pkey::PKey<openssl::pkey::Private>) -> (PathBuf, Vec<u8>) {
+    fn key_files(
+        name: &str,
+        key: &openssl::pkey::PKey<openssl::pkey::Private>,
+    ) -> (PathBuf, Vec<u8>) {
         let dir = std::env::temp_dir().join(format!("portico-jwt-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("public.pem"), key.public_key_to_pem().unwrap()).unwrap();
@@ -331,27 +437,59 @@ mod tests {
 
     #[test]
     fn rs256_with_a_public_key_file() {
-        let key = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+        let key =
+            openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
         let (dir, private) = key_files("rsa", &key);
-        let p = plugin("{ algorithms: [RS256], public_key: public.pem }", dir.clone()).unwrap();
-        let token = encode(&Header::new(Algorithm::RS256), &json!({ "sub": "svc", "exp": now() + 60 }), &EncodingKey::from_rsa_pem(&private).unwrap()).unwrap();
+        let p = plugin(
+            "{ algorithms: [RS256], public_key: public.pem }",
+            dir.clone(),
+        )
+        .unwrap();
+        let token = encode(
+            &Header::new(Algorithm::RS256),
+            &json!({ "sub": "svc", "exp": now() + 60 }),
+            &EncodingKey::from_rsa_pem(&private).unwrap(),
+        )
+        .unwrap();
         assert_eq!(p.verify(&token).unwrap()["sub"], "svc");
         // An HS256 token signed with the public key as the secret: the classic confusion.
         let pem = std::fs::read(dir.join("public.pem")).unwrap();
-        let forged = encode(&Header::new(Algorithm::HS256), &json!({ "exp": now() + 60 }), &EncodingKey::from_secret(&pem)).unwrap();
+        let forged = encode(
+            &Header::new(Algorithm::HS256),
+            &json!({ "exp": now() + 60 }),
+            &EncodingKey::from_secret(&pem),
+        )
+        .unwrap();
         assert!(p.verify(&forged).is_err());
         // An EC key where an RSA key is expected fails the config.
-        assert!(plugin("{ algorithms: [ES256], public_key: public.pem }", dir.clone()).err().unwrap().starts_with("public_key:"));
+        assert!(plugin(
+            "{ algorithms: [ES256], public_key: public.pem }",
+            dir.clone()
+        )
+        .err()
+        .unwrap()
+        .starts_with("public_key:"));
         std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn es256_with_a_public_key_file() {
-        let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();
-        let key = openssl::pkey::PKey::from_ec_key(openssl::ec::EcKey::generate(&group).unwrap()).unwrap();
+        let group =
+            openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();
+        let key = openssl::pkey::PKey::from_ec_key(openssl::ec::EcKey::generate(&group).unwrap())
+            .unwrap();
         let (dir, private) = key_files("ec", &key);
-        let p = plugin("{ algorithms: [ES256], public_key: public.pem }", dir.clone()).unwrap();
-        let token = encode(&Header::new(Algorithm::ES256), &json!({ "sub": "svc", "exp": now() + 60 }), &EncodingKey::from_ec_pem(&private).unwrap()).unwrap();
+        let p = plugin(
+            "{ algorithms: [ES256], public_key: public.pem }",
+            dir.clone(),
+        )
+        .unwrap();
+        let token = encode(
+            &Header::new(Algorithm::ES256),
+            &json!({ "sub": "svc", "exp": now() + 60 }),
+            &EncodingKey::from_ec_pem(&private).unwrap(),
+        )
+        .unwrap();
         assert_eq!(p.verify(&token).unwrap()["sub"], "svc");
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -360,12 +498,36 @@ mod tests {
     fn refuses_bad_config() {
         let dot = || PathBuf::from(".");
         assert!(plugin("{}", dot()).err().unwrap().starts_with("secret:"));
-        assert!(plugin("{ algorithms: [HS512], secret: x }", dot()).err().unwrap().contains("unknown algorithm"));
-        assert!(plugin("{ algorithms: [RS256] }", dot()).err().unwrap().starts_with("public_key:"));
-        assert!(plugin("{ algorithms: [RS256], public_key: /nonexistent.pem }", dot()).err().unwrap().contains("cannot read"));
+        assert!(plugin("{ algorithms: [HS512], secret: x }", dot())
+            .err()
+            .unwrap()
+            .contains("unknown algorithm"));
+        assert!(plugin("{ algorithms: [RS256] }", dot())
+            .err()
+            .unwrap()
+            .starts_with("public_key:"));
+        assert!(plugin(
+            "{ algorithms: [RS256], public_key: /nonexistent.pem }",
+            dot()
+        )
+        .err()
+        .unwrap()
+        .contains("cannot read"));
         assert!(plugin("{ algorithms: [RS256, ES256], public_key: k.pem }", dot()).is_err());
-        assert!(plugin("{ algorithms: [RS256], secret: x, public_key: k.pem }", dot()).err().unwrap().starts_with("secret:"));
-        assert!(plugin("{ secret: x, forward_claims: { sub: \"Bad Header\" } }", dot()).err().unwrap().starts_with("forward_claims.sub:"));
+        assert!(plugin(
+            "{ algorithms: [RS256], secret: x, public_key: k.pem }",
+            dot()
+        )
+        .err()
+        .unwrap()
+        .starts_with("secret:"));
+        assert!(plugin(
+            "{ secret: x, forward_claims: { sub: \"Bad Header\" } }",
+            dot()
+        )
+        .err()
+        .unwrap()
+        .starts_with("forward_claims.sub:"));
         assert!(plugin("{ secret: x, leeway: soon }", dot()).is_err());
     }
 }

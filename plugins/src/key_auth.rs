@@ -16,7 +16,9 @@
 //! the time to answer does not tell how much of a guess was right.
 
 use async_trait::async_trait;
-use gateway::{BuildContext, Flow, Plugin, PluginConfig, RequestHeader, RequestState, Response, Session};
+use gateway::{
+    BuildContext, Flow, Plugin, PluginConfig, RequestHeader, RequestState, Response, Session,
+};
 use http::HeaderName;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -71,7 +73,9 @@ impl KeyAuth {
 fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(k)? == name).then(|| percent_decode(v)).flatten()
+        (percent_decode(k)? == name)
+            .then(|| percent_decode(v))
+            .flatten()
     })
 }
 
@@ -116,7 +120,9 @@ fn percent_decode(s: &str) -> Option<String> {
 #[async_trait]
 impl Plugin for KeyAuth {
     async fn request(&self, session: &mut Session, state: &mut RequestState) -> Flow {
-        let consumer = self.presented(session.req_header()).and_then(|key| self.consumer(&key).map(str::to_string));
+        let consumer = self
+            .presented(session.req_header())
+            .and_then(|key| self.consumer(&key).map(str::to_string));
         match consumer {
             Some(name) => {
                 state.set_var("consumer", name);
@@ -127,11 +133,19 @@ impl Plugin for KeyAuth {
                 }
                 Flow::Continue
             }
-            None => Flow::Respond(Response::text(401, "Unauthorized: a valid API key is required\n")),
+            None => Flow::Respond(Response::text(
+                401,
+                "Unauthorized: a valid API key is required\n",
+            )),
         }
     }
 
-    async fn upstream_request(&self, _session: &mut Session, upstream: &mut RequestHeader, _state: &mut RequestState) {
+    async fn upstream_request(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        _state: &mut RequestState,
+    ) {
         if let Some(name) = &self.header {
             upstream.remove_header(name);
         }
@@ -165,7 +179,11 @@ impl PluginConfig for KeyAuth {
     type Config = KeyAuthConfig;
 
     fn build(config: KeyAuthConfig, _cx: &BuildContext) -> Result<Self, String> {
-        let header = config.header.as_deref().map(|h| crate::header_list::header_name(h, "header")).transpose()?;
+        let header = config
+            .header
+            .as_deref()
+            .map(|h| crate::header_list::header_name(h, "header"))
+            .transpose()?;
         if header.is_none() && config.query.is_none() {
             return Err("one of header or query must be set".into());
         }
@@ -181,7 +199,9 @@ impl PluginConfig for KeyAuth {
                 return Err(format!("keys.{name}: the key is empty"));
             }
             if key.trim() != key {
-                return Err(format!("keys.{name}: the key has leading or trailing spaces"));
+                return Err(format!(
+                    "keys.{name}: the key has leading or trailing spaces"
+                ));
             }
             let digest = openssl::sha::sha256(key.as_bytes());
             if let Some((other, _)) = keys.iter().find(|(_, d)| *d == digest) {
@@ -189,7 +209,11 @@ impl PluginConfig for KeyAuth {
             }
             keys.push((name.clone(), digest));
         }
-        Ok(KeyAuth { header, query: config.query, keys })
+        Ok(KeyAuth {
+            header,
+            query: config.query,
+            keys,
+        })
     }
 }
 
@@ -213,9 +237,18 @@ mod tests {
     #[test]
     fn finds_the_consumer_by_header_then_query() {
         let p = plugin("{ query: api_key, keys: { ci: k1, ops: \"k 2\" } }").unwrap();
-        assert_eq!(p.presented(&request("/", Some("k1"))).as_deref(), Some("k1"));
-        assert_eq!(p.presented(&request("/?a=1&api_key=k+2", None)).as_deref(), Some("k 2"));
-        assert_eq!(p.presented(&request("/?api%5Fkey=k%201", None)).as_deref(), Some("k 1"));
+        assert_eq!(
+            p.presented(&request("/", Some("k1"))).as_deref(),
+            Some("k1")
+        );
+        assert_eq!(
+            p.presented(&request("/?a=1&api_key=k+2", None)).as_deref(),
+            Some("k 2")
+        );
+        assert_eq!(
+            p.presented(&request("/?api%5Fkey=k%201", None)).as_deref(),
+            Some("k 1")
+        );
         assert_eq!(p.presented(&request("/?other=1", None)), None);
         assert_eq!(p.consumer("k1"), Some("ci"));
         assert_eq!(p.consumer("k 2"), Some("ops"));
@@ -225,18 +258,33 @@ mod tests {
 
     #[test]
     fn the_query_parameter_is_removed() {
-        assert_eq!(without_param("a=1&api_key=x&b=2", "api_key").as_deref(), Some("a=1&b=2"));
+        assert_eq!(
+            without_param("a=1&api_key=x&b=2", "api_key").as_deref(),
+            Some("a=1&b=2")
+        );
         assert_eq!(without_param("api_key=x", "api_key"), None);
         assert_eq!(without_param("api_key", "api_key"), None);
-        assert_eq!(without_param("api_keys=x", "api_key").as_deref(), Some("api_keys=x"));
+        assert_eq!(
+            without_param("api_keys=x", "api_key").as_deref(),
+            Some("api_keys=x")
+        );
 
         let p = plugin("{ query: api_key, keys: { ci: k1 } }").unwrap();
         let uri = |s: &str| s.parse::<http::Uri>().unwrap();
         assert_eq!(p.without_key(&uri("/p?a=1&api_key=k1")).unwrap(), "/p?a=1");
         assert_eq!(p.without_key(&uri("/p?api_key=k1")).unwrap(), "/p");
-        assert_eq!(p.without_key(&uri("https://h.example/p?api_key=k1&b")).unwrap(), "https://h.example/p?b");
+        assert_eq!(
+            p.without_key(&uri("https://h.example/p?api_key=k1&b"))
+                .unwrap(),
+            "https://h.example/p?b"
+        );
         assert_eq!(p.without_key(&uri("/p?a=1")), None);
-        assert_eq!(plugin("{ keys: { ci: k1 } }").unwrap().without_key(&uri("/p?api_key=k1")), None);
+        assert_eq!(
+            plugin("{ keys: { ci: k1 } }")
+                .unwrap()
+                .without_key(&uri("/p?api_key=k1")),
+            None
+        );
     }
 
     #[test]
@@ -251,7 +299,13 @@ mod tests {
         assert!(plugin("{ keys: {} }").is_err());
         assert!(plugin("{ header: null, keys: { a: b } }").is_err());
         assert!(plugin("{ keys: { a: \"\" } }").is_err());
-        assert!(plugin("{ keys: { a: x, b: x } }").err().unwrap().contains("same key"));
-        assert!(plugin("{ header: \"Bad Header\", keys: { a: x } }").err().unwrap().starts_with("header:"));
+        assert!(plugin("{ keys: { a: x, b: x } }")
+            .err()
+            .unwrap()
+            .contains("same key"));
+        assert!(plugin("{ header: \"Bad Header\", keys: { a: x } }")
+            .err()
+            .unwrap()
+            .starts_with("header:"));
     }
 }

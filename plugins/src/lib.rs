@@ -65,8 +65,18 @@ mod tests {
         register_builtins(&mut registry);
         let names: Vec<_> = registry.names().collect();
         for name in [
-            "access_log", "headers", "redirect", "rewrite", "cors", "ip_filter", "basic_auth",
-            "key_auth", "jwt_auth", "rate_limit", "respond", "compression",
+            "access_log",
+            "headers",
+            "redirect",
+            "rewrite",
+            "cors",
+            "ip_filter",
+            "basic_auth",
+            "key_auth",
+            "jwt_auth",
+            "rate_limit",
+            "respond",
+            "compression",
         ] {
             assert!(names.contains(&name), "{name} missing");
         }

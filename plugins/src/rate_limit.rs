@@ -35,7 +35,9 @@ mod redis_buckets;
 
 use async_trait::async_trait;
 use gateway::config::Dur;
-use gateway::{BuildContext, Flow, Plugin, PluginConfig, RequestState, Response, ResponseHeader, Session};
+use gateway::{
+    BuildContext, Flow, Plugin, PluginConfig, RequestState, Response, ResponseHeader, Session,
+};
 use http::HeaderName;
 use redis_buckets::RedisBuckets;
 use serde::Deserialize;
@@ -123,15 +125,22 @@ struct Bucket {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Outcome {
-    Allowed { remaining: u64 },
-    Refused { retry_after: Duration },
+    Allowed {
+        remaining: u64,
+    },
+    Refused {
+        retry_after: Duration,
+    },
     /// The shared store could not be asked and `on_error` lets the request through.
     Unchecked,
 }
 
 impl Bucket {
     fn full(rate: &Rate, now: Instant) -> Self {
-        Bucket { tokens: rate.capacity, last: now }
+        Bucket {
+            tokens: rate.capacity,
+            last: now,
+        }
     }
 
     /// Refills for the time since the last request, then takes one token if there is one.
@@ -141,9 +150,13 @@ impl Bucket {
         self.last = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
-            Outcome::Allowed { remaining: self.tokens.floor() as u64 }
+            Outcome::Allowed {
+                remaining: self.tokens.floor() as u64,
+            }
         } else {
-            Outcome::Refused { retry_after: Duration::from_secs_f64((1.0 - self.tokens) / rate.per_second) }
+            Outcome::Refused {
+                retry_after: Duration::from_secs_f64((1.0 - self.tokens) / rate.per_second),
+            }
         }
     }
 }
@@ -162,8 +175,19 @@ struct Buckets {
 
 impl Buckets {
     fn new(rate: Rate, now: Instant) -> Self {
-        let shards = (0..SHARDS).map(|_| Mutex::new(Shard { buckets: HashMap::new(), last_sweep: now })).collect();
-        Buckets { rate, hasher: RandomState::new(), shards }
+        let shards = (0..SHARDS)
+            .map(|_| {
+                Mutex::new(Shard {
+                    buckets: HashMap::new(),
+                    last_sweep: now,
+                })
+            })
+            .collect();
+        Buckets {
+            rate,
+            hasher: RandomState::new(),
+            shards,
+        }
     }
 
     fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
@@ -180,7 +204,9 @@ impl Buckets {
         // At most one sweep per shard per refill time: its O(keys) cost is spread over every
         // request of that period.
         if now.saturating_duration_since(shard.last_sweep) >= idle {
-            shard.buckets.retain(|_, b| now.saturating_duration_since(b.last) < idle);
+            shard
+                .buckets
+                .retain(|_, b| now.saturating_duration_since(b.last) < idle);
             shard.last_sweep = now;
         }
         if let Some(bucket) = shard.buckets.get_mut(key) {
@@ -201,7 +227,10 @@ impl Buckets {
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().unwrap().buckets.len()).sum()
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap().buckets.len())
+            .sum()
     }
 }
 
@@ -260,9 +289,15 @@ impl Plugin for RateLimit {
         };
         match outcome {
             Outcome::Allowed { remaining } => {
-                let fewer = state.extensions.get::<LimitHeaders>().is_none_or(|h| remaining < h.remaining);
+                let fewer = state
+                    .extensions
+                    .get::<LimitHeaders>()
+                    .is_none_or(|h| remaining < h.remaining);
                 if fewer {
-                    state.extensions.insert(LimitHeaders { limit: self.limit, remaining });
+                    state.extensions.insert(LimitHeaders {
+                        limit: self.limit,
+                        remaining,
+                    });
                 }
                 Flow::Continue
             }
@@ -271,7 +306,12 @@ impl Plugin for RateLimit {
         }
     }
 
-    async fn response(&self, _session: &mut Session, response: &mut ResponseHeader, state: &mut RequestState) {
+    async fn response(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        state: &mut RequestState,
+    ) {
         if response.status.as_u16() == 429 {
             return; // a refusal already carries its own
         }
@@ -295,11 +335,18 @@ impl PluginConfig for RateLimit {
             "route" => Key::Route,
             other => match other.strip_prefix("header:") {
                 Some(name) => Key::Header(crate::header_list::header_name(name, "key")?),
-                None => return Err(format!("key: {other:?} is not client_ip, route or header:NAME")),
+                None => {
+                    return Err(format!(
+                        "key: {other:?} is not client_ip, route or header:NAME"
+                    ))
+                }
             },
         };
         let capacity = u64::from(config.per_second) + u64::from(config.burst);
-        let rate = Rate { per_second: f64::from(config.per_second), capacity: capacity as f64 };
+        let rate = Rate {
+            per_second: f64::from(config.per_second),
+            capacity: capacity as f64,
+        };
         let store = match &config.redis {
             None => Store::Local(Buckets::new(rate, Instant::now())),
             Some(redis) => {
@@ -313,17 +360,29 @@ impl PluginConfig for RateLimit {
                     config.per_second,
                     config.burst
                 );
-                Store::Redis(Box::new(RedisBuckets::new(redis, prefix, rate, cx.route.as_deref())?))
+                Store::Redis(Box::new(RedisBuckets::new(
+                    redis,
+                    prefix,
+                    rate,
+                    cx.route.as_deref(),
+                )?))
             }
         };
-        Ok(RateLimit { key, store, limit: capacity })
+        Ok(RateLimit {
+            key,
+            store,
+            limit: capacity,
+        })
     }
 }
 
 fn check_redis(redis: &RedisConfig) -> Result<(), String> {
     if !redis.url.starts_with("redis://") {
         // TLS to Redis (rediss://) would need a TLS client in the Redis driver; not built in.
-        return Err(format!("redis.url: {:?} must start with redis:// (rediss:// is not supported)", redis.url));
+        return Err(format!(
+            "redis.url: {:?} must start with redis:// (rediss:// is not supported)",
+            redis.url
+        ));
     }
     if redis.timeout.get().is_zero() {
         return Err("redis.timeout: must be more than 0".into());
@@ -336,7 +395,10 @@ mod tests {
     use super::*;
 
     fn rate(per_second: u32, burst: u32) -> Rate {
-        Rate { per_second: per_second as f64, capacity: (per_second + burst) as f64 }
+        Rate {
+            per_second: per_second as f64,
+            capacity: (per_second + burst) as f64,
+        }
     }
 
     fn plugin(yaml: &str) -> Result<RateLimit, String> {
@@ -350,7 +412,12 @@ mod tests {
         let t0 = Instant::now();
         let mut b = Bucket::full(&r, t0);
         for expected in (0..15).rev() {
-            assert_eq!(b.take(&r, t0), Outcome::Allowed { remaining: expected });
+            assert_eq!(
+                b.take(&r, t0),
+                Outcome::Allowed {
+                    remaining: expected
+                }
+            );
         }
         match b.take(&r, t0) {
             Outcome::Refused { retry_after } => assert_eq!(retry_after, Duration::from_millis(100)),
@@ -404,19 +471,38 @@ mod tests {
 
     #[test]
     fn config_is_checked() {
-        assert!(plugin("{ per_second: 0 }").err().unwrap().starts_with("per_second:"));
+        assert!(plugin("{ per_second: 0 }")
+            .err()
+            .unwrap()
+            .starts_with("per_second:"));
         assert!(plugin("{ burst: 5 }").is_err());
-        assert!(plugin("{ per_second: 5, key: cookie:x }").err().unwrap().starts_with("key:"));
-        assert!(plugin("{ per_second: 5, key: \"header:Bad Name\" }").err().unwrap().starts_with("key:"));
+        assert!(plugin("{ per_second: 5, key: cookie:x }")
+            .err()
+            .unwrap()
+            .starts_with("key:"));
+        assert!(plugin("{ per_second: 5, key: \"header:Bad Name\" }")
+            .err()
+            .unwrap()
+            .starts_with("key:"));
         let p = plugin("{ per_second: 100, burst: 50, key: header:X-Api-Key }").unwrap();
         assert_eq!(p.limit, 150);
-        assert!(plugin("{ per_second: 5, redis: { url: \"http://x\" } }").err().unwrap().starts_with("redis.url:"));
-        assert!(plugin("{ per_second: 5, redis: { url: \"redis://127.0.0.1:6379\", on_error: maybe } }").is_err());
-        let config: RateLimitConfig = serde_yaml::from_str("{ per_second: 5, redis: { url: \"redis://h:6379\" } }").unwrap();
+        assert!(plugin("{ per_second: 5, redis: { url: \"http://x\" } }")
+            .err()
+            .unwrap()
+            .starts_with("redis.url:"));
+        assert!(plugin(
+            "{ per_second: 5, redis: { url: \"redis://127.0.0.1:6379\", on_error: maybe } }"
+        )
+        .is_err());
+        let config: RateLimitConfig =
+            serde_yaml::from_str("{ per_second: 5, redis: { url: \"redis://h:6379\" } }").unwrap();
         let redis = config.redis.unwrap();
         assert_eq!(redis.timeout, Dur::millis(50));
         assert_eq!(redis.on_error, OnError::Allow);
         // Building connects nowhere: `portico -t` works without the Redis.
-        assert!(plugin("{ per_second: 5, redis: { url: \"redis://127.0.0.1:1\", on_error: deny } }").is_ok());
+        assert!(plugin(
+            "{ per_second: 5, redis: { url: \"redis://127.0.0.1:1\", on_error: deny } }"
+        )
+        .is_ok());
     }
 }

@@ -43,7 +43,11 @@ impl Redirect {
         if !self.keep_path {
             return self.base.clone();
         }
-        let tail = if path_and_query.starts_with('/') { path_and_query.to_string() } else { format!("/{path_and_query}") };
+        let tail = if path_and_query.starts_with('/') {
+            path_and_query.to_string()
+        } else {
+            format!("/{path_and_query}")
+        };
         format!("{}{tail}", self.base)
     }
 }
@@ -53,7 +57,9 @@ impl Plugin for Redirect {
     async fn request(&self, session: &mut Session, _state: &mut RequestState) -> Flow {
         let uri = &session.req_header().uri;
         let path_and_query = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
-        Flow::Respond(Response::empty(self.status).with_header("Location", self.location(path_and_query)))
+        Flow::Respond(
+            Response::empty(self.status).with_header("Location", self.location(path_and_query)),
+        )
     }
 }
 
@@ -63,18 +69,30 @@ impl PluginConfig for Redirect {
 
     fn build(config: RedirectConfig, _cx: &BuildContext) -> Result<Self, String> {
         if !STATUSES.contains(&config.status) {
-            return Err(format!("status: {} is not a redirect status (301, 302, 303, 307 or 308)", config.status));
+            return Err(format!(
+                "status: {} is not a redirect status (301, 302, 303, 307 or 308)",
+                config.status
+            ));
         }
-        let uri: http::Uri = config.url.parse().map_err(|e| format!("url: {:?} is not a valid URL: {e}", config.url))?;
+        let uri: http::Uri = config
+            .url
+            .parse()
+            .map_err(|e| format!("url: {:?} is not a valid URL: {e}", config.url))?;
         let absolute = uri.scheme().is_some() && uri.authority().is_some();
         if !absolute && !config.url.starts_with('/') {
-            return Err(format!("url: {:?} must be absolute (https://host...) or start with /", config.url));
+            return Err(format!(
+                "url: {:?} must be absolute (https://host...) or start with /",
+                config.url
+            ));
         }
         if config.keep_path && uri.query().is_some() {
             return Err("url: cannot carry a query string when keep_path is true (the request's own path and query are appended)".into());
         }
         if http::HeaderValue::from_str(&config.url).is_err() {
-            return Err(format!("url: {:?} cannot be sent in a Location header", config.url));
+            return Err(format!(
+                "url: {:?} cannot be sent in a Location header",
+                config.url
+            ));
         }
         let mut base = config.url;
         if config.keep_path {
@@ -82,7 +100,11 @@ impl PluginConfig for Redirect {
                 base.pop();
             }
         }
-        Ok(Redirect { base, status: config.status, keep_path: config.keep_path })
+        Ok(Redirect {
+            base,
+            status: config.status,
+            keep_path: config.keep_path,
+        })
     }
 }
 
@@ -107,17 +129,32 @@ mod tests {
 
     #[test]
     fn without_keep_path_the_url_is_used_as_is() {
-        let p = plugin("{ url: \"https://x.example/landing?from=old\", keep_path: false, status: 302 }").unwrap();
+        let p = plugin(
+            "{ url: \"https://x.example/landing?from=old\", keep_path: false, status: 302 }",
+        )
+        .unwrap();
         assert_eq!(p.location("/a?b"), "https://x.example/landing?from=old");
         assert_eq!(p.status, 302);
     }
 
     #[test]
     fn refuses_bad_config() {
-        assert!(plugin("{ url: https://x.example, status: 200 }").err().unwrap().starts_with("status:"));
-        assert!(plugin("{ url: \"not a url\" }").err().unwrap().starts_with("url:"));
-        assert!(plugin("{ url: example.com }").err().unwrap().starts_with("url:"));
-        assert!(plugin("{ url: \"https://x.example/?a=1\" }").err().unwrap().starts_with("url:"));
+        assert!(plugin("{ url: https://x.example, status: 200 }")
+            .err()
+            .unwrap()
+            .starts_with("status:"));
+        assert!(plugin("{ url: \"not a url\" }")
+            .err()
+            .unwrap()
+            .starts_with("url:"));
+        assert!(plugin("{ url: example.com }")
+            .err()
+            .unwrap()
+            .starts_with("url:"));
+        assert!(plugin("{ url: \"https://x.example/?a=1\" }")
+            .err()
+            .unwrap()
+            .starts_with("url:"));
         assert!(plugin("{ status: 301 }").is_err());
     }
 }

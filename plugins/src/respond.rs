@@ -47,15 +47,27 @@ impl PluginConfig for Respond {
 
     fn build(config: RespondConfig, _cx: &BuildContext) -> Result<Self, String> {
         if !(200..=599).contains(&config.status) {
-            return Err(format!("status: {} is not a final HTTP status (200-599)", config.status));
+            return Err(format!(
+                "status: {} is not a final HTTP status (200-599)",
+                config.status
+            ));
         }
         if matches!(config.status, 204 | 304) && !config.body.is_empty() {
-            return Err(format!("body: a {} answer has no body; leave body out", config.status));
+            return Err(format!(
+                "body: a {} answer has no body; leave body out",
+                config.status
+            ));
         }
         // Checked here; kept as written, so HTTP/1 clients see the config's header case.
         header_list(&config.headers, "headers")?;
         let headers = config.headers.into_iter().collect();
-        Ok(Respond { response: Response { status: config.status, headers, body: Bytes::from(config.body) } })
+        Ok(Respond {
+            response: Response {
+                status: config.status,
+                headers,
+                body: Bytes::from(config.body),
+            },
+        })
     }
 }
 
@@ -73,7 +85,9 @@ mod tests {
         let r = plugin("{ status: 503, body: \"down\\n\", headers: { Content-Type: text/plain, Retry-After: \"60\" } }").unwrap().response;
         assert_eq!(r.status, 503);
         assert_eq!(&r.body[..], b"down\n");
-        assert!(r.headers.contains(&("Content-Type".into(), "text/plain".into())));
+        assert!(r
+            .headers
+            .contains(&("Content-Type".into(), "text/plain".into())));
         assert!(r.headers.contains(&("Retry-After".into(), "60".into())));
     }
 
@@ -85,10 +99,19 @@ mod tests {
 
     #[test]
     fn refuses_bad_config() {
-        assert!(plugin("{ status: 99 }").err().unwrap().starts_with("status:"));
+        assert!(plugin("{ status: 99 }")
+            .err()
+            .unwrap()
+            .starts_with("status:"));
         assert!(plugin("{ status: 101 }").is_err());
-        assert!(plugin("{ headers: { \"Bad Name\": x } }").err().unwrap().starts_with("headers:"));
-        assert!(plugin("{ status: 204, body: gone }").err().unwrap().starts_with("body:"));
+        assert!(plugin("{ headers: { \"Bad Name\": x } }")
+            .err()
+            .unwrap()
+            .starts_with("headers:"));
+        assert!(plugin("{ status: 204, body: gone }")
+            .err()
+            .unwrap()
+            .starts_with("body:"));
         assert!(plugin("{ status: 204 }").is_ok());
     }
 }

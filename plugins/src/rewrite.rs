@@ -35,7 +35,10 @@ pub struct RewriteConfig {
 enum Rule {
     /// The prefix without a trailing `/`.
     StripPrefix(String),
-    Regex { regex: Regex, replace: String },
+    Regex {
+        regex: Regex,
+        replace: String,
+    },
 }
 
 pub struct Rewrite {
@@ -61,7 +64,11 @@ impl Rewrite {
                     return None;
                 }
                 let new = regex.replace(path, replace.as_str());
-                Some(if new.starts_with('/') { new.into_owned() } else { format!("/{new}") })
+                Some(if new.starts_with('/') {
+                    new.into_owned()
+                } else {
+                    format!("/{new}")
+                })
             }
         }
     }
@@ -81,13 +88,23 @@ fn with_path(uri: &http::Uri, path: &str) -> Result<http::Uri, String> {
 
 #[async_trait]
 impl Plugin for Rewrite {
-    async fn upstream_request(&self, _session: &mut Session, upstream: &mut RequestHeader, state: &mut RequestState) {
-        let Some(path) = self.rewrite_path(upstream.uri.path()) else { return };
+    async fn upstream_request(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        state: &mut RequestState,
+    ) {
+        let Some(path) = self.rewrite_path(upstream.uri.path()) else {
+            return;
+        };
         match with_path(&upstream.uri, &path) {
             Ok(uri) => upstream.set_uri(uri),
             // Only a regex replacement can produce this; sending the original path is better
             // than failing the request.
-            Err(e) => log::warn!("rewrite: {path:?} is not a valid path ({e}); request {} sent unchanged", state.request_id),
+            Err(e) => log::warn!(
+                "rewrite: {path:?} is not a valid path ({e}); request {} sent unchanged",
+                state.request_id
+            ),
         }
     }
 }
@@ -115,8 +132,14 @@ impl PluginConfig for Rewrite {
             }
             (None, Some(_), None) => return Err("replace: required with regex".into()),
             (None, None, Some(_)) => return Err("regex: required with replace".into()),
-            (None, None, None) => return Err("one of strip_prefix, or regex with replace, is required".into()),
-            (Some(_), _, _) => return Err("strip_prefix cannot be combined with regex/replace: use one form".into()),
+            (None, None, None) => {
+                return Err("one of strip_prefix, or regex with replace, is required".into())
+            }
+            (Some(_), _, _) => {
+                return Err(
+                    "strip_prefix cannot be combined with regex/replace: use one form".into(),
+                )
+            }
         };
         Ok(Rewrite { rule })
     }
@@ -143,7 +166,10 @@ fn check_replacement(regex: &Regex, replace: &str) -> Result<(), String> {
                 None => return Err(format!("replace: unclosed ${{ in {replace:?}")),
             }
         } else {
-            let len = rest.bytes().take_while(|b| b.is_ascii_alphanumeric() || *b == b'_').count();
+            let len = rest
+                .bytes()
+                .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+                .count();
             (&rest[..len], len)
         };
         if !name.is_empty() {
@@ -188,27 +214,48 @@ mod tests {
         let p = plugin(r#"{ regex: "^/old/(.*)$", replace: "/new/$1" }"#).unwrap();
         assert_eq!(p.rewrite_path("/old/a/b").as_deref(), Some("/new/a/b"));
         assert_eq!(p.rewrite_path("/other"), None);
-        let p = plugin(r#"{ regex: "^/u/(?P<id>[0-9]+)$", replace: "users/${id}/profile" }"#).unwrap();
-        assert_eq!(p.rewrite_path("/u/42").as_deref(), Some("/users/42/profile"));
+        let p =
+            plugin(r#"{ regex: "^/u/(?P<id>[0-9]+)$", replace: "users/${id}/profile" }"#).unwrap();
+        assert_eq!(
+            p.rewrite_path("/u/42").as_deref(),
+            Some("/users/42/profile")
+        );
     }
 
     #[test]
     fn the_query_string_is_kept() {
         let uri: http::Uri = "/api/items?page=2&q=a%20b".parse().unwrap();
-        assert_eq!(with_path(&uri, "/items").unwrap().to_string(), "/items?page=2&q=a%20b");
+        assert_eq!(
+            with_path(&uri, "/items").unwrap().to_string(),
+            "/items?page=2&q=a%20b"
+        );
         let uri: http::Uri = "https://api.example.com/api/items?x=1".parse().unwrap();
-        assert_eq!(with_path(&uri, "/items").unwrap().to_string(), "https://api.example.com/items?x=1");
+        assert_eq!(
+            with_path(&uri, "/items").unwrap().to_string(),
+            "https://api.example.com/items?x=1"
+        );
     }
 
     #[test]
     fn refuses_bad_config() {
         assert!(plugin("{}").is_err());
         assert!(plugin("{ strip_prefix: /a, regex: x, replace: y }").is_err());
-        assert!(plugin("{ regex: x }").err().unwrap().starts_with("replace:"));
-        assert!(plugin("{ regex: \"(\", replace: y }").err().unwrap().starts_with("regex:"));
-        assert!(plugin("{ strip_prefix: api }").err().unwrap().starts_with("strip_prefix:"));
+        assert!(plugin("{ regex: x }")
+            .err()
+            .unwrap()
+            .starts_with("replace:"));
+        assert!(plugin("{ regex: \"(\", replace: y }")
+            .err()
+            .unwrap()
+            .starts_with("regex:"));
+        assert!(plugin("{ strip_prefix: api }")
+            .err()
+            .unwrap()
+            .starts_with("strip_prefix:"));
         assert!(plugin("{ strip_prefix: / }").is_err());
-        let err = plugin(r#"{ regex: "^/(.*)$", replace: "/$1x" }"#).err().unwrap();
+        let err = plugin(r#"{ regex: "^/(.*)$", replace: "/$1x" }"#)
+            .err()
+            .unwrap();
         assert!(err.contains("$1x"), "{err}");
         assert!(plugin(r#"{ regex: "^/(.*)$", replace: "/${1}x$$" }"#).is_ok());
         assert!(plugin(r#"{ regex: "^/(.*)$", replace: "/$2" }"#).is_err());

@@ -18,7 +18,10 @@ pub const SERVER: &str = "grace_period: 0s, shutdown_timeout: 1s, upgrade_sock: 
 /// `server.limits` (flow mapping, may be empty); `server_extra` more `server` keys.
 pub fn config(ca: &TestCa, backends: &[&Backend], limits: &str, server_extra: &str) -> String {
     let cert = ca.issue(&["t.test", "localhost"]);
-    let backends: Vec<String> = backends.iter().map(|b| format!("{{ addr: \"{}\" }}", b.addr())).collect();
+    let backends: Vec<String> = backends
+        .iter()
+        .map(|b| format!("{{ addr: \"{}\" }}", b.addr()))
+        .collect();
     format!(
         "server: {{ {SERVER}, limits: {{ {limits} }}{server_extra} }}\n\
          admin: {{ listen: 127.0.0.1:{} }}\n\
@@ -72,7 +75,10 @@ pub fn statuses(bytes: &[u8]) -> Vec<u16> {
 }
 
 /// Reads until the peer closes, an error, or `limit`; says which.
-pub async fn read_until_close<R: AsyncRead + Unpin + ?Sized>(stream: &mut R, limit: Duration) -> (Vec<u8>, bool) {
+pub async fn read_until_close<R: AsyncRead + Unpin + ?Sized>(
+    stream: &mut R,
+    limit: Duration,
+) -> (Vec<u8>, bool) {
     let mut received = Vec::new();
     let deadline = tokio::time::Instant::now() + limit;
     let mut chunk = [0u8; 16 * 1024];
@@ -87,14 +93,25 @@ pub async fn read_until_close<R: AsyncRead + Unpin + ?Sized>(stream: &mut R, lim
 
 /// Sends exactly `bytes` (over TLS with ALPN http/1.1 when `sni` is given) and collects the
 /// answer until the gateway closes the connection or `limit` passes.
-pub async fn exchange(addr: SocketAddr, bytes: &[u8], sni: Option<&str>, limit: Duration) -> Exchange {
+pub async fn exchange(
+    addr: SocketAddr,
+    bytes: &[u8],
+    sni: Option<&str>,
+    limit: Duration,
+) -> Exchange {
     let start = Instant::now();
-    let mut stream = raw_connect(addr, sni).await.expect("connect to the gateway");
+    let mut stream = raw_connect(addr, sni)
+        .await
+        .expect("connect to the gateway");
     // The gateway may close before taking everything: what it answered still counts.
     let _ = stream.write_all(bytes).await;
     let _ = stream.flush().await;
     let (bytes, closed) = read_until_close(&mut stream, limit).await;
-    Exchange { bytes, closed, elapsed: start.elapsed() }
+    Exchange {
+        bytes,
+        closed,
+        elapsed: start.elapsed(),
+    }
 }
 
 /// One hostile request of `tests/tools/smuggle-cases.txt`.
@@ -110,8 +127,16 @@ pub fn smuggle_cases() -> Vec<Case> {
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {
             let mut parts = l.splitn(3, '\t');
-            let (name, what, bytes) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().expect("three tab-separated fields"));
-            Case { name: name.into(), what: what.into(), bytes: unescape(bytes) }
+            let (name, what, bytes) = (
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+                parts.next().expect("three tab-separated fields"),
+            );
+            Case {
+                name: name.into(),
+                what: what.into(),
+                bytes: unescape(bytes),
+            }
         })
         .collect()
 }
@@ -188,7 +213,12 @@ pub fn hpack_literal(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// A request header block: the four pseudo-headers, then `extra`.
-pub fn request_block(method: &str, path: &str, authority: &str, extra: &[(&[u8], &[u8])]) -> Vec<u8> {
+pub fn request_block(
+    method: &str,
+    path: &str,
+    authority: &str,
+    extra: &[(&[u8], &[u8])],
+) -> Vec<u8> {
     let mut b = Vec::new();
     hpack_literal(&mut b, b":method", method.as_bytes());
     hpack_literal(&mut b, b":scheme", b"https");
@@ -217,7 +247,9 @@ impl Frame {
             GOAWAY => 4,
             _ => return None,
         };
-        self.payload.get(at..at + 4).map(|b| u32::from_be_bytes(b.try_into().unwrap()))
+        self.payload
+            .get(at..at + 4)
+            .map(|b| u32::from_be_bytes(b.try_into().unwrap()))
     }
 
     /// The `:status` of a response HEADERS frame, when HPACK put it in the static table or as
@@ -235,12 +267,24 @@ impl Frame {
             p = p.get(5..)?;
         }
         let first = *p.first()?;
-        let indexed = [(0x88, 200), (0x89, 204), (0x8a, 206), (0x8b, 304), (0x8c, 400), (0x8d, 404), (0x8e, 500)];
+        let indexed = [
+            (0x88, 200),
+            (0x89, 204),
+            (0x8a, 206),
+            (0x8b, 304),
+            (0x8c, 400),
+            (0x8d, 404),
+            (0x8e, 500),
+        ];
         if let Some((_, s)) = indexed.iter().find(|(b, _)| *b == first) {
             return Some(*s);
         }
         // Literal with an indexed name 8..=14 (`:status`), 4-bit or 6-bit prefix.
-        let name = if first & 0xc0 == 0x40 { first & 0x3f } else { first & 0x0f };
+        let name = if first & 0xc0 == 0x40 {
+            first & 0x3f
+        } else {
+            first & 0x0f
+        };
         if (8..=14).contains(&name) {
             let len = *p.get(1)? as usize & 0x7f;
             return std::str::from_utf8(p.get(2..2 + len)?).ok()?.parse().ok();
@@ -251,8 +295,14 @@ impl Frame {
 
 /// TLS with ALPN h2 only; fails unless the gateway chose h2.
 pub async fn h2_connect(addr: SocketAddr, sni: &str) -> RawStream {
-    let conn = tls_connect(addr, sni, &TlsClientOpts::insecure().alpn(&["h2"])).await.expect("TLS handshake");
-    assert_eq!(conn.alpn().as_deref(), Some("h2"), "the gateway must negotiate h2");
+    let conn = tls_connect(addr, sni, &TlsClientOpts::insecure().alpn(&["h2"]))
+        .await
+        .expect("TLS handshake");
+    assert_eq!(
+        conn.alpn().as_deref(),
+        Some("h2"),
+        "the gateway must negotiate h2"
+    );
     Box::new(conn.into_stream())
 }
 

@@ -15,7 +15,11 @@ use std::time::Duration;
 /// The `server:` section every plugin test uses; `extra` goes inside the flow mapping
 /// (e.g. `trusted_proxies: [127.0.0.1/32]`), empty for none.
 pub fn server(extra: &str) -> String {
-    let extra = if extra.is_empty() { String::new() } else { format!(", {extra}") };
+    let extra = if extra.is_empty() {
+        String::new()
+    } else {
+        format!(", {extra}")
+    };
     format!(
         "server: {{ grace_period: 0s, shutdown_timeout: 1s, upgrade_sock: \"${{PORTICO_TEST_DIR}}/u.sock\", \
          pid_file: \"${{PORTICO_TEST_DIR}}/p.pid\"{extra} }}\n"
@@ -39,7 +43,9 @@ pub fn config_with(server: &str, upstreams: &[(&str, SocketAddr)], rest: &str) -
     if !upstreams.is_empty() {
         yaml.push_str("upstreams:\n");
         for (name, addr) in upstreams {
-            yaml.push_str(&format!("  {name}: {{ backends: [ {{ addr: \"{addr}\" }} ] }}\n"));
+            yaml.push_str(&format!(
+                "  {name}: {{ backends: [ {{ addr: \"{addr}\" }} ] }}\n"
+            ));
         }
     }
     yaml.push_str(rest.trim_start_matches('\n'));
@@ -67,7 +73,9 @@ pub fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
             Some(rest) => rest.split_once("} ")?,
             None => ("", rest.strip_prefix(' ')?),
         };
-        let all = labels.iter().all(|(k, v)| label_text.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
+        let all = labels
+            .iter()
+            .all(|(k, v)| label_text.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
         if all {
             value.trim().parse().ok()
         } else {
@@ -95,7 +103,16 @@ impl Redis {
     pub async fn start() -> Option<Redis> {
         let port = free_port();
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -103,7 +120,10 @@ impl Redis {
         let mut redis = Redis { child, port };
         let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
         while tokio::time::Instant::now() < deadline {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
                 return Some(redis);
             }
             if matches!(redis.child.try_wait(), Ok(Some(_))) {
@@ -120,7 +140,11 @@ impl Redis {
 
     /// Sends signal `sig` (e.g. `SIGSTOP` to make it hang, `SIGKILL`).
     pub fn signal(&self, sig: &str) {
-        let status = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().expect("run kill");
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
         assert!(status.success(), "kill -{sig} redis-server failed");
     }
 }

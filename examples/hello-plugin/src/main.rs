@@ -13,7 +13,9 @@
 //! ```
 
 use async_trait::async_trait;
-use gateway::{BuildContext, Flow, Plugin, PluginConfig, RequestState, Response, ResponseHeader, Session};
+use gateway::{
+    BuildContext, Flow, Plugin, PluginConfig, RequestState, Response, ResponseHeader, Session,
+};
 use serde::Deserialize;
 
 /// The plugin's config: the YAML value under `hello:`, checked by serde at load time.
@@ -49,7 +51,12 @@ impl Plugin for Hello {
         Flow::Continue
     }
 
-    async fn response(&self, _session: &mut Session, response: &mut ResponseHeader, _state: &mut RequestState) {
+    async fn response(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        _state: &mut RequestState,
+    ) {
         // The value was checked in `build`, so the insert cannot fail.
         let _ = response.insert_header("X-Hello", self.greeting.clone());
     }
@@ -62,11 +69,16 @@ impl PluginConfig for Hello {
     /// Checks what serde cannot; the message becomes the config error, prefixed with the
     /// plugin's place in the config (`routes[0].plugins[1].hello: ...`).
     fn build(config: HelloConfig, _cx: &BuildContext) -> Result<Self, String> {
-        let greeting = http::HeaderValue::from_str(&config.name).map_err(|_| format!("name: {:?} cannot be sent in a header", config.name))?;
+        let greeting = http::HeaderValue::from_str(&config.name)
+            .map_err(|_| format!("name: {:?} cannot be sent in a header", config.name))?;
         if !config.path.starts_with('/') {
             return Err(format!("path: {:?} must start with /", config.path));
         }
-        Ok(Hello { name: config.name, path: config.path, greeting })
+        Ok(Hello {
+            name: config.name,
+            path: config.path,
+            greeting,
+        })
     }
 }
 
@@ -90,8 +102,14 @@ mod tests {
     fn config_is_checked_at_load() {
         let hello = build("{ name: world }").unwrap();
         assert_eq!(hello.path, "/hello");
-        assert!(build("{ name: \"two\\nlines\" }").err().unwrap().starts_with("name:"));
-        assert!(build("{ name: world, path: hello }").err().unwrap().starts_with("path:"));
+        assert!(build("{ name: \"two\\nlines\" }")
+            .err()
+            .unwrap()
+            .starts_with("name:"));
+        assert!(build("{ name: world, path: hello }")
+            .err()
+            .unwrap()
+            .starts_with("path:"));
         assert!(build("{ nmae: world }").is_err());
     }
 

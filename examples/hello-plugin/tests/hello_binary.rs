@@ -13,7 +13,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_hello-plugin");
 const TIMEOUT: Duration = Duration::from_secs(20);
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A fresh folder for one test's config and logs.
@@ -56,7 +60,12 @@ impl Gateway {
             .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
             .spawn()
             .unwrap();
-        let mut gw = Gateway { child, dir, admin, http };
+        let mut gw = Gateway {
+            child,
+            dir,
+            admin,
+            http,
+        };
         let deadline = Instant::now() + TIMEOUT;
         loop {
             if let Ok(Some(status)) = gw.child.try_wait() {
@@ -65,13 +74,18 @@ impl Gateway {
             if request(gw.admin, "/readyz", &[]).is_some_and(|r| r.status == 200) {
                 return gw;
             }
-            assert!(Instant::now() < deadline, "not ready within {TIMEOUT:?}: {}", gw.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "not ready within {TIMEOUT:?}: {}",
+                gw.stderr()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
-        request(self.http, path, headers).unwrap_or_else(|| panic!("GET {path} failed: {}", self.stderr()))
+        request(self.http, path, headers)
+            .unwrap_or_else(|| panic!("GET {path} failed: {}", self.stderr()))
     }
 
     fn stderr(&self) -> String {
@@ -97,7 +111,10 @@ struct Reply {
 
 impl Reply {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -121,7 +138,11 @@ fn request(port: u16, path: &str, headers: &[(&str, &str)]) -> Option<Reply> {
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
         .collect();
-    Some(Reply { status, headers, body: body.to_string() })
+    Some(Reply {
+        status,
+        headers,
+        body: body.to_string(),
+    })
 }
 
 #[test]
@@ -147,7 +168,10 @@ fn the_example_plugin_runs_next_to_the_builtins() {
 
     // Every other request goes on to the built-ins, and the plugin greets their answers.
     let r = gw.get("/other", &[]);
-    assert_eq!((r.status, r.body.as_str()), (200, "answered by the route\n"));
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "answered by the route\n")
+    );
     assert_eq!(r.header("x-hello"), Some("tester"));
     let r = gw.get("/locked", &[]);
     assert_eq!(r.status, 401, "the built-in key_auth after it: {}", r.body);
@@ -158,10 +182,12 @@ fn the_example_plugin_runs_next_to_the_builtins() {
     // Its answers are counted like a built-in's.
     let metrics = request(gw.admin, "/metrics", &[]).unwrap().body;
     assert!(
-        metrics.lines().any(|l| l.starts_with("portico_plugin_rejections_total{")
-            && l.contains("plugin=\"hello\"")
-            && l.contains("route=\"everything\"")
-            && l.ends_with(" 1")),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("portico_plugin_rejections_total{")
+                && l.contains("plugin=\"hello\"")
+                && l.contains("route=\"everything\"")
+                && l.ends_with(" 1")),
         "{metrics}"
     );
 }
@@ -170,11 +196,18 @@ fn the_example_plugin_runs_next_to_the_builtins() {
 fn a_bad_config_of_the_example_plugin_fails_validation() {
     let dir = test_dir("validate");
     let config = write_config(&dir, free_port(), free_port(), "plugins:\n  - hello: { name: world, path: hello }\nroutes:\n  - { name: r, plugins: [ { respond: {} } ] }\n");
-    let out = Command::new(BIN).arg("-c").arg(&config).arg("-t").output().unwrap();
+    let out = Command::new(BIN)
+        .arg("-c")
+        .arg(&config)
+        .arg("-t")
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.lines().any(|l| l.starts_with("plugins[0].hello: global plugin hello: path: \"hello\" must start with /")),
+        stderr.lines().any(|l| l.starts_with(
+            "plugins[0].hello: global plugin hello: path: \"hello\" must start with /"
+        )),
         "{stderr}"
     );
     std::fs::remove_dir_all(&dir).unwrap();

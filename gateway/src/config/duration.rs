@@ -25,17 +25,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if t == "0" {
         return Ok(Duration::ZERO);
     }
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}: expected a number and a unit such as 250ms, 2s, 1m"))?;
+    let value: f64 = num.parse().map_err(|_| {
+        format!("invalid duration {text:?}: expected a number and a unit such as 250ms, 2s, 1m")
+    })?;
     let scale = match unit {
         "ms" => 0.001,
         "s" => 1.0,
         "m" => 60.0,
         "h" => 3600.0,
-        _ => return Err(format!("invalid duration {text:?}: unit must be ms, s, m or h")),
+        _ => {
+            return Err(format!(
+                "invalid duration {text:?}: unit must be ms, s, m or h"
+            ))
+        }
     };
     Ok(Duration::from_secs_f64(value * scale))
 }
@@ -49,7 +55,9 @@ impl<'de> Deserialize<'de> for Dur {
             Seconds(u64),
         }
         match Raw::deserialize(d)? {
-            Raw::Text(s) => parse_duration(&s).map(Dur).map_err(serde::de::Error::custom),
+            Raw::Text(s) => parse_duration(&s)
+                .map(Dur)
+                .map_err(serde::de::Error::custom),
             // A bare number is seconds, as most proxies read it.
             Raw::Seconds(n) => Ok(Dur(Duration::from_secs(n))),
         }

@@ -43,8 +43,16 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 impl ConfigErrors {
-    pub fn single(path: impl Into<String>, message: impl Into<String>, line: Option<usize>) -> Self {
-        ConfigErrors(vec![ConfigError { path: path.into(), message: message.into(), line }])
+    pub fn single(
+        path: impl Into<String>,
+        message: impl Into<String>,
+        line: Option<usize>,
+    ) -> Self {
+        ConfigErrors(vec![ConfigError {
+            path: path.into(),
+            message: message.into(),
+            line,
+        }])
     }
     pub fn messages(&self) -> Vec<String> {
         self.0.iter().map(|e| e.to_string()).collect()

@@ -17,7 +17,11 @@ pub struct Source {
 
 pub fn load_file(path: &Path) -> Result<Source, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors::single("", format!("cannot read config file {}: {e}", path.display()), None)
+        ConfigErrors::single(
+            "",
+            format!("cannot read config file {}: {e}", path.display()),
+            None,
+        )
     })?;
     let base_dir = path
         .canonicalize()
@@ -31,7 +35,12 @@ pub fn load_str(text: &str, base_dir: PathBuf) -> Result<Source, ConfigErrors> {
     let lines = LineIndex::build(text);
     let expanded = substitute_env(text)?;
     let config: Config = serde_yaml::from_str(&expanded).map_err(|e| yaml_error(&e, &lines))?;
-    Ok(Source { config, lines, base_dir, version: fingerprint(&expanded) })
+    Ok(Source {
+        config,
+        lines,
+        base_dir,
+        version: fingerprint(&expanded),
+    })
 }
 
 /// Replaces `${NAME}` with the environment variable NAME, outside comments. An unset
@@ -110,7 +119,11 @@ fn yaml_error(e: &serde_yaml::Error, index: &LineIndex) -> ConfigErrors {
         Some(deeper) if !message.starts_with("unknown field") => deeper.to_string(),
         _ => path,
     };
-    ConfigErrors(vec![ConfigError { path, message, line }])
+    ConfigErrors(vec![ConfigError {
+        path,
+        message,
+        line,
+    }])
 }
 
 fn fingerprint(text: &str) -> String {
@@ -148,7 +161,9 @@ mod tests {
 
     #[test]
     fn unknown_key_has_path_and_line() {
-        let err = load_str("server:\n  threads: 2\n  bogus: 1\n", PathBuf::from(".")).err().unwrap();
+        let err = load_str("server:\n  threads: 2\n  bogus: 1\n", PathBuf::from("."))
+            .err()
+            .unwrap();
         let e = &err.0[0];
         assert_eq!(e.line, Some(3), "{e}");
         assert!(e.to_string().contains("bogus"), "{e}");

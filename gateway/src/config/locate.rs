@@ -16,7 +16,10 @@ pub struct LineIndex {
 
 impl LineIndex {
     pub fn build(text: &str) -> LineIndex {
-        let mut walker = Walker { index: LineIndex::default(), stack: Vec::new() };
+        let mut walker = Walker {
+            index: LineIndex::default(),
+            stack: Vec::new(),
+        };
         // A syntax error is reported by serde_yaml with its own position; the index is then
         // simply incomplete.
         let _ = Parser::new_from_str(text).load(&mut walker, false);
@@ -62,7 +65,11 @@ impl Walker {
         match self.stack.last_mut()? {
             Frame::Map { path, key } => {
                 let k = key.take()?;
-                Some(if path.is_empty() { k } else { format!("{path}.{k}") })
+                Some(if path.is_empty() {
+                    k
+                } else {
+                    format!("{path}.{k}")
+                })
             }
             Frame::Seq { path, next } => {
                 let p = format!("{path}[{next}]");
@@ -79,8 +86,16 @@ impl MarkedEventReceiver for Walker {
         let line = mark.line();
         match ev {
             Event::Scalar(text, ..) => {
-                if let Some(Frame::Map { key: key @ None, path }) = self.stack.last_mut() {
-                    let full = if path.is_empty() { text.clone() } else { format!("{path}.{text}") };
+                if let Some(Frame::Map {
+                    key: key @ None,
+                    path,
+                }) = self.stack.last_mut()
+                {
+                    let full = if path.is_empty() {
+                        text.clone()
+                    } else {
+                        format!("{path}.{text}")
+                    };
                     self.index.lines.entry(full).or_insert(line);
                     *key = Some(text);
                 } else if let Some(p) = self.value_path() {
@@ -89,11 +104,19 @@ impl MarkedEventReceiver for Walker {
             }
             Event::MappingStart(..) | Event::SequenceStart(..) => {
                 let is_map = matches!(ev, Event::MappingStart(..));
-                let path = if self.stack.is_empty() { String::new() } else { self.value_path().unwrap_or_default() };
+                let path = if self.stack.is_empty() {
+                    String::new()
+                } else {
+                    self.value_path().unwrap_or_default()
+                };
                 if !path.is_empty() {
                     self.index.lines.entry(path.clone()).or_insert(line);
                 }
-                self.stack.push(if is_map { Frame::Map { path, key: None } } else { Frame::Seq { path, next: 0 } });
+                self.stack.push(if is_map {
+                    Frame::Map { path, key: None }
+                } else {
+                    Frame::Seq { path, next: 0 }
+                });
             }
             Event::MappingEnd | Event::SequenceEnd => {
                 self.stack.pop();

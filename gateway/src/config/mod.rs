@@ -21,13 +21,20 @@ pub struct Problems<'a> {
 
 impl<'a> Problems<'a> {
     pub fn new(lines: &'a LineIndex) -> Self {
-        Problems { lines, errors: Vec::new() }
+        Problems {
+            lines,
+            errors: Vec::new(),
+        }
     }
 
     pub fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
         let path = path.into();
         let line = self.lines.line_of(&path);
-        self.errors.push(ConfigError { path, message: message.into(), line });
+        self.errors.push(ConfigError {
+            path,
+            message: message.into(),
+            line,
+        });
     }
 
     pub fn is_empty(&self) -> bool {

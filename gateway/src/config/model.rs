@@ -105,7 +105,10 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { listen: "127.0.0.1:9901".into(), token: None }
+        AdminConfig {
+            listen: "127.0.0.1:9901".into(),
+            token: None,
+        }
     }
 }
 
@@ -264,7 +267,11 @@ pub struct PassiveConfig {
 
 impl Default for PassiveConfig {
     fn default() -> Self {
-        PassiveConfig { failures: 5, eject_for: Dur::secs(30), count_5xx: false }
+        PassiveConfig {
+            failures: 5,
+            eject_for: Dur::secs(30),
+            count_5xx: false,
+        }
     }
 }
 

@@ -53,7 +53,10 @@ impl BrotliEnd {
     }
 
     fn header(&mut self, response: &ResponseHeader, end_of_stream: bool) {
-        let br = response.headers.get(http::header::CONTENT_ENCODING).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"br"));
+        let br = response
+            .headers
+            .get(http::header::CONTENT_ENCODING)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"br"));
         self.active = self.armed && br && !end_of_stream;
     }
 
@@ -81,12 +84,20 @@ impl HttpModule for BrotliEnd {
         self
     }
 
-    async fn response_header_filter(&mut self, response: &mut ResponseHeader, end_of_stream: bool) -> Result<()> {
+    async fn response_header_filter(
+        &mut self,
+        response: &mut ResponseHeader,
+        end_of_stream: bool,
+    ) -> Result<()> {
         self.header(response, end_of_stream);
         Ok(())
     }
 
-    fn response_body_filter(&mut self, body: &mut Option<Bytes>, end_of_stream: bool) -> Result<()> {
+    fn response_body_filter(
+        &mut self,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+    ) -> Result<()> {
         self.body(body, end_of_stream);
         Ok(())
     }
@@ -136,7 +147,10 @@ mod tests {
         let mut m = BrotliEnd::default();
         m.arm();
         m.header(&br_response(), false);
-        assert_eq!(run(&mut m, &[(b"ab", false), (b"cd", true), (b"", true)]), b"abcd\x03");
+        assert_eq!(
+            run(&mut m, &[(b"ab", false), (b"cd", true), (b"", true)]),
+            b"abcd\x03"
+        );
         let mut none = None;
         let mut m = BrotliEnd::default();
         m.arm();
@@ -149,7 +163,9 @@ mod tests {
     /// armed; the stream that leaves them is Pingora's flushed one plus the end byte.
     #[tokio::test]
     async fn runs_after_the_compression_module() {
-        use pingora_core::modules::http::compression::{ResponseCompression, ResponseCompressionBuilder};
+        use pingora_core::modules::http::compression::{
+            ResponseCompression, ResponseCompressionBuilder,
+        };
         use pingora_core::modules::http::HttpModules;
         use pingora_core::protocols::http::compression::Algorithm;
 
@@ -157,7 +173,9 @@ mod tests {
         modules.add_module(BrotliEnd::builder());
         modules.add_module(ResponseCompressionBuilder::enable(0));
         let mut ctx = modules.build_ctx();
-        ctx.get_mut::<ResponseCompression>().unwrap().adjust_algorithm_level(Algorithm::Brotli, 6);
+        ctx.get_mut::<ResponseCompression>()
+            .unwrap()
+            .adjust_algorithm_level(Algorithm::Brotli, 6);
         ctx.get_mut::<BrotliEnd>().unwrap().arm();
         let mut req = pingora_http::RequestHeader::build("GET", b"/", None).unwrap();
         req.insert_header("accept-encoding", "br").unwrap();

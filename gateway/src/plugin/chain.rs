@@ -21,7 +21,9 @@ pub struct Chain {
 
 impl Chain {
     pub fn new(entries: Vec<ChainEntry>) -> Self {
-        Chain { entries: entries.into() }
+        Chain {
+            entries: entries.into(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -55,7 +57,11 @@ impl<'a> Chains<'a> {
     }
 
     /// Runs request hooks until one answers; returns that plugin's name and answer.
-    pub async fn request(&self, session: &mut Session, state: &mut RequestState) -> Option<(&'static str, Response)> {
+    pub async fn request(
+        &self,
+        session: &mut Session,
+        state: &mut RequestState,
+    ) -> Option<(&'static str, Response)> {
         for e in self.iter() {
             if let Flow::Respond(r) = e.plugin.request(session, state).await {
                 return Some((e.name, r));
@@ -64,19 +70,35 @@ impl<'a> Chains<'a> {
         None
     }
 
-    pub async fn upstream_request(&self, session: &mut Session, req: &mut RequestHeader, state: &mut RequestState) {
+    pub async fn upstream_request(
+        &self,
+        session: &mut Session,
+        req: &mut RequestHeader,
+        state: &mut RequestState,
+    ) {
         for e in self.iter() {
             e.plugin.upstream_request(session, req, state).await;
         }
     }
 
-    pub async fn response(&self, session: &mut Session, resp: &mut ResponseHeader, state: &mut RequestState) {
+    pub async fn response(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        state: &mut RequestState,
+    ) {
         for e in self.iter() {
             e.plugin.response(session, resp, state).await;
         }
     }
 
-    pub fn response_body(&self, session: &mut Session, body: &mut Option<Bytes>, eos: bool, state: &mut RequestState) {
+    pub fn response_body(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        eos: bool,
+        state: &mut RequestState,
+    ) {
         for e in self.iter() {
             e.plugin.response_body(session, body, eos, state);
         }

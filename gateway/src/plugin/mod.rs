@@ -59,7 +59,11 @@ impl Response {
 
     /// A response without a body.
     pub fn empty(status: u16) -> Self {
-        Response { status, headers: Vec::new(), body: Bytes::new() }
+        Response {
+            status,
+            headers: Vec::new(),
+            body: Bytes::new(),
+        }
     }
 
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {

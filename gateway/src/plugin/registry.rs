@@ -40,7 +40,8 @@ pub trait PluginConfig: Plugin + Sized {
     fn build(config: Self::Config, cx: &BuildContext) -> Result<Self, String>;
 }
 
-type Builder = Box<dyn Fn(serde_yaml::Value, &BuildContext) -> Result<Arc<dyn Plugin>, String> + Send + Sync>;
+type Builder =
+    Box<dyn Fn(serde_yaml::Value, &BuildContext) -> Result<Arc<dyn Plugin>, String> + Send + Sync>;
 
 /// The plugins a binary knows, by name.
 #[derive(Default)]
@@ -60,7 +61,11 @@ impl Registry {
             P::NAME,
             Box::new(|value, cx| {
                 // An empty value (`- access_log:`) means an empty config.
-                let value = if value.is_null() { serde_yaml::Value::Mapping(Default::default()) } else { value };
+                let value = if value.is_null() {
+                    serde_yaml::Value::Mapping(Default::default())
+                } else {
+                    value
+                };
                 let config: P::Config = serde_yaml::from_value(value).map_err(|e| e.to_string())?;
                 let plugin = P::build(config, cx)?;
                 Ok(Arc::new(plugin) as Arc<dyn Plugin>)
@@ -73,7 +78,12 @@ impl Registry {
     }
 
     /// Builds the plugin `name` from its config value.
-    pub fn build(&self, name: &str, value: serde_yaml::Value, cx: &BuildContext) -> Result<(&'static str, Arc<dyn Plugin>), String> {
+    pub fn build(
+        &self,
+        name: &str,
+        value: serde_yaml::Value,
+        cx: &BuildContext,
+    ) -> Result<(&'static str, Arc<dyn Plugin>), String> {
         let (key, builder) = self.builders.get_key_value(name).ok_or_else(|| {
             let known: Vec<_> = self.names().collect();
             format!("unknown plugin {name:?} (known: {})", known.join(", "))

@@ -76,7 +76,10 @@ impl RequestState {
 
     /// A value set by an earlier plugin.
     pub fn var(&self, name: &str) -> Option<&str> {
-        self.vars.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.vars
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Every value set by plugins, in the order set.

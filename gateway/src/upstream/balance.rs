@@ -6,7 +6,12 @@ use super::Backend;
 /// (1,2,1,2,1 rather than 1,1,1,2,2) so that round robin spreads a burst across backends.
 pub fn weighted_slots(backends: &[Backend], backup: bool) -> Vec<usize> {
     let mut slots = Vec::new();
-    let max = backends.iter().filter(|b| b.backup == backup).map(|b| b.weight).max().unwrap_or(0);
+    let max = backends
+        .iter()
+        .filter(|b| b.backup == backup)
+        .map(|b| b.weight)
+        .max()
+        .unwrap_or(0);
     for round in 0..max {
         for (i, b) in backends.iter().enumerate() {
             if b.backup == backup && b.weight > round {

@@ -22,7 +22,10 @@ pub struct HealthChecker {
 impl HealthChecker {
     pub fn new(pools: Vec<Arc<Pool>>) -> Self {
         let (tx, rx) = watch::channel(pools);
-        HealthChecker { pools: tx, rx: Mutex::new(Some(rx)) }
+        HealthChecker {
+            pools: tx,
+            rx: Mutex::new(Some(rx)),
+        }
     }
 
     pub fn update(&self, pools: Vec<Arc<Pool>>) {
@@ -33,7 +36,9 @@ impl HealthChecker {
 #[async_trait::async_trait]
 impl BackgroundService for HealthChecker {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Some(mut rx) = self.rx.lock().unwrap().take() else { return };
+        let Some(mut rx) = self.rx.lock().unwrap().take() else {
+            return;
+        };
         let connector = Arc::new(Connector::new(None));
         let mut tasks: Vec<JoinHandle<()>> = Vec::new();
         let mut live: Vec<Arc<Pool>> = Vec::new();
@@ -71,7 +76,10 @@ impl BackgroundService for HealthChecker {
 /// Health records are kept by upstream and address across reloads; a backend that a reload
 /// removed must not keep its old state for the day it is added back.
 fn retire_removed(old: &[Arc<Pool>], new: &[Arc<Pool>]) {
-    let kept: HashSet<*const Health> = new.iter().flat_map(|p| p.backends.iter().map(|b| Arc::as_ptr(&b.health))).collect();
+    let kept: HashSet<*const Health> = new
+        .iter()
+        .flat_map(|p| p.backends.iter().map(|b| Arc::as_ptr(&b.health)))
+        .collect();
     for b in old.iter().flat_map(|p| p.backends.iter()) {
         if !kept.contains(&Arc::as_ptr(&b.health)) {
             b.health.retire();
@@ -80,18 +88,34 @@ fn retire_removed(old: &[Arc<Pool>], new: &[Arc<Pool>]) {
 }
 
 async fn check_loop(pool: Arc<Pool>, i: usize, connector: Arc<Connector>) {
-    let Some(hc) = pool.health_check.clone() else { return };
+    let Some(hc) = pool.health_check.clone() else {
+        return;
+    };
     let backend = &pool.backends[i];
     let mut tick = tokio::time::interval(hc.interval.get());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let result = match tokio::time::timeout(hc.timeout.get(), check_once(&pool, i, &connector)).await {
-            Ok(r) => r,
-            Err(_) => Err(format!("health check timed out after {:?}", hc.timeout.get())),
-        };
-        backend.health.record_check(&pool.name, &backend.addr, result, hc.healthy_after, hc.unhealthy_after);
-        crate::metrics::set_backend_health(&pool.name, &backend.addr, backend.health.state() == super::State::Healthy);
+        let result =
+            match tokio::time::timeout(hc.timeout.get(), check_once(&pool, i, &connector)).await {
+                Ok(r) => r,
+                Err(_) => Err(format!(
+                    "health check timed out after {:?}",
+                    hc.timeout.get()
+                )),
+            };
+        backend.health.record_check(
+            &pool.name,
+            &backend.addr,
+            result,
+            hc.healthy_after,
+            hc.unhealthy_after,
+        );
+        crate::metrics::set_backend_health(
+            &pool.name,
+            &backend.addr,
+            backend.health.state() == super::State::Healthy,
+        );
     }
 }
 
@@ -108,17 +132,38 @@ async fn check_once(pool: &Pool, i: usize, connector: &Connector) -> Result<(), 
             peer.options.connection_timeout = Some(hc.timeout.get());
             peer.options.read_timeout = Some(hc.timeout.get());
             peer.options.write_timeout = Some(hc.timeout.get());
-            let (mut session, _) = connector.get_http_session(&peer).await.map_err(|e| e.to_string())?;
-            let mut req = RequestHeader::build("GET", hc.path.as_bytes(), None).map_err(|e| e.to_string())?;
+            let (mut session, _) = connector
+                .get_http_session(&peer)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut req =
+                RequestHeader::build("GET", hc.path.as_bytes(), None).map_err(|e| e.to_string())?;
             let host = pool.host.clone().unwrap_or_else(|| {
-                if peer.sni.is_empty() { backend.addr.to_string() } else { peer.sni.clone() }
+                if peer.sni.is_empty() {
+                    backend.addr.to_string()
+                } else {
+                    peer.sni.clone()
+                }
             });
             req.insert_header("Host", host).map_err(|e| e.to_string())?;
-            req.insert_header("User-Agent", "portico-health-check").map_err(|e| e.to_string())?;
-            session.write_request_header(Box::new(req)).await.map_err(|e| e.to_string())?;
-            session.finish_request_body().await.map_err(|e| e.to_string())?;
-            session.read_response_header().await.map_err(|e| e.to_string())?;
-            let status = session.response_header().map(|r| r.status.as_u16()).unwrap_or(0);
+            req.insert_header("User-Agent", "portico-health-check")
+                .map_err(|e| e.to_string())?;
+            session
+                .write_request_header(Box::new(req))
+                .await
+                .map_err(|e| e.to_string())?;
+            session
+                .finish_request_body()
+                .await
+                .map_err(|e| e.to_string())?;
+            session
+                .read_response_header()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = session
+                .response_header()
+                .map(|r| r.status.as_u16())
+                .unwrap_or(0);
             let ok = if hc.expect_status.is_empty() {
                 (200..400).contains(&status)
             } else {

@@ -67,7 +67,11 @@ impl Health {
             check_ok_streak: AtomicU32::new(0),
             check_fail_streak: AtomicU32::new(0),
             detail: Mutex::new(Detail {
-                last_error: if checked { Some("not checked yet".into()) } else { None },
+                last_error: if checked {
+                    Some("not checked yet".into())
+                } else {
+                    None
+                },
                 changed_at: SystemTime::now(),
             }),
             epoch: Instant::now(),
@@ -135,7 +139,11 @@ impl Health {
         if self.now_ms() < until {
             return Admission::No;
         }
-        if self.probing.compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+        if self
+            .probing
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
             Admission::Probe
         } else {
             Admission::No
@@ -168,14 +176,25 @@ impl Health {
     /// A proxied request through this backend failed (connect error, reset, timeout, or a
     /// 5xx when configured); `probe`: it was the probing request, whose failure ejects the
     /// backend again at once. Returns true when this failure ejected the backend.
-    pub fn report_failure(&self, upstream: &str, addr: &str, error: &str, probe: bool, threshold: u32, eject_for: Duration) -> bool {
+    pub fn report_failure(
+        &self,
+        upstream: &str,
+        addr: &str,
+        error: &str,
+        probe: bool,
+        threshold: u32,
+        eject_for: Duration,
+    ) -> bool {
         let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if probe {
             self.probing.store(false, Ordering::Release);
         }
         let ejected = self.ejected_until.load(Ordering::Relaxed) != 0;
         if probe || (!ejected && threshold > 0 && n >= threshold) {
-            self.ejected_until.store(self.now_ms() + eject_for.as_millis() as u64, Ordering::Relaxed);
+            self.ejected_until.store(
+                self.now_ms() + eject_for.as_millis() as u64,
+                Ordering::Relaxed,
+            );
             log::warn!("upstream {upstream}: backend {addr} ejected for {eject_for:?} after {n} consecutive failures: {error}");
             self.set_detail(Some(error.to_string()));
             return true;
@@ -184,7 +203,14 @@ impl Health {
     }
 
     /// Records one active check result; logs and returns the new state on a transition.
-    pub fn record_check(&self, upstream: &str, addr: &str, result: Result<(), String>, healthy_after: u32, unhealthy_after: u32) -> Option<bool> {
+    pub fn record_check(
+        &self,
+        upstream: &str,
+        addr: &str,
+        result: Result<(), String>,
+        healthy_after: u32,
+        unhealthy_after: u32,
+    ) -> Option<bool> {
         let up = self.active_up.load(Ordering::Relaxed);
         let first = self.pending.swap(false, Ordering::Relaxed);
         match result {
@@ -211,7 +237,9 @@ impl Health {
                     return Some(false);
                 } else if first && !up {
                     // Never up, so no transition, but the operator should hear of it once.
-                    log::warn!("upstream {upstream}: backend {addr} failed its first health check: {e}");
+                    log::warn!(
+                        "upstream {upstream}: backend {addr} failed its first health check: {e}"
+                    );
                     self.set_detail(Some(e));
                 } else if !up && n == 1 {
                     // Keep the newest reason visible while it stays down.

@@ -61,7 +61,10 @@ impl Pool {
         host: Option<String>,
         connect_timeout: Duration,
     ) -> Self {
-        let slots = [balance::weighted_slots(&backends, false), balance::weighted_slots(&backends, true)];
+        let slots = [
+            balance::weighted_slots(&backends, false),
+            balance::weighted_slots(&backends, true),
+        ];
         let ring = (balance == Balance::ConsistentHash).then(|| Ring::new(&backends));
         Pool {
             name,
@@ -91,7 +94,12 @@ impl Pool {
         None
     }
 
-    fn select_tier(&self, backup: bool, key: Option<u64>, tried: &[usize]) -> Option<(usize, Admission)> {
+    fn select_tier(
+        &self,
+        backup: bool,
+        key: Option<u64>,
+        tried: &[usize],
+    ) -> Option<(usize, Admission)> {
         let eligible = |i: usize| !tried.contains(&i);
         let admit = |i: usize| match self.backends[i].health.try_acquire() {
             Admission::No => None,
@@ -101,14 +109,19 @@ impl Pool {
         match self.balance {
             Balance::ConsistentHash if !backup => {
                 let ring = self.ring.as_ref()?;
-                ring.walk(key.unwrap_or(0)).filter(|&i| eligible(i)).find_map(admit)
+                ring.walk(key.unwrap_or(0))
+                    .filter(|&i| eligible(i))
+                    .find_map(admit)
             }
             Balance::LeastConn => self.least_conn(backup, eligible, admit),
             Balance::Random => draw(slots, rand::random::<usize>, eligible, admit),
             // The backups of a consistent-hash pool own no keys: they take turns.
-            Balance::RoundRobin | Balance::ConsistentHash => {
-                draw(slots, || self.rr.fetch_add(1, Ordering::Relaxed), eligible, admit)
-            }
+            Balance::RoundRobin | Balance::ConsistentHash => draw(
+                slots,
+                || self.rr.fetch_add(1, Ordering::Relaxed),
+                eligible,
+                admit,
+            ),
         }
     }
 
@@ -121,8 +134,16 @@ impl Pool {
         admit: impl Fn(usize) -> Option<(usize, Admission)>,
     ) -> Option<(usize, Admission)> {
         let in_tier = |i: usize| self.backends[i].backup == backup && eligible(i);
-        let candidates = || (0..self.backends.len()).filter(|&i| in_tier(i) && self.backends[i].health.is_available());
-        let load = |i: usize| (self.backends[i].inflight.load(Ordering::Relaxed) as u64, self.backends[i].weight as u64);
+        let candidates = || {
+            (0..self.backends.len())
+                .filter(|&i| in_tier(i) && self.backends[i].health.is_available())
+        };
+        let load = |i: usize| {
+            (
+                self.backends[i].inflight.load(Ordering::Relaxed) as u64,
+                self.backends[i].weight as u64,
+            )
+        };
         let lighter = |a: &usize, b: &usize| {
             let ((a_in, a_w), (b_in, b_w)) = (load(*a), load(*b));
             (a_in * b_w).cmp(&(b_in * a_w))
@@ -166,7 +187,8 @@ impl Pool {
     /// An attempt on backend `i` succeeded; `probe` is its hold when it was the probe.
     pub fn report_success(&self, i: usize, probe: Option<Probe>) {
         let b = &self.backends[i];
-        b.health.report_success(&self.name, &b.addr, probe.is_some());
+        b.health
+            .report_success(&self.name, &b.addr, probe.is_some());
         if let Some(p) = probe {
             p.settle();
         }
@@ -176,7 +198,14 @@ impl Pool {
     pub fn report_failure(&self, i: usize, error: &str, probe: Option<Probe>) -> bool {
         let b = &self.backends[i];
         let p = &self.passive;
-        let ejected = b.health.report_failure(&self.name, &b.addr, error, probe.is_some(), p.failures, p.eject_for.get());
+        let ejected = b.health.report_failure(
+            &self.name,
+            &b.addr,
+            error,
+            probe.is_some(),
+            p.failures,
+            p.eject_for.get(),
+        );
         if let Some(p) = probe {
             p.settle();
         }
@@ -211,7 +240,10 @@ fn draw(
         }
     }
     let start = next();
-    (0..n).map(|k| slots[(start + k) % n]).filter(|&i| eligible(i)).find_map(admit)
+    (0..n)
+        .map(|k| slots[(start + k) % n])
+        .filter(|&i| eligible(i))
+        .find_map(admit)
 }
 
 #[cfg(test)]
@@ -237,7 +269,17 @@ mod tests {
             })
             .collect();
         let passive = PassiveConfig::default();
-        Pool::new("t".into(), backends, balance, None, 2, passive, None, None, Duration::from_secs(1))
+        Pool::new(
+            "t".into(),
+            backends,
+            balance,
+            None,
+            2,
+            passive,
+            None,
+            None,
+            Duration::from_secs(1),
+        )
     }
 
     fn counts(pool: &Pool, n: usize) -> Vec<usize> {
@@ -250,7 +292,8 @@ mod tests {
 
     fn eject(pool: &Pool, i: usize) {
         let b = &pool.backends[i];
-        b.health.report_failure("t", &b.addr, "test", false, 1, Duration::from_secs(60));
+        b.health
+            .report_failure("t", &b.addr, "test", false, 1, Duration::from_secs(60));
     }
 
     #[test]
@@ -266,10 +309,16 @@ mod tests {
             eject(&p, 1);
             assert_eq!(counts(&p, 300), [100, 0, 100, 100], "{balance:?}");
         }
-        let p = pool(Balance::Random, &[(1, false), (1, false), (1, false), (1, false)]);
+        let p = pool(
+            Balance::Random,
+            &[(1, false), (1, false), (1, false), (1, false)],
+        );
         eject(&p, 1);
         let c = counts(&p, 3000);
-        assert!(c[1] == 0 && c.iter().all(|&n| n == 0 || (800..1200).contains(&n)), "{c:?}");
+        assert!(
+            c[1] == 0 && c.iter().all(|&n| n == 0 || (800..1200).contains(&n)),
+            "{c:?}"
+        );
     }
 
     #[test]
@@ -311,6 +360,9 @@ mod tests {
         h.report_success("t", "a", false);
         assert_eq!(h.state(), State::Ejected);
         p.report_success(0, Some(Probe::new(h.clone())));
-        assert_eq!((h.state(), h.try_acquire()), (State::Healthy, Admission::Yes));
+        assert_eq!(
+            (h.state(), h.try_acquire()),
+            (State::Healthy, Admission::Yes)
+        );
     }
 }

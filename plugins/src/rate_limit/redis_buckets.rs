@@ -81,8 +81,14 @@ pub(super) struct RedisBuckets {
 
 impl RedisBuckets {
     /// `route`: the route the plugin is configured on, `None` in the global chain.
-    pub(super) fn new(config: &RedisConfig, prefix: String, rate: Rate, route: Option<&str>) -> Result<Self, String> {
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| format!("redis.url: {e}"))?;
+    pub(super) fn new(
+        config: &RedisConfig,
+        prefix: String,
+        rate: Rate,
+        route: Option<&str>,
+    ) -> Result<Self, String> {
+        let client =
+            redis::Client::open(config.url.as_str()).map_err(|e| format!("redis.url: {e}"))?;
         let ttl_ms = (rate.refill_time().as_millis() as u64).max(1) + 1000;
         let outcome = match config.on_error {
             OnError::Allow => "allowed",
@@ -114,12 +120,16 @@ impl RedisBuckets {
         if outcome.is_none() {
             match &self.route_errors {
                 Some(counter) => counter.inc(),
-                None => ERRORS.with_label_values(&[route.unwrap_or("unmatched"), self.outcome]).inc(),
+                None => ERRORS
+                    .with_label_values(&[route.unwrap_or("unmatched"), self.outcome])
+                    .inc(),
             }
         }
         outcome.unwrap_or(match self.on_error {
             OnError::Allow => Outcome::Unchecked,
-            OnError::Deny => Outcome::Refused { retry_after: Duration::from_secs(1) },
+            OnError::Deny => Outcome::Refused {
+                retry_after: Duration::from_secs(1),
+            },
         })
     }
 
@@ -158,9 +168,13 @@ impl RedisBuckets {
             .invoke_async(&mut connection)
             .await?;
         Ok(if allowed == 1 {
-            Outcome::Allowed { remaining: remaining.max(0) as u64 }
+            Outcome::Allowed {
+                remaining: remaining.max(0) as u64,
+            }
         } else {
-            Outcome::Refused { retry_after: Duration::from_millis(wait_ms.max(1) as u64) }
+            Outcome::Refused {
+                retry_after: Duration::from_millis(wait_ms.max(1) as u64),
+            }
         })
     }
 
@@ -198,13 +212,26 @@ mod tests {
 
     impl Server {
         fn start() -> Option<Server> {
-            let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .ok()?
+                .local_addr()
+                .ok()?
+                .port();
             Server::start_on(port)
         }
 
         fn start_on(port: u16) -> Option<Server> {
             let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
                 .stdout(Stdio::null())
                 .spawn()
                 .ok()?;
@@ -227,9 +254,22 @@ mod tests {
 
     /// A bucket store for a plugin on route `route` (`None`: the global chain).
     fn buckets(port: u16, on_error: OnError, route: Option<&str>) -> RedisBuckets {
-        let config = RedisConfig { url: format!("redis://127.0.0.1:{port}"), timeout: Dur::millis(200), on_error };
+        let config = RedisConfig {
+            url: format!("redis://127.0.0.1:{port}"),
+            timeout: Dur::millis(200),
+            on_error,
+        };
         let prefix = format!("portico-test:{}:", std::process::id());
-        RedisBuckets::new(&config, prefix, Rate { per_second: 1.0, capacity: 3.0 }, route).unwrap()
+        RedisBuckets::new(
+            &config,
+            prefix,
+            Rate {
+                per_second: 1.0,
+                capacity: 3.0,
+            },
+            route,
+        )
+        .unwrap()
     }
 
     fn errors(route: &str, outcome: &str) -> u64 {
@@ -243,7 +283,11 @@ mod tests {
             .filter(|f| f.name() == "portico_rate_limit_redis_errors_total")
             .flat_map(|f| f.get_metric())
             .any(|m| {
-                let labels: Vec<(&str, &str)> = m.get_label().iter().map(|l| (l.name(), l.value())).collect();
+                let labels: Vec<(&str, &str)> = m
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name(), l.value()))
+                    .collect();
                 labels.contains(&("route", route)) && labels.contains(&("outcome", outcome))
             })
     }
@@ -252,7 +296,10 @@ mod tests {
     fn the_error_series_exists_from_the_start_and_counts_per_route() {
         let _on_route = buckets(1, OnError::Deny, Some("t-series"));
         assert!(exposed("t-series", "denied"));
-        assert!(!exposed("t-series", "allowed"), "only what on_error can do is created");
+        assert!(
+            !exposed("t-series", "allowed"),
+            "only what on_error can do is created"
+        );
         assert_eq!(errors("t-series", "denied"), 0);
         let _global = buckets(1, OnError::Allow, None);
         assert!(exposed("unmatched", "allowed"));
@@ -271,19 +318,32 @@ mod tests {
         assert_eq!(b.take("k", None).await, Outcome::Allowed { remaining: 1 });
         assert_eq!(a.take("k", None).await, Outcome::Allowed { remaining: 0 });
         match b.take("k", None).await {
-            Outcome::Refused { retry_after } => assert!(retry_after <= Duration::from_secs(1), "{retry_after:?}"),
+            Outcome::Refused { retry_after } => {
+                assert!(retry_after <= Duration::from_secs(1), "{retry_after:?}")
+            }
             other => panic!("{other:?}"),
         }
-        assert_eq!(a.take("other", None).await, Outcome::Allowed { remaining: 2 });
+        assert_eq!(
+            a.take("other", None).await,
+            Outcome::Allowed { remaining: 2 }
+        );
 
-        assert_eq!(errors("t-shared", "denied"), 0, "no error while Redis answers");
+        assert_eq!(
+            errors("t-shared", "denied"),
+            0,
+            "no error while Redis answers"
+        );
 
         let port = server.1;
         drop(server);
         let started = std::time::Instant::now();
         assert!(matches!(a.take("k", None).await, Outcome::Refused { .. }));
         assert!(a.down.load(Ordering::Relaxed));
-        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
         // Counted on the plugin's own route, each request of the outage.
         assert!(matches!(b.take("k", None).await, Outcome::Refused { .. }));
         assert_eq!(errors("t-shared", "denied"), 2);
@@ -305,7 +365,11 @@ mod tests {
         // Nothing listens on port 1. In the global chain the request's route is the label.
         let allow = buckets(1, OnError::Allow, None);
         assert_eq!(allow.take("k", Some("t-global")).await, Outcome::Unchecked);
-        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
         assert_eq!(allow.take("k", None).await, Outcome::Unchecked);
         assert_eq!(errors("t-global", "allowed"), 1);
         assert!(errors("unmatched", "allowed") >= 1);
