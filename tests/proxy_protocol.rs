@@ -270,8 +270,10 @@ async fn v1_and_v2_on_a_plain_listener_give_the_client_ip() {
         "access log: {}",
         s.gw.stdout_text()
     );
+    // The writer batches lines, so wait for this one too rather than read at once.
     assert!(
-        s.gw.stdout_text().contains("\"client_ip\":\"2001:db8::7\""),
+        s.gw.wait_for_stdout("\"client_ip\":\"2001:db8::7\"", IO_TIMEOUT)
+            .await,
         "{}",
         s.gw.stdout_text()
     );
