@@ -604,7 +604,10 @@ async fn sigterm_on_one_instance_fails_no_request() {
     let mut status = 0;
     let deadline = Instant::now() + Duration::from_millis(500);
     while Instant::now() < deadline {
-        status = http_get(ha.portico_admin(1), "/readyz").await.unwrap().status;
+        status = http_get(ha.portico_admin(1), "/readyz")
+            .await
+            .unwrap()
+            .status;
         if status == 503 {
             break;
         }

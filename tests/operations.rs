@@ -1063,7 +1063,10 @@ async fn a_certificate_replaced_on_disk_is_served_after_a_reload() {
     // The POST above already logged one reload: wait for this one's own line.
     let deadline = std::time::Instant::now() + IO_TIMEOUT;
     while gw.stderr_text().matches("config reloaded").count() <= reloads_before {
-        assert!(std::time::Instant::now() < deadline, "no reload after SIGHUP");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reload after SIGHUP"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
