@@ -464,7 +464,6 @@ fn compile_pool(
         u.passive.clone(),
         u.health_check.clone(),
         u.host.clone(),
-        u.timeouts.connect.get(),
     ))
 }
 

@@ -39,8 +39,6 @@ pub struct Pool {
     pub health_check: Option<HealthCheckConfig>,
     /// The Host header to send instead of the client's.
     pub host: Option<String>,
-    /// Timeouts, also used by active checks.
-    pub connect_timeout: Duration,
     rr: AtomicUsize,
     /// Per tier (primaries, then backups): backend indexes repeated by weight and
     /// interleaved, for weighted round robin and random.
@@ -59,7 +57,6 @@ impl Pool {
         passive: PassiveConfig,
         health_check: Option<HealthCheckConfig>,
         host: Option<String>,
-        connect_timeout: Duration,
     ) -> Self {
         let slots = [
             balance::weighted_slots(&backends, false),
@@ -75,7 +72,6 @@ impl Pool {
             passive,
             health_check,
             host,
-            connect_timeout,
             rr: AtomicUsize::new(0),
             slots,
             ring,
@@ -269,17 +265,7 @@ mod tests {
             })
             .collect();
         let passive = PassiveConfig::default();
-        Pool::new(
-            "t".into(),
-            backends,
-            balance,
-            None,
-            2,
-            passive,
-            None,
-            None,
-            Duration::from_secs(1),
-        )
+        Pool::new("t".into(), backends, balance, None, 2, passive, None, None)
     }
 
     fn counts(pool: &Pool, n: usize) -> Vec<usize> {

@@ -1,3 +1,0 @@
-fn main() {
-    gateway::run(gateway::Registry::new())
-}
