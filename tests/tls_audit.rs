@@ -396,16 +396,27 @@ async fn sessions_resume_on_tls_1_2_and_1_3() {
     let addr = gw.listener("tls");
     for version in [SslVersion::TLS1_2, SslVersion::TLS1_3] {
         let latest: Arc<Mutex<Option<openssl::ssl::SslSession>>> = Arc::default();
-        let slot = latest.clone();
+        let tickets = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (slot, count) = (latest.clone(), tickets.clone());
         let c = client(move |b| {
             b.set_min_proto_version(Some(version)).unwrap();
             b.set_max_proto_version(Some(version)).unwrap();
             b.set_session_cache_mode(SslSessionCacheMode::CLIENT);
-            b.set_new_session_callback(move |_, s| *slot.lock().unwrap() = Some(s));
+            b.set_new_session_callback(move |_, s| {
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                *slot.lock().unwrap() = Some(s)
+            });
         });
         let mut first = handshake(&c, addr, "ec.test", None).await.unwrap();
         assert!(request(&mut first).await.starts_with("HTTP/1.1 200"));
         assert!(!first.ssl().session_reused());
+        // One session per full handshake (TLS 1.3: one ticket, not OpenSSL's default two,
+        // as the server's cache lets a ticket be presented again).
+        assert_eq!(
+            tickets.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "{version:?}: sessions issued by one full handshake"
+        );
         let _ = first.shutdown().await;
         for round in 0..4 {
             let session = latest.lock().unwrap().clone().expect("a session to resume");
