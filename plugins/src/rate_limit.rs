@@ -35,14 +35,15 @@ mod redis_buckets;
 
 use async_trait::async_trait;
 use gateway::config::Dur;
+use gateway::plugin::RateLimitStatus;
 use gateway::{
     BuildContext, Flow, Plugin, PluginConfig, RequestState, Response, ResponseHeader, Session,
 };
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 use redis_buckets::RedisBuckets;
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -96,7 +97,7 @@ pub enum OnError {
     Deny,
 }
 
-/// What a request is counted under.
+/// What a request is counted under (the config's `key`).
 enum Key {
     ClientIp,
     Header(HeaderName),
@@ -115,6 +116,15 @@ impl Rate {
     fn refill_time(&self) -> Duration {
         Duration::from_secs_f64(self.capacity / self.per_second)
     }
+}
+
+/// The bucket a request is counted in. An address is kept as one, not as text: keying on
+/// `client_ip` (the default) then costs no allocation or formatting per request. A header
+/// value and an address are different variants, so they can never share a bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum BucketKey {
+    Addr(IpAddr),
+    Text(Box<str>),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -161,15 +171,24 @@ impl Bucket {
     }
 }
 
+/// aHash with random keys rather than the standard SipHash: the key is hashed twice per
+/// request (for the shard, then in the shard's map), and a client chooses what a header key
+/// hashes, so the keys stay secret per process.
+type Hasher = ahash::RandomState;
+
 struct Shard {
-    buckets: HashMap<String, Bucket>,
+    buckets: HashMap<BucketKey, Bucket, Hasher>,
     last_sweep: Instant,
 }
 
 /// Every bucket of one plugin instance.
 struct Buckets {
     rate: Rate,
-    hasher: RandomState,
+    /// How long a bucket stays untouched before it is full again and can be forgotten.
+    idle: Duration,
+    /// Picks the shard; its own keys, so that a shard's map does not see only hashes that
+    /// agree in their low bits.
+    hasher: Hasher,
     shards: Box<[Mutex<Shard>]>,
 }
 
@@ -178,29 +197,29 @@ impl Buckets {
         let shards = (0..SHARDS)
             .map(|_| {
                 Mutex::new(Shard {
-                    buckets: HashMap::new(),
+                    buckets: HashMap::with_hasher(Hasher::new()),
                     last_sweep: now,
                 })
             })
             .collect();
         Buckets {
             rate,
-            hasher: RandomState::new(),
+            idle: rate.refill_time().max(Duration::from_secs(1)),
+            hasher: Hasher::new(),
             shards,
         }
     }
 
-    fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
+    fn shard(&self, key: &BucketKey) -> MutexGuard<'_, Shard> {
         let i = self.hasher.hash_one(key) as usize % SHARDS;
         // A bucket map left by a panic mid-update is still usable: at worst one key's count
         // is off.
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn take(&self, key: &str, now: Instant) -> Outcome {
-        let rate = self.rate;
-        let mut shard = self.shard(key);
-        let idle = rate.refill_time().max(Duration::from_secs(1));
+    fn take(&self, key: BucketKey, now: Instant) -> Outcome {
+        let (rate, idle) = (self.rate, self.idle);
+        let mut shard = self.shard(&key);
         // At most one sweep per shard per refill time: its O(keys) cost is spread over every
         // request of that period.
         if now.saturating_duration_since(shard.last_sweep) >= idle {
@@ -209,7 +228,7 @@ impl Buckets {
                 .retain(|_, b| now.saturating_duration_since(b.last) < idle);
             shard.last_sweep = now;
         }
-        if let Some(bucket) = shard.buckets.get_mut(key) {
+        if let Some(bucket) = shard.buckets.get_mut(&key) {
             return bucket.take(&rate, now);
         }
         if shard.buckets.len() >= MAX_KEYS_PER_SHARD {
@@ -221,7 +240,7 @@ impl Buckets {
         }
         let mut bucket = Bucket::full(&rate, now);
         let outcome = bucket.take(&rate, now);
-        shard.buckets.insert(key.to_string(), bucket);
+        shard.buckets.insert(key, bucket);
         outcome
     }
 
@@ -234,14 +253,6 @@ impl Buckets {
     }
 }
 
-/// The RateLimit headers for the response, left by the request hook. With several limits
-/// on one request, the one with the fewest remaining wins.
-#[derive(Debug, Clone, Copy)]
-struct LimitHeaders {
-    limit: u64,
-    remaining: u64,
-}
-
 /// Where the buckets are kept.
 enum Store {
     Local(Buckets),
@@ -252,21 +263,34 @@ pub struct RateLimit {
     key: Key,
     store: Store,
     limit: u64,
+    /// `limit` as a header value, made once.
+    limit_value: HeaderValue,
 }
 
 impl RateLimit {
-    fn key_of(&self, session: &Session, state: &RequestState) -> String {
+    fn key_of(&self, session: &Session, state: &RequestState) -> BucketKey {
         match &self.key {
-            Key::ClientIp => state.client_ip.to_canonical().to_string(),
-            Key::Route => state.route.as_deref().unwrap_or("").to_string(),
+            Key::ClientIp => BucketKey::Addr(state.client_ip.to_canonical()),
+            Key::Route => BucketKey::Text(state.route.as_deref().unwrap_or("").into()),
             Key::Header(name) => match session.req_header().headers.get(name) {
                 Some(v) => {
                     let bytes = &v.as_bytes()[..v.len().min(MAX_KEY_LEN)];
-                    format!("h:{}", String::from_utf8_lossy(bytes))
+                    BucketKey::Text(String::from_utf8_lossy(bytes).into())
                 }
-                // Prefixed differently so that a header value cannot collide with an address.
-                None => format!("ip:{}", state.client_ip.to_canonical()),
+                None => BucketKey::Addr(state.client_ip.to_canonical()),
             },
+        }
+    }
+
+    /// The bucket's name in Redis, shared with other instances: the text it has always
+    /// been (`h:` for a header value, `ip:` for the address of a request without it).
+    fn redis_key(&self, key: &BucketKey) -> String {
+        match (&self.key, key) {
+            (Key::Header(_), BucketKey::Text(value)) => format!("h:{value}"),
+            // Prefixed differently so that a header value cannot collide with an address.
+            (Key::Header(_), BucketKey::Addr(ip)) => format!("ip:{ip}"),
+            (_, BucketKey::Addr(ip)) => ip.to_string(),
+            (_, BucketKey::Text(text)) => text.to_string(),
         }
     }
 
@@ -284,17 +308,19 @@ impl Plugin for RateLimit {
     async fn request(&self, session: &mut Session, state: &mut RequestState) -> Flow {
         let key = self.key_of(session, state);
         let outcome = match &self.store {
-            Store::Local(buckets) => buckets.take(&key, Instant::now()),
-            Store::Redis(buckets) => buckets.take(&key, state.route.as_deref()).await,
+            Store::Local(buckets) => buckets.take(key, Instant::now()),
+            Store::Redis(buckets) => {
+                let key = self.redis_key(&key);
+                buckets.take(&key, state.route.as_deref()).await
+            }
         };
         match outcome {
             Outcome::Allowed { remaining } => {
-                let fewer = state
-                    .extensions
-                    .get::<LimitHeaders>()
-                    .is_none_or(|h| remaining < h.remaining);
+                // With several limits on one request, the one with the fewest remaining is
+                // what the response tells.
+                let fewer = state.rate_limit.is_none_or(|h| remaining < h.remaining);
                 if fewer {
-                    state.extensions.insert(LimitHeaders {
+                    state.rate_limit = Some(RateLimitStatus {
                         limit: self.limit,
                         remaining,
                     });
@@ -315,9 +341,16 @@ impl Plugin for RateLimit {
         if response.status.as_u16() == 429 {
             return; // a refusal already carries its own
         }
-        if let Some(h) = state.extensions.get::<LimitHeaders>() {
-            let _ = response.insert_header("RateLimit-Limit", h.limit.to_string());
-            let _ = response.insert_header("RateLimit-Remaining", h.remaining.to_string());
+        if let Some(h) = state.rate_limit {
+            // The name as a `&'static str` keeps its case on the wire without a copy; numbers
+            // are valid header values, so the inserts cannot fail.
+            let limit = if h.limit == self.limit {
+                self.limit_value.clone()
+            } else {
+                HeaderValue::from(h.limit)
+            };
+            let _ = response.insert_header("RateLimit-Limit", limit);
+            let _ = response.insert_header("RateLimit-Remaining", HeaderValue::from(h.remaining));
         }
     }
 }
@@ -372,6 +405,7 @@ impl PluginConfig for RateLimit {
             key,
             store,
             limit: capacity,
+            limit_value: HeaderValue::from(capacity),
         })
     }
 }
@@ -399,6 +433,10 @@ mod tests {
             per_second: per_second as f64,
             capacity: (per_second + burst) as f64,
         }
+    }
+
+    fn text(s: &str) -> BucketKey {
+        BucketKey::Text(s.into())
     }
 
     fn plugin(yaml: &str) -> Result<RateLimit, String> {
@@ -456,17 +494,58 @@ mod tests {
     fn keys_have_their_own_buckets_and_idle_ones_are_dropped() {
         let buckets = Buckets::new(rate(1, 0), Instant::now());
         let t0 = Instant::now();
-        assert!(matches!(buckets.take("a", t0), Outcome::Allowed { .. }));
-        assert!(matches!(buckets.take("a", t0), Outcome::Refused { .. }));
-        assert!(matches!(buckets.take("b", t0), Outcome::Allowed { .. }));
+        assert!(matches!(
+            buckets.take(text("a"), t0),
+            Outcome::Allowed { .. }
+        ));
+        assert!(matches!(
+            buckets.take(text("a"), t0),
+            Outcome::Refused { .. }
+        ));
+        assert!(matches!(
+            buckets.take(text("b"), t0),
+            Outcome::Allowed { .. }
+        ));
         assert_eq!(buckets.len(), 2);
         // After the refill time every idle bucket is full again, so it can be forgotten.
         let later = t0 + Duration::from_secs(5);
         for i in 0..SHARDS * 4 {
-            buckets.take(&format!("k{i}"), later);
+            buckets.take(text(&format!("k{i}")), later);
         }
-        assert!(matches!(buckets.take("a", later), Outcome::Allowed { .. }));
+        assert!(matches!(
+            buckets.take(text("a"), later),
+            Outcome::Allowed { .. }
+        ));
         assert!(buckets.len() <= SHARDS * 4 + 1, "{}", buckets.len());
+    }
+
+    #[test]
+    fn redis_keys_are_the_text_they_always_were() {
+        let ip = |s: &str| BucketKey::Addr(s.parse().unwrap());
+        let p = plugin("{ per_second: 5 }").unwrap();
+        assert_eq!(p.redis_key(&ip("10.0.0.1")), "10.0.0.1");
+        assert_eq!(p.redis_key(&ip("2001:db8::1")), "2001:db8::1");
+        let p = plugin("{ per_second: 5, key: route }").unwrap();
+        assert_eq!(p.redis_key(&text("api")), "api");
+        let p = plugin("{ per_second: 5, key: header:X-Api-Key }").unwrap();
+        assert_eq!(p.redis_key(&text("k1")), "h:k1");
+        assert_eq!(p.redis_key(&ip("10.0.0.1")), "ip:10.0.0.1");
+    }
+
+    #[test]
+    fn an_address_and_a_header_value_never_share_a_bucket() {
+        let buckets = Buckets::new(rate(1, 0), Instant::now());
+        let t0 = Instant::now();
+        let addr = BucketKey::Addr("10.0.0.1".parse().unwrap());
+        assert!(matches!(
+            buckets.take(addr.clone(), t0),
+            Outcome::Allowed { .. }
+        ));
+        assert!(matches!(
+            buckets.take(text("10.0.0.1"), t0),
+            Outcome::Allowed { .. }
+        ));
+        assert!(matches!(buckets.take(addr, t0), Outcome::Refused { .. }));
     }
 
     #[test]

@@ -34,8 +34,23 @@ pub struct RequestState {
     pub bytes_sent: u64,
     /// Values plugins leave for later plugins and the access log, such as JWT claims.
     vars: Vec<(String, String)>,
+    /// The tightest rate limit the request was counted under, for the `RateLimit-Limit` and
+    /// `RateLimit-Remaining` response headers: a limiter's request hook sets it (keeping the
+    /// one with the fewest requests remaining), its response hook writes it. A field rather
+    /// than an `extensions` entry because it is set on every request that passes a limit,
+    /// and the first `extensions` insert of a request allocates a map.
+    pub rate_limit: Option<RateLimitStatus>,
     /// Typed values plugins leave for each other.
     pub extensions: http::Extensions,
+}
+
+/// A rate limit as the client is told about it; see [`RequestState::rate_limit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitStatus {
+    /// Requests allowed at once (`RateLimit-Limit`).
+    pub limit: u64,
+    /// Requests left right now (`RateLimit-Remaining`).
+    pub remaining: u64,
 }
 
 impl RequestState {
@@ -55,6 +70,7 @@ impl RequestState {
             status: 0,
             bytes_sent: 0,
             vars: Vec::new(),
+            rate_limit: None,
             extensions: http::Extensions::new(),
         }
     }
