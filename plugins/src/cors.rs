@@ -23,6 +23,9 @@ use gateway::config::Dur;
 use gateway::{
     BuildContext, Flow, Plugin, PluginConfig, RequestState, Response, ResponseHeader, Session,
 };
+use http::header::{
+    HeaderName, ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN,
+};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -144,7 +147,7 @@ fn varies_on_origin_already(response: &ResponseHeader) -> bool {
     })
 }
 
-fn header<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
+fn header<'a>(session: &'a Session, name: &HeaderName) -> Option<&'a str> {
     session
         .req_header()
         .headers
@@ -155,19 +158,20 @@ fn header<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
 #[async_trait]
 impl Plugin for Cors {
     async fn request(&self, session: &mut Session, state: &mut RequestState) -> Flow {
-        let is_preflight = session.req_header().method == http::Method::OPTIONS
-            && session
-                .req_header()
-                .headers
-                .contains_key("access-control-request-method");
-        let Some(origin) = header(session, "origin").filter(|_| is_preflight) else {
+        let req = session.req_header();
+        let is_preflight = req.method == http::Method::OPTIONS
+            && req.headers.contains_key(ACCESS_CONTROL_REQUEST_METHOD);
+        if !is_preflight {
+            return Flow::Continue;
+        }
+        let Some(origin) = header(session, &ORIGIN) else {
             return Flow::Continue;
         };
         state.extensions.insert(AnsweredPreflight);
         match self.decide(origin) {
             Decision::Refuse => Flow::Respond(Response::text(403, "CORS origin not allowed\n")),
             Decision::Allow(allow_origin) => {
-                let requested = header(session, "access-control-request-headers");
+                let requested = header(session, &ACCESS_CONTROL_REQUEST_HEADERS);
                 let mut response = Response::empty(204);
                 response.headers = self.preflight_headers(allow_origin, requested);
                 Flow::Respond(response)
@@ -184,7 +188,7 @@ impl Plugin for Cors {
         if state.extensions.get::<AnsweredPreflight>().is_some() {
             return;
         }
-        let Some(origin) = header(session, "origin") else {
+        let Some(origin) = header(session, &ORIGIN) else {
             return;
         };
         // Header values below come from checked config or from a valid request header, so

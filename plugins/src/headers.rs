@@ -13,10 +13,12 @@
 
 use crate::header_list::{header_list, header_names, HeaderList};
 use async_trait::async_trait;
+use bytes::Bytes;
 use gateway::{
     BuildContext, Plugin, PluginConfig, RequestHeader, RequestState, ResponseHeader, Session,
 };
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
+use pingora_http::IntoCaseHeaderName;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -42,16 +44,16 @@ pub struct HeaderEdits {
 
 /// One side's edits, checked.
 struct Edits {
-    set: HeaderList,
-    add: HeaderList,
+    set: Vec<(Bytes, HeaderValue)>,
+    add: Vec<(Bytes, HeaderValue)>,
     remove: Vec<HeaderName>,
 }
 
 impl Edits {
     fn build(edits: &HeaderEdits, side: &str) -> Result<Self, String> {
         Ok(Edits {
-            set: header_list(&edits.set, &format!("{side}.set"))?,
-            add: header_list(&edits.add, &format!("{side}.add"))?,
+            set: wire_names(header_list(&edits.set, &format!("{side}.set"))?),
+            add: wire_names(header_list(&edits.add, &format!("{side}.add"))?),
             remove: header_names(&edits.remove, &format!("{side}.remove"))?,
         })
     }
@@ -66,12 +68,24 @@ pub struct Headers {
     response: Edits,
 }
 
+/// Each name as Pingora writes it on the wire (a dozen common names title-cased, the rest
+/// lowercase), made once: handing Pingora these bytes rather than the `HeaderName` saves
+/// it copying the name into a new buffer on every request.
+fn wire_names(list: HeaderList) -> Vec<(Bytes, HeaderValue)> {
+    list.into_iter()
+        .map(|(name, value)| {
+            let wire = Bytes::copy_from_slice(name.into_case_header_name().as_slice());
+            (wire, value)
+        })
+        .collect()
+}
+
 /// The three header operations, for both request and response headers (Pingora's two
 /// header types share them, but not through a trait).
 trait EditHeaders {
     fn remove(&mut self, name: &HeaderName);
-    fn set(&mut self, name: &HeaderName, value: &http::HeaderValue);
-    fn add(&mut self, name: &HeaderName, value: &http::HeaderValue);
+    fn set(&mut self, name: &Bytes, value: &HeaderValue);
+    fn add(&mut self, name: &Bytes, value: &HeaderValue);
 }
 
 // Names and values were checked at load, so the insert calls cannot fail.
@@ -79,10 +93,10 @@ impl EditHeaders for RequestHeader {
     fn remove(&mut self, name: &HeaderName) {
         self.remove_header(name);
     }
-    fn set(&mut self, name: &HeaderName, value: &http::HeaderValue) {
+    fn set(&mut self, name: &Bytes, value: &HeaderValue) {
         let _ = self.insert_header(name.clone(), value.clone());
     }
-    fn add(&mut self, name: &HeaderName, value: &http::HeaderValue) {
+    fn add(&mut self, name: &Bytes, value: &HeaderValue) {
         let _ = self.append_header(name.clone(), value.clone());
     }
 }
@@ -91,10 +105,10 @@ impl EditHeaders for ResponseHeader {
     fn remove(&mut self, name: &HeaderName) {
         self.remove_header(name);
     }
-    fn set(&mut self, name: &HeaderName, value: &http::HeaderValue) {
+    fn set(&mut self, name: &Bytes, value: &HeaderValue) {
         let _ = self.insert_header(name.clone(), value.clone());
     }
-    fn add(&mut self, name: &HeaderName, value: &http::HeaderValue) {
+    fn add(&mut self, name: &Bytes, value: &HeaderValue) {
         let _ = self.append_header(name.clone(), value.clone());
     }
 }
@@ -186,6 +200,42 @@ mod tests {
         apply(&p.response, &mut resp);
         assert!(resp.headers.get("server").is_none());
         assert_eq!(resp.headers.get("cache-control").unwrap(), "no-store");
+    }
+
+    /// The names reach the wire exactly as when Pingora was handed the `HeaderName`.
+    #[test]
+    fn names_on_the_wire_are_unchanged() {
+        let p = plugin(
+            "{ request: { set: {X-Env: prod, cache-control: a}, add: {X-Tag: b} }, response: { set: {X-Env: prod, Server: s}, add: {Set-Cookie: c} } }",
+        )
+        .unwrap();
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        apply(&p.request, &mut req);
+        let mut expected = RequestHeader::build("GET", b"/", None).unwrap();
+        for name in ["x-env", "cache-control"] {
+            let name = HeaderName::from_static(name);
+            let value = req.headers.get(&name).unwrap().clone();
+            expected.insert_header(name, value).unwrap();
+        }
+        expected
+            .append_header(HeaderName::from_static("x-tag"), "b")
+            .unwrap();
+        let (mut got, mut want) = (Vec::new(), Vec::new());
+        req.header_to_h1_wire(&mut got);
+        expected.header_to_h1_wire(&mut want);
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            String::from_utf8(want).unwrap()
+        );
+
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        apply(&p.response, &mut resp);
+        let mut wire = Vec::new();
+        resp.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire).unwrap();
+        assert!(wire.contains("Server: s\r\n"), "{wire}");
+        assert!(wire.contains("x-env: prod\r\n"), "{wire}");
+        assert!(wire.contains("Set-Cookie: c\r\n"), "{wire}");
     }
 
     #[test]
