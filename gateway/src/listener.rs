@@ -5,7 +5,7 @@ use crate::metrics;
 use crate::proxy::Gateway;
 use crate::Shared;
 use async_trait::async_trait;
-use pingora_core::apps::{HttpServerApp, ServerApp};
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora_core::listeners::PreTlsProcess;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
@@ -16,10 +16,12 @@ use pingora_proxy::HttpProxy;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use std::task::Poll;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 tokio::task_local! {
     /// Set by the proxy once a request head has been read on this connection's task: the
@@ -204,6 +206,50 @@ pub struct ListenerApp {
     pub(crate) shared: Arc<Shared>,
     /// This listener's open connections, for `max_connections` and `max_connections_per_ip`.
     pub(crate) conns: ConnCounts,
+    /// Set when the service stops (`cleanup`): connections waiting for a request close.
+    pub(crate) closing: Closing,
+}
+
+/// Tells connections parked between requests (see [`ListenerApp::next_request`]) that the
+/// service is stopping, as Pingora tells the ones it is reading a request head from.
+#[derive(Default)]
+pub(crate) struct Closing {
+    closed: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Closing {
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    /// Resolves once `close` was called (also if it was before).
+    async fn closed(&self) {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        // Registered before the flag is read, so a `close` in between is not missed.
+        notified.as_mut().enable();
+        if !self.closed.load(Ordering::Acquire) {
+            notified.await;
+        }
+    }
+}
+
+/// A TLS connection as Pingora's OpenSSL listener hands it over.
+type TlsStream = pingora_core::protocols::tls::SslStream<L4Stream>;
+
+extern "C" {
+    /// OpenSSL: whether the connection holds unprocessed input, decrypted or not (with
+    /// read-ahead a whole next record can sit in its buffer while the socket is empty).
+    /// Not in `openssl-sys`; the library Pingora links provides it (OpenSSL >= 1.1.0).
+    fn SSL_has_pending(ssl: *const std::ffi::c_void) -> std::ffi::c_int;
+}
+
+fn tls_has_pending(tls: &TlsStream) -> bool {
+    use foreign_types::ForeignTypeRef;
+    // SAFETY: the pointer is the live `SSL` of this stream, borrowed for the call.
+    unsafe { SSL_has_pending(tls.ssl().as_ptr() as *const std::ffi::c_void) == 1 }
 }
 
 /// The open connections of one listener, in all and by client address.
@@ -336,24 +382,34 @@ impl ListenerApp {
     /// A slow head on a kept-alive connection holds it no longer than an idle one would.
     async fn serve_h1(
         self: &Arc<Self>,
-        stream: Stream,
+        mut stream: Stream,
         shutdown: &ShutdownWatch,
         header_timeout: Duration,
         idle_timeout: Duration,
     ) {
-        let mut session = ServerSession::new_http1(stream);
-        session.set_keepalive(if *shutdown.borrow() {
-            None
-        } else {
-            Some(idle_timeout.as_secs().max(1))
-        });
-        session.set_keepalive_reuses_remaining(
-            self.proxy
-                .server_options()
-                .and_then(|o| o.keepalive_request_limit),
-        );
-        let mut limit = header_timeout;
+        let mut deadline = Instant::now() + header_timeout;
+        let mut settings = None;
         loop {
+            let Some(next) = self.next_request(stream, deadline).await else {
+                return;
+            };
+            let mut session = ServerSession::new_http1(next);
+            match settings.take() {
+                Some(settings) => HttpPersistentSettings::apply_to_session(settings, &mut session),
+                None => {
+                    session.set_keepalive(if *shutdown.borrow() {
+                        None
+                    } else {
+                        Some(idle_timeout.as_secs().max(1))
+                    });
+                    session.set_keepalive_reuses_remaining(
+                        self.proxy
+                            .server_options()
+                            .and_then(|o| o.keepalive_request_limit),
+                    );
+                }
+            }
+            let limit = deadline.saturating_duration_since(Instant::now());
             let served = HEAD_SEEN.scope(Cell::new(false), async {
                 tokio::select! {
                     r = self.proxy.process_new_http(session, shutdown) => Some(r),
@@ -362,12 +418,8 @@ impl ListenerApp {
             });
             match served.await {
                 Some(Some(reused)) => {
-                    let (stream, settings) = reused.consume();
-                    session = ServerSession::new_http1(stream);
-                    if let Some(settings) = settings {
-                        settings.apply_to_session(&mut session);
-                    }
-                    limit = idle_timeout;
+                    (stream, settings) = reused.consume();
+                    deadline = Instant::now() + idle_timeout;
                 }
                 Some(None) => return,
                 None => {
@@ -378,6 +430,53 @@ impl ListenerApp {
                     return;
                 }
             }
+        }
+    }
+
+    /// Waits, holding nothing but the connection, until its next request starts to arrive;
+    /// `None` when it should close instead (the deadline passed, the client closed it, the
+    /// service is stopping).
+    ///
+    /// Pingora allocates a request's state (~10 KiB of future and a 4 KiB head buffer) as soon
+    /// as it starts waiting for the head, so an idle keep-alive connection would hold it the
+    /// whole time. Here it is parked until bytes arrive. Those bytes are read from the socket
+    /// and put back in front of it (Pingora's rewind buffer), so nothing is lost; on a busy
+    /// connection the request is already there and this costs a copy of its TLS records, no
+    /// extra system call. Only TLS connections are parked: plain ones carry a read buffer
+    /// this cannot see into.
+    async fn next_request(&self, stream: Stream, deadline: Instant) -> Option<Stream> {
+        if !stream.as_any().is::<TlsStream>() {
+            return Some(stream);
+        }
+        let mut tls: Box<TlsStream> = stream.into_any().downcast().ok()?;
+        // (Pingora's HTTP/1 pipelining, which could hand back bytes of the next request, is
+        // never turned on.)
+        if tls_has_pending(&tls) {
+            return Some(tls);
+        }
+        let arrived = std::future::poll_fn(|cx| {
+            // Uninitialized: zeroing it would cost more than the read (it is polled on every
+            // request, mostly finding the request there).
+            let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+            let mut read = ReadBuf::uninit(&mut buf);
+            let raw = tls.get_mut();
+            match Pin::new(&mut *raw).poll_read(cx, &mut read) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Ok(())) if !read.filled().is_empty() => {
+                    raw.rewind(read.filled());
+                    Poll::Ready(true)
+                }
+                Poll::Ready(_) => Poll::Ready(false), // closed by the client, or broken
+            }
+        });
+        tokio::select! {
+            biased;
+            arrived = arrived => arrived.then_some(tls as Stream),
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                log::debug!("listener {}: no request in time, closing", self.name);
+                None
+            }
+            _ = self.closing.closed() => None,
         }
     }
 }
@@ -457,6 +556,7 @@ impl ServerApp for ListenerApp {
     }
 
     async fn cleanup(&self) {
+        self.closing.close();
         self.proxy.cleanup().await
     }
 }

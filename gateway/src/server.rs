@@ -273,6 +273,7 @@ fn serve(
             proxy: Arc::new(proxy),
             proxy_header: l.proxy_protocol && l.tls.is_none(),
             conns: Default::default(),
+            closing: Default::default(),
             shared: shared.clone(),
         };
         // The service name is also its threads' name, which the error log uses to tell
