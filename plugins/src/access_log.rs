@@ -19,6 +19,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
+use gateway::plugin::Hooks;
 use gateway::{log_reopen, BuildContext, Plugin, PluginConfig, RequestState, Session};
 use serde::Deserialize;
 use std::fs::{File, OpenOptions};
@@ -262,6 +263,10 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 
 #[async_trait]
 impl Plugin for AccessLog {
+    fn hooks(&self) -> Hooks {
+        Hooks::LOG
+    }
+
     async fn log(&self, session: &Session, state: &RequestState) {
         let req = session.req_header();
         let line = Record::new(req.method.as_str(), req.uri.path(), state).to_line();

@@ -16,6 +16,7 @@
 
 use async_trait::async_trait;
 use base64::Engine as _;
+use gateway::plugin::Hooks;
 use gateway::{BuildContext, Flow, Plugin, PluginConfig, RequestState, Response, Session};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -104,6 +105,10 @@ impl BasicAuth {
 
 #[async_trait]
 impl Plugin for BasicAuth {
+    fn hooks(&self) -> Hooks {
+        Hooks::REQUEST
+    }
+
     async fn request(&self, session: &mut Session, state: &mut RequestState) -> Flow {
         let header = session
             .req_header()

@@ -30,6 +30,7 @@
 
 use async_trait::async_trait;
 use gateway::plugin::BrotliEnd;
+use gateway::plugin::Hooks;
 use gateway::{
     BuildContext, Plugin, PluginConfig, RequestHeader, RequestState, ResponseHeader, Session,
 };
@@ -158,6 +159,10 @@ impl Compression {
 
 #[async_trait]
 impl Plugin for Compression {
+    fn hooks(&self) -> Hooks {
+        Hooks::EARLY_REQUEST | Hooks::RESPONSE
+    }
+
     async fn early_request(&self, session: &mut Session, state: &mut RequestState) {
         let accept = session
             .req_header()

@@ -20,6 +20,7 @@
 
 use async_trait::async_trait;
 use gateway::config::Dur;
+use gateway::plugin::Hooks;
 use gateway::{
     BuildContext, Flow, Plugin, PluginConfig, RequestState, Response, ResponseHeader, Session,
 };
@@ -157,6 +158,10 @@ fn header<'a>(session: &'a Session, name: &HeaderName) -> Option<&'a str> {
 
 #[async_trait]
 impl Plugin for Cors {
+    fn hooks(&self) -> Hooks {
+        Hooks::REQUEST | Hooks::RESPONSE
+    }
+
     async fn request(&self, session: &mut Session, state: &mut RequestState) -> Flow {
         let req = session.req_header();
         let is_preflight = req.method == http::Method::OPTIONS

@@ -14,6 +14,7 @@
 use crate::header_list::{header_list, header_names, HeaderList};
 use async_trait::async_trait;
 use bytes::Bytes;
+use gateway::plugin::Hooks;
 use gateway::{
     BuildContext, Plugin, PluginConfig, RequestHeader, RequestState, ResponseHeader, Session,
 };
@@ -127,6 +128,10 @@ fn apply(edits: &Edits, headers: &mut impl EditHeaders) {
 
 #[async_trait]
 impl Plugin for Headers {
+    fn hooks(&self) -> Hooks {
+        Hooks::UPSTREAM_REQUEST | Hooks::RESPONSE
+    }
+
     async fn upstream_request(
         &self,
         _session: &mut Session,

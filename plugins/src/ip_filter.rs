@@ -11,6 +11,7 @@
 //! IPv4 client) is matched as the IPv4 address it is. Refused: 403.
 
 use async_trait::async_trait;
+use gateway::plugin::Hooks;
 use gateway::{BuildContext, Flow, Plugin, PluginConfig, RequestState, Response, Session};
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -42,6 +43,10 @@ impl IpFilter {
 
 #[async_trait]
 impl Plugin for IpFilter {
+    fn hooks(&self) -> Hooks {
+        Hooks::REQUEST
+    }
+
     async fn request(&self, _session: &mut Session, state: &mut RequestState) -> Flow {
         if self.admits(state.client_ip) {
             Flow::Continue

@@ -25,6 +25,7 @@
 
 use async_trait::async_trait;
 use gateway::config::Dur;
+use gateway::plugin::Hooks;
 use gateway::{
     BuildContext, Flow, Plugin, PluginConfig, RequestHeader, RequestState, Response, Session,
 };
@@ -152,6 +153,10 @@ fn bearer_token(session: &Session) -> Option<&str> {
 
 #[async_trait]
 impl Plugin for JwtAuth {
+    fn hooks(&self) -> Hooks {
+        Hooks::REQUEST | Hooks::UPSTREAM_REQUEST
+    }
+
     async fn request(&self, session: &mut Session, state: &mut RequestState) -> Flow {
         let Some(token) = bearer_token(session) else {
             return Flow::Respond(

@@ -16,6 +16,7 @@
 //! the time to answer does not tell how much of a guess was right.
 
 use async_trait::async_trait;
+use gateway::plugin::Hooks;
 use gateway::{
     BuildContext, Flow, Plugin, PluginConfig, RequestHeader, RequestState, Response, Session,
 };
@@ -119,6 +120,10 @@ fn percent_decode(s: &str) -> Option<String> {
 
 #[async_trait]
 impl Plugin for KeyAuth {
+    fn hooks(&self) -> Hooks {
+        Hooks::REQUEST | Hooks::UPSTREAM_REQUEST
+    }
+
     async fn request(&self, session: &mut Session, state: &mut RequestState) -> Flow {
         let consumer = self
             .presented(session.req_header())

@@ -82,6 +82,53 @@ mod tests {
         }
     }
 
+    /// A hook left out of `hooks()` would never run, silently: each built-in must list
+    /// exactly the hooks its `impl Plugin` block defines.
+    #[test]
+    fn every_builtin_declares_exactly_the_hooks_it_implements() {
+        const HOOKS: [(&str, &str); 6] = [
+            ("early_request", "EARLY_REQUEST"),
+            ("request", "REQUEST"),
+            ("upstream_request", "UPSTREAM_REQUEST"),
+            ("response", "RESPONSE"),
+            ("response_body", "RESPONSE_BODY"),
+            ("log", "LOG"),
+        ];
+        let sources = [
+            ("access_log", include_str!("access_log.rs")),
+            ("basic_auth", include_str!("basic_auth.rs")),
+            ("compression", include_str!("compression.rs")),
+            ("cors", include_str!("cors.rs")),
+            ("headers", include_str!("headers.rs")),
+            ("ip_filter", include_str!("ip_filter.rs")),
+            ("jwt_auth", include_str!("jwt_auth.rs")),
+            ("key_auth", include_str!("key_auth.rs")),
+            ("rate_limit", include_str!("rate_limit.rs")),
+            ("redirect", include_str!("redirect.rs")),
+            ("respond", include_str!("respond.rs")),
+            ("rewrite", include_str!("rewrite.rs")),
+        ];
+        for (name, source) in sources {
+            let block = source.split("impl Plugin for ").nth(1).expect(name);
+            let block = &block[..block.find("\n}\n").expect(name)];
+            let implemented: Vec<&str> = HOOKS
+                .iter()
+                .filter(|(hook, _)| block.contains(&format!("fn {hook}(")))
+                .map(|(_, constant)| *constant)
+                .collect();
+            let listed = block.split("fn hooks(").nth(1).expect(name);
+            let listed: Vec<&str> = listed[..listed.find('}').expect(name)]
+                .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+                .collect();
+            let declared: Vec<&str> = HOOKS
+                .iter()
+                .filter(|(_, constant)| listed.contains(&format!("Hooks::{constant}").as_str()))
+                .map(|(_, constant)| *constant)
+                .collect();
+            assert_eq!(declared, implemented, "{name}");
+        }
+    }
+
     #[test]
     fn unknown_keys_are_refused() {
         let err = build("respond", "{ stauts: 200 }").err().unwrap();

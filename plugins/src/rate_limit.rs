@@ -35,6 +35,7 @@ mod redis_buckets;
 
 use async_trait::async_trait;
 use gateway::config::Dur;
+use gateway::plugin::Hooks;
 use gateway::plugin::RateLimitStatus;
 use gateway::{
     BuildContext, Flow, Plugin, PluginConfig, RequestState, Response, ResponseHeader, Session,
@@ -305,6 +306,10 @@ impl RateLimit {
 
 #[async_trait]
 impl Plugin for RateLimit {
+    fn hooks(&self) -> Hooks {
+        Hooks::REQUEST | Hooks::RESPONSE
+    }
+
     async fn request(&self, session: &mut Session, state: &mut RequestState) -> Flow {
         let key = self.key_of(session, state);
         let outcome = match &self.store {

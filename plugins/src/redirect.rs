@@ -8,6 +8,7 @@
 //! default) is true. `status` is one of 301 (the default), 302, 303, 307, 308.
 
 use async_trait::async_trait;
+use gateway::plugin::Hooks;
 use gateway::{BuildContext, Flow, Plugin, PluginConfig, RequestState, Response, Session};
 use serde::Deserialize;
 
@@ -54,6 +55,10 @@ impl Redirect {
 
 #[async_trait]
 impl Plugin for Redirect {
+    fn hooks(&self) -> Hooks {
+        Hooks::REQUEST
+    }
+
     async fn request(&self, session: &mut Session, _state: &mut RequestState) -> Flow {
         let uri = &session.req_header().uri;
         let path_and_query = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");

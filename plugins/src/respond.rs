@@ -10,6 +10,7 @@
 use crate::header_list::header_list;
 use async_trait::async_trait;
 use bytes::Bytes;
+use gateway::plugin::Hooks;
 use gateway::{BuildContext, Flow, Plugin, PluginConfig, RequestState, Response, Session};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -36,6 +37,10 @@ pub struct Respond {
 
 #[async_trait]
 impl Plugin for Respond {
+    fn hooks(&self) -> Hooks {
+        Hooks::REQUEST
+    }
+
     async fn request(&self, _session: &mut Session, _state: &mut RequestState) -> Flow {
         Flow::Respond(self.response.clone())
     }

@@ -17,6 +17,7 @@
 //! YAML string, `"/$\x7B1}x"`, which reaches the plugin as `/${1}x`.
 
 use async_trait::async_trait;
+use gateway::plugin::Hooks;
 use gateway::{BuildContext, Plugin, PluginConfig, RequestHeader, RequestState, Session};
 use regex::Regex;
 use serde::Deserialize;
@@ -88,6 +89,10 @@ fn with_path(uri: &http::Uri, path: &str) -> Result<http::Uri, String> {
 
 #[async_trait]
 impl Plugin for Rewrite {
+    fn hooks(&self) -> Hooks {
+        Hooks::UPSTREAM_REQUEST
+    }
+
     async fn upstream_request(
         &self,
         _session: &mut Session,

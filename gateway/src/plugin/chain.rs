@@ -1,6 +1,6 @@
 //! A chain of plugins and the one place that runs it.
 
-use super::{Flow, Plugin, RequestState, Response};
+use super::{Flow, Hooks, Plugin, RequestState, Response};
 use bytes::Bytes;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
@@ -17,11 +17,14 @@ pub struct ChainEntry {
 #[derive(Clone, Default)]
 pub struct Chain {
     entries: Arc<[ChainEntry]>,
+    /// Each entry's [`Plugin::hooks`], asked once here rather than on every request.
+    hooks: Arc<[Hooks]>,
 }
 
 impl Chain {
     pub fn new(entries: Vec<ChainEntry>) -> Self {
         Chain {
+            hooks: entries.iter().map(|e| e.plugin.hooks()).collect(),
             entries: entries.into(),
         }
     }
@@ -42,16 +45,21 @@ pub struct Chains<'a> {
 }
 
 impl<'a> Chains<'a> {
-    fn iter(&self) -> impl Iterator<Item = &'a ChainEntry> {
-        let route: &'a [ChainEntry] = match self.route {
-            Some(c) => c.entries(),
-            None => &[],
+    /// The entries that implement `hook`, global chain first.
+    fn iter(&self, hook: Hooks) -> impl Iterator<Item = &'a ChainEntry> {
+        let with = move |chain: &'a Chain| {
+            chain
+                .entries
+                .iter()
+                .zip(chain.hooks.iter())
+                .filter(move |(_, hooks)| hooks.contains(hook))
+                .map(|(e, _)| e)
         };
-        self.global.entries().iter().chain(route.iter())
+        with(self.global).chain(self.route.into_iter().flat_map(with))
     }
 
     pub async fn early_request(&self, session: &mut Session, state: &mut RequestState) {
-        for e in self.iter() {
+        for e in self.iter(Hooks::EARLY_REQUEST) {
             e.plugin.early_request(session, state).await;
         }
     }
@@ -62,7 +70,7 @@ impl<'a> Chains<'a> {
         session: &mut Session,
         state: &mut RequestState,
     ) -> Option<(&'static str, Response)> {
-        for e in self.iter() {
+        for e in self.iter(Hooks::REQUEST) {
             if let Flow::Respond(r) = e.plugin.request(session, state).await {
                 return Some((e.name, r));
             }
@@ -76,7 +84,7 @@ impl<'a> Chains<'a> {
         req: &mut RequestHeader,
         state: &mut RequestState,
     ) {
-        for e in self.iter() {
+        for e in self.iter(Hooks::UPSTREAM_REQUEST) {
             e.plugin.upstream_request(session, req, state).await;
         }
     }
@@ -87,7 +95,7 @@ impl<'a> Chains<'a> {
         resp: &mut ResponseHeader,
         state: &mut RequestState,
     ) {
-        for e in self.iter() {
+        for e in self.iter(Hooks::RESPONSE) {
             e.plugin.response(session, resp, state).await;
         }
     }
@@ -99,13 +107,13 @@ impl<'a> Chains<'a> {
         eos: bool,
         state: &mut RequestState,
     ) {
-        for e in self.iter() {
+        for e in self.iter(Hooks::RESPONSE_BODY) {
             e.plugin.response_body(session, body, eos, state);
         }
     }
 
     pub async fn log(&self, session: &Session, state: &RequestState) {
-        for e in self.iter() {
+        for e in self.iter(Hooks::LOG) {
             e.plugin.log(session, state).await;
         }
     }

@@ -151,4 +151,46 @@ pub trait Plugin: Send + Sync + 'static {
     /// Runs once when the request is over, whatever its outcome; `state` holds the status,
     /// byte count and timings.
     async fn log(&self, _session: &Session, _state: &RequestState) {}
+
+    /// The hooks this plugin implements; a chain calls only these. Read once, when the
+    /// chain is built. Calling an async hook allocates its future even when the hook does
+    /// nothing, and a request would otherwise call every hook of every plugin in its chains.
+    /// The default, [`Hooks::ALL`], is always right; leave a hook out only if it keeps its
+    /// do-nothing default.
+    ///
+    /// ```ignore
+    /// fn hooks(&self) -> Hooks {
+    ///     Hooks::REQUEST | Hooks::RESPONSE
+    /// }
+    /// ```
+    fn hooks(&self) -> Hooks {
+        Hooks::ALL
+    }
+}
+
+/// A set of [`Plugin`] hooks, for [`Plugin::hooks`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hooks(u8);
+
+impl Hooks {
+    pub const EARLY_REQUEST: Hooks = Hooks(1);
+    pub const REQUEST: Hooks = Hooks(1 << 1);
+    pub const UPSTREAM_REQUEST: Hooks = Hooks(1 << 2);
+    pub const RESPONSE: Hooks = Hooks(1 << 3);
+    pub const RESPONSE_BODY: Hooks = Hooks(1 << 4);
+    pub const LOG: Hooks = Hooks(1 << 5);
+    pub const ALL: Hooks = Hooks((1 << 6) - 1);
+
+    /// Whether every hook of `other` is in this set.
+    pub const fn contains(self, other: Hooks) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl std::ops::BitOr for Hooks {
+    type Output = Hooks;
+
+    fn bitor(self, other: Hooks) -> Hooks {
+        Hooks(self.0 | other.0)
+    }
 }
