@@ -1727,3 +1727,95 @@ fn the_scrape_config_and_alert_rules_in_the_guide_pass_promtool() {
         );
     }
 }
+
+/// The README's first command runs `conf/portico.yaml` as shipped. The same file, with only
+/// its ports and its pid/upgrade-socket paths moved (so tests can run side by side), must
+/// start, make its development certificate, answer the hello route over HTTPS (and HTTP/2),
+/// redirect plain HTTP to HTTPS, log the request, and report ready.
+#[tokio::test]
+async fn the_shipped_default_config_serves_hello_over_https() {
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/portico.yaml"))
+            .expect("conf/portico.yaml");
+    let (https, http, admin) = (free_port(), free_port(), free_port());
+    let dir = TestDir::new();
+    let yaml = shipped
+        .replace("0.0.0.0:8443", &format!("127.0.0.1:{https}"))
+        .replace("redirect_https: 8443", &format!("redirect_https: {https}"))
+        .replace("0.0.0.0:8080", &format!("127.0.0.1:{http}"))
+        .replace("127.0.0.1:9901", &format!("127.0.0.1:{admin}"))
+        .replace(
+            "/tmp/portico.pid",
+            &dir.path().join("portico.pid").display().to_string(),
+        )
+        .replace(
+            "/tmp/portico_upgrade.sock",
+            &dir.path().join("upgrade.sock").display().to_string(),
+        );
+    let settings = yaml.lines().filter(|l| !l.trim_start().starts_with('#'));
+    for line in settings {
+        for old in [
+            ":8443",
+            ":8080",
+            ":9901",
+            "https: 8443",
+            "/tmp/portico.pid",
+            "/tmp/portico_upgrade.sock",
+        ] {
+            assert!(
+                !line.contains(old),
+                "the shipped config changed shape: {line}"
+            );
+        }
+    }
+    let gw = Gateway::start_in(dir, &yaml, &[], &[]).await;
+    assert!(
+        gw.dir().join("certs/dev.crt").exists(),
+        "the dev certificate was made"
+    );
+
+    let hello = https_get(
+        gw.listener("https"),
+        "localhost",
+        &TlsClientOpts::insecure(),
+        "/anything",
+    )
+    .await
+    .unwrap();
+    assert_eq!(hello.status, 200);
+    assert!(
+        hello.text().starts_with("Hello from Portico."),
+        "{}",
+        hello.text()
+    );
+    assert!(hello.header("x-request-id").is_some());
+    let h2 = h2_request(
+        gw.listener("https"),
+        "localhost",
+        &TlsClientOpts::insecure(),
+        "localhost",
+        "/",
+    )
+    .await
+    .unwrap();
+    assert_eq!((h2.status, h2.version.as_str()), (200, "HTTP/2.0"));
+
+    let redirect = http_get(gw.listener("http"), "/path?q=1").await.unwrap();
+    assert_eq!(redirect.status, 308);
+    assert_eq!(
+        redirect.header("location"),
+        Some(format!("https://127.0.0.1:{https}/path?q=1").as_str())
+    );
+    let ready = http_get(gw.admin_addr(), "/readyz").await.unwrap();
+    assert_eq!(ready.status, 200);
+    // The global access_log plugin writes one JSON line per request to stdout.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !gw.stdout_text().contains("\"/anything\"") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        gw.stdout_text().contains("\"/anything\""),
+        "{}",
+        gw.stdout_text()
+    );
+}
