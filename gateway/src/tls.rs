@@ -257,6 +257,10 @@ ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 /// OpenSSL's default list would add X448, P-521 and finite-field groups.
 pub const GROUPS: &str = "X25519MLKEM768:X25519:P-256:P-384";
 
+/// The same without the hybrid group, for an OpenSSL older than 3.5 (a build against the
+/// system's library with `OPENSSL_NO_VENDOR=1`), which does not know it.
+const CLASSIC_GROUPS: &str = "X25519:P-256:P-384";
+
 /// Sessions kept for resumption per listener (OpenSSL's default cache size), each valid for
 /// OpenSSL's default session lifetime.
 const SESSION_CACHE_SIZE: usize = 20480;
@@ -341,9 +345,11 @@ pub fn listener_settings(
     settings
         .set_cipher_list(TLS12_CIPHERS)
         .map_err(|e| e.to_string())?;
-    settings
-        .set_groups_list(GROUPS)
-        .map_err(|e| e.to_string())?;
+    if settings.set_groups_list(GROUPS).is_err() {
+        settings
+            .set_groups_list(CLASSIC_GROUPS)
+            .map_err(|e| e.to_string())?;
+    }
     // PRIORITIZE_CHACHA: a client that lists ChaCha20 first (no AES hardware) still gets it.
     settings.set_options(
         SslOptions::CIPHER_SERVER_PREFERENCE
