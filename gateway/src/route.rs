@@ -59,14 +59,38 @@ pub struct RequestKey<'a> {
 /// whose conditions match is the list's best.
 #[derive(Default)]
 struct PathIndex {
-    exact: Map<Vec<usize>>,
-    prefix: Map<Vec<usize>>,
+    exact: Map<Vec<Candidate>>,
+    prefix: Map<Vec<Candidate>>,
     /// The lengths the prefixes have: a segment boundary of the request path is looked up
     /// only where some prefix is that long (one probe per path instead of two per segment,
     /// which matters once the maps outgrow the CPU caches).
     prefix_lens: PrefixLens,
-    regex: Vec<usize>,
-    any: Vec<usize>,
+    /// The same for exact paths.
+    exact_lens: PrefixLens,
+    regex: Vec<Candidate>,
+    any: Vec<Candidate>,
+}
+
+/// A route in an index list, with what ranking it needs: a lookup in a big table then
+/// touches the route itself only when it has method or header conditions to check (each
+/// touch is a likely cache miss once the table outgrows the CPU caches).
+#[derive(Clone, Copy)]
+struct Candidate {
+    route: usize,
+    priority: i64,
+    path: (u8, usize),
+    conditions: u32,
+}
+
+impl Candidate {
+    fn new(route: &Route, i: usize) -> Self {
+        Candidate {
+            route: i,
+            priority: route.priority,
+            path: path_rank(&route.path),
+            conditions: conditions(route),
+        }
+    }
 }
 
 /// A set of string lengths: a bit each below 256, and one flag for anything longer.
@@ -94,25 +118,28 @@ impl PrefixLens {
 
 impl PathIndex {
     fn insert(&mut self, route: &Route, i: usize) {
+        let c = Candidate::new(route, i);
         match &route.path {
-            PathRule::Any => self.any.push(i),
-            PathRule::Exact(p) => self.exact.entry(p.clone()).or_default().push(i),
+            PathRule::Any => self.any.push(c),
+            PathRule::Exact(p) => {
+                self.exact_lens.insert(p.len());
+                self.exact.entry(p.clone()).or_default().push(c)
+            }
             PathRule::Prefix(p) => {
                 self.prefix_lens.insert(p.len());
-                self.prefix.entry(p.clone()).or_default().push(i)
+                self.prefix.entry(p.clone()).or_default().push(c)
             }
-            PathRule::Regex(_) => self.regex.push(i),
+            PathRule::Regex(_) => self.regex.push(c),
         }
     }
 
     /// Puts every list best first: higher priority, then more conditions, then file order.
-    fn sort(&mut self, routes: &[Route]) {
-        let best_first = |a: &usize, b: &usize| {
-            let (ra, rb) = (&routes[*a], &routes[*b]);
-            rb.priority
-                .cmp(&ra.priority)
-                .then(conditions(rb).cmp(&conditions(ra)))
-                .then(a.cmp(b))
+    fn sort(&mut self) {
+        let best_first = |a: &Candidate, b: &Candidate| {
+            b.priority
+                .cmp(&a.priority)
+                .then(b.conditions.cmp(&a.conditions))
+                .then(a.route.cmp(&b.route))
         };
         for v in self.exact.values_mut().chain(self.prefix.values_mut()) {
             v.sort_by(best_first);
@@ -124,16 +151,18 @@ impl PathIndex {
     /// Offers `f` the routes of this bucket whose path rule matches `path`, best first within
     /// each list; `f` returns true when it took the route (its conditions matched), which
     /// ends that list.
-    fn for_each_match(&self, routes: &[Route], path: &str, f: &mut impl FnMut(usize) -> bool) {
-        fn first(v: &[usize], f: &mut impl FnMut(usize) -> bool) {
-            for &i in v {
-                if f(i) {
+    fn for_each_match(&self, routes: &[Route], path: &str, f: &mut impl FnMut(&Candidate) -> bool) {
+        fn first(v: &[Candidate], f: &mut impl FnMut(&Candidate) -> bool) {
+            for c in v {
+                if f(c) {
                     break;
                 }
             }
         }
-        if let Some(v) = self.exact.get(path) {
-            first(v, f);
+        if self.exact_lens.contains(path.len()) {
+            if let Some(v) = self.exact.get(path) {
+                first(v, f);
+            }
         }
         if !self.prefix.is_empty() {
             // Every prefix that ends on a segment boundary of `path`, with and without the
@@ -158,9 +187,9 @@ impl PathIndex {
                 }
             }
         }
-        for &i in &self.regex {
-            if let PathRule::Regex(re) = &routes[i].path {
-                if re.is_match(path) && f(i) {
+        for c in &self.regex {
+            if let PathRule::Regex(re) = &routes[c.route].path {
+                if re.is_match(path) && f(c) {
                     break;
                 }
             }
@@ -174,6 +203,10 @@ pub struct RouteTable {
     exact_hosts: Map<PathIndex>,
     /// Keyed by the suffix including its leading dot: `.example.com`.
     wildcard_hosts: Map<PathIndex>,
+    /// The lengths the wildcard suffixes have: a request host's suffixes are looked up only
+    /// where one could match (`.com` and `.example.com` are usually not there), which saves
+    /// a probe of a big map, likely a cache miss, per dot.
+    wildcard_lens: PrefixLens,
     any_host: PathIndex,
 }
 
@@ -183,6 +216,7 @@ impl RouteTable {
             routes: Vec::new(),
             exact_hosts: Map::default(),
             wildcard_hosts: Map::default(),
+            wildcard_lens: PrefixLens::default(),
             any_host: PathIndex::default(),
         };
         for (i, r) in routes.iter().enumerate() {
@@ -191,11 +225,13 @@ impl RouteTable {
             }
             for h in &r.hosts {
                 match h.strip_prefix('*') {
-                    Some(suffix) => t
-                        .wildcard_hosts
-                        .entry(suffix.to_string())
-                        .or_default()
-                        .insert(r, i),
+                    Some(suffix) => {
+                        t.wildcard_lens.insert(suffix.len());
+                        t.wildcard_hosts
+                            .entry(suffix.to_string())
+                            .or_default()
+                            .insert(r, i)
+                    }
                     None => t.exact_hosts.entry(h.clone()).or_default().insert(r, i),
                 }
             }
@@ -205,9 +241,9 @@ impl RouteTable {
             .values_mut()
             .chain(t.wildcard_hosts.values_mut())
         {
-            idx.sort(&routes);
+            idx.sort();
         }
-        t.any_host.sort(&routes);
+        t.any_host.sort();
         t.routes = routes;
         t
     }
@@ -226,16 +262,16 @@ impl RouteTable {
     pub fn lookup_index(&self, key: &RequestKey) -> Option<usize> {
         let mut best: Option<(Rank, usize)> = None;
         // Returns whether the route's conditions matched (then it was weighed).
-        let mut consider = |i: usize, host_rank: u32| {
-            let r = &self.routes[i];
-            if !self.conditions_match(r, key) {
+        let mut consider = |c: &Candidate, host_rank: u32| {
+            let i = c.route;
+            if c.conditions > 0 && !self.conditions_match(&self.routes[i], key) {
                 return false;
             }
             let rank = Rank {
-                priority: r.priority,
+                priority: c.priority,
                 host: host_rank,
-                path: path_rank(&r.path),
-                conditions: conditions(r),
+                path: c.path,
+                conditions: c.conditions,
             };
             let better = match &best {
                 None => true,
@@ -254,24 +290,24 @@ impl RouteTable {
 
         if let Some(idx) = self.exact_hosts.get(key.host) {
             // Exact hosts outrank every wildcard: 2^31 plus the length keeps the order.
-            idx.for_each_match(&self.routes, key.path, &mut |i| consider(i, 1 << 31));
+            idx.for_each_match(&self.routes, key.path, &mut |c| consider(c, 1 << 31));
         }
         if !self.wildcard_hosts.is_empty() {
             for (pos, b) in key.host.bytes().enumerate() {
                 // pos > 0: a wildcard stands for at least one label, so `.example.com`
                 // itself is not covered by `*.example.com`.
-                if b == b'.' && pos > 0 {
+                if b == b'.' && pos > 0 && self.wildcard_lens.contains(key.host.len() - pos) {
                     let suffix = &key.host[pos..];
                     if let Some(idx) = self.wildcard_hosts.get(suffix) {
-                        idx.for_each_match(&self.routes, key.path, &mut |i| {
-                            consider(i, 1 + suffix.len() as u32)
+                        idx.for_each_match(&self.routes, key.path, &mut |c| {
+                            consider(c, 1 + suffix.len() as u32)
                         });
                     }
                 }
             }
         }
         self.any_host
-            .for_each_match(&self.routes, key.path, &mut |i| consider(i, 0));
+            .for_each_match(&self.routes, key.path, &mut |c| consider(c, 0));
         best.map(|(_, i)| i)
     }
 
