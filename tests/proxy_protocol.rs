@@ -335,6 +335,53 @@ async fn v1_and_v2_on_a_tls_listener_give_the_client_ip() {
     );
 }
 
+/// A TLS listener reads the header with a few large reads and puts back what came after it
+/// (there is no read buffer under TLS): the header arriving in one segment with the
+/// ClientHello (as a load balancer that forwards at once sends them), and a v2 header with
+/// TLVs longer than the first read, both leave the handshake intact and the source believed.
+#[tokio::test]
+async fn a_header_in_one_segment_with_the_handshake_or_longer_than_a_read() {
+    use openssl::ssl::{SslConnector, SslMethod};
+    use std::pin::Pin;
+    let s = Setup::start("[127.0.0.1/32]").await;
+    let long_tlv = vec![b'a'; 600];
+    let cases = [
+        ("v1", v1(sa(CLIENT4), sa(LB4)), "203.0.113.7"),
+        ("v2", v2(sa(CLIENT6), sa(LB6), &[]), "2001:db8::7"),
+        (
+            "v2, 600-byte TLV",
+            v2(sa(CLIENT4), sa(LB4), &[(0x02, &long_tlv)]),
+            "203.0.113.7",
+        ),
+    ];
+    for (what, header, client) in cases {
+        let tcp = connect_tcp(s.tls()).await.unwrap();
+        // Buffered below TLS: the header leaves together with the ClientHello.
+        let mut raw = tokio::io::BufWriter::with_capacity(4096, tcp);
+        raw.write_all(&header).await.unwrap();
+        let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+        b.set_ca_file(s.ca.cert_path()).unwrap();
+        b.set_alpn_protos(b"\x08http/1.1").unwrap();
+        let ssl = b.build().configure().unwrap().into_ssl("pp.test").unwrap();
+        let mut tls = tokio_openssl::SslStream::new(ssl, raw).unwrap();
+        Pin::new(&mut tls)
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("{what}: handshake: {e}"));
+        tls.write_all(b"GET /pp HTTP/1.1\r\nHost: pp.test\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        tls.flush().await.unwrap();
+        let answer =
+            String::from_utf8_lossy(&read_to_close(&mut tls, IO_TIMEOUT).await).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{what}: {answer}");
+        assert!(
+            answer.contains(&format!("\"x-real-ip\":\"{client}\"")),
+            "{what}: {answer}"
+        );
+    }
+}
+
 /// A trusted source in the header (a CDN in front of the load balancer, say) is one more
 /// trusted hop: its X-Forwarded-For is believed up to the first untrusted address, and
 /// extended with the source, as for a trusted TCP peer.

@@ -159,6 +159,66 @@ fn adopt_source<T: GetSocketDigest + UniqueID + ?Sized>(
     }
 }
 
+/// How long the PROXY header at the start of `buf` is: `Ok(None)` while more bytes are
+/// needed to tell, an error as soon as `buf` cannot be the start of one. Only the framing;
+/// [`read_proxy_header`] parses the header itself.
+fn proxy_header_len(buf: &[u8]) -> std::result::Result<Option<usize>, String> {
+    const V1: &[u8] = b"PROXY ";
+    let n = buf.len();
+    if buf.starts_with(V1) {
+        return match buf[..n.min(107)].windows(2).position(|w| w == b"\r\n") {
+            Some(i) => Ok(Some(i + 2)),
+            None if n >= 107 => Err("PROXY v1 header longer than 107 bytes".into()),
+            None => Ok(None),
+        };
+    }
+    let sig = &V2_SIGNATURE[..n.min(12)];
+    if buf[..sig.len()] != *sig && !V1.starts_with(&buf[..n.min(V1.len())]) {
+        return Err("the connection did not start with a PROXY protocol header".into());
+    }
+    if n < 16 {
+        return Ok(None);
+    }
+    Ok(Some(16 + u16::from_be_bytes([buf[14], buf[15]]) as usize))
+}
+
+/// [`read_proxy_header`] for a TLS listener's raw connection, which has no read buffer (see
+/// `tls_endpoint` in server.rs): the header is read in a few large reads instead of a system
+/// call per byte, and whatever came after it (the start of the TLS handshake) is put back.
+async fn read_proxy_header_before_tls(
+    stream: &mut L4Stream,
+) -> std::result::Result<Option<SocketAddr>, String> {
+    let mut buf = [0u8; 256];
+    let mut have = 0;
+    let total = loop {
+        if let Some(total) = proxy_header_len(&buf[..have])? {
+            break total;
+        }
+        // (A v1 header is known complete or too long within 107 bytes, a v2 header's length
+        // within 16, so the buffer never fills up here.)
+        let n = stream
+            .read(&mut buf[have..])
+            .await
+            .map_err(|e| format!("reading PROXY header: {e}"))?;
+        if n == 0 {
+            return Err("reading PROXY header: the connection closed".into());
+        }
+        have += n;
+    };
+    let mut header = buf[..have.min(total)].to_vec();
+    if total > have {
+        // A v2 header longer than the buffer (many TLVs): the rest, and not a byte more.
+        header.resize(total, 0);
+        stream
+            .read_exact(&mut header[have..])
+            .await
+            .map_err(|e| format!("reading PROXY header: {e}"))?;
+    } else {
+        stream.rewind(&buf[total..have]);
+    }
+    read_proxy_header(&mut &header[..]).await
+}
+
 /// The pre-TLS step of a TLS listener with `proxy_protocol: true`.
 pub struct ProxyHeaderBeforeTls {
     pub listener: Arc<str>,
@@ -168,7 +228,8 @@ pub struct ProxyHeaderBeforeTls {
 #[async_trait]
 impl PreTlsProcess for ProxyHeaderBeforeTls {
     async fn process(&self, stream: &mut L4Stream) -> Result<()> {
-        match tokio::time::timeout(PROXY_HEADER_TIMEOUT, read_proxy_header(stream)).await {
+        match tokio::time::timeout(PROXY_HEADER_TIMEOUT, read_proxy_header_before_tls(stream)).await
+        {
             Ok(Ok(source)) => {
                 adopt_source(&self.shared, &self.listener, stream, source);
                 Ok(())
@@ -558,5 +619,41 @@ impl ServerApp for ListenerApp {
     async fn cleanup(&self) {
         self.closing.close();
         self.proxy.cleanup().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_header_len_frames_v1_and_v2_and_refuses_anything_else() {
+        let v1 = b"PROXY TCP4 192.0.2.1 192.0.2.2 1000 443\r\n\x16\x03\x01";
+        for n in 0..41 {
+            assert_eq!(proxy_header_len(&v1[..n]), Ok(None), "v1, {n} bytes");
+        }
+        assert_eq!(proxy_header_len(&v1[..41]), Ok(Some(41)));
+        assert_eq!(proxy_header_len(v1), Ok(Some(41)));
+        let long = [b"PROXY ".as_slice(), &[b'1'; 101]].concat();
+        assert!(proxy_header_len(&long).is_err(), "no CRLF within 107 bytes");
+
+        let mut v2 = V2_SIGNATURE.to_vec();
+        v2.extend_from_slice(&[0x21, 0x11, 0x00, 0x0c]);
+        v2.extend_from_slice(&[0; 12]);
+        v2.extend_from_slice(b"\x16\x03\x01");
+        for n in 0..16 {
+            assert_eq!(proxy_header_len(&v2[..n]), Ok(None), "v2, {n} bytes");
+        }
+        assert_eq!(proxy_header_len(&v2[..16]), Ok(Some(28)));
+        assert_eq!(proxy_header_len(&v2), Ok(Some(28)));
+
+        for junk in [
+            &b"GET / HTTP/1.1\r\n"[..],
+            b"\x16\x03\x01\x02\x00",
+            b"PROXX",
+            b"\r\n\r\n\0\r\nQUIZ",
+        ] {
+            assert!(proxy_header_len(junk).is_err(), "{junk:?}");
+        }
     }
 }

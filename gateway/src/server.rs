@@ -254,12 +254,9 @@ fn serve(
                 let resolver = shared.cert_resolvers[&l.name].clone();
                 let ca = t.client_ca.as_ref().map(|c| config::resolve(&base, c));
                 match tls::listener_settings(resolver, &t.min_version, &t.alpn, ca.as_deref()) {
-                    // No L4 read buffer under TLS (OpenSSL reads ahead into its own, which
-                    // it frees when idle): 64 KiB less per connection. A PROXY header is read
-                    // before TLS a byte at a time, so those listeners keep the buffer.
-                    Ok(settings) => {
-                        listeners.add_listener(tls_endpoint(&l.listen, settings, l.proxy_protocol))
-                    }
+                    // No L4 read buffer under TLS (OpenSSL reads ahead into its own): 64
+                    // KiB less per connection, with or without a PROXY header before TLS.
+                    Ok(settings) => listeners.add_listener(tls_endpoint(&l.listen, settings)),
                     Err(e) => {
                         eprintln!("listeners: {}: {e}", l.name);
                         std::process::exit(1);
@@ -337,16 +334,10 @@ fn serve(
 }
 
 /// A TLS listening endpoint; see `benches/README.md` for what the buffer sizes cost.
-fn tls_endpoint(
-    addr: &str,
-    settings: pingora_core::listeners::tls::TlsSettings,
-    proxy_protocol: bool,
-) -> ListenerConfig {
-    let endpoint = ListenerConfig::tcp(addr).tls(settings);
-    if proxy_protocol {
-        return endpoint;
-    }
-    endpoint.l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE))
+fn tls_endpoint(addr: &str, settings: pingora_core::listeners::tls::TlsSettings) -> ListenerConfig {
+    ListenerConfig::tcp(addr)
+        .tls(settings)
+        .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE))
 }
 
 fn write_pid_file(path: &str) {
