@@ -298,59 +298,63 @@ async fn an_idle_keepalive_connection_is_closed_after_idle_timeout() {
     }
 }
 
-/// Between requests a kept-alive TLS connection waits outside Pingora (`next_request` in
-/// listener.rs), reading the first bytes of the next request itself and handing them back.
-/// Requests after a pause, and a head whose first TLS record arrives well before the rest,
-/// are answered in order, with nothing lost or repeated.
+/// Between requests a kept-alive connection, TLS or plain, waits outside Pingora
+/// (`next_request` in listener.rs), reading the first bytes of the next request itself and
+/// handing them back.
+/// Requests after a pause, and a head whose first part arrives well before the rest, are
+/// answered in order, with nothing lost or repeated.
 #[tokio::test]
-async fn kept_alive_tls_connections_answer_after_a_pause_and_a_split_head() {
+async fn kept_alive_connections_answer_after_a_pause_and_a_split_head() {
     let (_ca, gw, backend) = start("idle_timeout: 5s").await;
-    let mut s = raw_connect(gw.listener("tls"), Some("t.test"))
-        .await
-        .unwrap();
-    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: t.test\r\n\r\n");
-    let mut answered = Vec::new();
-    for path in ["/one", "/two"] {
-        s.write_all(get(path).as_bytes()).await.unwrap();
+    for (n, (listener, sni)) in [("tls", Some("t.test")), ("web", None)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut s = raw_connect(gw.listener(listener), sni).await.unwrap();
+        let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: t.test\r\n\r\n");
+        let mut answered = Vec::new();
+        for path in ["/one", "/two"] {
+            s.write_all(get(path).as_bytes()).await.unwrap();
+            s.flush().await.unwrap();
+            let (bytes, closed) = read_until_close(&mut s, Duration::from_millis(700)).await;
+            assert_eq!((statuses(&bytes), closed), (vec![200], false), "{path}");
+            answered.extend(bytes);
+            // Idle: the connection is parked until the next request's bytes arrive.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+        // The first write holds only the start of the head; the rest follows 300 ms later.
+        s.write_all(b"GET /three HTTP/1.1\r\nHo").await.unwrap();
         s.flush().await.unwrap();
-        let (bytes, closed) = read_until_close(&mut s, Duration::from_millis(700)).await;
-        assert_eq!((statuses(&bytes), closed), (vec![200], false), "{path}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.write_all(b"st: t.test\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        s.flush().await.unwrap();
+        let start = Instant::now();
+        let (bytes, closed) = read_until_close(&mut s, WAIT).await;
+        assert_eq!(
+            statuses(&bytes),
+            [200],
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        assert!(
+            closed && start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
         answered.extend(bytes);
-        // Idle: the connection is parked until the next request's bytes arrive.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let text = String::from_utf8_lossy(&answered);
+        let at: Vec<Option<usize>> = ["/one", "/two", "/three"]
+            .iter()
+            .map(|p| text.find(&format!("\"path\":\"{p}\"")))
+            .collect();
+        assert!(
+            at.iter().all(Option::is_some) && at.windows(2).all(|w| w[0] < w[1]),
+            "{text}"
+        );
+        assert_eq!(backend.hits(), 3 * (n as u64 + 1), "{listener}");
     }
-    // The first record holds only the start of the head; the rest follows 300 ms later.
-    s.write_all(b"GET /three HTTP/1.1\r\nHo").await.unwrap();
-    s.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    s.write_all(b"st: t.test\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    s.flush().await.unwrap();
-    let start = Instant::now();
-    let (bytes, closed) = read_until_close(&mut s, WAIT).await;
-    assert_eq!(
-        statuses(&bytes),
-        [200],
-        "{}",
-        String::from_utf8_lossy(&bytes)
-    );
-    assert!(
-        closed && start.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        start.elapsed()
-    );
-    answered.extend(bytes);
-    let text = String::from_utf8_lossy(&answered);
-    let at: Vec<Option<usize>> = ["/one", "/two", "/three"]
-        .iter()
-        .map(|p| text.find(&format!("\"path\":\"{p}\"")))
-        .collect();
-    assert!(
-        at.iter().all(Option::is_some) && at.windows(2).all(|w| w[0] < w[1]),
-        "{text}"
-    );
-    assert_eq!(backend.hits(), 3);
 }
 
 #[tokio::test]

@@ -28,7 +28,9 @@ pub mod upstream;
 pub use listener::read_proxy_header;
 pub use pingora_http::{RequestHeader, ResponseHeader};
 pub use pingora_proxy::Session;
-pub use plugin::{BuildContext, Flow, Hooks, Plugin, PluginConfig, Registry, RequestState, Response};
+pub use plugin::{
+    BuildContext, Flow, Hooks, Plugin, PluginConfig, Registry, RequestState, Response,
+};
 pub use server::run;
 
 use arc_swap::ArcSwap;

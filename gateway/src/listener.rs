@@ -182,10 +182,11 @@ fn proxy_header_len(buf: &[u8]) -> std::result::Result<Option<usize>, String> {
     Ok(Some(16 + u16::from_be_bytes([buf[14], buf[15]]) as usize))
 }
 
-/// [`read_proxy_header`] for a TLS listener's raw connection, which has no read buffer (see
-/// `tls_endpoint` in server.rs): the header is read in a few large reads instead of a system
-/// call per byte, and whatever came after it (the start of the TLS handshake) is put back.
-async fn read_proxy_header_before_tls(
+/// [`read_proxy_header`] for a listener's raw connection, which has no read buffer (see
+/// `endpoint` in server.rs): the header is read in a few large reads instead of a system
+/// call per byte, and whatever came after it (the TLS handshake, or the first request) is
+/// put back.
+async fn read_proxy_header_unbuffered(
     stream: &mut L4Stream,
 ) -> std::result::Result<Option<SocketAddr>, String> {
     let mut buf = [0u8; 256];
@@ -225,34 +226,37 @@ pub struct ProxyHeaderBeforeTls {
     pub(crate) shared: Arc<Shared>,
 }
 
+/// Reads the PROXY header from a new connection and adopts its source; the error (logged)
+/// means the connection is closed.
+async fn take_proxy_header(shared: &Shared, listener: &str, stream: &mut L4Stream) -> Result<()> {
+    match tokio::time::timeout(PROXY_HEADER_TIMEOUT, read_proxy_header_unbuffered(stream)).await {
+        Ok(Ok(source)) => {
+            adopt_source(shared, listener, stream, source);
+            Ok(())
+        }
+        Ok(Err(why)) => {
+            log::warn!(
+                "listener {listener}: closing connection from {:?}: {why}",
+                stream
+                    .get_socket_digest()
+                    .and_then(|d| d.peer_addr().cloned())
+            );
+            Error::e_explain(ErrorType::InvalidHTTPHeader, why)
+        }
+        Err(_) => {
+            log::warn!(
+                "listener {listener}: closing connection from {:?}: no PROXY header within {PROXY_HEADER_TIMEOUT:?}",
+                stream.get_socket_digest().and_then(|d| d.peer_addr().cloned())
+            );
+            Error::e_explain(ErrorType::ReadTimedout, "no PROXY header in time")
+        }
+    }
+}
+
 #[async_trait]
 impl PreTlsProcess for ProxyHeaderBeforeTls {
     async fn process(&self, stream: &mut L4Stream) -> Result<()> {
-        match tokio::time::timeout(PROXY_HEADER_TIMEOUT, read_proxy_header_before_tls(stream)).await
-        {
-            Ok(Ok(source)) => {
-                adopt_source(&self.shared, &self.listener, stream, source);
-                Ok(())
-            }
-            Ok(Err(why)) => {
-                log::warn!(
-                    "listener {}: closing connection from {:?}: {why}",
-                    self.listener,
-                    stream
-                        .get_socket_digest()
-                        .and_then(|d| d.peer_addr().cloned())
-                );
-                Error::e_explain(ErrorType::InvalidHTTPHeader, why)
-            }
-            Err(_) => {
-                log::warn!(
-                    "listener {}: closing connection from {:?}: no PROXY header within {PROXY_HEADER_TIMEOUT:?}",
-                    self.listener,
-                    stream.get_socket_digest().and_then(|d| d.peer_addr().cloned())
-                );
-                Error::e_explain(ErrorType::ReadTimedout, "no PROXY header in time")
-            }
-        }
+        take_proxy_header(&self.shared, &self.listener, stream).await
     }
 }
 
@@ -503,24 +507,40 @@ impl ListenerApp {
     /// whole time. Here it is parked until bytes arrive. Those bytes are read from the socket
     /// and put back in front of it (Pingora's rewind buffer), so nothing is lost; on a busy
     /// connection the request is already there and this costs a copy of its TLS records, no
-    /// extra system call. Only TLS connections are parked: plain ones carry a read buffer
-    /// this cannot see into.
+    /// extra system call. Neither kind of listener has a read buffer of its own in which
+    /// bytes could hide (`endpoint` in server.rs); a TLS connection's OpenSSL buffer is
+    /// checked.
     async fn next_request(&self, stream: Stream, deadline: Instant) -> Option<Stream> {
-        if !stream.as_any().is::<TlsStream>() {
-            return Some(stream);
+        if stream.as_any().is::<TlsStream>() {
+            let mut tls: Box<TlsStream> = stream.into_any().downcast().ok()?;
+            // (Pingora's HTTP/1 pipelining, which could hand back bytes of the next request,
+            // is never turned on.)
+            if tls_has_pending(&tls) {
+                return Some(tls);
+            }
+            return self
+                .until_bytes(tls.get_mut(), deadline)
+                .await
+                .then_some(tls as Stream);
         }
-        let mut tls: Box<TlsStream> = stream.into_any().downcast().ok()?;
-        // (Pingora's HTTP/1 pipelining, which could hand back bytes of the next request, is
-        // never turned on.)
-        if tls_has_pending(&tls) {
-            return Some(tls);
+        if stream.as_any().is::<L4Stream>() {
+            let mut raw: Box<L4Stream> = stream.into_any().downcast().ok()?;
+            return self
+                .until_bytes(&mut raw, deadline)
+                .await
+                .then_some(raw as Stream);
         }
+        Some(stream)
+    }
+
+    /// Waits until bytes arrive on the raw connection and puts them back in front of it;
+    /// false when it should close instead (see [`ListenerApp::next_request`]).
+    async fn until_bytes(&self, raw: &mut L4Stream, deadline: Instant) -> bool {
         let arrived = std::future::poll_fn(|cx| {
             // Uninitialized: zeroing it would cost more than the read (it is polled on every
             // request, mostly finding the request there).
             let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
             let mut read = ReadBuf::uninit(&mut buf);
-            let raw = tls.get_mut();
             match Pin::new(&mut *raw).poll_read(cx, &mut read) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Ok(())) if !read.filled().is_empty() => {
@@ -532,12 +552,12 @@ impl ListenerApp {
         });
         tokio::select! {
             biased;
-            arrived = arrived => arrived.then_some(tls as Stream),
+            arrived = arrived => arrived,
             _ = tokio::time::sleep_until(deadline.into()) => {
                 log::debug!("listener {}: no request in time, closing", self.name);
-                None
+                false
             }
-            _ = self.closing.closed() => None,
+            _ = self.closing.closed() => false,
         }
     }
 }
@@ -553,27 +573,19 @@ impl ServerApp for ListenerApp {
         gauge.inc();
         let _open = Open(gauge);
         if self.proxy_header {
-            match tokio::time::timeout(PROXY_HEADER_TIMEOUT, read_proxy_header(&mut stream)).await {
-                Ok(Ok(source)) => adopt_source(&self.shared, &self.name, &mut *stream, source),
-                Ok(Err(why)) => {
-                    log::warn!(
-                        "listener {}: closing connection from {:?}: {why}",
-                        self.name,
-                        stream
-                            .get_socket_digest()
-                            .and_then(|d| d.peer_addr().cloned())
-                    );
-                    return None;
-                }
-                Err(_) => {
-                    log::warn!(
-                        "listener {}: closing connection from {:?}: no PROXY header within {PROXY_HEADER_TIMEOUT:?}",
-                        self.name,
-                        stream.get_socket_digest().and_then(|d| d.peer_addr().cloned())
-                    );
-                    return None;
-                }
-            }
+            // A plain listener hands over the raw connection (TLS ones read the header before
+            // the handshake, in `ProxyHeaderBeforeTls`).
+            let Ok(mut raw) = stream.into_any().downcast::<L4Stream>() else {
+                log::error!(
+                    "listener {}: a PROXY header on a connection that is not plain TCP",
+                    self.name
+                );
+                return None;
+            };
+            take_proxy_header(&self.shared, &self.name, &mut raw)
+                .await
+                .ok()?;
+            stream = raw;
         }
         let limits = self.shared.snapshot.load().config.server.limits.clone();
         // Counted by the client's address: the PROXY header's source from a trusted proxy,

@@ -254,16 +254,14 @@ fn serve(
                 let resolver = shared.cert_resolvers[&l.name].clone();
                 let ca = t.client_ca.as_ref().map(|c| config::resolve(&base, c));
                 match tls::listener_settings(resolver, &t.min_version, &t.alpn, ca.as_deref()) {
-                    // No L4 read buffer under TLS (OpenSSL reads ahead into its own): 64
-                    // KiB less per connection, with or without a PROXY header before TLS.
-                    Ok(settings) => listeners.add_listener(tls_endpoint(&l.listen, settings)),
+                    Ok(settings) => listeners.add_listener(endpoint(&l.listen).tls(settings)),
                     Err(e) => {
                         eprintln!("listeners: {}: {e}", l.name);
                         std::process::exit(1);
                     }
                 }
             }
-            None => listeners.add_tcp(&l.listen),
+            None => listeners.add_listener(endpoint(&l.listen)),
         }
         let app = ListenerApp {
             name: l.name.as_str().into(),
@@ -333,11 +331,12 @@ fn serve(
     std::process::exit(0)
 }
 
-/// A TLS listening endpoint; see `benches/README.md` for what the buffer sizes cost.
-fn tls_endpoint(addr: &str, settings: pingora_core::listeners::tls::TlsSettings) -> ListenerConfig {
-    ListenerConfig::tcp(addr)
-        .tls(settings)
-        .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE))
+/// A listening endpoint without Pingora's L4 read buffer (64 KiB per connection, resident
+/// for its whole life): OpenSSL reads ahead into its own under TLS, Pingora reads a request
+/// head into its own, and a PROXY header is read in large reads with the rest put back (see
+/// `benches/README.md` for what it costs and saves).
+fn endpoint(addr: &str) -> ListenerConfig {
+    ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE))
 }
 
 fn write_pid_file(path: &str) {
