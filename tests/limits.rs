@@ -357,6 +357,45 @@ async fn kept_alive_connections_answer_after_a_pause_and_a_split_head() {
     }
 }
 
+/// HTTP/1.1 pipelining (RFC 9112 9.3.2): requests sent back to back without waiting, in one
+/// write, on TLS and plain connections, a POST with its body among them, are all answered, in
+/// order; none is refused or lost, and the backend sees each once.
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let (_ca, gw, backend) = start("").await;
+    for (n, (listener, sni)) in [("tls", Some("t.test")), ("web", None)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut s = raw_connect(gw.listener(listener), sni).await.unwrap();
+        let burst = "GET /p1 HTTP/1.1\r\nHost: t.test\r\n\r\n\
+                     POST /p2 HTTP/1.1\r\nHost: t.test\r\nContent-Length: 5\r\n\r\nhello\
+                     GET /p3 HTTP/1.1\r\nHost: t.test\r\nConnection: close\r\n\r\n";
+        s.write_all(burst.as_bytes()).await.unwrap();
+        s.flush().await.unwrap();
+        let (bytes, closed) = read_until_close(&mut s, WAIT).await;
+        let text = String::from_utf8_lossy(&bytes);
+        // (Counted by status line: the backend's JSON bodies end in a bare LF.)
+        assert_eq!(text.matches("HTTP/1.1 ").count(), 3, "{listener}: {text}");
+        assert_eq!(
+            text.matches("HTTP/1.1 200 OK\r\n").count(),
+            3,
+            "{listener}: {text}"
+        );
+        assert!(closed, "{listener}: the last request asked to close");
+        let at: Vec<Option<usize>> = ["/p1", "/p2", "/p3"]
+            .iter()
+            .map(|p| text.find(&format!("\"path\":\"{p}\"")))
+            .collect();
+        assert!(
+            at.iter().all(Option::is_some) && at.windows(2).all(|w| w[0] < w[1]),
+            "{listener}: {text}"
+        );
+        assert!(text.contains("\"body\":\"hello\""), "{listener}: {text}");
+        assert_eq!(backend.hits(), 3 * (n as u64 + 1), "{listener}");
+    }
+}
+
 #[tokio::test]
 async fn http2_connections_without_a_request_or_left_idle_are_closed() {
     let (_ca, gw, _backend) = start("header_timeout: 1s, idle_timeout: 1s").await;
