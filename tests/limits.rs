@@ -298,6 +298,22 @@ async fn an_idle_keepalive_connection_is_closed_after_idle_timeout() {
     }
 }
 
+/// The listeners of [`start`]'s gateway, with the SNI a raw client sends to each.
+const BOTH_LISTENERS: [(&str, Option<&str>); 2] = [("tls", Some("t.test")), ("web", None)];
+
+/// Asserts that the backend's answers (JSON with `"path"`) for `paths` are all in `text`, in
+/// that order.
+fn assert_answered_in_order(text: &str, paths: &[&str], context: &str) {
+    let at: Vec<Option<usize>> = paths
+        .iter()
+        .map(|p| text.find(&format!("\"path\":\"{p}\"")))
+        .collect();
+    assert!(
+        at.iter().all(Option::is_some) && at.windows(2).all(|w| w[0] < w[1]),
+        "{context}: {text}"
+    );
+}
+
 /// Between requests a kept-alive connection, TLS or plain, waits outside Pingora
 /// (`next_request` in listener.rs), reading the first bytes of the next request itself and
 /// handing them back.
@@ -306,10 +322,7 @@ async fn an_idle_keepalive_connection_is_closed_after_idle_timeout() {
 #[tokio::test]
 async fn kept_alive_connections_answer_after_a_pause_and_a_split_head() {
     let (_ca, gw, backend) = start("idle_timeout: 5s").await;
-    for (n, (listener, sni)) in [("tls", Some("t.test")), ("web", None)]
-        .into_iter()
-        .enumerate()
-    {
+    for (n, (listener, sni)) in BOTH_LISTENERS.into_iter().enumerate() {
         let mut s = raw_connect(gw.listener(listener), sni).await.unwrap();
         let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: t.test\r\n\r\n");
         let mut answered = Vec::new();
@@ -345,14 +358,7 @@ async fn kept_alive_connections_answer_after_a_pause_and_a_split_head() {
         );
         answered.extend(bytes);
         let text = String::from_utf8_lossy(&answered);
-        let at: Vec<Option<usize>> = ["/one", "/two", "/three"]
-            .iter()
-            .map(|p| text.find(&format!("\"path\":\"{p}\"")))
-            .collect();
-        assert!(
-            at.iter().all(Option::is_some) && at.windows(2).all(|w| w[0] < w[1]),
-            "{text}"
-        );
+        assert_answered_in_order(&text, &["/one", "/two", "/three"], listener);
         assert_eq!(backend.hits(), 3 * (n as u64 + 1), "{listener}");
     }
 }
@@ -363,10 +369,7 @@ async fn kept_alive_connections_answer_after_a_pause_and_a_split_head() {
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order() {
     let (_ca, gw, backend) = start("").await;
-    for (n, (listener, sni)) in [("tls", Some("t.test")), ("web", None)]
-        .into_iter()
-        .enumerate()
-    {
+    for (n, (listener, sni)) in BOTH_LISTENERS.into_iter().enumerate() {
         let mut s = raw_connect(gw.listener(listener), sni).await.unwrap();
         let burst = "GET /p1 HTTP/1.1\r\nHost: t.test\r\n\r\n\
                      POST /p2 HTTP/1.1\r\nHost: t.test\r\nContent-Length: 5\r\n\r\nhello\
@@ -383,14 +386,7 @@ async fn pipelined_requests_are_answered_in_order() {
             "{listener}: {text}"
         );
         assert!(closed, "{listener}: the last request asked to close");
-        let at: Vec<Option<usize>> = ["/p1", "/p2", "/p3"]
-            .iter()
-            .map(|p| text.find(&format!("\"path\":\"{p}\"")))
-            .collect();
-        assert!(
-            at.iter().all(Option::is_some) && at.windows(2).all(|w| w[0] < w[1]),
-            "{listener}: {text}"
-        );
+        assert_answered_in_order(&text, &["/p1", "/p2", "/p3"], listener);
         assert!(text.contains("\"body\":\"hello\""), "{listener}: {text}");
         assert_eq!(backend.hits(), 3 * (n as u64 + 1), "{listener}");
     }

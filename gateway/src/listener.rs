@@ -65,7 +65,8 @@ pub async fn read_proxy_header<S: AsyncRead + Unpin>(
         .map_err(|e| format!("reading PROXY header: {e}"))?;
     if &head[..6] == b"PROXY " {
         // v1: one text line of at most 107 bytes; read byte by byte so nothing past the
-        // CRLF is consumed (the stream is buffered, so this does not cost a syscall a byte).
+        // CRLF is consumed. (Listeners call this on the header already framed in memory by
+        // `read_proxy_header_unbuffered`, so these are not system calls.)
         let mut line = head[..6].to_vec();
         while !line.ends_with(b"\r\n") {
             if line.len() >= 107 {
