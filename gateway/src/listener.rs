@@ -451,6 +451,40 @@ pub(crate) fn h2_options(
 }
 
 impl ListenerApp {
+    /// The session for the next request on an HTTP/1 connection: with what Pingora carried
+    /// over from the previous one (`settings`), or set up for the connection's first.
+    fn h1_session(
+        &self,
+        stream: Stream,
+        settings: Option<HttpPersistentSettings>,
+        shutdown: &ShutdownWatch,
+        idle_timeout: Duration,
+    ) -> ServerSession {
+        let mut session = ServerSession::new_http1(stream);
+        match settings {
+            Some(settings) => HttpPersistentSettings::apply_to_session(settings, &mut session),
+            None => {
+                // Pipelined requests (sent before the previous answer came) are answered one
+                // after another, in order (RFC 9112 9.3.2); without this Pingora refuses the
+                // request whose successor arrived early with a 400, or drops the successor.
+                // The setting carries over to the connection's later requests with the rest
+                // of `settings`.
+                session.set_pipelining_enabled(true);
+                session.set_keepalive(if *shutdown.borrow() {
+                    None
+                } else {
+                    Some(idle_timeout.as_secs().max(1))
+                });
+                session.set_keepalive_reuses_remaining(
+                    self.proxy
+                        .server_options()
+                        .and_then(|o| o.keepalive_request_limit),
+                );
+            }
+        }
+        session
+    }
+
     /// HTTP/1: one request after another on the connection, as Pingora's own loop does, but
     /// each head on a clock: the first must be complete within `header_timeout` of the
     /// connection's start, each later one within `idle_timeout` of the previous request's end.
@@ -468,35 +502,17 @@ impl ListenerApp {
             let Some(next) = self.next_request(stream, deadline, settings.as_ref()).await else {
                 return;
             };
-            let mut session = ServerSession::new_http1(next);
-            match settings.take() {
-                Some(settings) => HttpPersistentSettings::apply_to_session(settings, &mut session),
-                None => {
-                    // Pipelined requests (sent before the previous answer came) are answered
-                    // one after another, in order (RFC 9112 9.3.2); without this Pingora
-                    // refuses the request whose successor arrived early with a 400, or drops
-                    // the successor. The setting carries over to the connection's later
-                    // requests with the rest of `settings`.
-                    session.set_pipelining_enabled(true);
-                    session.set_keepalive(if *shutdown.borrow() {
-                        None
-                    } else {
-                        Some(idle_timeout.as_secs().max(1))
-                    });
-                    session.set_keepalive_reuses_remaining(
-                        self.proxy
-                            .server_options()
-                            .and_then(|o| o.keepalive_request_limit),
-                    );
-                }
-            }
             let limit = deadline.saturating_duration_since(Instant::now());
-            let served = HEAD_SEEN.scope(Cell::new(false), async {
+            // Boxed, with the session made inside: a request's state (~900 bytes, the session
+            // among it) then exists only while the request is under way, instead of in the
+            // future of every parked connection.
+            let served = Box::pin(HEAD_SEEN.scope(Cell::new(false), async move {
+                let session = self.h1_session(next, settings, shutdown, idle_timeout);
                 tokio::select! {
                     r = self.proxy.process_new_http(session, shutdown) => Some(r),
                     _ = head_watchdog(limit) => None,
                 }
-            });
+            }));
             match served.await {
                 Some(Some(reused)) => {
                     (stream, settings) = reused.consume();
@@ -616,12 +632,25 @@ impl ServerApp for ListenerApp {
                 );
                 return None;
             };
-            take_proxy_header(&self.shared, &self.name, &mut raw)
+            // Boxed, like the request below: its state (a read buffer among it) is needed
+            // once, and inline it would size this future, which every idle connection keeps.
+            Box::pin(take_proxy_header(&self.shared, &self.name, &mut raw))
                 .await
                 .ok()?;
             stream = raw;
         }
-        let limits = self.shared.snapshot.load().config.server.limits.clone();
+        // Only the figures: the limits themselves would stay in this future, which a parked
+        // connection keeps.
+        let (max_connections, max_per_ip, header_timeout, idle_timeout) = {
+            let snapshot = self.shared.snapshot.load();
+            let limits = &snapshot.config.server.limits;
+            (
+                limits.max_connections,
+                limits.max_connections_per_ip,
+                limits.header_timeout.get(),
+                limits.idle_timeout.get(),
+            )
+        };
         // Counted by the client's address: the PROXY header's source from a trusted proxy,
         // otherwise the peer. A trusted proxy's own connections carry many clients.
         let ip = stream
@@ -630,11 +659,7 @@ impl ServerApp for ListenerApp {
         let ip = ip
             .map(crate::snapshot::canonical_ip)
             .filter(|ip| !self.shared.snapshot.load().is_trusted(*ip));
-        let _admitted = match self.conns.admit(
-            ip,
-            limits.max_connections,
-            limits.max_connections_per_ip,
-        ) {
+        let _admitted = match self.conns.admit(ip, max_connections, max_per_ip) {
             Ok(a) => a,
             Err(limit) => {
                 if self.conns.should_warn() {
@@ -643,8 +668,6 @@ impl ServerApp for ListenerApp {
                 return None;
             }
         };
-        let (header_timeout, idle_timeout) =
-            (limits.header_timeout.get(), limits.idle_timeout.get());
         let h2c = self.proxy.server_options().is_some_and(|o| o.h2c);
         if stream.selected_alpn_proto() == Some(pingora_core::protocols::ALPN::H2) || h2c {
             // HTTP/2 multiplexes requests on tasks of their own and has its own idle timer.
