@@ -25,6 +25,86 @@ fn one(b: &Backend) -> String {
     format!("backends: [ {{ addr: \"{}\" }} ]", b.addr())
 }
 
+/// HTTP/1 peers see the request id header spelled as `server.request_id_header` is, like the
+/// forwarded headers, not lowercased: on the backend's wire, on the client's, and in an answer
+/// Portico makes itself (a 404).
+#[tokio::test]
+async fn the_request_id_header_is_written_as_configured() {
+    // A backend that keeps the raw head it received and answers 200.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    let (heads_tx, mut heads) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = upstream.accept().await {
+            let heads_tx = heads_tx.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = heads_tx.send(String::from_utf8_lossy(&head).into_owned());
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    let yaml = format!(
+        "server: {{ grace_period: 0s, shutdown_timeout: 1s, upgrade_sock: \"${{PORTICO_TEST_DIR}}/u.sock\", pid_file: \"${{PORTICO_TEST_DIR}}/p.pid\", request_id_header: X-Correlation-ID }}\n\
+         admin: {{ listen: 127.0.0.1:{} }}\nlisteners:\n  - {{ name: web, listen: 127.0.0.1:{} }}\n\
+         upstreams:\n  app: {{ backends: [ {{ addr: \"{upstream_addr}\" }} ] }}\n\
+         routes:\n  - {{ name: app, upstream: app, match: {{ path: {{ prefix: /app }} }} }}\n",
+        free_port(),
+        free_port()
+    );
+    let gw = Gateway::start(&yaml).await;
+    let web = gw.listener("web");
+    let raw_get = |path: &'static str| async move {
+        let mut s = connect_tcp(web).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+
+    let answer = raw_get("/app/x").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("\r\nX-Correlation-ID: "),
+        "client's wire: {answer}"
+    );
+    let head = heads.recv().await.unwrap();
+    assert!(
+        head.contains("\r\nX-Correlation-ID: "),
+        "backend's wire: {head}"
+    );
+    assert!(
+        head.contains("\r\nX-Forwarded-For: "),
+        "backend's wire: {head}"
+    );
+
+    let answer = raw_get("/elsewhere").await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(
+        answer.contains("\r\nX-Correlation-ID: "),
+        "Portico's own answer: {answer}"
+    );
+}
+
 #[tokio::test]
 async fn forwarded_headers_request_id_and_host() {
     let b = Backend::http("app");

@@ -123,7 +123,7 @@ pub fn set_upstream_headers(
     let real_ip = HeaderValue::from_bytes(ip_text(state.client_ip, &mut buf))
         .map_err(|_| bad_value("X-Real-IP"))?;
     upstream.insert_header("X-Real-IP", real_ip)?;
-    upstream.insert_header(snap.request_id_header.clone(), state.request_id.as_str())?;
+    upstream.insert_header(snap.request_id_wire.clone(), state.request_id.as_str())?;
     Ok(())
 }
 

@@ -84,7 +84,7 @@ impl Gateway {
             header.insert_header(http::header::CONTENT_LENGTH, resp.body.len().to_string())?;
         }
         header.insert_header(
-            ctx.snapshot.request_id_header.clone(),
+            ctx.snapshot.request_id_wire.clone(),
             ctx.state.request_id.as_str(),
         )?;
         let snap = ctx.snapshot.clone();
@@ -384,7 +384,7 @@ impl ProxyHttp for Gateway {
         }
         ctx.responded = true;
         resp.insert_header(
-            ctx.snapshot.request_id_header.clone(),
+            ctx.snapshot.request_id_wire.clone(),
             ctx.state.request_id.as_str(),
         )?;
         ctx.state.status = resp.status.as_u16();

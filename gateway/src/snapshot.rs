@@ -26,6 +26,9 @@ pub struct Snapshot {
     pub certs: HashMap<String, Arc<CertStore>>,
     pub trusted_proxies: Vec<IpNet>,
     pub request_id_header: http::HeaderName,
+    /// The same name as the config spells it, which is how HTTP/1 peers see it written (a
+    /// `HeaderName` would be written lowercase, and re-cased into a new buffer per request).
+    pub request_id_wire: bytes::Bytes,
 }
 
 impl Snapshot {
@@ -112,6 +115,7 @@ pub fn compile(
         global,
         certs,
         trusted_proxies,
+        request_id_wire: bytes::Bytes::from(cfg.server.request_id_header.clone()),
         request_id_header,
     })
 }
