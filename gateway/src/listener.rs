@@ -639,26 +639,26 @@ impl ServerApp for ListenerApp {
                 .ok()?;
             stream = raw;
         }
-        // Only the figures: the limits themselves would stay in this future, which a parked
-        // connection keeps.
-        let (max_connections, max_per_ip, header_timeout, idle_timeout) = {
+        // One look at the config, keeping only figures: the snapshot or the limits themselves
+        // would stay in this future, which a parked connection keeps.
+        let (ip, max_connections, max_per_ip, header_timeout, idle_timeout) = {
             let snapshot = self.shared.snapshot.load();
+            // Counted by the client's address: the PROXY header's source from a trusted
+            // proxy, otherwise the peer. A trusted proxy's own connections carry many clients.
+            let ip = stream
+                .get_socket_digest()
+                .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
+                .map(crate::snapshot::canonical_ip)
+                .filter(|ip| !snapshot.is_trusted(*ip));
             let limits = &snapshot.config.server.limits;
             (
+                ip,
                 limits.max_connections,
                 limits.max_connections_per_ip,
                 limits.header_timeout.get(),
                 limits.idle_timeout.get(),
             )
         };
-        // Counted by the client's address: the PROXY header's source from a trusted proxy,
-        // otherwise the peer. A trusted proxy's own connections carry many clients.
-        let ip = stream
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let ip = ip
-            .map(crate::snapshot::canonical_ip)
-            .filter(|ip| !self.shared.snapshot.load().is_trusted(*ip));
         let _admitted = match self.conns.admit(ip, max_connections, max_per_ip) {
             Ok(a) => a,
             Err(limit) => {

@@ -108,6 +108,13 @@ mod tests {
             ("respond", include_str!("respond.rs")),
             ("rewrite", include_str!("rewrite.rs")),
         ];
+        // Every built-in is checked: a new one must be added to `sources`.
+        let mut registry = Registry::new();
+        register_builtins(&mut registry);
+        let mut registered: Vec<&str> = registry.names().collect();
+        registered.sort_unstable();
+        let checked: Vec<&str> = sources.iter().map(|(name, _)| *name).collect();
+        assert_eq!(checked, registered);
         for (name, source) in sources {
             let block = source.split("impl Plugin for ").nth(1).expect(name);
             let block = &block[..block.find("\n}\n").expect(name)];
