@@ -45,6 +45,7 @@ async fn every_semantic_error_is_reported_with_path_and_line() {
          \x20 app:\n\
          \x20   backends:\n\
          \x20     - {{ addr: 127.0.0.1 }}\n\
+         \x20   dns_refresh: 500ms\n\
          routes:\n\
          \x20 - name: r1\n\
          \x20   upstream: app\n\
@@ -86,18 +87,24 @@ async fn every_semantic_error_is_reported_with_path_and_line() {
         "no port",
         Some(17),
     );
-    has_error(&stderr, "routes[1].name", "duplicate route name", Some(21));
+    has_error(
+        &stderr,
+        "upstreams.app.dns_refresh",
+        "at least 1s",
+        Some(18),
+    );
+    has_error(&stderr, "routes[1].name", "duplicate route name", Some(22));
     has_error(
         &stderr,
         "routes[1].upstream",
         "no upstream named \"billing\"",
-        Some(22),
+        Some(23),
     );
     has_error(
         &stderr,
         "routes[1].match.path.regex",
         "invalid regex",
-        Some(24),
+        Some(25),
     );
     // And the same config does not start.
     let (code, stderr2) = Gateway::start_expect_failure(&yaml).await;

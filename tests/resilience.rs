@@ -95,14 +95,17 @@ async fn spread(gw: &Gateway, path: &str, n: usize) -> HashMap<String, usize> {
 
 /// The `/status` entry of backend `addr` in upstream `app`.
 async fn backend_status(gw: &Gateway, addr: SocketAddr) -> Value {
-    let status = gw.admin_get("/status").await.unwrap();
-    assert_eq!(status.status, 200);
-    let json = status.json();
+    status_of(gw, &addr.to_string()).await
+}
+
+/// The `/status` entry of the backend written as `addr` in upstream `app`.
+async fn status_of(gw: &Gateway, addr: &str) -> Value {
+    let json = gw.admin_get("/status").await.unwrap().json();
     json["upstreams"]["app"]["backends"]
         .as_array()
         .expect("upstreams.app.backends")
         .iter()
-        .find(|b| b["addr"] == addr.to_string())
+        .find(|b| b["addr"] == addr)
         .unwrap_or_else(|| panic!("{addr} not in /status: {json}"))
         .clone()
 }
@@ -1224,4 +1227,159 @@ async fn a_probe_the_client_abandoned_does_not_keep_the_backend_out() {
         t.elapsed(),
         slow.hits()
     );
+}
+
+/// An `/etc/hosts` of the test's own, seen only by a portico started under [`PrivateHosts::wrapper`]
+/// (a mount namespace with this file bound over `/etc/hosts`, and name lookups limited to
+/// files so that a missing name fails at once instead of asking a DNS server). Rewriting the
+/// file moves a name the way a DNS change would, without touching the machine's own.
+struct PrivateHosts {
+    hosts: std::path::PathBuf,
+    nsswitch: std::path::PathBuf,
+}
+
+impl PrivateHosts {
+    /// None (the test is skipped) where mount namespaces are not allowed, as for a non-root
+    /// user; under CI, which runs as root, that is a failure instead.
+    fn new(dir: &TestDir) -> Option<PrivateHosts> {
+        let allowed = std::process::Command::new("unshare")
+            .args(["-m", "true"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !allowed {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must be able to run `unshare -m` (root) for the DNS test"
+            );
+            eprintln!("skipped: `unshare -m` is not allowed here (needs root)");
+            return None;
+        }
+        let hosts = PrivateHosts {
+            hosts: dir.write("hosts", ""),
+            nsswitch: dir.write("nsswitch.conf", "hosts: files\n"),
+        };
+        Some(hosts)
+    }
+
+    /// Writes the file in place: the bind mount follows the inode, so it must not be replaced.
+    fn set(&self, lines: &str) {
+        std::fs::write(&self.hosts, format!("127.0.0.1 localhost\n{lines}")).unwrap();
+    }
+
+    fn wrapper(&self) -> Vec<String> {
+        let script = "mount --bind \"$0\" /etc/hosts && mount --bind \"$1\" /etc/nsswitch.conf \
+                      && shift && exec \"$@\"";
+        vec![
+            "unshare".into(),
+            "-m".into(),
+            "sh".into(),
+            "-c".into(),
+            script.into(),
+            self.hosts.display().to_string(),
+            self.nsswitch.display().to_string(),
+        ]
+    }
+}
+
+/// A backend given by name follows the name to a new address without a reload; the move lifts
+/// an ejection earned at the old address; a name that stops resolving keeps its last address.
+#[tokio::test]
+async fn a_backend_given_by_name_follows_its_address_and_survives_failed_lookups() {
+    let dir = TestDir::new();
+    let Some(hosts) = PrivateHosts::new(&dir) else {
+        return;
+    };
+    let mut a = Backend::http_at("a", [127, 0, 0, 9].into(), 0);
+    let port = a.port();
+    let _b = Backend::http_at("b", [127, 0, 0, 10].into(), port);
+    let name = format!("moving.portico.test:{port}");
+    hosts.set("127.0.0.9 moving.portico.test\n");
+    let ports = Ports::new();
+    let app = format!(
+        "backends: [{{ addr: \"{name}\" }}], dns_refresh: 1s, passive: {{ failures: 1, eject_for: 60s }}"
+    );
+    let gw = Gateway::start_under(dir, &ports.yaml(&app), &hosts.wrapper()).await;
+    assert_eq!(backend_of(&get(&gw, "/").await), "a");
+    let st = status_of(&gw, &name).await;
+    assert_eq!(st["address"], format!("127.0.0.9:{port}"), "{st}");
+
+    // The backend at the old address dies: one failure ejects it, and with nothing left the
+    // gateway answers 503 at once.
+    a.stop().await;
+    assert_eq!(get(&gw, "/").await.status, 502);
+    assert_eq!(status_of(&gw, &name).await["state"], "ejected");
+    assert_eq!(get(&gw, "/").await.status, 503);
+
+    // The name moves. Within a refresh or two the backend is at the new address and back in
+    // service, long before its 60 s ejection would have ended.
+    hosts.set("127.0.0.10 moving.portico.test\n");
+    let moved_at = Instant::now();
+    loop {
+        let r = get(&gw, "/").await;
+        if r.status == 200 {
+            assert_eq!(backend_of(&r), "b");
+            break;
+        }
+        assert!(
+            moved_at.elapsed() < Duration::from_secs(5),
+            "not moved within 5 s (refresh 1 s): {} {}",
+            r.status,
+            gw.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let st = status_of(&gw, &name).await;
+    assert_eq!(
+        (st["address"].as_str(), st["state"].as_str(), &st["addr"]),
+        (
+            Some(&*format!("127.0.0.10:{port}")),
+            Some("healthy"),
+            &Value::from(name.clone())
+        ),
+        "{st}"
+    );
+    let log = gw.stderr_text();
+    assert!(
+        log.contains(&format!(
+            "backend {name} moved from 127.0.0.9:{port} to 127.0.0.10:{port}"
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("backend {name} is no longer ejected")),
+        "{log}"
+    );
+    let labels = [
+        ("upstream", "app"),
+        ("backend", name.as_str()),
+        ("outcome", "ok"),
+    ];
+    assert_eq!(
+        metric(&gw, "portico_upstream_requests_total", &labels).await,
+        2.0
+    );
+
+    // The name stops resolving: the backend stays where it was, and says so once.
+    hosts.set("");
+    assert!(
+        gw.wait_for_stderr(
+            &format!("backend {name} cannot be resolved"),
+            Duration::from_secs(5)
+        )
+        .await,
+        "{}",
+        gw.stderr_text()
+    );
+    for _ in 0..3 {
+        assert_eq!(backend_of(&get(&gw, "/").await), "b");
+    }
+    hosts.set("127.0.0.10 moving.portico.test\n");
+    assert!(
+        gw.wait_for_stderr(
+            &format!("backend {name} resolves again"),
+            Duration::from_secs(5)
+        )
+        .await
+    );
+    assert_eq!(gw.stderr_text().matches("cannot be resolved").count(), 1);
 }

@@ -144,6 +144,7 @@ fn status(shared: &Shared) -> serde_json::Value {
                 let d = b.health.detail();
                 json!({
                     "addr": &*b.addr,
+                    "address": b.endpoint.load().socket.to_string(),
                     "backup": b.backup,
                     "state": b.health.state().as_str(),
                     "last_error": d.last_error,

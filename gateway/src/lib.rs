@@ -48,6 +48,7 @@ pub(crate) struct Shared {
     /// Set on SIGTERM: `/readyz` answers 503 from then on.
     pub draining: AtomicBool,
     pub cert_resolvers: HashMap<String, Arc<tls::CertResolver>>,
-    pub checker: Arc<upstream::HealthChecker>,
+    /// Health checks and DNS refresh of the pools; handed the new pools on reload.
+    pub upkeep: Arc<upstream::Upkeep>,
     pub reload_lock: Mutex<()>,
 }

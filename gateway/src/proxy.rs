@@ -323,7 +323,7 @@ impl ProxyHttp for Gateway {
         if ctx.state.upstream_started.is_none() {
             ctx.state.upstream_started = Some(Instant::now());
         }
-        Ok(Box::new(pool.backends[i].peer.clone()))
+        Ok(Box::new(pool.backends[i].endpoint.load().peer.clone()))
     }
 
     async fn upstream_request_filter(

@@ -170,9 +170,7 @@ fn apply(shared: &Shared, snap: Arc<Snapshot>) {
             resolver.store.store(store.clone());
         }
     }
-    shared
-        .checker
-        .update(snap.pools.values().cloned().collect());
+    shared.upkeep.update(snap.pools.values().cloned().collect());
     metrics::track_snapshot(&snap);
     shared.snapshot.store(snap);
 }

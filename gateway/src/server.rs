@@ -9,7 +9,7 @@ use crate::plugin::Registry;
 use crate::proxy::Gateway;
 use crate::snapshot::{self, HealthBook, Snapshot};
 use crate::tls::{self, CertResolver};
-use crate::upstream::HealthChecker;
+use crate::upstream::Upkeep;
 use crate::Shared;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -210,9 +210,9 @@ fn serve(
             );
         }
     }
-    let checker = background_service(
-        "health checks",
-        HealthChecker::new(snap.pools.values().cloned().collect()),
+    let upkeep = background_service(
+        "upstream upkeep",
+        Upkeep::new(snap.pools.values().cloned().collect()),
     );
     let shared = Arc::new(Shared {
         snapshot: ArcSwap::from_pointee(snap),
@@ -221,7 +221,7 @@ fn serve(
         config_path,
         draining: AtomicBool::new(false),
         cert_resolvers,
-        checker: checker.task(),
+        upkeep: upkeep.task(),
         reload_lock: Mutex::new(()),
     });
     let snap = shared.snapshot.load_full();
@@ -311,7 +311,7 @@ fn serve(
     // signals have handlers (a SIGHUP before that would kill the process).
     admin.add_dependencies(&listener_services);
     admin.add_dependency(&signals);
-    server.add_service(checker);
+    server.add_service(upkeep);
 
     log::info!(
         "portico {} starting: config {} version {}",

@@ -5,12 +5,13 @@ use crate::config::{self, Balance, Config, ConfigErrors, Problems, Source, Upstr
 use crate::plugin::{BuildContext, Chain, ChainEntry, Registry};
 use crate::route::{PathRule, Route, RouteTable};
 use crate::tls::{self, CertStore};
-use crate::upstream::{Backend, Health, Pool};
+use crate::upstream::{Backend, Endpoint, Health, Pool};
+use arc_swap::ArcSwap;
 use ipnet::IpNet;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::utils::tls::CertKey;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -319,6 +320,14 @@ fn compile_pool(
         ),
         _ => {}
     }
+    let refresh = u.dns_refresh.get();
+    if !refresh.is_zero() && refresh < std::time::Duration::from_secs(1) {
+        // DNS answers live for whole seconds; asking more often only loads the resolver.
+        p.add(
+            format!("{at}.dns_refresh"),
+            "must be 0 (resolve only at load) or at least 1s",
+        );
+    }
     if let Some(hc) = &u.health_check {
         if hc.interval.get() < crate::upstream::check_min_interval() {
             p.add(
@@ -402,7 +411,7 @@ fn compile_pool(
             if b.weight == 0 || b.weight > 1000 {
                 p.add(format!("{bat}.weight"), "must be between 1 and 1000");
             }
-            let socket = match resolve_backend(&b.addr) {
+            let socket = match crate::upstream::resolve(&b.addr) {
                 Ok(s) => s,
                 Err(e) => {
                     p.add(format!("{bat}.addr"), e);
@@ -447,12 +456,12 @@ fn compile_pool(
             );
             backends.push(Backend {
                 addr: b.addr.as_str().into(),
-                socket,
+                by_name: crate::upstream::is_name(&b.addr),
+                endpoint: ArcSwap::from_pointee(Endpoint::new(socket, peer)),
                 weight: b.weight.max(1),
                 backup,
                 health: h,
                 inflight: Default::default(),
-                peer,
             });
         }
     }
@@ -467,22 +476,9 @@ fn compile_pool(
         u.retries,
         u.passive.clone(),
         u.health_check.clone(),
+        u.dns_refresh.get(),
         u.host.clone(),
     ))
-}
-
-/// `host:port`, resolved once at load time (names use the system resolver).
-fn resolve_backend(addr: &str) -> Result<SocketAddr, String> {
-    if let Ok(s) = addr.parse::<SocketAddr>() {
-        return Ok(s);
-    }
-    if !addr.contains(':') {
-        return Err(format!("{addr:?} has no port: write host:port"));
-    }
-    addr.to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {addr:?}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{addr:?} resolves to no address"))
 }
 
 fn compile_chain(

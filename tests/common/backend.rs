@@ -28,7 +28,7 @@
 //! not disturb tests counting where traffic went.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -106,7 +106,13 @@ impl Backend {
 
     /// [`Backend::http`] on a given port, e.g. to restart a stopped backend in place.
     pub fn http_on(name: &str, port: u16) -> Backend {
-        Backend::start(name, port, Kind::Http)
+        Backend::start(name, [127, 0, 0, 1].into(), port, Kind::Http)
+    }
+
+    /// [`Backend::http`] on another loopback address (any of 127.0.0.0/8), e.g. for a name
+    /// that moves from one address to another with the same port.
+    pub fn http_at(name: &str, ip: IpAddr, port: u16) -> Backend {
+        Backend::start(name, ip, port, Kind::Http)
     }
 
     /// HTTPS with the given certificate; ALPN offers h2 and http/1.1.
@@ -115,24 +121,34 @@ impl Backend {
     }
 
     pub fn https_on(name: &str, port: u16, cert: &CertFiles) -> Backend {
-        Backend::start(name, port, Kind::Https(tls_acceptor(cert, None)))
+        Backend::start(
+            name,
+            [127, 0, 0, 1].into(),
+            port,
+            Kind::Https(tls_acceptor(cert, None)),
+        )
     }
 
     /// HTTPS that requires a client certificate issued by the CA in `client_ca`.
     pub fn https_mtls(name: &str, cert: &CertFiles, client_ca: &Path) -> Backend {
-        Backend::start(name, 0, Kind::Https(tls_acceptor(cert, Some(client_ca))))
+        Backend::start(
+            name,
+            [127, 0, 0, 1].into(),
+            0,
+            Kind::Https(tls_acceptor(cert, Some(client_ca))),
+        )
     }
 
     /// Answers a WebSocket upgrade with 101 and then echoes every byte back (no framing).
     /// A request without `Upgrade: websocket` gets 400.
     pub fn websocket_echo(name: &str) -> Backend {
-        Backend::start(name, 0, Kind::WebSocketEcho)
+        Backend::start(name, [127, 0, 0, 1].into(), 0, Kind::WebSocketEcho)
     }
 
     /// Reads one whole request (head and Content-Length or chunked body), counts it, then
     /// resets the connection without answering: a backend that fails mid-request.
     pub fn reset_after_body(name: &str) -> Backend {
-        Backend::start(name, 0, Kind::ResetAfterBody)
+        Backend::start(name, [127, 0, 0, 1].into(), 0, Kind::ResetAfterBody)
     }
 
     pub fn name(&self) -> &str {
@@ -183,9 +199,9 @@ impl Backend {
         }
     }
 
-    fn start(name: &str, port: u16, kind: Kind) -> Backend {
-        let listener = std::net::TcpListener::bind(("127.0.0.1", port))
-            .unwrap_or_else(|e| panic!("backend {name}: cannot bind 127.0.0.1:{port}: {e}"));
+    fn start(name: &str, ip: IpAddr, port: u16, kind: Kind) -> Backend {
+        let listener = std::net::TcpListener::bind((ip, port))
+            .unwrap_or_else(|e| panic!("backend {name}: cannot bind {ip}:{port}: {e}"));
         listener
             .set_nonblocking(true)
             .expect("non-blocking listener");

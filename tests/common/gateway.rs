@@ -82,6 +82,21 @@ impl Gateway {
         gateway
     }
 
+    /// [`Gateway::start_in`], with portico run by `wrapper` (a command and its arguments, to
+    /// which portico's own command line is appended), e.g. in a namespace of its own.
+    pub async fn start_under(dir: TestDir, yaml: &str, wrapper: &[String]) -> Gateway {
+        let dir = Arc::new(dir);
+        let config_path = dir.write("portico.yaml", yaml);
+        let mut gateway = Gateway::spawn_under(dir, config_path, &[], &[], wrapper);
+        if !gateway.wait_ready(START_TIMEOUT).await {
+            panic!(
+                "portico under {wrapper:?} did not become ready within {START_TIMEOUT:?}; stderr: {}",
+                gateway.stderr_text()
+            );
+        }
+        gateway
+    }
+
     /// Starts a gateway with a config that must be refused, and waits (bounded) for it to
     /// exit. Returns its exit code (`None`: killed by a signal) and its stderr. Panics if it
     /// is still running after [`IO_TIMEOUT`].
@@ -108,13 +123,31 @@ impl Gateway {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Gateway {
+        Gateway::spawn_under(dir, config_path, args, env, &[])
+    }
+
+    fn spawn_under(
+        dir: Arc<TestDir>,
+        config_path: PathBuf,
+        args: &[&str],
+        env: &[(&str, &str)],
+        wrapper: &[String],
+    ) -> Gateway {
         // Number the log files so processes sharing the directory keep their own.
         let n = (1..)
             .find(|n| !dir.join(&format!("stderr-{n}.log")).exists())
             .unwrap();
         let stdout_path = dir.join(&format!("stdout-{n}.log"));
         let stderr_path = dir.join(&format!("stderr-{n}.log"));
-        let child = Command::new(PORTICO_BIN)
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut c = Command::new(program);
+                c.args(wrapper_args).arg(PORTICO_BIN);
+                c
+            }
+            None => Command::new(PORTICO_BIN),
+        };
+        let child = command
             .arg("-c")
             .arg(&config_path)
             .args(args)

@@ -185,10 +185,17 @@ pub struct UpstreamConfig {
     pub http2: bool,
     #[serde(default)]
     pub host: Option<String>,
+    /// How often backends given by name are resolved again; `0`: only at load and reload.
+    #[serde(default = "default_dns_refresh")]
+    pub dns_refresh: Dur,
 }
 
 fn default_retries() -> usize {
     2
+}
+
+fn default_dns_refresh() -> Dur {
+    Dur::secs(30)
 }
 
 #[derive(Debug, Clone, Deserialize)]

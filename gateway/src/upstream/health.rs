@@ -122,6 +122,17 @@ impl Health {
         self.set_detail(Some("not checked yet".into()));
     }
 
+    /// The backend's name now resolves to another address. A passive ejection judged the old
+    /// address, so it is lifted; active checks go on judging the new one as they come.
+    pub fn moved(&self, upstream: &str, addr: &str) {
+        self.failures.store(0, Ordering::Relaxed);
+        self.probing.store(false, Ordering::Release);
+        if self.ejected_until.swap(0, Ordering::Relaxed) != 0 {
+            log::info!("upstream {upstream}: backend {addr} is no longer ejected: it moved");
+            self.set_detail(None);
+        }
+    }
+
     pub fn detail(&self) -> Detail {
         self.detail.lock().unwrap().clone()
     }

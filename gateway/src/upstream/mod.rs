@@ -3,12 +3,16 @@
 mod balance;
 mod check;
 mod health;
+mod resolve;
+mod upkeep;
 
 pub use balance::hash_key;
-pub use check::HealthChecker;
 pub use health::{Admission, Detail, Health, Probe, State};
+pub use resolve::{is_name, resolve};
+pub use upkeep::Upkeep;
 
 use crate::config::{Balance, HealthCheckConfig, PassiveConfig};
+use arc_swap::ArcSwap;
 use balance::Ring;
 use pingora_core::upstreams::peer::HttpPeer;
 use std::net::SocketAddr;
@@ -19,14 +23,36 @@ use std::time::Duration;
 pub struct Backend {
     /// As written in the config; the `backend` label and `/status` key.
     pub addr: Arc<str>,
-    pub socket: SocketAddr,
+    /// `addr` names a host rather than an address, so it is resolved again every
+    /// `dns_refresh` and `endpoint` may change while the config stays loaded.
+    pub by_name: bool,
+    pub endpoint: ArcSwap<Endpoint>,
     pub weight: u32,
     pub backup: bool,
     pub health: Arc<Health>,
     /// Requests in flight, for `least_conn`.
     pub inflight: AtomicUsize,
+}
+
+/// Where a backend is reached now.
+pub struct Endpoint {
+    pub socket: SocketAddr,
     /// The peer every request to this backend starts from (TLS, timeouts, HTTP version).
     pub peer: HttpPeer,
+}
+
+impl Endpoint {
+    pub fn new(socket: SocketAddr, peer: HttpPeer) -> Self {
+        Endpoint { socket, peer }
+    }
+
+    /// The same peer at another address. The connection pool is keyed by address, so
+    /// connections to the old one are never handed out for the new one.
+    pub fn moved_to(&self, socket: SocketAddr) -> Self {
+        let mut peer = self.peer.clone();
+        peer._address = pingora_core::protocols::l4::socket::SocketAddr::Inet(socket);
+        Endpoint { socket, peer }
+    }
 }
 
 pub struct Pool {
@@ -37,6 +63,8 @@ pub struct Pool {
     pub retries: usize,
     pub passive: PassiveConfig,
     pub health_check: Option<HealthCheckConfig>,
+    /// How often backends given by name are resolved again; zero: only at load.
+    pub dns_refresh: Duration,
     /// The Host header to send instead of the client's.
     pub host: Option<String>,
     rr: AtomicUsize,
@@ -56,6 +84,7 @@ impl Pool {
         retries: usize,
         passive: PassiveConfig,
         health_check: Option<HealthCheckConfig>,
+        dns_refresh: Duration,
         host: Option<String>,
     ) -> Self {
         let slots = [
@@ -71,6 +100,7 @@ impl Pool {
             retries,
             passive,
             health_check,
+            dns_refresh,
             host,
             rr: AtomicUsize::new(0),
             slots,
@@ -255,17 +285,30 @@ mod tests {
                 let socket: SocketAddr = format!("127.0.0.1:{}", 9000 + i).parse().unwrap();
                 Backend {
                     addr: socket.to_string().into(),
-                    socket,
+                    by_name: false,
+                    endpoint: ArcSwap::from_pointee(Endpoint::new(
+                        socket,
+                        HttpPeer::new(socket, false, String::new()),
+                    )),
                     weight,
                     backup,
                     health: Arc::new(Health::new(false)),
                     inflight: AtomicUsize::new(0),
-                    peer: HttpPeer::new(socket, false, String::new()),
                 }
             })
             .collect();
         let passive = PassiveConfig::default();
-        Pool::new("t".into(), backends, balance, None, 2, passive, None, None)
+        Pool::new(
+            "t".into(),
+            backends,
+            balance,
+            None,
+            2,
+            passive,
+            None,
+            Duration::ZERO,
+            None,
+        )
     }
 
     fn counts(pool: &Pool, n: usize) -> Vec<usize> {
