@@ -1229,6 +1229,9 @@ async fn a_probe_the_client_abandoned_does_not_keep_the_backend_out() {
     );
 }
 
+/// The length of every line [`PrivateHosts::set`] writes.
+const HOSTS_LINE_LEN: usize = "127.0.0.11 moving.portico.test".len();
+
 /// An `/etc/hosts` of the test's own, seen only by a portico started under [`PrivateHosts::wrapper`]
 /// (a mount namespace with this file bound over `/etc/hosts`, and name lookups limited to
 /// files so that a missing name fails at once instead of asking a DNS server). Rewriting the
@@ -1251,15 +1254,24 @@ impl PrivateHosts {
             return None;
         }
         let hosts = PrivateHosts {
-            hosts: dir.write("hosts", ""),
+            hosts: dir.write("hosts", " ".repeat(HOSTS_LINE_LEN + 21)),
             nsswitch: dir.write("nsswitch.conf", "hosts: files\n"),
         };
         Some(hosts)
     }
 
     /// Writes the file in place: the bind mount follows the inode, so it must not be replaced.
-    fn set(&self, lines: &str) {
-        std::fs::write(&self.hosts, format!("127.0.0.1 localhost\n{lines}")).unwrap();
+    /// Every content has the same length and goes out in one write without truncating first,
+    /// so a lookup at that moment never sees an empty or shortened file.
+    fn set(&self, line: &str) {
+        use std::io::Write;
+        assert_eq!(line.len(), HOSTS_LINE_LEN, "{line:?}");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.hosts)
+            .unwrap();
+        file.write_all(format!("127.0.0.1 localhost\n{line}\n").as_bytes())
+            .unwrap();
     }
 
     fn wrapper(&self) -> Vec<String> {
@@ -1285,11 +1297,11 @@ async fn a_backend_given_by_name_follows_its_address_and_survives_failed_lookups
     let Some(hosts) = PrivateHosts::new(&dir) else {
         return;
     };
-    let mut a = Backend::http_at("a", [127, 0, 0, 9].into(), 0);
+    let mut a = Backend::http_at("a", [127, 0, 0, 11].into(), 0);
     let port = a.port();
-    let _b = Backend::http_at("b", [127, 0, 0, 10].into(), port);
+    let _b = Backend::http_at("b", [127, 0, 0, 12].into(), port);
     let name = format!("moving.portico.test:{port}");
-    hosts.set("127.0.0.9 moving.portico.test\n");
+    hosts.set("127.0.0.11 moving.portico.test");
     let ports = Ports::new();
     let app = format!(
         "backends: [{{ addr: \"{name}\" }}], dns_refresh: 1s, passive: {{ failures: 1, eject_for: 60s }}"
@@ -1297,7 +1309,7 @@ async fn a_backend_given_by_name_follows_its_address_and_survives_failed_lookups
     let gw = Gateway::start_under(dir, &ports.yaml(&app), &hosts.wrapper()).await;
     assert_eq!(backend_of(&get(&gw, "/").await), "a");
     let st = status_of(&gw, &name).await;
-    assert_eq!(st["address"], format!("127.0.0.9:{port}"), "{st}");
+    assert_eq!(st["address"], format!("127.0.0.11:{port}"), "{st}");
 
     // The backend at the old address dies: one failure ejects it, and with nothing left the
     // gateway answers 503 at once.
@@ -1308,7 +1320,7 @@ async fn a_backend_given_by_name_follows_its_address_and_survives_failed_lookups
 
     // The name moves. Within a refresh or two the backend is at the new address and back in
     // service, long before its 60 s ejection would have ended.
-    hosts.set("127.0.0.10 moving.portico.test\n");
+    hosts.set("127.0.0.12 moving.portico.test");
     let moved_at = Instant::now();
     loop {
         let r = get(&gw, "/").await;
@@ -1328,7 +1340,7 @@ async fn a_backend_given_by_name_follows_its_address_and_survives_failed_lookups
     assert_eq!(
         (st["address"].as_str(), st["state"].as_str(), &st["addr"]),
         (
-            Some(&*format!("127.0.0.10:{port}")),
+            Some(&*format!("127.0.0.12:{port}")),
             Some("healthy"),
             &Value::from(name.clone())
         ),
@@ -1337,7 +1349,7 @@ async fn a_backend_given_by_name_follows_its_address_and_survives_failed_lookups
     let log = gw.stderr_text();
     assert!(
         log.contains(&format!(
-            "backend {name} moved from 127.0.0.9:{port} to 127.0.0.10:{port}"
+            "backend {name} moved from 127.0.0.11:{port} to 127.0.0.12:{port}"
         )),
         "{log}"
     );
@@ -1355,8 +1367,9 @@ async fn a_backend_given_by_name_follows_its_address_and_survives_failed_lookups
         2.0
     );
 
-    // The name stops resolving: the backend stays where it was, and says so once.
-    hosts.set("");
+    // The name stops resolving: the backend stays where it was, and says so once however
+    // many refreshes fail.
+    hosts.set("127.0.0.12 absent.portico.test");
     assert!(
         gw.wait_for_stderr(
             &format!("backend {name} cannot be resolved"),
@@ -1369,7 +1382,9 @@ async fn a_backend_given_by_name_follows_its_address_and_survives_failed_lookups
     for _ in 0..3 {
         assert_eq!(backend_of(&get(&gw, "/").await), "b");
     }
-    hosts.set("127.0.0.10 moving.portico.test\n");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(backend_of(&get(&gw, "/").await), "b");
+    hosts.set("127.0.0.12 moving.portico.test");
     assert!(
         gw.wait_for_stderr(
             &format!("backend {name} resolves again"),
