@@ -41,6 +41,7 @@ async fn every_semantic_error_is_reported_with_path_and_line() {
          \x20       - {{ cert: /nonexistent/c.crt, key: /nonexistent/c.key }}\n\
          server:\n\
          \x20 trusted_proxies: [10.0.0.0/33]\n\
+         \x20 upstream_keepalive_pool: 0\n\
          upstreams:\n\
          \x20 app:\n\
          \x20   backends:\n\
@@ -83,28 +84,34 @@ async fn every_semantic_error_is_reported_with_path_and_line() {
     has_error(&stderr, "server.trusted_proxies[0]", "CIDR", Some(13));
     has_error(
         &stderr,
+        "server.upstream_keepalive_pool",
+        "at least 1",
+        Some(14),
+    );
+    has_error(
+        &stderr,
         "upstreams.app.backends[0].addr",
         "no port",
-        Some(17),
+        Some(18),
     );
     has_error(
         &stderr,
         "upstreams.app.dns_refresh",
         "at least 1s",
-        Some(18),
+        Some(19),
     );
-    has_error(&stderr, "routes[1].name", "duplicate route name", Some(22));
+    has_error(&stderr, "routes[1].name", "duplicate route name", Some(23));
     has_error(
         &stderr,
         "routes[1].upstream",
         "no upstream named \"billing\"",
-        Some(23),
+        Some(24),
     );
     has_error(
         &stderr,
         "routes[1].match.path.regex",
         "invalid regex",
-        Some(25),
+        Some(26),
     );
     // And the same config does not start.
     let (code, stderr2) = Gateway::start_expect_failure(&yaml).await;

@@ -510,3 +510,57 @@ async fn oversized_request_head_is_431_and_a_slow_head_is_cut_off() {
     );
     assert_eq!(b.hits(), 1);
 }
+
+/// Backend connections are reused at an edge proxy's concurrency: 300 requests at once, twice,
+/// open the backend connections once. (With Pingora's own pool of 128 per thread, 172 of them
+/// were closed after each round and opened again in the next.) A small
+/// `server.upstream_keepalive_pool` shows that the setting is what decides.
+#[tokio::test]
+async fn backend_connections_are_reused_at_high_concurrency() {
+    const AT_ONCE: usize = 300;
+    for pool in [None, Some(16)] {
+        let backend = Backend::http("app");
+        let pool_key = pool
+            .map(|p| format!(", upstream_keepalive_pool: {p}"))
+            .unwrap_or_default();
+        let yaml = format!(
+            "server: {{ threads: 1, grace_period: 0s, shutdown_timeout: 1s, \
+             upgrade_sock: \"${{PORTICO_TEST_DIR}}/u.sock\", pid_file: \"${{PORTICO_TEST_DIR}}/p.pid\"{pool_key} }}\n\
+             admin: {{ listen: 127.0.0.1:{} }}\nlisteners:\n  - {{ name: web, listen: 127.0.0.1:{} }}\n\
+             upstreams:\n  app: {{ {} }}\nroutes:\n  - {{ name: all, upstream: app }}\n",
+            free_port(),
+            free_port(),
+            one(&backend)
+        );
+        let gw = Gateway::start(&yaml).await;
+        let web = gw.listener("web");
+        // Each request waits 400 ms at the backend, so the round's requests overlap there.
+        let round = || async {
+            let tasks: Vec<_> = (0..AT_ONCE)
+                .map(|_| tokio::spawn(http_get(web, "/sleep/400")))
+                .collect();
+            for t in tasks {
+                let r = t.await.unwrap().expect("GET /sleep/400");
+                assert_eq!(r.status, 200, "{}", r.text());
+            }
+        };
+        round().await;
+        let first = backend.connections();
+        assert!(
+            first >= AT_ONCE as u64 / 2,
+            "round 1 opened only {first} connections"
+        );
+        round().await;
+        let opened_again = backend.connections() - first;
+        match pool {
+            None => assert!(
+                opened_again <= first / 10,
+                "default pool: round 2 opened {opened_again} new connections after {first}"
+            ),
+            Some(p) => assert!(
+                opened_again >= first / 2,
+                "pool of {p}: round 2 opened only {opened_again} new connections after {first}"
+            ),
+        }
+    }
+}

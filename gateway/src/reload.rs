@@ -78,6 +78,10 @@ fn load_and_check(shared: &Shared) -> Result<Arc<Snapshot>, ConfigErrors> {
         ),
         ("pid_file", was.pid_file != now.pid_file),
         ("upgrade_sock", was.upgrade_sock != now.upgrade_sock),
+        (
+            "upstream_keepalive_pool",
+            was.upstream_keepalive_pool != now.upstream_keepalive_pool,
+        ),
     ] {
         if changed {
             log::warn!("config reload: server.{key} changed; it takes effect at the next start or binary upgrade");

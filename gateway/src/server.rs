@@ -168,6 +168,7 @@ fn server_conf(snap: &Snapshot, base: &std::path::Path, daemon: bool) -> ServerC
         graceful_shutdown_timeout_seconds: Some(1),
         // Portico bounds retries per upstream itself.
         max_retries: 16,
+        upstream_keepalive_pool_size: s.upstream_keepalive_pool,
         ..Default::default()
     }
 }

@@ -132,6 +132,10 @@ fn check_server(cfg: &Config, p: &mut Problems) {
     if cfg.server.threads == Some(0) {
         p.add("server.threads", "must be at least 1");
     }
+    if cfg.server.upstream_keepalive_pool == 0 {
+        // Pingora's pool cannot be turned off by size: at 0 it warns on every request.
+        p.add("server.upstream_keepalive_pool", "must be at least 1");
+    }
     match cfg.admin.listen.parse::<SocketAddr>() {
         Ok(addr) => {
             if !addr.ip().is_loopback() && cfg.admin.token.as_deref().unwrap_or("").is_empty() {
