@@ -460,7 +460,6 @@ fn compile_pool(
             );
             backends.push(Backend {
                 addr: b.addr.as_str().into(),
-                by_name: crate::upstream::is_name(&b.addr),
                 endpoint: ArcSwap::from_pointee(Endpoint::new(socket, peer)),
                 weight: b.weight.max(1),
                 backup,

@@ -69,29 +69,30 @@ impl Gateway {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Gateway {
-        let dir = Arc::new(dir);
-        let config_path = dir.write("portico.yaml", yaml);
-        let mut gateway = Gateway::spawn(dir, config_path, args, env);
-        if !gateway.wait_ready(START_TIMEOUT).await {
-            let exit = gateway.child.try_wait().ok().flatten();
-            panic!(
-                "portico did not become ready within {START_TIMEOUT:?} (exit: {exit:?}); \
-                 its stderr follows"
-            );
-        }
-        gateway
+        Gateway::start_wrapped(dir, yaml, args, env, &[]).await
     }
 
     /// [`Gateway::start_in`], with portico run by `wrapper` (a command and its arguments, to
     /// which portico's own command line is appended), e.g. in a namespace of its own.
     pub async fn start_under(dir: TestDir, yaml: &str, wrapper: &[String]) -> Gateway {
+        Gateway::start_wrapped(dir, yaml, &[], &[], wrapper).await
+    }
+
+    async fn start_wrapped(
+        dir: TestDir,
+        yaml: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        wrapper: &[String],
+    ) -> Gateway {
         let dir = Arc::new(dir);
         let config_path = dir.write("portico.yaml", yaml);
-        let mut gateway = Gateway::spawn_under(dir, config_path, &[], &[], wrapper);
+        let mut gateway = Gateway::spawn_under(dir, config_path, args, env, wrapper);
         if !gateway.wait_ready(START_TIMEOUT).await {
+            let exit = gateway.child.try_wait().ok().flatten();
             panic!(
-                "portico under {wrapper:?} did not become ready within {START_TIMEOUT:?}; stderr: {}",
-                gateway.stderr_text()
+                "portico did not become ready within {START_TIMEOUT:?} (exit: {exit:?}); \
+                 its stderr follows"
             );
         }
         gateway

@@ -8,7 +8,7 @@ mod upkeep;
 
 pub use balance::hash_key;
 pub use health::{Admission, Detail, Health, Probe, State};
-pub use resolve::{is_name, resolve};
+pub use resolve::resolve;
 pub use upkeep::Upkeep;
 
 use crate::config::{Balance, HealthCheckConfig, PassiveConfig};
@@ -23,9 +23,8 @@ use std::time::Duration;
 pub struct Backend {
     /// As written in the config; the `backend` label and `/status` key.
     pub addr: Arc<str>,
-    /// `addr` names a host rather than an address, so it is resolved again every
-    /// `dns_refresh` and `endpoint` may change while the config stays loaded.
-    pub by_name: bool,
+    /// Where `addr` is reached now: it changes while the config stays loaded when `addr` is
+    /// a host name whose address moves (resolve.rs).
     pub endpoint: ArcSwap<Endpoint>,
     pub weight: u32,
     pub backup: bool,
@@ -285,7 +284,6 @@ mod tests {
                 let socket: SocketAddr = format!("127.0.0.1:{}", 9000 + i).parse().unwrap();
                 Backend {
                     addr: socket.to_string().into(),
-                    by_name: false,
                     endpoint: ArcSwap::from_pointee(Endpoint::new(
                         socket,
                         HttpPeer::new(socket, false, String::new()),

@@ -15,7 +15,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Whether `addr` is a host name (to be resolved) rather than an address.
-pub fn is_name(addr: &str) -> bool {
+pub(super) fn is_name(addr: &str) -> bool {
     addr.parse::<SocketAddr>().is_err()
 }
 

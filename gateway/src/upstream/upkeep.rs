@@ -3,7 +3,7 @@
 //! swapped in (health records survive; only the tasks are replaced).
 
 use super::check::check_loop;
-use super::resolve::refresh_loop;
+use super::resolve::{is_name, refresh_loop};
 use super::{Health, Pool};
 use pingora_core::connectors::http::Connector;
 use pingora_core::server::ShutdownWatch;
@@ -58,7 +58,7 @@ impl BackgroundService for Upkeep {
                         // must not keep a backend out on their last word.
                         b.health.forget_checks(&pool.name, &b.addr);
                     }
-                    if b.by_name && !pool.dns_refresh.is_zero() {
+                    if !pool.dns_refresh.is_zero() && is_name(&b.addr) {
                         tasks.push(tokio::spawn(refresh_loop(pool.clone(), i)));
                     }
                 }
