@@ -9,7 +9,7 @@ use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use plugins_support::*;
 use serde_json::{json, Value};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 // ---------------------------------------------------------------------------------------
 // ip_filter
@@ -160,6 +160,108 @@ routes:
         assert_eq!(r.text(), "Unauthorized\n");
     }
     assert_eq!(b.hits(), 2);
+}
+
+/// A cost-12 bcrypt hash of "correct horse", made once with `bcrypt::hash(.., 12)`: making it
+/// at test time would cost the test seconds of CPU before it starts.
+const COST_12_HASH: &str = "$2b$12$d5OSCRn87DcNpg/A1KxGBOmXcISmFokFJMQx4lCDz6RCKWwDEro62";
+
+#[tokio::test]
+async fn basic_auth_bounds_bcrypt_checks_at_once_and_answers_the_rest_503_without_waiting() {
+    let b = Backend::http("app");
+    // One worker thread: were bcrypt run on it, the other route would wait for it too.
+    let yaml = config_with(
+        &server("threads: 1"),
+        &[("app", b.addr())],
+        &format!(
+            "
+routes:
+  - name: staff
+    match: {{ path: {{ prefix: /staff }} }}
+    upstream: app
+    plugins:
+      - basic_auth: {{ users: {{ alice: \"{COST_12_HASH}\" }}, max_concurrent: 1 }}
+  - name: public
+    upstream: app
+"
+        ),
+    );
+    let gw = Gateway::start(&yaml).await;
+    let web = gw.listener("web");
+
+    // Eight wrong passwords at once. A cost-12 check takes a quarter of a second in a release
+    // build, seconds in this debug one: the first request's check holds the only slot while
+    // the others arrive.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let wrong = basic("alice", "wrong");
+    for _ in 0..8 {
+        let (tx, wrong) = (tx.clone(), wrong.clone());
+        tokio::spawn(async move {
+            let r = http_request(
+                web,
+                "GET",
+                "/staff",
+                &[("authorization", &wrong)],
+                Body::empty(),
+            )
+            .await
+            .unwrap();
+            let _ = tx.send((r, Instant::now()));
+        });
+    }
+    drop(tx);
+    // As soon as one is refused as busy, a request to the other route, measured against the
+    // check still running: it is answered first.
+    let mut answers = Vec::new();
+    while let Some((r, at)) = rx.recv().await {
+        let busy = r.status == 503;
+        answers.push((r, at));
+        if busy {
+            break;
+        }
+    }
+    assert_eq!(
+        answers.last().unwrap().0.status,
+        503,
+        "no request was refused as busy: {:?}",
+        answers.iter().map(|(r, _)| r.status).collect::<Vec<_>>()
+    );
+    let r = get(&gw, "/public", &[]).await;
+    assert_eq!(r.status, 200);
+    let public_at = Instant::now();
+    while let Some(answer) = rx.recv().await {
+        answers.push(answer);
+    }
+
+    let checked: Vec<Instant> = answers
+        .iter()
+        .filter(|(r, _)| r.status == 401)
+        .map(|(_, at)| *at)
+        .collect();
+    let busy: Vec<&(Response, Instant)> = answers.iter().filter(|(r, _)| r.status == 503).collect();
+    assert_eq!(checked.len() + busy.len(), 8, "only 401s and 503s");
+    assert!(
+        !checked.is_empty(),
+        "the check that ran refused the password"
+    );
+    let first_check_done = *checked.iter().min().unwrap();
+    assert!(
+        public_at < first_check_done,
+        "the other route waited for bcrypt"
+    );
+    for (r, at) in busy {
+        assert!(
+            *at < first_check_done,
+            "a busy answer waited for the running check"
+        );
+        assert_eq!(r.header("retry-after"), Some("1"));
+        assert!(r.header("www-authenticate").is_none());
+        assert_eq!(
+            r.text(),
+            "Service Unavailable: too many password checks at once\n"
+        );
+    }
+    assert_eq!(b.seen_paths(), ["/public"]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -511,4 +613,56 @@ routes:
         assert_eq!(r.status, 401, "{why}");
     }
     assert_eq!(b.hits(), 2);
+}
+
+#[tokio::test]
+async fn jwt_a_forwarded_claim_that_cannot_be_a_header_value_refuses_the_token() {
+    let b = Backend::http("app");
+    let yaml = config(
+        &[("app", b.addr())],
+        "
+routes:
+  - name: api
+    upstream: app
+    plugins:
+      - jwt_auth: { secret: \"${JWT_SECRET}\", forward_claims: { sub: X-User-Id } }
+",
+    );
+    let gw = Gateway::start_with(&yaml, &[], &[("JWT_SECRET", JWT_SECRET)]).await;
+    let token = |sub: &str| hs256(JWT_SECRET, json!({ "sub": sub, "exp": now() + 300 }));
+
+    for (why, sub) in [
+        ("a header injected after CR LF", "alice\r\nX-Admin: true"),
+        ("a line feed", "alice\n"),
+        ("a NUL", "al\u{0}ice"),
+        ("a leading tab, which a header's reader strips", "\talice"),
+        ("a trailing space, which a header's reader strips", "alice "),
+    ] {
+        let r = get(
+            &gw,
+            "/",
+            &[
+                ("authorization", &bearer(&token(sub))),
+                ("x-user-id", "alice"),
+            ],
+        )
+        .await;
+        assert_eq!(r.status, 401, "{why}");
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some("Bearer error=\"invalid_token\""),
+            "{why}"
+        );
+    }
+    assert_eq!(b.hits(), 0, "no refused token reached the backend");
+
+    // What can be sent as it is, is.
+    let r = get(
+        &gw,
+        "/",
+        &[("authorization", &bearer(&token("alice smith")))],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["headers"]["x-user-id"], "alice smith");
 }

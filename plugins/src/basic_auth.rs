@@ -1,7 +1,7 @@
 //! `basic_auth`: HTTP Basic authentication against bcrypt password hashes.
 //!
 //! ```yaml
-//! - basic_auth: { realm: portico, users: { alice: "$2b$12$..." } }   # htpasswd -nbB alice PASSWORD
+//! - basic_auth: { realm: portico, users: { alice: "$2b$12$..." }, max_concurrent: 0 }   # htpasswd -nbB alice PASSWORD
 //! ```
 //!
 //! Only bcrypt hashes (`$2a$`, `$2b$`, `$2y$`) are accepted; a plain-text password in the
@@ -9,10 +9,15 @@
 //! with `WWW-Authenticate: Basic realm="..."`. On success the var `user` holds the user name
 //! for later plugins. The `Authorization` header is passed on to the upstream unchanged.
 //!
-//! bcrypt is slow on purpose (tens of milliseconds per check at cost 10-12). So checks run
-//! on Tokio's blocking pool, never on the worker that serves other requests, and a
-//! successful check is remembered (by a SHA-256 of the header value, never the password
-//! itself) so a valid client pays for bcrypt once, not on every request.
+//! bcrypt is slow on purpose (tens of milliseconds of CPU per check at cost 10-12), which makes
+//! it a lever against the gateway: a client sending wrong passwords as fast as it can asks
+//! for a core's worth of work per few requests. So checks run on Tokio's blocking pool, never
+//! on the worker that serves other requests; at most `max_concurrent` of them (default: the
+//! number of cores) run at once, and a request that finds them all busy is answered 503 with
+//! `Retry-After: 1` at once rather than queued behind them (a queue would only make every
+//! later request, the right passwords' too, wait longer). A successful check is remembered
+//! (by a SHA-256 of the header value, never the password itself) so a valid client pays for
+//! bcrypt once, not on every request, and is never refused as busy again.
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -22,6 +27,7 @@ use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
 
 /// How many verified credentials are remembered. Past it the memory is cleared, which costs
 /// each active client one more bcrypt check: simpler than an LRU for a set this small.
@@ -33,6 +39,9 @@ pub struct BasicAuthConfig {
     #[serde(default = "default_realm")]
     pub realm: String,
     pub users: BTreeMap<String, String>,
+    /// bcrypt checks in progress at once; 0: the number of cores.
+    #[serde(default)]
+    pub max_concurrent: usize,
 }
 
 fn default_realm() -> String {
@@ -48,6 +57,18 @@ pub struct BasicAuth {
     /// SHA-256 of an `Authorization` value already verified, to the user it names. A std
     /// Mutex: held only for one map lookup or insert, never across an await.
     verified: Mutex<HashMap<[u8; 32], Arc<str>>>,
+    /// One permit per bcrypt check allowed at once. Taken without waiting: a check that
+    /// finds none is answered 503 (see the module's doc).
+    checks: Arc<Semaphore>,
+}
+
+/// What a request's credentials come to.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    User(Arc<str>),
+    Refused,
+    /// Every bcrypt check allowed at once is in progress: try again shortly.
+    Busy,
 }
 
 /// `user:password` from an `Authorization: Basic ...` value.
@@ -72,21 +93,38 @@ impl BasicAuth {
         )
     }
 
-    /// The user this header value authenticates, checking bcrypt only on a first sight.
-    async fn authenticate(&self, header: &str) -> Option<Arc<str>> {
+    fn busy(&self) -> Flow {
+        Flow::Respond(
+            Response::text(
+                503,
+                "Service Unavailable: too many password checks at once\n",
+            )
+            .with_header("Retry-After", "1"),
+        )
+    }
+
+    /// Who this header value authenticates, checking bcrypt only on a first sight.
+    async fn authenticate(&self, header: &str) -> Verdict {
         let key = openssl::sha::sha256(header.as_bytes());
         if let Some(user) = self.lock().get(&key) {
-            return Some(user.clone());
+            return Verdict::User(user.clone());
         }
-        let (user, password) = parse_basic(header)?;
+        let Some((user, password)) = parse_basic(header) else {
+            return Verdict::Refused;
+        };
+        let Ok(permit) = self.checks.clone().try_acquire_owned() else {
+            return Verdict::Busy;
+        };
         let known = self.users.contains_key(&user);
         let hash = self.users.get(&user).unwrap_or(&self.decoy_hash).clone();
-        let ok =
-            tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
-                .await
-                .ok()?;
-        if !(ok && known) {
-            return None;
+        // The permit goes with the check, not with this request: a client that hangs up
+        // does not stop the bcrypt work, so its slot stays taken until the work is done.
+        let check = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            bcrypt::verify(password, &hash).unwrap_or(false)
+        });
+        if !(check.await.unwrap_or(false) && known) {
+            return Verdict::Refused;
         }
         let user: Arc<str> = Arc::from(user);
         let mut verified = self.lock();
@@ -94,7 +132,7 @@ impl BasicAuth {
             verified.clear();
         }
         verified.insert(key, user.clone());
-        Some(user)
+        Verdict::User(user)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Arc<str>>> {
@@ -119,11 +157,12 @@ impl Plugin for BasicAuth {
             return self.refuse();
         };
         match self.authenticate(&header).await {
-            Some(user) => {
+            Verdict::User(user) => {
                 state.set_var("user", &*user);
                 Flow::Continue
             }
-            None => self.refuse(),
+            Verdict::Refused => self.refuse(),
+            Verdict::Busy => self.busy(),
         }
     }
 }
@@ -154,11 +193,16 @@ impl PluginConfig for BasicAuth {
             check_hash(hash).map_err(|e| format!("users.{user}: {e}"))?;
         }
         let decoy_hash = config.users.values().next().cloned().unwrap_or_default();
+        let max_concurrent = match config.max_concurrent {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n.min(Semaphore::MAX_PERMITS),
+        };
         Ok(BasicAuth {
             users: Arc::new(config.users.into_iter().collect()),
             decoy_hash,
             challenge: format!("Basic realm=\"{}\"", config.realm),
             verified: Mutex::new(HashMap::new()),
+            checks: Arc::new(Semaphore::new(max_concurrent)),
         })
     }
 }
@@ -185,6 +229,7 @@ mod tests {
                 .iter()
                 .map(|(u, h)| (u.to_string(), h.to_string()))
                 .collect(),
+            max_concurrent: 0,
         };
         BasicAuth::build(config, &BuildContext::new(".".into(), None))
     }
@@ -211,19 +256,57 @@ mod tests {
         let hash = bcrypt::hash("pw", 4).unwrap();
         let p = plugin(&[("alice", &hash), ("bob", &hash)]).unwrap();
         assert_eq!(p.challenge, "Basic realm=\"test\"");
-        assert_eq!(
-            p.authenticate(&basic("alice", "pw")).await.as_deref(),
-            Some("alice")
-        );
+        let alice = Verdict::User("alice".into());
+        assert_eq!(p.authenticate(&basic("alice", "pw")).await, alice);
         assert_eq!(p.lock().len(), 1);
+        assert_eq!(p.authenticate(&basic("alice", "pw")).await, alice);
         assert_eq!(
-            p.authenticate(&basic("alice", "pw")).await.as_deref(),
-            Some("alice")
+            p.authenticate(&basic("alice", "wrong")).await,
+            Verdict::Refused
         );
-        assert_eq!(p.authenticate(&basic("alice", "wrong")).await, None);
         // Knowing a password does not help under a name that is not configured.
-        assert_eq!(p.authenticate(&basic("mallory", "pw")).await, None);
+        assert_eq!(
+            p.authenticate(&basic("mallory", "pw")).await,
+            Verdict::Refused
+        );
         assert_eq!(p.lock().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn with_every_check_slot_taken_a_new_check_is_busy_but_remembered_users_get_in() {
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let p = plugin(&[("alice", &hash)]).unwrap();
+        assert_eq!(
+            p.checks.available_permits(),
+            std::thread::available_parallelism().map_or(1, usize::from),
+            "0 means the number of cores"
+        );
+        assert_eq!(
+            p.authenticate(&basic("alice", "pw")).await,
+            Verdict::User("alice".into())
+        );
+        let all = p
+            .checks
+            .clone()
+            .acquire_many_owned(p.checks.available_permits() as u32)
+            .await
+            .unwrap();
+        assert_eq!(
+            p.authenticate(&basic("alice", "wrong")).await,
+            Verdict::Busy
+        );
+        assert_eq!(p.authenticate(&basic("bob", "pw")).await, Verdict::Busy);
+        // No bcrypt needed: not busy.
+        assert_eq!(
+            p.authenticate(&basic("alice", "pw")).await,
+            Verdict::User("alice".into())
+        );
+        assert_eq!(p.authenticate("Bearer x").await, Verdict::Refused);
+        drop(all);
+        assert_eq!(
+            p.authenticate(&basic("alice", "wrong")).await,
+            Verdict::Refused
+        );
     }
 
     #[test]
