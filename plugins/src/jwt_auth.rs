@@ -22,6 +22,12 @@
 //! upstream in the named header. Those headers are always removed from what the client
 //! sent first, so a client cannot pass its own `X-User-Id`. The `Authorization` header
 //! itself is passed on unchanged.
+//!
+//! A forwarded claim whose text cannot travel as a header value exactly as it is (a control
+//! character, tab included, or leading or trailing spaces, which a header's reader strips)
+//! refuses the token with 401: sending the header without it would let the upstream read a
+//! missing `X-User-Id` as "no user" rather than "this user", and a stripped one as another
+//! user's name.
 
 use async_trait::async_trait;
 use gateway::config::Dur;
@@ -116,17 +122,28 @@ impl JwtAuth {
         Ok(data.claims)
     }
 
-    fn forwarded(&self, claims: &Map<String, Value>) -> ForwardedClaims {
-        let values = self
-            .forward_claims
-            .iter()
-            .filter_map(|(claim, header)| {
-                let value = HeaderValue::from_str(&claim_text(claims.get(claim)?)).ok()?;
-                Some((header.clone(), value))
-            })
-            .collect();
-        ForwardedClaims(values)
+    /// The headers for the claims to forward that the token has; an error names a claim
+    /// that cannot be sent as it is.
+    fn forwarded(&self, claims: &Map<String, Value>) -> Result<ForwardedClaims, String> {
+        let mut values = Vec::with_capacity(self.forward_claims.len());
+        for (claim, header) in &self.forward_claims {
+            let Some(value) = claims.get(claim) else {
+                continue;
+            };
+            let value = header_value(&claim_text(value))
+                .ok_or_else(|| format!("claim {claim:?} cannot be sent as a header value"))?;
+            values.push((header.clone(), value));
+        }
+        Ok(ForwardedClaims(values))
     }
+}
+
+/// `text` as a header value that a reader gets back byte for byte: no control characters
+/// (which `HeaderValue` would refuse, except tab) and no surrounding spaces or tabs (which
+/// readers strip).
+fn header_value(text: &str) -> Option<HeaderValue> {
+    let exact = !text.bytes().any(|b| b < 0x20 || b == 0x7f) && text.trim_matches(' ') == text;
+    exact.then(|| HeaderValue::from_str(text).ok()).flatten()
 }
 
 /// A claim as text: strings as they are, anything else as JSON.
@@ -164,9 +181,12 @@ impl Plugin for JwtAuth {
                     .with_header("WWW-Authenticate", "Bearer"),
             );
         };
-        match self.verify(token) {
-            Ok(claims) => {
-                state.extensions.insert(self.forwarded(&claims));
+        match self
+            .verify(token)
+            .and_then(|claims| Ok((self.forwarded(&claims)?, claims)))
+        {
+            Ok((forwarded, claims)) => {
+                state.extensions.insert(forwarded);
                 for (name, value) in &claims {
                     state.set_var(format!("jwt.{name}"), claim_text(value));
                 }
@@ -332,11 +352,42 @@ mod tests {
             ))
             .unwrap();
         assert_eq!(claims["sub"], "alice");
-        let fwd = p.forwarded(&claims);
+        let fwd = p.forwarded(&claims).unwrap();
         assert_eq!(fwd.0.len(), 1);
         assert_eq!(fwd.0[0].0, "x-user-id");
         assert_eq!(fwd.0[0].1, "alice");
         assert_eq!(claim_text(&claims["admin"]), "true");
+    }
+
+    #[test]
+    fn a_claim_that_cannot_be_a_header_value_as_it_is_refuses_the_token() {
+        let p = plugin(HS_CONFIG, ".".into()).unwrap();
+        let forwarded = |sub: Value| p.forwarded(json!({ "sub": sub }).as_object().unwrap());
+        for bad in [
+            "alice\r\nX-Admin: 1",
+            "alice\n",
+            "al\u{0}ice",
+            "\talice",
+            "alice ",
+            " alice",
+            "a\u{7f}",
+        ] {
+            let err = forwarded(json!(bad))
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?}"));
+            assert!(err.contains("\"sub\""), "{err}");
+        }
+        for good in [
+            json!("alice smith"),
+            json!("José"),
+            json!(""),
+            json!(42),
+            json!(["a", "b"]),
+        ] {
+            assert_eq!(forwarded(good.clone()).unwrap().0.len(), 1, "{good}");
+        }
+        // A claim the token lacks is not sent, and is no reason to refuse it.
+        assert_eq!(p.forwarded(&Map::new()).unwrap().0.len(), 0);
     }
 
     #[test]
