@@ -5,6 +5,8 @@
 //!     per_second: 100      # sustained rate per key (required, > 0)
 //!     burst: 50            # extra requests allowed at once; default 0
 //!     key: client_ip       # client_ip (default) | header:NAME | route
+//!     ipv6_prefix: 64      # IPv6 clients share a bucket per /64; 128: one per address
+//!     max_keys: 100000     # local buckets kept at most; the least recently used go first
 //!     redis: null          # { url: "redis://127.0.0.1:6379", timeout: 50ms, on_error: allow | deny }
 //! ```
 //!
@@ -19,10 +21,16 @@
 //! bucket. `route` keys on the matched route's name: in the global chain, one bucket per
 //! route.
 //!
+//! A client address is counted by its network: an IPv6 client gets its /64 from its provider
+//! and can pick any of its 2^64 addresses for each request, so per-address buckets would not
+//! limit it at all. `ipv6_prefix` (1-128, default 64) is how much of an IPv6 address names
+//! the bucket; IPv4 addresses (and IPv4-mapped IPv6 ones) are counted one by one.
+//!
 //! Without `redis`, buckets live in this process (so each instance of a pair limits on its
 //! own). Memory is bounded: a bucket idle long enough to have refilled is the same as a new
-//! one, so it is dropped; past [`MAX_KEYS_PER_SHARD`] keys per shard an arbitrary one is
-//! forgotten (that key starts again with a full bucket).
+//! one, so it is dropped; and at most `max_keys` buckets are kept, the least recently used
+//! forgotten first (that key starts again with a full bucket), so a client spraying keys
+//! (header values, addresses) costs a bounded table, not the gateway's memory.
 //!
 //! With `redis`, the buckets are kept there (see [`redis_buckets`]), so every instance
 //! sharing that Redis enforces one limit together. If Redis fails to answer within
@@ -41,19 +49,22 @@ use gateway::{
     BuildContext, Flow, Plugin, PluginConfig, RequestState, Response, ResponseHeader, Session,
 };
 use http::{HeaderName, HeaderValue};
+use lru::LruCache;
 use redis_buckets::RedisBuckets;
 use serde::Deserialize;
-use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
+use std::num::NonZeroUsize;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// Buckets are split over this many locks so that concurrent requests for different keys
-/// rarely wait on each other; each lock is held for one map operation, never across an
-/// await.
-const SHARDS: usize = 16;
-/// Keys per shard before eviction: 16 × 65,536 ≈ 1M keys, around 100 MB with address keys.
-const MAX_KEYS_PER_SHARD: usize = 65_536;
+/// Large tables are split over at most this many locks so that concurrent requests for
+/// different keys rarely wait on each other; each lock is held for one map operation, never
+/// across an await.
+const MAX_SHARDS: usize = 16;
+/// Keys per shard below which a table is not split: a small `max_keys` then evicts in exact
+/// least-recently-used order, and a big one (the default 100,000) is spread over 16 locks
+/// whose own orders are each exact (the eviction order overall is then nearly so).
+const MIN_KEYS_PER_SHARD: usize = 4096;
 /// Header values used as keys are cut to this length, so a client cannot make the map hold
 /// arbitrarily large keys.
 const MAX_KEY_LEN: usize = 256;
@@ -66,12 +77,24 @@ pub struct RateLimitConfig {
     pub burst: u32,
     #[serde(default = "default_key")]
     pub key: String,
+    #[serde(default = "default_ipv6_prefix")]
+    pub ipv6_prefix: u32,
+    #[serde(default = "default_max_keys")]
+    pub max_keys: usize,
     #[serde(default)]
     pub redis: Option<RedisConfig>,
 }
 
 fn default_key() -> String {
     "client_ip".into()
+}
+
+fn default_ipv6_prefix() -> u32 {
+    64
+}
+
+fn default_max_keys() -> usize {
+    100_000
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,10 +200,8 @@ impl Bucket {
 /// hashes, so the keys stay secret per process.
 type Hasher = ahash::RandomState;
 
-struct Shard {
-    buckets: HashMap<BucketKey, Bucket, Hasher>,
-    last_sweep: Instant,
-}
+/// One lock's share of the buckets, oldest use at the back.
+type Shard = LruCache<BucketKey, Bucket, Hasher>;
 
 /// Every bucket of one plugin instance.
 struct Buckets {
@@ -194,13 +215,17 @@ struct Buckets {
 }
 
 impl Buckets {
-    fn new(rate: Rate, now: Instant) -> Self {
-        let shards = (0..SHARDS)
-            .map(|_| {
-                Mutex::new(Shard {
-                    buckets: HashMap::with_hasher(Hasher::new()),
-                    last_sweep: now,
-                })
+    /// Room for `max_keys` buckets (at least 1), nothing allocated up front: a table grows
+    /// with the keys actually seen.
+    fn new(rate: Rate, max_keys: usize) -> Self {
+        let count = (max_keys / MIN_KEYS_PER_SHARD).clamp(1, MAX_SHARDS);
+        let shards = (0..count)
+            .map(|i| {
+                // The shares add up to exactly `max_keys`.
+                let share = max_keys / count + usize::from(i < max_keys % count);
+                let mut shard = LruCache::unbounded_with_hasher(Hasher::new());
+                shard.resize(NonZeroUsize::new(share).unwrap_or(NonZeroUsize::MIN));
+                Mutex::new(shard)
             })
             .collect();
         Buckets {
@@ -212,7 +237,11 @@ impl Buckets {
     }
 
     fn shard(&self, key: &BucketKey) -> MutexGuard<'_, Shard> {
-        let i = self.hasher.hash_one(key) as usize % SHARDS;
+        let i = if self.shards.len() == 1 {
+            0
+        } else {
+            self.hasher.hash_one(key) as usize % self.shards.len()
+        };
         // A bucket map left by a panic mid-update is still usable: at worst one key's count
         // is off.
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
@@ -221,36 +250,41 @@ impl Buckets {
     fn take(&self, key: BucketKey, now: Instant) -> Outcome {
         let (rate, idle) = (self.rate, self.idle);
         let mut shard = self.shard(&key);
-        // At most one sweep per shard per refill time: its O(keys) cost is spread over every
-        // request of that period.
-        if now.saturating_duration_since(shard.last_sweep) >= idle {
-            shard
-                .buckets
-                .retain(|_, b| now.saturating_duration_since(b.last) < idle);
-            shard.last_sweep = now;
-        }
-        if let Some(bucket) = shard.buckets.get_mut(&key) {
+        if let Some(bucket) = shard.get_mut(&key) {
             return bucket.take(&rate, now);
         }
-        if shard.buckets.len() >= MAX_KEYS_PER_SHARD {
-            // Still full after the sweep: many keys are active. Forgetting one costs that key
-            // a fresh (full) bucket, the mildest failure available.
-            if let Some(victim) = shard.buckets.keys().next().cloned() {
-                shard.buckets.remove(&victim);
-            }
+        // The least recently used buckets are the longest idle: those full again are the
+        // same as new ones, so they go. Each is dropped once, so this costs O(1) a request
+        // over time, and an idle table shrinks back.
+        while shard
+            .peek_lru()
+            .is_some_and(|(_, b)| now.saturating_duration_since(b.last) >= idle)
+        {
+            shard.pop_lru();
         }
         let mut bucket = Bucket::full(&rate, now);
         let outcome = bucket.take(&rate, now);
-        shard.buckets.insert(key, bucket);
+        // At `max_keys` this forgets the least recently used bucket: that key starts again
+        // with a full bucket, the mildest failure available.
+        shard.push(key, bucket);
         outcome
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap().buckets.len())
-            .sum()
+        self.shards.iter().map(|s| s.lock().unwrap().len()).sum()
+    }
+}
+
+/// The address a client is counted under: an IPv4 address (also one written IPv4-mapped)
+/// as it is, an IPv6 address with all but its first `ipv6_prefix` bits cleared.
+fn client_network(ip: IpAddr, ipv6_prefix: u32) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX.checked_shl(128 - ipv6_prefix).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+        }
+        v4 => v4,
     }
 }
 
@@ -262,6 +296,8 @@ enum Store {
 
 pub struct RateLimit {
     key: Key,
+    /// Leading bits of an IPv6 client address that name its bucket.
+    ipv6_prefix: u32,
     store: Store,
     limit: u64,
     /// `limit` as a header value, made once.
@@ -271,14 +307,14 @@ pub struct RateLimit {
 impl RateLimit {
     fn key_of(&self, session: &Session, state: &RequestState) -> BucketKey {
         match &self.key {
-            Key::ClientIp => BucketKey::Addr(state.client_ip.to_canonical()),
+            Key::ClientIp => BucketKey::Addr(client_network(state.client_ip, self.ipv6_prefix)),
             Key::Route => BucketKey::Text(state.route.as_deref().unwrap_or("").into()),
             Key::Header(name) => match session.req_header().headers.get(name) {
                 Some(v) => {
                     let bytes = &v.as_bytes()[..v.len().min(MAX_KEY_LEN)];
                     BucketKey::Text(String::from_utf8_lossy(bytes).into())
                 }
-                None => BucketKey::Addr(state.client_ip.to_canonical()),
+                None => BucketKey::Addr(client_network(state.client_ip, self.ipv6_prefix)),
             },
         }
     }
@@ -380,13 +416,22 @@ impl PluginConfig for RateLimit {
                 }
             },
         };
+        if !(1..=128).contains(&config.ipv6_prefix) {
+            return Err(format!(
+                "ipv6_prefix: {} is not a prefix length from 1 to 128",
+                config.ipv6_prefix
+            ));
+        }
+        if config.max_keys == 0 {
+            return Err("max_keys: must be at least 1".into());
+        }
         let capacity = u64::from(config.per_second) + u64::from(config.burst);
         let rate = Rate {
             per_second: f64::from(config.per_second),
             capacity: capacity as f64,
         };
         let store = match &config.redis {
-            None => Store::Local(Buckets::new(rate, Instant::now())),
+            None => Store::Local(Buckets::new(rate, config.max_keys)),
             Some(redis) => {
                 check_redis(redis)?;
                 // Instances with the same config share buckets; two limits on one route, or
@@ -408,6 +453,7 @@ impl PluginConfig for RateLimit {
         };
         Ok(RateLimit {
             key,
+            ipv6_prefix: config.ipv6_prefix,
             store,
             limit: capacity,
             limit_value: HeaderValue::from(capacity),
@@ -497,7 +543,7 @@ mod tests {
 
     #[test]
     fn keys_have_their_own_buckets_and_idle_ones_are_dropped() {
-        let buckets = Buckets::new(rate(1, 0), Instant::now());
+        let buckets = Buckets::new(rate(1, 0), 100_000);
         let t0 = Instant::now();
         assert!(matches!(
             buckets.take(text("a"), t0),
@@ -514,14 +560,60 @@ mod tests {
         assert_eq!(buckets.len(), 2);
         // After the refill time every idle bucket is full again, so it can be forgotten.
         let later = t0 + Duration::from_secs(5);
-        for i in 0..SHARDS * 4 {
+        for i in 0..MAX_SHARDS * 4 {
             buckets.take(text(&format!("k{i}")), later);
         }
         assert!(matches!(
             buckets.take(text("a"), later),
             Outcome::Allowed { .. }
         ));
-        assert!(buckets.len() <= SHARDS * 4 + 1, "{}", buckets.len());
+        assert!(buckets.len() <= MAX_SHARDS * 4 + 1, "{}", buckets.len());
+    }
+
+    #[test]
+    fn at_max_keys_the_least_recently_used_bucket_goes() {
+        let buckets = Buckets::new(rate(1, 0), 2);
+        let t0 = Instant::now();
+        let refused = |k: &str| matches!(buckets.take(text(k), t0), Outcome::Refused { .. });
+        assert!(!refused("a"));
+        assert!(!refused("b"));
+        assert!(
+            refused("a"),
+            "a is remembered, and now the most recently used"
+        );
+        assert!(!refused("c"), "c takes b's place, the least recently used");
+        assert_eq!(buckets.len(), 2);
+        assert!(refused("a"), "a was kept");
+        assert!(!refused("b"), "b was forgotten: a full bucket again");
+        assert!(refused("b"));
+        // Big tables are split, and the shares add up to max_keys exactly.
+        for max_keys in [1, 4095, 100_000, 1_000_003] {
+            let buckets = Buckets::new(rate(1, 0), max_keys);
+            let total: usize = buckets
+                .shards
+                .iter()
+                .map(|s| s.lock().unwrap().cap().get())
+                .sum();
+            assert_eq!(total, max_keys);
+        }
+        assert_eq!(Buckets::new(rate(1, 0), 100_000).shards.len(), MAX_SHARDS);
+        assert_eq!(Buckets::new(rate(1, 0), 8191).shards.len(), 1);
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_prefix() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let net = |s: &str, prefix| client_network(ip(s), prefix);
+        assert_eq!(net("2001:db8::1", 64), ip("2001:db8::"));
+        assert_eq!(net("2001:db8::1", 64), net("2001:db8::ffff:2", 64));
+        assert_ne!(net("2001:db8::1", 64), net("2001:db8:0:1::1", 64));
+        assert_eq!(net("2001:db8:aaaa:bbbb::1", 48), ip("2001:db8:aaaa::"));
+        assert_eq!(net("2001:db8::1", 128), ip("2001:db8::1"));
+        assert_eq!(net("ffff::1", 1), ip("8000::"));
+        // IPv4, also written IPv4-mapped, is one address per bucket whatever the prefix.
+        assert_eq!(net("192.0.2.7", 64), ip("192.0.2.7"));
+        assert_eq!(net("::ffff:192.0.2.7", 64), ip("192.0.2.7"));
+        assert_ne!(net("192.0.2.7", 64), net("192.0.2.8", 64));
     }
 
     #[test]
@@ -539,7 +631,7 @@ mod tests {
 
     #[test]
     fn an_address_and_a_header_value_never_share_a_bucket() {
-        let buckets = Buckets::new(rate(1, 0), Instant::now());
+        let buckets = Buckets::new(rate(1, 0), 100);
         let t0 = Instant::now();
         let addr = BucketKey::Addr("10.0.0.1".parse().unwrap());
         assert!(matches!(
@@ -570,6 +662,18 @@ mod tests {
             .starts_with("key:"));
         let p = plugin("{ per_second: 100, burst: 50, key: header:X-Api-Key }").unwrap();
         assert_eq!(p.limit, 150);
+        assert_eq!(p.ipv6_prefix, 64);
+        for bad in [0, 129] {
+            let err = plugin(&format!("{{ per_second: 5, ipv6_prefix: {bad} }}"))
+                .err()
+                .unwrap();
+            assert!(err.starts_with("ipv6_prefix:"), "{err}");
+        }
+        assert!(plugin("{ per_second: 5, ipv6_prefix: 128 }").is_ok());
+        assert!(plugin("{ per_second: 5, max_keys: 0 }")
+            .err()
+            .unwrap()
+            .starts_with("max_keys:"));
         assert!(plugin("{ per_second: 5, redis: { url: \"http://x\" } }")
             .err()
             .unwrap()
