@@ -6,6 +6,12 @@
 //!
 //! `Location` is `url`, followed by the request's `path?query` when `keep_path` (the
 //! default) is true. `status` is one of 301 (the default), 302, 303, 307, 308.
+//!
+//! A `Location` never starts with `//` (nor `/\`, which browsers read the same way): that
+//! would be a protocol-relative URL, sending the browser to whatever host follows, an open
+//! redirect. So a relative `url` must start with a single `/`, and the leading slashes of an
+//! appended request path are collapsed to one (`url: /` and a request for `//evil.example`
+//! give `/evil.example`).
 
 use async_trait::async_trait;
 use gateway::plugin::Hooks;
@@ -44,12 +50,14 @@ impl Redirect {
         if !self.keep_path {
             return self.base.clone();
         }
-        let tail = if path_and_query.starts_with('/') {
-            path_and_query.to_string()
-        } else {
-            format!("/{path_and_query}")
-        };
-        format!("{}{tail}", self.base)
+        // Whatever the client put before its path's first segment, one `/` goes there (see
+        // the module's doc).
+        let tail = path_and_query.trim_start_matches(['/', '\\']);
+        let mut location = String::with_capacity(self.base.len() + 1 + tail.len());
+        location.push_str(&self.base);
+        location.push('/');
+        location.push_str(tail);
+        location
     }
 }
 
@@ -87,6 +95,12 @@ impl PluginConfig for Redirect {
         if !absolute && !config.url.starts_with('/') {
             return Err(format!(
                 "url: {:?} must be absolute (https://host...) or start with /",
+                config.url
+            ));
+        }
+        if !absolute && config.url[1..].starts_with(['/', '\\']) {
+            return Err(format!(
+                "url: {:?} starts with // (or /\\), which browsers read as another host; write https://host/... for that, or a path with one leading /",
                 config.url
             ));
         }
@@ -130,6 +144,40 @@ mod tests {
         assert_eq!(p.location("/"), "https://new.example.com/");
         let p = plugin("url: https://new.example.com/base").unwrap();
         assert_eq!(p.location("/a"), "https://new.example.com/base/a");
+    }
+
+    #[test]
+    fn a_location_never_starts_with_two_slashes() {
+        let p = plugin("url: /").unwrap();
+        assert_eq!(p.location("/a?b"), "/a?b");
+        for path in [
+            "//evil.example/x",
+            "///evil.example/x",
+            "/\\evil.example/x",
+            "/\\/evil.example/x",
+        ] {
+            assert_eq!(p.location(path), "/evil.example/x", "{path}");
+        }
+        let p = plugin("url: /base/").unwrap();
+        assert_eq!(p.location("//evil.example"), "/base/evil.example");
+        let p = plugin("url: https://new.example.com").unwrap();
+        assert_eq!(p.location("//a"), "https://new.example.com/a");
+        assert_eq!(p.location("*"), "https://new.example.com/*");
+        for url in [
+            "//evil.example",
+            "//evil.example/x",
+            "\"/\\\\evil.example\"",
+            "///x",
+        ] {
+            let err = plugin(&format!("url: {url}"))
+                .err()
+                .unwrap_or_else(|| panic!("{url}"));
+            assert!(err.starts_with("url:"), "{err}");
+        }
+        let err = plugin("{ url: //evil.example, keep_path: false }")
+            .err()
+            .unwrap();
+        assert!(err.contains("starts with //"), "{err}");
     }
 
     #[test]
