@@ -176,6 +176,123 @@ routes:
     assert_eq!(r.header("ratelimit-remaining"), Some("1"));
 }
 
+/// Sends `n` requests to `path` with `headers` on one connection; returns the last answer's
+/// `RateLimit-Remaining`.
+async fn remaining_after(gw: &Gateway, n: usize, path: &str, headers: &[(&str, &str)]) -> u64 {
+    let mut conn = HttpConn::plain(gw.listener("web")).await.unwrap();
+    let mut last = None;
+    for _ in 0..n {
+        let r = conn
+            .request("GET", path, headers, Body::empty())
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{path} {headers:?}");
+        last = r.header("ratelimit-remaining").map(|v| v.parse().unwrap());
+    }
+    last.expect("RateLimit-Remaining")
+}
+
+// The limits below hold 100 tokens refilled at 1 a second: a fresh bucket answers 99, one
+// that took 20 answers at most 80 plus a token for each second the test has run, so "fewer
+// than 95" tells a remembered bucket from a new one for far longer than the test takes.
+
+#[tokio::test]
+async fn rate_limit_counts_ipv6_clients_by_their_64_and_ipv4_clients_by_address() {
+    let b = Backend::http("app");
+    // The clients' addresses come through X-Forwarded-For from a trusted proxy: loopback
+    // has no two addresses in one /64 to connect from.
+    let yaml = config_with(
+        &server("trusted_proxies: [127.0.0.1/32]"),
+        &[("app", b.addr())],
+        "
+routes:
+  - name: by64
+    match: { path: { prefix: /by64 } }
+    upstream: app
+    plugins:
+      - rate_limit: { per_second: 1, burst: 99 }
+  - name: by128
+    match: { path: { prefix: /by128 } }
+    upstream: app
+    plugins:
+      - rate_limit: { per_second: 1, burst: 99, ipv6_prefix: 128 }
+",
+    );
+    let gw = Gateway::start(&yaml).await;
+    let from = |ip: &'static str| [("x-forwarded-for", ip)];
+
+    assert!(remaining_after(&gw, 20, "/by64", &from("2001:db8::1")).await <= 80);
+    // Another address of the same /64: the same bucket.
+    let shared = remaining_after(&gw, 1, "/by64", &from("2001:db8::ffff:2")).await;
+    assert!(
+        shared < 95,
+        "2001:db8::ffff:2 got a bucket of its own: {shared} left"
+    );
+    // The next /64: a bucket of its own.
+    assert_eq!(
+        remaining_after(&gw, 1, "/by64", &from("2001:db8:0:1::1")).await,
+        99
+    );
+    // IPv4 clients are counted one address each.
+    assert!(remaining_after(&gw, 20, "/by64", &from("192.0.2.1")).await <= 80);
+    assert_eq!(
+        remaining_after(&gw, 1, "/by64", &from("192.0.2.2")).await,
+        99
+    );
+
+    // ipv6_prefix: 128 counts each address.
+    assert!(remaining_after(&gw, 20, "/by128", &from("2001:db8::1")).await <= 80);
+    assert_eq!(
+        remaining_after(&gw, 1, "/by128", &from("2001:db8::2")).await,
+        99
+    );
+
+    // The backend is told the client's whole address, not its network.
+    let r = get(&gw, "/by128", &from("2001:db8::ffff:2")).await;
+    assert_eq!(r.json()["headers"]["x-real-ip"], "2001:db8::ffff:2");
+}
+
+#[tokio::test]
+async fn rate_limit_keeps_at_most_max_keys_buckets_forgetting_the_least_recently_used() {
+    let b = Backend::http("app");
+    let yaml = config(
+        &[("app", b.addr())],
+        "
+routes:
+  - name: small
+    match: { path: { prefix: /small } }
+    upstream: app
+    plugins:
+      - rate_limit: { per_second: 1, burst: 99, key: \"header:X-Client\", max_keys: 2 }
+  - name: default
+    match: { path: { prefix: /default } }
+    upstream: app
+    plugins:
+      - rate_limit: { per_second: 1, burst: 99, key: \"header:X-Client\" }
+",
+    );
+    let gw = Gateway::start(&yaml).await;
+    let client = |name: &'static str| [("x-client", name)];
+
+    for path in ["/small", "/default"] {
+        assert!(remaining_after(&gw, 20, path, &client("a")).await <= 80);
+        assert!(remaining_after(&gw, 20, path, &client("b")).await <= 80);
+        // a is remembered, and is now the most recently used.
+        let a = remaining_after(&gw, 1, path, &client("a")).await;
+        assert!(a < 95, "{path}: a was forgotten: {a} left");
+        assert_eq!(remaining_after(&gw, 1, path, &client("c")).await, 99);
+    }
+    // With room for two buckets, c took b's (the least recently used): b starts again full,
+    // taking a's in turn.
+    assert_eq!(remaining_after(&gw, 1, "/small", &client("b")).await, 99);
+    assert_eq!(remaining_after(&gw, 1, "/small", &client("a")).await, 99);
+    // With the default room, nothing was forgotten.
+    let b_left = remaining_after(&gw, 1, "/default", &client("b")).await;
+    assert!(b_left < 95, "b was forgotten: {b_left} left");
+    let a_left = remaining_after(&gw, 1, "/default", &client("a")).await;
+    assert!(a_left < 95, "a was forgotten: {a_left} left");
+}
+
 #[tokio::test]
 async fn rate_limit_in_redis_holds_one_limit_across_two_gateways() {
     let Some(redis) = Redis::start().await else {
@@ -361,6 +478,81 @@ routes:
         get(&gw, "/elsewhere", &[]).await.status,
         200,
         "other routes are proxied"
+    );
+}
+
+/// The status and `Location` of the answer to a raw HTTP/1.1 request line for `target`.
+async fn raw_redirect(gw: &Gateway, target: &str) -> (u16, Option<String>) {
+    let request =
+        format!("GET {target} HTTP/1.1\r\nHost: old.example.test\r\nConnection: close\r\n\r\n");
+    let raw = raw_exchange(gw.listener("web"), request.as_bytes(), None).await;
+    let text = String::from_utf8_lossy(&raw);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{target}: no status in {text:?}"));
+    let location = text.lines().take_while(|l| !l.is_empty()).find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("location")
+            .then(|| value.trim().to_string())
+    });
+    (status, location)
+}
+
+#[tokio::test]
+async fn redirect_never_answers_with_a_protocol_relative_location() {
+    let b = Backend::http("app");
+    let yaml = config(
+        &[("app", b.addr())],
+        "
+routes:
+  - name: base
+    match: { path: { prefix: /base } }
+    upstream: app
+    plugins:
+      - redirect: { url: /new/ }
+  - name: root
+    upstream: app
+    plugins:
+      - redirect: { url: / }
+",
+    );
+    let gw = Gateway::start(&yaml).await;
+
+    // A request path that starts with two slashes, appended to a url of just `/`, would
+    // make `//evil.example/x`: a browser goes to evil.example.
+    for target in ["//evil.example/x", "///evil.example/x"] {
+        let (status, location) = raw_redirect(&gw, target).await;
+        assert_eq!(status, 301, "{target}");
+        assert_eq!(location.as_deref(), Some("/evil.example/x"), "{target}");
+    }
+    let (status, location) = raw_redirect(&gw, "/a/b?c=1").await;
+    assert_eq!((status, location.as_deref()), (301, Some("/a/b?c=1")));
+    // `/\` reads as `//` to a browser: refused (400) or answered without it.
+    let (status, location) = raw_redirect(&gw, "/\\evil.example/x").await;
+    match status {
+        301 => assert_eq!(location.as_deref(), Some("/evil.example/x")),
+        400 => assert_eq!(location, None),
+        other => panic!("/\\evil.example/x: {other}"),
+    }
+    let (_, location) = raw_redirect(&gw, "/base/x").await;
+    assert_eq!(location.as_deref(), Some("/new/base/x"));
+    assert_eq!(b.hits(), 0);
+
+    // A configured url that itself starts with `//` is refused when the config is read.
+    let bad = config(
+        &[],
+        "routes:\n  - name: r\n    plugins:\n      - redirect: { url: //evil.example/, keep_path: false }\n",
+    );
+    let (code, stderr) = validate_config(&bad).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("routes[0].plugins[0].redirect: ")
+                && l.contains("url: \"//evil.example/\" starts with //")),
+        "{stderr}"
     );
 }
 
