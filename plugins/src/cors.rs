@@ -2,7 +2,7 @@
 //!
 //! ```yaml
 //! - cors:
-//!     allow_origins: ["https://app.example.com"]   # default ["*"]
+//!     allow_origins: ["https://app.example.com"]   # default ["*"]; ["*"] with credentials: a config error
 //!     allow_methods: [GET, POST]                   # default [GET, HEAD, POST, PUT, PATCH, DELETE]
 //!     allow_headers: [Authorization, Content-Type] # default the same; ["*"]: whatever is asked
 //!     expose_headers: []
@@ -65,7 +65,7 @@ fn default_max_age() -> Dur {
 }
 
 pub struct Cors {
-    /// `None`: every origin; otherwise lowercased origins.
+    /// `None`: every origin (never with credentials); otherwise lowercased origins.
     origins: Option<Vec<String>>,
     allow_credentials: bool,
     allow_methods: String,
@@ -91,9 +91,7 @@ struct AnsweredPreflight;
 impl Cors {
     fn decide(&self, origin: &str) -> Decision {
         match &self.origins {
-            None if !self.allow_credentials => Decision::Allow("*".into()),
-            // Browsers refuse `*` together with credentials, so the origin is echoed.
-            None => Decision::Allow(origin.to_string()),
+            None => Decision::Allow("*".into()),
             Some(list) if list.iter().any(|o| o.eq_ignore_ascii_case(origin)) => {
                 Decision::Allow(origin.to_string())
             }
@@ -103,7 +101,7 @@ impl Cors {
 
     /// Whether the answer depends on the request's Origin, so caches must key on it.
     fn varies_by_origin(&self) -> bool {
-        self.origins.is_some() || self.allow_credentials
+        self.origins.is_some()
     }
 
     /// The headers of a 204 answer to an allowed preflight.
@@ -226,6 +224,11 @@ impl PluginConfig for Cors {
             if config.allow_origins.len() > 1 {
                 return Err("allow_origins: \"*\" cannot be combined with other origins".into());
             }
+            // Browsers refuse `*` with credentials; answering any origin by echoing it would
+            // let every site on the web read a logged-in user's responses.
+            if config.allow_credentials {
+                return Err("allow_origins: [\"*\"] cannot be used with allow_credentials: true (any site could read responses with the user's cookies); list the origins".into());
+            }
             None
         } else {
             for o in &config.allow_origins {
@@ -320,15 +323,20 @@ mod tests {
     }
 
     #[test]
-    fn wildcard_answers_star_unless_credentials() {
+    fn wildcard_answers_star_and_refuses_credentials() {
         let p = plugin("{}").unwrap();
         assert_eq!(p.decide("https://a.example"), Decision::Allow("*".into()));
         assert!(!p.varies_by_origin());
-        let p = plugin("allow_credentials: true").unwrap();
-        assert_eq!(
-            p.decide("https://a.example"),
-            Decision::Allow("https://a.example".into())
-        );
+        for yaml in [
+            "allow_credentials: true",
+            "{ allow_origins: [\"*\"], allow_credentials: true }",
+        ] {
+            let err = plugin(yaml).err().unwrap();
+            assert!(err.starts_with("allow_origins:"), "{err}");
+            assert!(err.contains("allow_credentials"), "{err}");
+        }
+        let p =
+            plugin("{ allow_origins: [\"https://a.example\"], allow_credentials: true }").unwrap();
         assert!(p.varies_by_origin());
     }
 
