@@ -180,6 +180,76 @@ async fn admin_off_loopback_needs_a_token() {
 }
 
 #[tokio::test]
+async fn protect_metrics_needs_a_token() {
+    let yaml = format!(
+        "admin:\n  listen: 127.0.0.1:{}\n  protect_metrics: true\nlisteners:\n  - {{ name: web, listen: 127.0.0.1:{} }}\n",
+        free_port(),
+        free_port()
+    );
+    let (code, stderr) = validate_config(&yaml).await;
+    assert_eq!(code, 1);
+    has_error(&stderr, "admin.protect_metrics", "admin.token", Some(3));
+    let (code, stderr) =
+        validate_config(&yaml.replace("  protect_metrics", "  token: s3cret\n  protect_metrics"))
+            .await;
+    assert_eq!(code, 0, "{stderr}");
+}
+
+/// Plugin settings that would turn a plugin against the gateway or its users are refused
+/// when the config is read, each named by key path and line.
+#[tokio::test]
+async fn plugin_settings_that_open_the_gateway_up_are_errors() {
+    let yaml = format!(
+        "admin: {{ listen: 127.0.0.1:{} }}\nlisteners:\n  - {{ name: web, listen: 127.0.0.1:{} }}\n\
+         routes:\n\
+         \x20 - name: api\n\
+         \x20   plugins:\n\
+         \x20     - cors: {{ allow_origins: [\"*\"], allow_credentials: true }}\n\
+         \x20     - cors: {{ allow_credentials: true }}\n\
+         \x20     - redirect: {{ url: //evil.example }}\n\
+         \x20     - rate_limit: {{ per_second: 1, ipv6_prefix: 0 }}\n\
+         \x20     - rate_limit: {{ per_second: 1, ipv6_prefix: 129 }}\n\
+         \x20     - rate_limit: {{ per_second: 1, max_keys: 0 }}\n",
+        free_port(),
+        free_port()
+    );
+    let (code, stderr) = validate_config(&yaml).await;
+    assert_eq!(code, 1, "{stderr}");
+    let at = |i: usize, name: &str| format!("routes[0].plugins[{i}].{name}");
+    has_error(
+        &stderr,
+        &at(0, "cors"),
+        "allow_origins: [\"*\"] cannot be used with allow_credentials: true",
+        Some(7),
+    );
+    has_error(
+        &stderr,
+        &at(1, "cors"),
+        "cannot be used with allow_credentials",
+        Some(8),
+    );
+    has_error(
+        &stderr,
+        &at(2, "redirect"),
+        "url: \"//evil.example\" starts with //",
+        Some(9),
+    );
+    has_error(
+        &stderr,
+        &at(3, "rate_limit"),
+        "ipv6_prefix: 0 is not a prefix length",
+        Some(10),
+    );
+    has_error(&stderr, &at(4, "rate_limit"), "ipv6_prefix: 129", Some(11));
+    has_error(
+        &stderr,
+        &at(5, "rate_limit"),
+        "max_keys: must be at least 1",
+        Some(12),
+    );
+}
+
+#[tokio::test]
 async fn env_variables_are_substituted_and_unset_ones_are_errors() {
     let dir = TestDir::new();
     let port = free_port();

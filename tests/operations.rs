@@ -326,6 +326,168 @@ async fn every_admin_endpoint_answers_and_the_token_guards_status_and_reload() {
     assert_eq!(gw.admin_get("/nothing-here").await.unwrap().status, 404);
 }
 
+/// A throw-away Prometheus server (the one `.ci/run` installs with promtool), killed on drop.
+struct Prometheus {
+    child: std::process::Child,
+    port: u16,
+    _dir: TestDir,
+}
+
+impl Prometheus {
+    /// Starts one with `scrape_configs` (YAML, indented two spaces), scraping every second;
+    /// `None` when the machine has no `prometheus`.
+    fn start(scrape_configs: &str) -> Option<Prometheus> {
+        let dir = TestDir::new();
+        let config = dir.write(
+            "prometheus.yml",
+            format!(
+                "global: {{ scrape_interval: 1s, scrape_timeout: 1s }}\nscrape_configs:\n{scrape_configs}"
+            ),
+        );
+        let port = free_port();
+        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .ok()?;
+        Some(Prometheus {
+            child,
+            port,
+            _dir: dir,
+        })
+    }
+
+    /// Each scrape job's target once it has been scraped: `(job, health, last error)`.
+    async fn scraped_targets(&self, jobs: usize) -> Vec<(String, String, String)> {
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let targets: Vec<(String, String, String)> =
+                match http_request(addr, "GET", "/api/v1/targets", &[], Body::empty()).await {
+                    Ok(r) if r.status == 200 => r.json()["data"]["activeTargets"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|t| {
+                            let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+                            (
+                                text(&t["labels"]["job"]),
+                                text(&t["health"]),
+                                text(&t["lastError"]),
+                            )
+                        })
+                        .filter(|(_, health, _)| health != "unknown")
+                        .collect(),
+                    _ => Vec::new(),
+                };
+            if targets.len() == jobs {
+                return targets;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Prometheus scraped {targets:?} of {jobs} jobs within 30s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn protect_metrics_puts_metrics_behind_the_token_and_prometheus_scrapes_with_it() {
+    let b = Backend::http("a");
+    let yaml = config(
+        "grace_period: 0s, shutdown_timeout: 1s",
+        ", token: s3cret, protect_metrics: true",
+        &upstream("app", &[&b]),
+        "  - { name: api, upstream: app }\n",
+    );
+    assert_eq!(validate_config(&yaml).await.0, 0);
+    let gw = Gateway::start(&yaml).await;
+
+    for (headers, what) in [
+        (vec![], "no token"),
+        (vec![("authorization", "Bearer wrong")], "a wrong token"),
+        (
+            vec![("authorization", "Bearer s3cre")],
+            "a prefix of the token",
+        ),
+        (vec![("authorization", "Basic czNjcmV0")], "another scheme"),
+    ] {
+        let r = gw.admin_request("GET", "/metrics", &headers).await.unwrap();
+        assert_eq!(r.status, 401, "/metrics with {what}");
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+        assert!(!r.text().contains("portico_"), "{what}");
+    }
+    // Load balancers probe health and readiness without a token.
+    assert_eq!(gw.admin_get("/healthz").await.unwrap().status, 200);
+    assert_eq!(gw.admin_get("/readyz").await.unwrap().status, 200);
+
+    let r = gw
+        .admin_request("GET", "/metrics", &[("authorization", "Bearer s3cret")])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    if let Some((ok, report)) = promtool_check(&r.text()) {
+        assert!(ok, "promtool check metrics: {report}");
+    }
+    // The scheme is case-insensitive (RFC 9110); the token is not given twice.
+    let r = gw
+        .admin_request("GET", "/metrics", &[("authorization", "bearer s3cret")])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let raw = raw_exchange(
+        gw.admin_addr(),
+        b"GET /metrics HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer wrong\r\n\
+          Authorization: Bearer s3cret\r\nConnection: close\r\n\r\n",
+        None,
+    )
+    .await;
+    assert!(
+        raw.starts_with(b"HTTP/1.1 401"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+
+    // A real Prometheus, as deployed: the job with the token scrapes, the other one is told 401.
+    let admin = gw.admin_addr();
+    let Some(prometheus) = Prometheus::start(&format!(
+        "  - job_name: with_token\n    authorization: {{ credentials: s3cret }}\n    static_configs: [ {{ targets: [\"{admin}\"] }} ]\n\
+         \x20 - job_name: without_token\n    static_configs: [ {{ targets: [\"{admin}\"] }} ]\n"
+    )) else {
+        eprintln!("prometheus is not installed: the scrape with a bearer token is not checked");
+        return;
+    };
+    let mut targets = prometheus.scraped_targets(2).await;
+    targets.sort();
+    assert_eq!(
+        (
+            targets[0].0.as_str(),
+            targets[0].1.as_str(),
+            targets[0].2.as_str()
+        ),
+        ("with_token", "up", ""),
+        "{targets:?}"
+    );
+    assert_eq!(targets[1].0, "without_token");
+    assert_eq!(targets[1].1, "down");
+    assert!(targets[1].2.contains("401"), "{targets:?}");
+}
+
 #[tokio::test]
 async fn a_non_loopback_admin_address_needs_a_token() {
     let without = format!(

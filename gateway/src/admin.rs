@@ -1,5 +1,9 @@
 //! The admin listener: health and readiness for load balancers, metrics for Prometheus,
 //! status and reload for operators.
+//!
+//! With `admin.token`, `/status` and `POST /reload` (and `/metrics` with
+//! `admin.protect_metrics`) need `Authorization: Bearer TOKEN` (docs/configuration.md,
+//! `admin`); `/healthz` and `/readyz` never do, since load balancers probe them bare.
 
 use crate::metrics;
 use crate::Shared;
@@ -52,17 +56,14 @@ impl ServeHttp for Admin {
         let req = session.req_header();
         let method = req.method.clone();
         let path = req.uri.path().to_string();
-        let authorized = {
+        let (authorized, protect_metrics) = {
             let snap = self.shared.snapshot.load();
-            match snap.config.admin.token.as_deref() {
+            let admin = &snap.config.admin;
+            let authorized = match admin.token.as_deref() {
                 None | Some("") => true,
-                Some(token) => req
-                    .headers
-                    .get(http::header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
-                    .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), token.as_bytes())),
-            }
+                Some(token) => bearer_matches(&req.headers, token),
+            };
+            (authorized, admin.protect_metrics)
         };
         let _ = session.drain_request_body().await;
         match (method.as_str(), path.as_str()) {
@@ -74,6 +75,7 @@ impl ServeHttp for Admin {
                     text(StatusCode::OK, "ready\n")
                 }
             }
+            ("GET" | "HEAD", "/metrics") if protect_metrics && !authorized => unauthorized(),
             ("GET" | "HEAD", "/metrics") => {
                 metrics::refresh_backend_health(&self.shared.snapshot.load());
                 reply(
@@ -117,8 +119,27 @@ fn unauthorized() -> Response<Vec<u8>> {
     r
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether the request carries `Authorization: Bearer TOKEN` with this token, once. Two
+/// `Authorization` headers are refused, whichever holds the token: a proxy in front may have
+/// checked the other one. Compared as SHA-256 digests in constant time, so neither the
+/// token's length nor how much of a guess was right shows in the time to answer.
+fn bearer_matches(headers: &http::HeaderMap, token: &str) -> bool {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    let presented = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    presented.is_some_and(|t| {
+        openssl::memcmp::eq(
+            &openssl::sha::sha256(t.as_bytes()),
+            &openssl::sha::sha256(token.as_bytes()),
+        )
+    })
 }
 
 fn status(shared: &Shared) -> serde_json::Value {

@@ -136,9 +136,16 @@ fn check_server(cfg: &Config, p: &mut Problems) {
         // Pingora's pool cannot be turned off by size: at 0 it warns on every request.
         p.add("server.upstream_keepalive_pool", "must be at least 1");
     }
+    let no_token = cfg.admin.token.as_deref().unwrap_or("").is_empty();
+    if cfg.admin.protect_metrics && no_token {
+        p.add(
+            "admin.protect_metrics",
+            "is true but admin.token is not set: /metrics would need a token there is none of",
+        );
+    }
     match cfg.admin.listen.parse::<SocketAddr>() {
         Ok(addr) => {
-            if !addr.ip().is_loopback() && cfg.admin.token.as_deref().unwrap_or("").is_empty() {
+            if !addr.ip().is_loopback() && no_token {
                 p.add(
                     "admin.token",
                     format!("the admin listener {addr} is not on loopback, so a token is required"),

@@ -107,6 +107,8 @@ impl Default for LimitsConfig {
 pub struct AdminConfig {
     pub listen: String,
     pub token: Option<String>,
+    /// `/metrics` needs the token too (docs/configuration.md, `admin`).
+    pub protect_metrics: bool,
 }
 
 impl Default for AdminConfig {
@@ -114,6 +116,7 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: "127.0.0.1:9901".into(),
             token: None,
+            protect_metrics: false,
         }
     }
 }
