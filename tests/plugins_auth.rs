@@ -656,13 +656,19 @@ routes:
     }
     assert_eq!(b.hits(), 0, "no refused token reached the backend");
 
-    // What can be sent as it is, is.
+    // What can be sent as it is, is; and a client's X_User_Id, which PHP, WSGI and Rack
+    // read as X-User-Id, is removed with X-User-Id.
     let r = get(
         &gw,
         "/",
-        &[("authorization", &bearer(&token("alice smith")))],
+        &[
+            ("authorization", &bearer(&token("alice smith"))),
+            ("x_user_id", "admin"),
+        ],
     )
     .await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.json()["headers"]["x-user-id"], "alice smith");
+    let h = &r.json()["headers"];
+    assert_eq!(h["x-user-id"], "alice smith");
+    assert!(h.get("x_user_id").is_none(), "{h}");
 }

@@ -50,6 +50,43 @@ routes:
     );
 }
 
+/// PHP, WSGI (Django, Flask) and Rack read `X_Debug` and `X-Debug` as one header: what the
+/// config removes or sets must not come back in the other spelling.
+#[tokio::test]
+async fn headers_removed_or_set_go_in_every_spelling_a_cgi_backend_reads_alike() {
+    let b = Backend::http("app");
+    let yaml = config(
+        &[("app", b.addr())],
+        "
+routes:
+  - name: api
+    upstream: app
+    plugins:
+      - headers:
+          request: { set: { X-Env: prod }, remove: [X-Debug] }
+",
+    );
+    let gw = Gateway::start(&yaml).await;
+    let r = get(
+        &gw,
+        "/",
+        &[
+            ("x_debug", "1"),
+            ("x-debug_", "kept: another name"),
+            ("x_env", "dev"),
+            ("x_tag", "kept: not configured"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let h = &r.json()["headers"];
+    assert!(h.get("x_debug").is_none(), "{h}");
+    assert!(h.get("x_env").is_none(), "{h}");
+    assert_eq!(h["x-env"], "prod");
+    assert_eq!(h["x_tag"], "kept: not configured");
+    assert_eq!(h["x-debug_"], "kept: another name");
+}
+
 // ---------------------------------------------------------------------------------------
 // rewrite
 

@@ -10,8 +10,12 @@
 //! Within one side, `remove` runs first, then `set` (replacing any value), then `add`
 //! (appending a value next to existing ones). Request changes apply to the upstream request
 //! only: plugins that run on the client's request (auth, rate limits) see it unchanged.
+//!
+//! On the request, a header named in `remove` or `set` is also removed in the spellings a
+//! CGI-style backend (PHP, WSGI, Rack) reads as the same header: `X_Debug` for `X-Debug`.
+//! Otherwise a client could send back what the config takes away.
 
-use crate::header_list::{header_list, header_names, HeaderList};
+use crate::header_list::{header_list, header_names, remove_aliases, HeaderList};
 use async_trait::async_trait;
 use bytes::Bytes;
 use gateway::plugin::Hooks;
@@ -48,14 +52,22 @@ struct Edits {
     set: Vec<(Bytes, HeaderValue)>,
     add: Vec<(Bytes, HeaderValue)>,
     remove: Vec<HeaderName>,
+    /// The names in `remove` and `set`: what a client's own value must not reach the
+    /// upstream under, in any spelling (see the module's doc).
+    replaced: Vec<HeaderName>,
 }
 
 impl Edits {
     fn build(edits: &HeaderEdits, side: &str) -> Result<Self, String> {
+        let set = header_list(&edits.set, &format!("{side}.set"))?;
+        let remove = header_names(&edits.remove, &format!("{side}.remove"))?;
+        let mut replaced: Vec<HeaderName> = remove.clone();
+        replaced.extend(set.iter().map(|(name, _)| name.clone()));
         Ok(Edits {
-            set: wire_names(header_list(&edits.set, &format!("{side}.set"))?),
+            set: wire_names(set),
             add: wire_names(header_list(&edits.add, &format!("{side}.add"))?),
-            remove: header_names(&edits.remove, &format!("{side}.remove"))?,
+            remove,
+            replaced,
         })
     }
 
@@ -139,6 +151,9 @@ impl Plugin for Headers {
         _state: &mut RequestState,
     ) {
         apply(&self.request, upstream);
+        for name in &self.request.replaced {
+            remove_aliases(upstream, name);
+        }
     }
 
     async fn response(

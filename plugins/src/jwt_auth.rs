@@ -20,8 +20,9 @@
 //! On success every claim is left as the var `jwt.<claim>` (strings as they are, other
 //! values as JSON) for later plugins, and each `forward_claims` entry sends that claim to the
 //! upstream in the named header. Those headers are always removed from what the client
-//! sent first, so a client cannot pass its own `X-User-Id`. The `Authorization` header
-//! itself is passed on unchanged.
+//! sent first, so a client cannot pass its own `X-User-Id`, nor an `X_User_Id` that a
+//! CGI-style backend (PHP, WSGI, Rack) would read as the same header. The `Authorization`
+//! header itself is passed on unchanged.
 //!
 //! A forwarded claim whose text cannot travel as a header value exactly as it is (a control
 //! character, tab included, or leading or trailing spaces, which a header's reader strips)
@@ -210,6 +211,7 @@ impl Plugin for JwtAuth {
     ) {
         for (_, header) in &self.forward_claims {
             upstream.remove_header(header);
+            crate::header_list::remove_aliases(upstream, header);
         }
         if let Some(forwarded) = state.extensions.get::<ForwardedClaims>() {
             for (header, value) in &forwarded.0 {
