@@ -76,6 +76,35 @@ routes:
 }
 
 #[tokio::test]
+async fn ip_filter_reads_an_ipv4_mapped_client_as_the_ipv4_address_it_is() {
+    let b = Backend::http("app");
+    let yaml = config_with(
+        &server("trusted_proxies: [127.0.0.1/32]"),
+        &[("app", b.addr())],
+        "
+routes:
+  - name: office
+    upstream: app
+    plugins:
+      - ip_filter: { allow: [10.0.0.0/8], deny: [10.6.6.0/24] }
+",
+    );
+    let gw = Gateway::start(&yaml).await;
+    // The spelling a dual-stack socket gives an IPv4 client neither escapes `deny` nor
+    // falls outside `allow`.
+    for (client, status) in [
+        ("::ffff:10.6.6.9", 403),
+        ("::ffff:10.1.2.3", 200),
+        ("::ffff:a01:203", 200),
+        ("::ffff:192.168.1.1", 403),
+    ] {
+        let r = get(&gw, "/", &[("x-forwarded-for", client)]).await;
+        assert_eq!(r.status, status, "{client}");
+    }
+    assert_eq!(b.hits(), 2);
+}
+
+#[tokio::test]
 async fn ip_filter_ignores_x_forwarded_for_from_an_untrusted_peer() {
     let b = Backend::http("app");
     let yaml = config(
@@ -374,6 +403,53 @@ routes:
         "the key is in the error log:\n{}",
         gw.stderr_text()
     );
+}
+
+#[tokio::test]
+async fn key_auth_a_repeated_or_re_spelled_query_key_never_reaches_the_backend() {
+    const KEY: &str = "the-k3y";
+    let b = Backend::http("app");
+    let yaml = config(
+        &[("app", b.addr())],
+        &format!(
+            "
+routes:
+  - name: api
+    upstream: app
+    plugins:
+      - key_auth: {{ header: null, query: api_key, keys: {{ ci: {KEY} }} }}
+"
+        ),
+    );
+    let gw = Gateway::start(&yaml).await;
+
+    // The first `api_key` decides; every spelling of it is taken off before the backend.
+    for (target, backend_sees) in [
+        (format!("/a?api_key={KEY}&api_key=other&x=1"), "/a?x=1"),
+        (format!("/a?api%5Fkey={KEY}&api_key=other"), "/a"),
+        (format!("/a?x=1&api_key={KEY}&api%5fkey=other"), "/a?x=1"),
+    ] {
+        let r = raw_exchange(
+            gw.listener("web"),
+            format!("GET {target} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes(),
+            None,
+        )
+        .await;
+        let text = String::from_utf8_lossy(&r);
+        assert!(text.starts_with("HTTP/1.1 200"), "{target}: {text}");
+        assert!(
+            text.contains(&format!("\"path\":\"{backend_sees}\"")),
+            "{target}: {text}"
+        );
+        assert!(
+            !text.contains(KEY) && !text.contains("other"),
+            "{target}: {text}"
+        );
+    }
+    // A wrong first key is not rescued by a right second one.
+    let r = get(&gw, &format!("/a?api_key=wrong&api_key={KEY}"), &[]).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(b.hits(), 3);
 }
 
 // ---------------------------------------------------------------------------------------
