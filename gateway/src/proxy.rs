@@ -26,6 +26,8 @@ pub struct Gateway {
     pub listener: Arc<str>,
     pub tls: bool,
     pub redirect_https: Option<u16>,
+    /// The listener's own port, as the backend is told it (`X-Forwarded-Port`).
+    pub port: http::HeaderValue,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -157,8 +159,18 @@ impl ProxyHttp for Gateway {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        ctx.state.client_ip = forwarded::client_ip(&snap, peer, session.req_header());
         ctx.state.request_id = forwarded::request_id(session.req_header(), &snap.request_id_header);
+        ctx.state.client_ip = match forwarded::client_ip(&snap, peer, session.req_header()) {
+            Ok(ip) => ip,
+            // Refused before any plugin runs: an IP filter or rate limit must not see the
+            // trusted proxy in place of the client.
+            Err(_) => {
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(400),
+                    "an X-Forwarded-For entry from a trusted proxy is not an address",
+                )
+            }
+        };
         crate::framing::check_request(session, &snap.config.server.limits)?;
         let limit = snap.config.server.limits.max_header_bytes;
         if limit > 0 && head_size(session.req_header()) > limit {
@@ -337,7 +349,7 @@ impl ProxyHttp for Gateway {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        forwarded::set_upstream_headers(&snap, upstream, peer, &ctx.state, self.tls)?;
+        forwarded::set_upstream_headers(&snap, upstream, peer, &ctx.state, self.tls, &self.port)?;
         if let Some(host) = ctx.pool().and_then(|p| p.host.clone()) {
             upstream.insert_header(http::header::HOST, host)?;
         }
