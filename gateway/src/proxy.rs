@@ -74,8 +74,10 @@ impl Ctx {
 
 impl Gateway {
     /// Writes an answer Portico or a plugin made: the request id is added and the response
-    /// hooks run, as for an upstream answer.
+    /// hooks run, as for an upstream answer. The request body it leaves unread decides
+    /// whether the connection stays open (see `leftover`).
     async fn answer(&self, session: &mut Session, ctx: &mut Ctx, resp: Response) -> Result<()> {
+        crate::leftover::read_small_body(session).await;
         let mut header = ResponseHeader::build(resp.status, Some(resp.headers.len() + 3))?;
         for (k, v) in &resp.headers {
             header.append_header(k.clone(), v.as_str())?;
@@ -100,6 +102,7 @@ impl Gateway {
             session.write_response_body(Some(resp.body), true).await?;
         }
         ctx.state.status = resp.status;
+        crate::leftover::linger(session).await;
         Ok(())
     }
 }
@@ -507,6 +510,11 @@ impl ProxyHttp for Gateway {
             },
         };
         if status > 0 && !ctx.responded && session.response_written().is_none() {
+            // Pingora does not keep the connection after a failed request (whatever
+            // `can_reuse_downstream` says on its way through the upstream), so the answer
+            // must say so: a client told keep-alive would send its next request into a
+            // closed connection.
+            session.set_keepalive(None);
             let mut resp = error_response(status, message, &ctx.state.request_id);
             if status == 503 {
                 resp = resp.with_header("Retry-After", "1");
