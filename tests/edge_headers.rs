@@ -1,5 +1,5 @@
 //! Headers about the client come only from Portico or a trusted proxy (docs/security.md,
-//! "What a backend can believe"): what a backend receives when the client is an ordinary
+//! "What a backend can believe about the client"): what a backend receives when the client is an ordinary
 //! peer that writes `Forwarded`, `X-Forwarded-*`, `X-Original-URL` and the like itself, and
 //! when the peer is a trusted proxy whose statements are kept and extended.
 //!
