@@ -1,7 +1,7 @@
 //! Headers about the client come only from Portico or a trusted proxy (docs/security.md,
-//! "What a backend can believe about the client"): what a backend receives when the client is an ordinary
-//! peer that writes `Forwarded`, `X-Forwarded-*`, `X-Original-URL` and the like itself, and
-//! when the peer is a trusted proxy whose statements are kept and extended.
+//! "What a backend can believe about the client"): what a backend receives when the client
+//! is an ordinary peer that writes `Forwarded`, `X-Forwarded-*`, `X-Original-URL` and the
+//! like itself, and when the peer is a trusted proxy whose statements are kept and extended.
 //!
 //! Requests are raw bytes (a client library would tidy the very headers under test: repeat
 //! them, change their case); the backend reports every header it received.

@@ -3,8 +3,8 @@
 //! `Forwarded`, X-Real-IP).
 //!
 //! Those headers are believed only from Portico or a trusted proxy (docs/security.md, "What
-//! a backend can believe about the client"): from any other peer the ones Portico does not write itself are
-//! removed and the ones it does write are replaced.
+//! a backend can believe about the client"): from any other peer the ones Portico does not
+//! write itself are removed and the ones it does write are replaced.
 
 use crate::plugin::RequestState;
 use crate::snapshot::{canonical_ip, Snapshot};
