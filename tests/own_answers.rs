@@ -83,20 +83,18 @@ async fn after(s: &mut TcpStream, mut buf: Vec<u8>, answer: &Answer, what: &str)
     if answer.closes() {
         assert!(buf.is_empty(), "{what}: bytes after the answer: {buf:?}");
         let mut chunk = [0u8; 4096];
-        loop {
-            match tokio::time::timeout(IO_TIMEOUT, s.read(&mut chunk)).await {
-                Ok(Ok(0)) => return "closed",
-                Ok(Ok(n)) => panic!(
-                    "{what}: more bytes after a closing answer: {:?}",
-                    &chunk[..n]
-                ),
-                Ok(Err(e)) if e.kind() == ErrorKind::ConnectionReset => {
-                    panic!("{what}: reset after a Connection: close answer, not a clean close")
-                }
-                Ok(Err(e)) => panic!("{what}: {e}"),
-                Err(_) => panic!("{what}: said Connection: close, but stayed open"),
+        return match tokio::time::timeout(IO_TIMEOUT, s.read(&mut chunk)).await {
+            Ok(Ok(0)) => "closed",
+            Ok(Ok(n)) => panic!(
+                "{what}: more bytes after a closing answer: {:?}",
+                &chunk[..n]
+            ),
+            Ok(Err(e)) if e.kind() == ErrorKind::ConnectionReset => {
+                panic!("{what}: reset after a Connection: close answer, not a clean close")
             }
-        }
+            Ok(Err(e)) => panic!("{what}: {e}"),
+            Err(_) => panic!("{what}: said Connection: close, but stayed open"),
+        };
     }
     let next = b"GET /app/next HTTP/1.1\r\nHost: own.test\r\n\r\n";
     if let Err(e) = s.write_all(next).await {
