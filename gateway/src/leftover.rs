@@ -56,7 +56,8 @@ pub(crate) async fn read_small_body(session: &mut Session) {
 
 /// After Portico wrote an answer that closes the HTTP/1 connection: reads and drops what
 /// is left of the request body, for [`LINGER_TIME`] at most, so that the connection ends
-/// with a FIN rather than a reset.
+/// with a FIN rather than a reset. Called once the request is logged, so that its duration
+/// in the log and the metrics is the answer's, not this.
 pub(crate) async fn linger(session: &mut Session) {
     let downstream = session.as_downstream_mut();
     if downstream.is_http2() || downstream.get_keepalive().is_some() {

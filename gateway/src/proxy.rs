@@ -42,6 +42,9 @@ pub struct Ctx {
     inflight: bool,
     /// Set once any response header reached the client (no retry after that).
     responded: bool,
+    /// Set when Portico (or a plugin) answered instead of a backend: what is left of the
+    /// request body is dealt with after logging (see `leftover`).
+    answered: bool,
     /// The error that ended the last attempt, for the answer when no backend is left.
     last_error: Option<ErrorType>,
     /// Held while the current attempt is the one probing request to a backend whose
@@ -102,7 +105,7 @@ impl Gateway {
             session.write_response_body(Some(resp.body), true).await?;
         }
         ctx.state.status = resp.status;
-        crate::leftover::linger(session).await;
+        ctx.answered = true;
         Ok(())
     }
 }
@@ -145,6 +148,7 @@ impl ProxyHttp for Gateway {
             tried: Vec::new(),
             inflight: false,
             responded: false,
+            answered: false,
             last_error: None,
             probe: None,
             _in_flight: crate::server::InFlight::start(),
@@ -567,6 +571,10 @@ impl ProxyHttp for Gateway {
         let snap = ctx.snapshot.clone();
         let chains = chains_of(&snap, ctx.route);
         chains.log(session, &ctx.state).await;
+        // After the request was logged and counted, so its duration does not include this.
+        if ctx.answered {
+            crate::leftover::linger(session).await;
+        }
     }
 }
 
