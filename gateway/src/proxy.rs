@@ -514,10 +514,10 @@ impl ProxyHttp for Gateway {
             },
         };
         if status > 0 && !ctx.responded && session.response_written().is_none() {
-            // Pingora does not keep the connection after a failed request (whatever
-            // `can_reuse_downstream` says on its way through the upstream), so the answer
-            // must say so: a client told keep-alive would send its next request into a
-            // closed connection.
+            // After a failure on the way through the upstream Pingora keeps the connection
+            // or not by its own reckoning (`can_reuse_downstream` is not asked there), and
+            // mostly not: a client told keep-alive would send its next request into a
+            // closed connection. So the answer says close, and the connection is closed.
             session.set_keepalive(None);
             let mut resp = error_response(status, message, &ctx.state.request_id);
             if status == 503 {
