@@ -327,7 +327,9 @@ pub fn forwarded(data: &[u8]) {
     state.request_id = id;
     let mut upstream = req.clone();
     let port = http::HeaderValue::from_static("8443");
-    gateway::forwarded::set_upstream_headers(snap, &mut upstream, Some(peer), &state, true, &port).expect("upstream headers");
+    let id_value = gateway::forwarded::request_id_value(&state.request_id).expect("a request id is a header value");
+    gateway::forwarded::set_upstream_headers(snap, &mut upstream, Some(peer), &state, true, &port, &id_value).expect("upstream headers");
+    assert_eq!(upstream.headers.get(&snap.request_id_header).unwrap().as_bytes(), state.request_id.as_bytes());
     assert_eq!(upstream.headers.get_all("x-forwarded-for").iter().count(), 1);
     assert_eq!(upstream.headers.get("x-real-ip").unwrap().to_str().unwrap(), client.to_string());
     assert!(upstream.headers.get_all("forwarded").iter().count() <= 1);

@@ -94,7 +94,8 @@ fn hop_address(hop: &[u8]) -> Option<IpAddr> {
 pub fn request_id(req: &RequestHeader, header: &http::HeaderName) -> String {
     if let Some(v) = req.headers.get(header) {
         let b = v.as_bytes();
-        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| (0x21..=0x7e).contains(c)) {
+        if !b.is_empty() && b.len() <= REQUEST_ID_MAX && b.iter().all(|c| (0x21..=0x7e).contains(c))
+        {
             // Visible ASCII is valid UTF-8.
             return String::from_utf8_lossy(b).into_owned();
         }
@@ -111,7 +112,8 @@ pub fn request_id(req: &RequestHeader, header: &http::HeaderName) -> String {
 }
 
 /// Sets the headers that describe the client on the upstream request: X-Forwarded-For,
-/// -Proto, -Host and -Port, X-Real-IP, the request id, and, when a trusted peer sent a
+/// -Proto, -Host and -Port, X-Real-IP, the request id (`request_id`, made by
+/// [`request_id_value`]), and, when a trusted peer sent a
 /// `Forwarded` header, Portico's own element at its end (RFC 7239).
 ///
 /// From a peer outside `trusted_proxies` the client's own claims ([`CLIENT_CLAIMS`]) are
@@ -132,10 +134,13 @@ pub fn set_upstream_headers(
     state: &RequestState,
     tls: bool,
     listener_port: &HeaderValue,
+    request_id: &HeaderValue,
 ) -> pingora_core::Result<()> {
     let peer = canonical_ip(peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
     let trusted = !snap.trusted_proxies.is_empty() && snap.is_trusted(peer);
-    if !trusted {
+    // One pass over the request's names rather than a lookup per claim: this runs on every
+    // request, and a request from a client seldom carries any of them.
+    if !trusted && upstream.headers.keys().any(|k| CLIENT_CLAIMS.contains(k)) {
         for name in &CLIENT_CLAIMS {
             upstream.remove_header(name);
         }
@@ -208,7 +213,7 @@ pub fn set_upstream_headers(
         ip_value(state.client_ip)
     };
     upstream.insert_header("X-Real-IP", real_ip)?;
-    upstream.insert_header(snap.request_id_wire.clone(), state.request_id.as_str())?;
+    upstream.insert_header(snap.request_id_wire.clone(), request_id.clone())?;
     Ok(())
 }
 
@@ -267,19 +272,38 @@ fn push_token_or_quoted(out: &mut Vec<u8>, value: &[u8]) {
     out.push(b'"');
 }
 
-/// An address's text as a header value whose bytes several headers can share: one
-/// allocation, and clones only count references.
-fn ip_value(ip: IpAddr) -> HeaderValue {
-    struct Text([u8; IP_TEXT_MAX], usize);
-    impl AsRef<[u8]> for Text {
-        fn as_ref(&self) -> &[u8] {
-            &self.0[..self.1]
-        }
+/// A header value's bytes in one allocation that several headers share (a clone only counts
+/// a reference), where a value made from a `&str` or `&[u8]` is copied into a new buffer at
+/// each insert, and a clone of that copy allocates again.
+struct Inline<const N: usize>([u8; N], usize);
+
+impl<const N: usize> AsRef<[u8]> for Inline<N> {
+    fn as_ref(&self) -> &[u8] {
+        &self.0[..self.1]
     }
-    let mut text = Text([0; IP_TEXT_MAX], 0);
+}
+
+/// An address's text as a header value for both X-Forwarded-For and X-Real-IP.
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    let mut text = Inline([0; IP_TEXT_MAX], 0);
     text.1 = ip_text(ip, &mut text.0).len();
     HeaderValue::from_maybe_shared(Bytes::from_owner(text))
         .expect("an address's text is a valid header value")
+}
+
+/// The longest request id [`request_id`] keeps.
+const REQUEST_ID_MAX: usize = 128;
+
+/// The request id as a header value for the upstream request (every attempt's) and the
+/// response to share; `None` when it is no valid header value, which only a plugin that
+/// changed it can cause.
+pub fn request_id_value(id: &str) -> Option<HeaderValue> {
+    if id.len() > REQUEST_ID_MAX {
+        return HeaderValue::from_str(id).ok();
+    }
+    let mut text = Inline([0; REQUEST_ID_MAX], id.len());
+    text.0[..id.len()].copy_from_slice(id.as_bytes());
+    HeaderValue::from_maybe_shared(Bytes::from_owner(text)).ok()
 }
 
 fn bad_value(name: &str) -> Box<pingora_core::Error> {

@@ -42,6 +42,9 @@ pub struct Ctx {
     inflight: bool,
     /// Set once any response header reached the client (no retry after that).
     responded: bool,
+    /// The request id as a header value, made once for the upstream request and the
+    /// response to share (see `request_id_value`).
+    request_id_value: Option<http::HeaderValue>,
     /// Set when Portico (or a plugin) answered instead of a backend: what is left of the
     /// request body is dealt with after logging (see `leftover`).
     answered: bool,
@@ -63,6 +66,22 @@ impl Ctx {
 
     fn pool(&self) -> Option<&Arc<Pool>> {
         self.route().and_then(|r| r.upstream.as_ref())
+    }
+
+    /// The request id as a header value: made on first use and then shared, so a proxied
+    /// request copies it once rather than for the upstream request and again for the
+    /// response; made again if a plugin changed the id in between.
+    fn request_id_value(&mut self) -> Result<http::HeaderValue> {
+        if let Some(v) = &self.request_id_value {
+            if v.as_bytes() == self.state.request_id.as_bytes() {
+                return Ok(v.clone());
+            }
+        }
+        let v = forwarded::request_id_value(&self.state.request_id).ok_or_else(|| {
+            Error::explain(ErrorType::InvalidHTTPHeader, "invalid request id value")
+        })?;
+        self.request_id_value = Some(v.clone());
+        Ok(v)
     }
 
     fn release_inflight(&mut self) {
@@ -92,7 +111,7 @@ impl Gateway {
         }
         header.insert_header(
             ctx.snapshot.request_id_wire.clone(),
-            ctx.state.request_id.as_str(),
+            ctx.request_id_value()?,
         )?;
         let snap = ctx.snapshot.clone();
         let chains = chains_of(&snap, ctx.route);
@@ -148,6 +167,7 @@ impl ProxyHttp for Gateway {
             tried: Vec::new(),
             inflight: false,
             responded: false,
+            request_id_value: None,
             answered: false,
             last_error: None,
             probe: None,
@@ -356,7 +376,16 @@ impl ProxyHttp for Gateway {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        forwarded::set_upstream_headers(&snap, upstream, peer, &ctx.state, self.tls, &self.port)?;
+        let request_id = ctx.request_id_value()?;
+        forwarded::set_upstream_headers(
+            &snap,
+            upstream,
+            peer,
+            &ctx.state,
+            self.tls,
+            &self.port,
+            &request_id,
+        )?;
         if let Some(host) = ctx.pool().and_then(|p| p.host.clone()) {
             upstream.insert_header(http::header::HOST, host)?;
         }
@@ -404,7 +433,7 @@ impl ProxyHttp for Gateway {
         ctx.responded = true;
         resp.insert_header(
             ctx.snapshot.request_id_wire.clone(),
-            ctx.state.request_id.as_str(),
+            ctx.request_id_value()?,
         )?;
         ctx.state.status = resp.status.as_u16();
         let snap = ctx.snapshot.clone();
