@@ -146,6 +146,90 @@ async fn unknown_keys_and_wrong_types_are_errors() {
     assert!(stderr.contains("fastest"), "{stderr}");
 }
 
+/// Every error line starts with the path of the value at fault, the deepest key there is:
+/// an unknown key is its own path (also at the top level), a bad duration or enum value
+/// names its own key (also inside a `{ ... }` with other keys on the same line), an unset
+/// `${VAR}` names the key whose value holds it.
+#[tokio::test]
+async fn each_error_starts_with_the_deepest_key_path() {
+    const UP: &str = "upstreams:\n  app:\n    backends: [ { addr: \"127.0.0.1:9\" } ]\n";
+    // (config, the start of stderr's first line, its line)
+    let cases: Vec<(String, &str, usize)> = vec![
+        (format!("bogus: 1\n{UP}"), "bogus: unknown key", 1),
+        (format!("{UP}zzz:\n  deeper: 1\n"), "zzz: unknown key", 4),
+        (
+            format!("{UP}    health_check: {{ interval: 2 parsecs }}\n"),
+            "upstreams.app.health_check.interval: invalid duration \"2 parsecs\"",
+            4,
+        ),
+        (
+            format!("{UP}    health_check:\n      kind: http\n      interval: soon\n"),
+            "upstreams.app.health_check.interval: invalid duration \"soon\"",
+            6,
+        ),
+        (
+            format!("{UP}    timeouts: {{ connect: 2s, read: 1 fortnight, write: 1s }}\n"),
+            "upstreams.app.timeouts.read: invalid duration \"1 fortnight\"",
+            4,
+        ),
+        (
+            format!("{UP}    health_check:\n      kind: tcp\n      bogus:\n        deep: 1\n"),
+            "upstreams.app.health_check.bogus: unknown key",
+            6,
+        ),
+        (
+            format!("{UP}    health_check: {{ kind: udp }}\n"),
+            "upstreams.app.health_check.kind: unknown variant `udp`",
+            4,
+        ),
+        (
+            format!("{UP}    passive: {{ failures: many }}\n"),
+            "upstreams.app.passive.failures: invalid type",
+            4,
+        ),
+        (
+            "server:\n  limits: { header_timeout: 1s, idle_timeout: forever }\n".to_string(),
+            "server.limits.idle_timeout: invalid duration \"forever\"",
+            2,
+        ),
+        (
+            "routes:\n  - name: a\n    match: { path: { prefix: /a }, methodz: [GET] }\n"
+                .to_string(),
+            "routes[0].match.methodz: unknown key",
+            3,
+        ),
+        (
+            "admin:\n  listen: 127.0.0.1:9901\n  token: \"${PORTICO_T_SURELY_UNSET}\"\n"
+                .to_string(),
+            "admin.token: environment variable PORTICO_T_SURELY_UNSET is not set",
+            3,
+        ),
+        (
+            "admin: { listen: 127.0.0.1:9901, token: ${PORTICO_T_SURELY_UNSET} }\n".to_string(),
+            "admin.token: environment variable PORTICO_T_SURELY_UNSET is not set",
+            1,
+        ),
+        (
+            format!("{UP}    tls: {{ sni: \"a-${{PORTICO_T_SURELY_UNSET}}.internal\" }}\n"),
+            "upstreams.app.tls.sni: environment variable PORTICO_T_SURELY_UNSET is not set",
+            4,
+        ),
+    ];
+    for (yaml, start, line) in &cases {
+        let (code, stderr) = validate_config(yaml).await;
+        assert_eq!(code, 1, "{yaml}\n{stderr}");
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with(start),
+            "{yaml}\nwant {start:?}, got: {stderr}"
+        );
+        assert!(
+            first.ends_with(&format!("(line {line})")),
+            "{yaml}\nwant line {line}, got: {stderr}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn plugin_errors_name_the_route_and_plugin() {
     let yaml = format!(

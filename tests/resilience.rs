@@ -882,6 +882,58 @@ async fn passive_ejection_without_active_checks_then_one_probe() {
     )));
 }
 
+/// With active checks, a passive ejection lasts only until `healthy_after` checks have
+/// passed since it began: a restarted backend rejoins within a few check intervals, not
+/// after `eject_for` (here a minute).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_active_checks_a_passively_ejected_backend_rejoins_once_checks_pass() {
+    let mut a = Backend::http("a");
+    let b = Backend::http("b");
+    let a_addr = a.addr();
+    let app = format!(
+        "backends: {}, passive: {{ failures: 1, eject_for: 60s, count_5xx: true }}, {}",
+        list(&[a_addr, b.addr()]),
+        http_check(2, 3)
+    );
+    let (gw, _) = start(&app).await;
+    assert_eq!(spread(&gw, "/", 4).await.get("a"), Some(&2));
+
+    // a dies: its first failed attempt (retried on b) ejects it, before the checks notice.
+    a.stop().await;
+    assert_eq!(spread(&gw, "/", 2).await.get("b"), Some(&2));
+    let st = backend_status(&gw, a_addr).await;
+    assert_eq!(st["state"], "ejected", "{st}");
+
+    // Restarted on its port: two passing checks (200 ms apart) bring it back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let a = Backend::http_on("a", a_addr.port());
+    let back = wait_state(&gw, a_addr, "healthy", Duration::from_secs(3)).await;
+    println!("restarted backend healthy again {back:?} after its restart");
+    let st = backend_status(&gw, a_addr).await;
+    assert!(st["last_error"].is_null(), "{st}");
+    assert_eq!(healthy_gauge(&gw, a_addr).await, 1.0);
+    let seen = spread(&gw, "/", 4).await;
+    assert_eq!(seen.get("a"), Some(&2), "{seen:?}");
+    assert!(a.hits() >= 2);
+
+    // Ejected for a 5xx answer while its checks never stopped passing: back after two
+    // checks, again long before a minute.
+    let r = get(&gw, "/status/500").await;
+    assert_eq!(r.status, 500);
+    let out = if backend_of(&r) == "a" {
+        a_addr
+    } else {
+        b.addr()
+    };
+    assert_eq!(backend_status(&gw, out).await["state"], "ejected");
+    let back = wait_state(&gw, out, "healthy", Duration::from_secs(3)).await;
+    println!("5xx-ejected backend healthy again after {back:?}");
+    assert!(gw.stderr_text().contains(&format!(
+        "backend {out} is no longer ejected: 2 health checks passed since its ejection"
+    )));
+    assert_eq!(spread(&gw, "/", 4).await.len(), 2);
+}
+
 /// `n` concurrent GETs, each on its own connection; who answered, by backend.
 async fn burst(gw: &Gateway, n: usize) -> HashMap<String, usize> {
     let web = gw.listener("web");

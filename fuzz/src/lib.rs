@@ -254,10 +254,12 @@ pub fn framing(data: &[u8]) {
 // ---------------------------------------------------------------------------------------
 // forwarded: the headers Portico writes to the backend
 
-/// The bytes become a peer address and the client's X-Forwarded-For, Host and request id
-/// headers; what Portico derives and sends on must hold to SPEC.md: the client IP is the
-/// peer or an address from the chain of trusted proxies, the request id is 1 to 128 visible
-/// ASCII characters, and the upstream headers are always valid.
+/// The bytes become a peer address and the client's X-Forwarded-For, Host, Forwarded,
+/// X-Forwarded-Port and request id headers; what Portico derives and sends on must hold to
+/// docs/security.md ("What a backend can believe about the client"): the client IP is the
+/// peer or an address from the chain of trusted proxies, a chain with an entry that is no
+/// address is refused, an untrusted peer's claims never reach the backend, the request id is
+/// 1 to 128 visible ASCII characters, and the upstream headers are always valid.
 pub fn forwarded(data: &[u8]) {
     static SNAP: OnceLock<gateway::snapshot::Snapshot> = OnceLock::new();
     let snap = SNAP.get_or_init(|| {
@@ -277,6 +279,8 @@ pub fn forwarded(data: &[u8]) {
         let (name, value) = match field.split_first() {
             Some((0, v)) => ("x-forwarded-for", v),
             Some((1, v)) => ("host", v),
+            Some((2, v)) => ("forwarded", v),
+            Some((3, v)) => ("x-forwarded-port", v),
             Some((_, v)) => ("x-request-id", v),
             None => continue,
         };
@@ -284,22 +288,63 @@ pub fn forwarded(data: &[u8]) {
             req.append_header(name, v).unwrap();
         }
     }
-    let client = gateway::forwarded::client_ip(snap, Some(peer), &req);
     let canonical = gateway::snapshot::canonical_ip(peer);
-    if !snap.is_trusted(canonical) {
+    let trusted = snap.is_trusted(canonical);
+    // Every entry of the chain as an address, when each is one (IP, IP:port, [IPv6], [IPv6]:port).
+    let hops: Vec<Option<IpAddr>> = req
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&c| c == b',').map(|h| String::from_utf8(h.trim_ascii().to_vec()).ok()))
+        .filter(|h| h.as_deref() != Some(""))
+        .map(|h| {
+            let h = h?;
+            h.parse::<IpAddr>()
+                .ok()
+                .or_else(|| h.strip_prefix('[')?.strip_suffix(']')?.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6))
+                .or_else(|| h.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        })
+        .collect();
+    let client = match gateway::forwarded::client_ip(snap, Some(peer), &req) {
+        Ok(client) => client,
+        Err(_) => {
+            assert!(trusted, "an untrusted peer's X-Forwarded-For must be ignored, not refused");
+            assert!(hops.iter().any(Option::is_none), "refused a chain of addresses: {hops:?}");
+            return;
+        }
+    };
+    if !trusted {
         assert_eq!(client, canonical, "an untrusted peer's X-Forwarded-For must be ignored");
-    } else if client != canonical {
-        let chain: String = req.headers.get_all("x-forwarded-for").iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect::<Vec<_>>().join(",");
-        assert!(chain.split(',').any(|h| h.trim().parse::<IpAddr>().is_ok_and(|ip| gateway::snapshot::canonical_ip(ip) == client)), "{client} is not in {chain:?}");
+    } else {
+        assert!(hops.iter().all(Option::is_some), "believed a chain with a non-address: {hops:?}");
+        if client != canonical {
+            assert!(hops.iter().flatten().any(|ip| gateway::snapshot::canonical_ip(*ip) == client), "{client} is not in {hops:?}");
+        }
     }
     let id = gateway::forwarded::request_id(&req, &snap.request_id_header);
     assert!((1..=128).contains(&id.len()) && id.bytes().all(|c| (0x21..=0x7e).contains(&c)), "request id {id:?}");
     let mut state = gateway::RequestState::new("web".into(), client);
     state.request_id = id;
     let mut upstream = req.clone();
-    gateway::forwarded::set_upstream_headers(snap, &mut upstream, Some(peer), &state, true).expect("upstream headers");
+    let port = http::HeaderValue::from_static("8443");
+    let id_value = gateway::forwarded::request_id_value(&state.request_id).expect("a request id is a header value");
+    gateway::forwarded::set_upstream_headers(snap, &mut upstream, Some(peer), &state, true, &port, &id_value).expect("upstream headers");
+    assert_eq!(upstream.headers.get(&snap.request_id_header).unwrap().as_bytes(), state.request_id.as_bytes());
     assert_eq!(upstream.headers.get_all("x-forwarded-for").iter().count(), 1);
     assert_eq!(upstream.headers.get("x-real-ip").unwrap().to_str().unwrap(), client.to_string());
+    assert!(upstream.headers.get_all("forwarded").iter().count() <= 1);
+    if !trusted {
+        assert!(upstream.headers.get("forwarded").is_none(), "an untrusted peer's Forwarded reached the backend");
+        assert_eq!(upstream.headers.get("x-forwarded-port").unwrap(), "8443");
+        assert_eq!(upstream.headers.get("x-forwarded-proto").unwrap(), "https");
+    } else if req.headers.contains_key("forwarded") {
+        let fwd = upstream.headers.get("forwarded").unwrap().as_bytes();
+        let element = match canonical {
+            IpAddr::V4(_) => format!("for={canonical};proto=https"),
+            IpAddr::V6(_) => format!("for=\"[{canonical}]\";proto=https"),
+        };
+        assert!(fwd.windows(element.len()).any(|w| w == element.as_bytes()), "no element {element:?} in {fwd:?}");
+    }
 }
 
 /// A byte source for structured targets: deterministic, and zeros once the input runs out.

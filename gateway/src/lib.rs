@@ -12,6 +12,7 @@ pub mod admin;
 pub mod config;
 pub mod forwarded;
 pub mod framing;
+mod leftover;
 mod listener;
 pub mod log_reopen;
 mod logging;

@@ -130,11 +130,48 @@ pub async fn read_proxy_header<S: AsyncRead + Unpin>(
     })
 }
 
+/// At most one log line per `every` seconds for one kind of event on one listener, so that
+/// a flood of bad connections does not flood the log too; the lines left out are counted
+/// and the next line says how many.
+#[derive(Default)]
+pub(crate) struct LogGate {
+    /// When a line was last let through (seconds since the epoch).
+    last: AtomicU64,
+    /// Lines held back since.
+    held: AtomicU64,
+}
+
+impl LogGate {
+    /// `Some(n)`: log now, after `n` lines held back; `None`: hold this one back.
+    fn pass(&self, every: u64) -> Option<u64> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let last = self.last.load(Ordering::Relaxed);
+        if (last == 0 || now >= last + every)
+            && self
+                .last
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.held.swap(0, Ordering::Relaxed));
+        }
+        self.held.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+/// A client that sends PROXY headers from outside `trusted_proxies` may open connections as
+/// fast as it likes: one warning per listener per minute says so.
+const UNTRUSTED_PROXY_WARN_EVERY: u64 = 60;
+
 /// Replaces the connection's peer address with the PROXY header's source, but only when the
 /// TCP peer is a trusted proxy; an untrusted peer's header is read and ignored.
 fn adopt_source<T: GetSocketDigest + UniqueID + ?Sized>(
     shared: &Shared,
     listener: &str,
+    untrusted_warning: &LogGate,
     stream: &mut T,
     source: Option<SocketAddr>,
 ) {
@@ -154,7 +191,13 @@ fn adopt_source<T: GetSocketDigest + UniqueID + ?Sized>(
             stream.set_socket_digest(fresh);
         }
         (false, Some(_)) => {
-            log::warn!("listener {listener}: PROXY header from untrusted peer {peer:?} ignored (add it to server.trusted_proxies)");
+            if let Some(held) = untrusted_warning.pass(UNTRUSTED_PROXY_WARN_EVERY) {
+                let held = match held {
+                    0 => String::new(),
+                    n => format!("; {n} more since the last such line"),
+                };
+                log::warn!("listener {listener}: PROXY header from untrusted peer {peer:?} ignored (add it to server.trusted_proxies; logged at most once a minute{held})");
+            }
         }
         _ => {}
     }
@@ -225,14 +268,20 @@ async fn read_proxy_header_unbuffered(
 pub struct ProxyHeaderBeforeTls {
     pub listener: Arc<str>,
     pub(crate) shared: Arc<Shared>,
+    pub(crate) untrusted_warning: LogGate,
 }
 
 /// Reads the PROXY header from a new connection and adopts its source; the error (logged)
 /// means the connection is closed.
-async fn take_proxy_header(shared: &Shared, listener: &str, stream: &mut L4Stream) -> Result<()> {
+async fn take_proxy_header(
+    shared: &Shared,
+    listener: &str,
+    untrusted_warning: &LogGate,
+    stream: &mut L4Stream,
+) -> Result<()> {
     match tokio::time::timeout(PROXY_HEADER_TIMEOUT, read_proxy_header_unbuffered(stream)).await {
         Ok(Ok(source)) => {
-            adopt_source(shared, listener, stream, source);
+            adopt_source(shared, listener, untrusted_warning, stream, source);
             Ok(())
         }
         Ok(Err(why)) => {
@@ -257,7 +306,13 @@ async fn take_proxy_header(shared: &Shared, listener: &str, stream: &mut L4Strea
 #[async_trait]
 impl PreTlsProcess for ProxyHeaderBeforeTls {
     async fn process(&self, stream: &mut L4Stream) -> Result<()> {
-        take_proxy_header(&self.shared, &self.listener, stream).await
+        take_proxy_header(
+            &self.shared,
+            &self.listener,
+            &self.untrusted_warning,
+            stream,
+        )
+        .await
     }
 }
 
@@ -274,6 +329,8 @@ pub struct ListenerApp {
     pub(crate) conns: ConnCounts,
     /// Set when the service stops (`cleanup`): connections waiting for a request close.
     pub(crate) closing: Closing,
+    /// Paces the warning about PROXY headers from untrusted peers.
+    pub(crate) untrusted_warning: LogGate,
 }
 
 /// Tells connections parked between requests (see [`ListenerApp::next_request`]) that the
@@ -333,9 +390,8 @@ pub(crate) struct ConnCounts {
     total: AtomicUsize,
     /// Locked twice per connection (open, close), never per request.
     by_ip: Mutex<HashMap<IpAddr, usize>>,
-    /// When a refusal was last logged (seconds since the epoch): one line per 10 s at most,
-    /// so that a flood does not flood the log too.
-    last_warning: AtomicU64,
+    /// Refusals are logged once per 10 s at most.
+    warning: LogGate,
 }
 
 /// An admitted connection's place in [`ConnCounts`], given back on drop.
@@ -375,16 +431,7 @@ impl ConnCounts {
     }
 
     fn should_warn(&self) -> bool {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let last = self.last_warning.load(Ordering::Relaxed);
-        now >= last + 10
-            && self
-                .last_warning
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
+        self.warning.pass(10).is_some()
     }
 }
 
@@ -634,9 +681,14 @@ impl ServerApp for ListenerApp {
             };
             // Boxed, like the request below: its state (a read buffer among it) is needed
             // once, and inline it would size this future, which every idle connection keeps.
-            Box::pin(take_proxy_header(&self.shared, &self.name, &mut raw))
-                .await
-                .ok()?;
+            Box::pin(take_proxy_header(
+                &self.shared,
+                &self.name,
+                &self.untrusted_warning,
+                &mut raw,
+            ))
+            .await
+            .ok()?;
             stream = raw;
         }
         // One look at the config, keeping only figures: the snapshot or the limits themselves
@@ -694,6 +746,19 @@ impl ServerApp for ListenerApp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_gate_passes_one_line_per_period_and_counts_the_rest() {
+        let gate = LogGate::default();
+        assert_eq!(gate.pass(60), Some(0));
+        for _ in 0..5 {
+            assert_eq!(gate.pass(60), None);
+        }
+        // As if the period had passed.
+        gate.last.fetch_sub(61, Ordering::Relaxed);
+        assert_eq!(gate.pass(60), Some(5));
+        assert_eq!(gate.pass(60), None);
+    }
 
     #[test]
     fn proxy_header_len_frames_v1_and_v2_and_refuses_anything_else() {

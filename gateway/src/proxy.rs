@@ -26,6 +26,8 @@ pub struct Gateway {
     pub listener: Arc<str>,
     pub tls: bool,
     pub redirect_https: Option<u16>,
+    /// The listener's own port, as the backend is told it (`X-Forwarded-Port`).
+    pub port: http::HeaderValue,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -40,6 +42,12 @@ pub struct Ctx {
     inflight: bool,
     /// Set once any response header reached the client (no retry after that).
     responded: bool,
+    /// The request id as a header value, made once for the upstream request and the
+    /// response to share (see `request_id_value`).
+    request_id_value: Option<http::HeaderValue>,
+    /// Set when Portico (or a plugin) answered instead of a backend: what is left of the
+    /// request body is dealt with after logging (see `leftover`).
+    answered: bool,
     /// The error that ended the last attempt, for the answer when no backend is left.
     last_error: Option<ErrorType>,
     /// Held while the current attempt is the one probing request to a backend whose
@@ -60,6 +68,22 @@ impl Ctx {
         self.route().and_then(|r| r.upstream.as_ref())
     }
 
+    /// The request id as a header value: made on first use and then shared, so a proxied
+    /// request copies it once rather than for the upstream request and again for the
+    /// response; made again if a plugin changed the id in between.
+    fn request_id_value(&mut self) -> Result<http::HeaderValue> {
+        if let Some(v) = &self.request_id_value {
+            if v.as_bytes() == self.state.request_id.as_bytes() {
+                return Ok(v.clone());
+            }
+        }
+        let v = forwarded::request_id_value(&self.state.request_id).ok_or_else(|| {
+            Error::explain(ErrorType::InvalidHTTPHeader, "invalid request id value")
+        })?;
+        self.request_id_value = Some(v.clone());
+        Ok(v)
+    }
+
     fn release_inflight(&mut self) {
         if self.inflight {
             if let (Some(pool), Some(&i)) = (self.pool(), self.tried.last()) {
@@ -72,8 +96,10 @@ impl Ctx {
 
 impl Gateway {
     /// Writes an answer Portico or a plugin made: the request id is added and the response
-    /// hooks run, as for an upstream answer.
+    /// hooks run, as for an upstream answer. The request body it leaves unread decides
+    /// whether the connection stays open (see `leftover`).
     async fn answer(&self, session: &mut Session, ctx: &mut Ctx, resp: Response) -> Result<()> {
+        crate::leftover::read_small_body(session).await;
         let mut header = ResponseHeader::build(resp.status, Some(resp.headers.len() + 3))?;
         for (k, v) in &resp.headers {
             header.append_header(k.clone(), v.as_str())?;
@@ -85,7 +111,7 @@ impl Gateway {
         }
         header.insert_header(
             ctx.snapshot.request_id_wire.clone(),
-            ctx.state.request_id.as_str(),
+            ctx.request_id_value()?,
         )?;
         let snap = ctx.snapshot.clone();
         let chains = chains_of(&snap, ctx.route);
@@ -98,6 +124,7 @@ impl Gateway {
             session.write_response_body(Some(resp.body), true).await?;
         }
         ctx.state.status = resp.status;
+        ctx.answered = true;
         Ok(())
     }
 }
@@ -140,6 +167,8 @@ impl ProxyHttp for Gateway {
             tried: Vec::new(),
             inflight: false,
             responded: false,
+            request_id_value: None,
+            answered: false,
             last_error: None,
             probe: None,
             _in_flight: crate::server::InFlight::start(),
@@ -157,8 +186,18 @@ impl ProxyHttp for Gateway {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        ctx.state.client_ip = forwarded::client_ip(&snap, peer, session.req_header());
         ctx.state.request_id = forwarded::request_id(session.req_header(), &snap.request_id_header);
+        ctx.state.client_ip = match forwarded::client_ip(&snap, peer, session.req_header()) {
+            Ok(ip) => ip,
+            // Refused before any plugin runs: an IP filter or rate limit must not see the
+            // trusted proxy in place of the client.
+            Err(_) => {
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(400),
+                    "an X-Forwarded-For entry from a trusted proxy is not an address",
+                )
+            }
+        };
         crate::framing::check_request(session, &snap.config.server.limits)?;
         let limit = snap.config.server.limits.max_header_bytes;
         if limit > 0 && head_size(session.req_header()) > limit {
@@ -337,7 +376,16 @@ impl ProxyHttp for Gateway {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        forwarded::set_upstream_headers(&snap, upstream, peer, &ctx.state, self.tls)?;
+        let request_id = ctx.request_id_value()?;
+        forwarded::set_upstream_headers(
+            &snap,
+            upstream,
+            peer,
+            &ctx.state,
+            self.tls,
+            &self.port,
+            &request_id,
+        )?;
         if let Some(host) = ctx.pool().and_then(|p| p.host.clone()) {
             upstream.insert_header(http::header::HOST, host)?;
         }
@@ -385,7 +433,7 @@ impl ProxyHttp for Gateway {
         ctx.responded = true;
         resp.insert_header(
             ctx.snapshot.request_id_wire.clone(),
-            ctx.state.request_id.as_str(),
+            ctx.request_id_value()?,
         )?;
         ctx.state.status = resp.status.as_u16();
         let snap = ctx.snapshot.clone();
@@ -495,6 +543,11 @@ impl ProxyHttp for Gateway {
             },
         };
         if status > 0 && !ctx.responded && session.response_written().is_none() {
+            // After a failure on the way through the upstream Pingora keeps the connection
+            // or not by its own reckoning (`can_reuse_downstream` is not asked there), and
+            // mostly not: a client told keep-alive would send its next request into a
+            // closed connection. So the answer says close, and the connection is closed.
+            session.set_keepalive(None);
             let mut resp = error_response(status, message, &ctx.state.request_id);
             if status == 503 {
                 resp = resp.with_header("Retry-After", "1");
@@ -547,6 +600,10 @@ impl ProxyHttp for Gateway {
         let snap = ctx.snapshot.clone();
         let chains = chains_of(&snap, ctx.route);
         chains.log(session, &ctx.state).await;
+        // After the request was logged and counted, so its duration does not include this.
+        if ctx.answered {
+            crate::leftover::linger(session).await;
+        }
     }
 }
 

@@ -234,6 +234,10 @@ fn serve(
             listener: l.name.as_str().into(),
             tls: l.tls.is_some(),
             redirect_https: l.redirect_https,
+            port: l
+                .listen
+                .parse::<std::net::SocketAddr>()
+                .map_or(http::HeaderValue::from_static(""), |a| a.port().into()),
             shared: shared.clone(),
         };
         let mut proxy = pingora_proxy::http_proxy(&conf, gateway);
@@ -250,6 +254,7 @@ fn serve(
                     listeners.set_pre_tls_callback(Arc::new(ProxyHeaderBeforeTls {
                         listener: l.name.as_str().into(),
                         shared: shared.clone(),
+                        untrusted_warning: Default::default(),
                     }));
                 }
                 let resolver = shared.cert_resolvers[&l.name].clone();
@@ -270,6 +275,7 @@ fn serve(
             proxy_header: l.proxy_protocol && l.tls.is_none(),
             conns: Default::default(),
             closing: Default::default(),
+            untrusted_warning: Default::default(),
             shared: shared.clone(),
         };
         // The service name is also its threads' name, which the error log uses to tell

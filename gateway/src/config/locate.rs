@@ -12,18 +12,55 @@ use yaml_rust2::scanner::Marker;
 #[derive(Debug, Default, Clone)]
 pub struct LineIndex {
     lines: HashMap<String, usize>,
+    /// Where each scalar (key or value) starts, in document order, and the key path it
+    /// belongs to: a key and its value share the path.
+    scalars: Vec<(Marker, String)>,
+    /// The text is not well-formed YAML: the index is incomplete.
+    broken: bool,
 }
 
 impl LineIndex {
     pub fn build(text: &str) -> LineIndex {
+        LineIndex::walk(text, false)
+    }
+
+    /// [`LineIndex::build`], also keeping where each scalar starts, for [`LineIndex::path_at`]
+    /// (only wanted for an error, so not kept for every load).
+    pub fn build_with_positions(text: &str) -> LineIndex {
+        LineIndex::walk(text, true)
+    }
+
+    fn walk(text: &str, positions: bool) -> LineIndex {
         let mut walker = Walker {
             index: LineIndex::default(),
             stack: Vec::new(),
+            positions,
         };
         // A syntax error is reported by serde_yaml with its own position; the index is then
         // simply incomplete.
-        let _ = Parser::new_from_str(text).load(&mut walker, false);
+        walker.index.broken = Parser::new_from_str(text).load(&mut walker, false).is_err();
         walker.index
+    }
+
+    /// Whether the text did not parse as YAML.
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// Whether `path` itself (not only an ancestor) was written in the file.
+    pub fn has(&self, path: &str) -> bool {
+        self.lines.contains_key(path)
+    }
+
+    /// The key path of the scalar written at `line` (1-based) and `col` (0-based, in
+    /// characters): the last one that starts there or before, such as the value holding a
+    /// `${VAR}` in its middle.
+    pub fn path_at(&self, line: usize, col: usize) -> Option<&str> {
+        self.scalars
+            .iter()
+            .take_while(|(m, _)| (m.line(), m.col()) <= (line, col))
+            .last()
+            .map(|(_, p)| p.as_str())
     }
 
     /// The most specific key path under `prefix` written on `line`: serde reports a bad
@@ -57,6 +94,7 @@ enum Frame {
 struct Walker {
     index: LineIndex,
     stack: Vec<Frame>,
+    positions: bool,
 }
 
 impl Walker {
@@ -96,9 +134,15 @@ impl MarkedEventReceiver for Walker {
                     } else {
                         format!("{path}.{text}")
                     };
+                    if self.positions {
+                        self.index.scalars.push((mark, full.clone()));
+                    }
                     self.index.lines.entry(full).or_insert(line);
                     *key = Some(text);
                 } else if let Some(p) = self.value_path() {
+                    if self.positions {
+                        self.index.scalars.push((mark, p.clone()));
+                    }
                     self.index.lines.entry(p).or_insert(line);
                 }
             }
@@ -142,5 +186,19 @@ mod tests {
         assert_eq!(idx.line_of("routes[1].upstream"), Some(7));
         assert_eq!(idx.line_of("routes[1].match.hosts[0]"), Some(8));
         assert_eq!(idx.line_of("routes[1].nothing"), Some(6));
+    }
+
+    #[test]
+    fn finds_the_scalar_at_a_position() {
+        let text = "admin:\n  token: xyz_______\n  listen: \"ü 1.2.3.4:${X}\"\nroutes: [ { name: _____ } ]\nlog: |\n  line one\n  ${Y} two\n";
+        let idx = LineIndex::build_with_positions(text);
+        assert!(!idx.is_broken());
+        // 0-based columns, counted in characters.
+        assert_eq!(idx.path_at(2, 12), Some("admin.token"));
+        assert_eq!(idx.path_at(3, 21), Some("admin.listen"));
+        assert_eq!(idx.path_at(4, 19), Some("routes[0].name"));
+        assert_eq!(idx.path_at(7, 2), Some("log"));
+        assert_eq!(idx.path_at(1, 0), Some("admin"));
+        assert!(LineIndex::build("a: [b\n").is_broken());
     }
 }

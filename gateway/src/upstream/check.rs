@@ -16,6 +16,7 @@ pub(super) async fn check_loop(pool: Arc<Pool>, i: usize, connector: Arc<Connect
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let started = backend.health.clock();
         let result =
             match tokio::time::timeout(hc.timeout.get(), check_once(&pool, i, &connector)).await {
                 Ok(r) => r,
@@ -27,6 +28,7 @@ pub(super) async fn check_loop(pool: Arc<Pool>, i: usize, connector: Arc<Connect
         backend.health.record_check(
             &pool.name,
             &backend.addr,
+            started,
             result,
             hc.healthy_after,
             hc.unhealthy_after,

@@ -50,6 +50,11 @@ pub struct Health {
     /// Consecutive active check results (owned by the one checker task).
     check_ok_streak: AtomicU32,
     check_fail_streak: AtomicU32,
+    /// When the current passive ejection began (milliseconds since `epoch`).
+    ejected_at: AtomicU64,
+    /// Consecutive passing active checks that started after the current ejection began:
+    /// `healthy_after` of them end it (docs/upstreams.md, "Passive ejection").
+    checks_since_ejection: AtomicU32,
     detail: Mutex<Detail>,
     epoch: Instant,
 }
@@ -66,6 +71,8 @@ impl Health {
             failures: AtomicU32::new(0),
             check_ok_streak: AtomicU32::new(0),
             check_fail_streak: AtomicU32::new(0),
+            ejected_at: AtomicU64::new(0),
+            checks_since_ejection: AtomicU32::new(0),
             detail: Mutex::new(Detail {
                 last_error: if checked {
                     Some("not checked yet".into())
@@ -80,6 +87,12 @@ impl Health {
 
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    /// The record's own clock, for an active check to say when it started
+    /// ([`Health::record_check`]).
+    pub fn clock(&self) -> u64 {
+        self.now_ms()
     }
 
     pub fn state(&self) -> State {
@@ -175,11 +188,14 @@ impl Health {
     /// when this ended an ejection.
     pub fn report_success(&self, upstream: &str, addr: &str, probe: bool) -> bool {
         self.failures.store(0, Ordering::Relaxed);
-        if probe && self.ejected_until.swap(0, Ordering::Relaxed) != 0 {
+        if probe {
+            // Also when active checks ended the ejection while the probe was under way.
             self.probing.store(false, Ordering::Release);
-            log::info!("upstream {upstream}: backend {addr} is back after a successful probe");
-            self.set_detail(None);
-            return true;
+            if self.ejected_until.swap(0, Ordering::Relaxed) != 0 {
+                log::info!("upstream {upstream}: backend {addr} is back after a successful probe");
+                self.set_detail(None);
+                return true;
+            }
         }
         false
     }
@@ -202,6 +218,9 @@ impl Health {
         }
         let ejected = self.ejected_until.load(Ordering::Relaxed) != 0;
         if probe || (!ejected && threshold > 0 && n >= threshold) {
+            // Active checks count towards the end of this ejection from now on.
+            self.ejected_at.store(self.now_ms(), Ordering::Relaxed);
+            self.checks_since_ejection.store(0, Ordering::Relaxed);
             self.ejected_until.store(
                 self.now_ms() + eject_for.as_millis() as u64,
                 Ordering::Relaxed,
@@ -213,11 +232,18 @@ impl Health {
         false
     }
 
-    /// Records one active check result; logs and returns the new state on a transition.
+    /// Records one active check result, of a check that started at `started` (by
+    /// [`Health::clock`]); logs and returns the new state on a transition.
+    ///
+    /// A passive ejection ends once `healthy_after` checks in a row have passed that started
+    /// after it began: a backend that restarted rejoins within a few check intervals instead
+    /// of waiting out `eject_for` (docs/upstreams.md). A check already under way when the
+    /// backend was ejected says nothing about it since.
     pub fn record_check(
         &self,
         upstream: &str,
         addr: &str,
+        started: u64,
         result: Result<(), String>,
         healthy_after: u32,
         unhealthy_after: u32,
@@ -227,6 +253,22 @@ impl Health {
         match result {
             Ok(()) => {
                 self.check_fail_streak.store(0, Ordering::Relaxed);
+                let mut rejoined = false;
+                let until = self.ejected_until.load(Ordering::Relaxed);
+                if until != 0 && started >= self.ejected_at.load(Ordering::Relaxed) {
+                    let n = self.checks_since_ejection.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n >= healthy_after.max(1)
+                        && self
+                            .ejected_until
+                            .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed)
+                            .is_ok()
+                    {
+                        self.failures.store(0, Ordering::Relaxed);
+                        log::info!("upstream {upstream}: backend {addr} is no longer ejected: {n} health checks passed since its ejection");
+                        self.set_detail(None);
+                        rejoined = up;
+                    }
+                }
                 let n = self.check_ok_streak.fetch_add(1, Ordering::Relaxed) + 1;
                 // A new backend joins on its first passing check; a backend that went down
                 // (or failed its first check) must pass `healthy_after` in a row.
@@ -237,9 +279,13 @@ impl Health {
                     self.set_detail(None);
                     return Some(true);
                 }
+                if rejoined {
+                    return Some(true);
+                }
             }
             Err(e) => {
                 self.check_ok_streak.store(0, Ordering::Relaxed);
+                self.checks_since_ejection.store(0, Ordering::Relaxed);
                 let n = self.check_fail_streak.fetch_add(1, Ordering::Relaxed) + 1;
                 if up && n >= unhealthy_after {
                     self.active_up.store(false, Ordering::Relaxed);

@@ -392,4 +392,29 @@ mod tests {
             (State::Healthy, Admission::Yes)
         );
     }
+
+    #[test]
+    fn passing_checks_since_an_ejection_end_it() {
+        let h = Health::new(true);
+        let ok = |h: &Health, started: u64| h.record_check("t", "a", started, Ok(()), 2, 3);
+        assert_eq!(ok(&h, h.clock()), Some(true), "its first check");
+        // A check that started before the ejection, and one that failed, do not count.
+        let before = h.clock();
+        std::thread::sleep(Duration::from_millis(2));
+        h.report_failure("t", "a", "test", false, 1, Duration::from_secs(60));
+        assert_eq!(h.state(), State::Ejected);
+        assert_eq!(ok(&h, before), None);
+        assert_eq!(ok(&h, h.clock()), None);
+        let failed = h.record_check("t", "a", h.clock(), Err("down".into()), 2, 3);
+        assert_eq!((failed, h.state()), (None, State::Ejected));
+        assert_eq!(ok(&h, h.clock()), None);
+        assert_eq!(h.state(), State::Ejected);
+        // The second in a row: back, long before `eject_for`.
+        assert_eq!(ok(&h, h.clock()), Some(true));
+        assert_eq!(
+            (h.state(), h.try_acquire()),
+            (State::Healthy, Admission::Yes)
+        );
+        assert_eq!(h.detail().last_error, None);
+    }
 }
