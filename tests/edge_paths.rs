@@ -273,6 +273,10 @@ async fn what_has_no_single_reading_is_refused_before_any_plugin() {
         b"GET /public/..;a=b/admin/x HTTP/1.1",
         b"GET /public/%2e%2e;/admin/x HTTP/1.1",
         b"GET /public/.;/admin/x HTTP/1.1",
+        b"GET /x/..;a/../admin/x HTTP/1.1",
+        // a `..` removing a segment that is only parameters (a servlet container reads
+        // `/c/;x/../admin/x` as `/admin/x`)
+        b"GET /c/;x/../admin/x HTTP/1.1",
         // targets that are not origin-form, absolute-form or OPTIONS *
         b"GET admin/x HTTP/1.1",
         b"GET t.test:80 HTTP/1.1",

@@ -22,7 +22,9 @@
 //! `/admin/x`, as Java servlet containers read it; the backend still receives the
 //! parameters). A segment that is `.` or `..` once its parameters are removed (`..;`, which
 //! Tomcat reads as `..`) is refused: a servlet container and any other backend would read
-//! the request as two different paths, and no route choice is right for both.
+//! the request as two different paths, and no route choice is right for both. For the same
+//! reason a `..` that removes a segment that is only parameters (`/a/;x/../b`) is refused: a
+//! servlet container reads `;x` as an empty segment and lets the `..` remove `a`.
 //!
 //! A path with nothing to change, the common case, costs one pass over its bytes with a
 //! table and no allocation.
@@ -45,6 +47,8 @@ pub enum PathError {
     AboveRoot,
     /// A segment that is `.` or `..` once its `;parameters` are removed.
     DotSegmentWithParameters,
+    /// A `..` that removes a segment that is only `;parameters`.
+    DotDotOverParameters,
     /// The path does not start with `/`.
     NotAbsolute,
 }
@@ -61,6 +65,9 @@ impl PathError {
             PathError::AboveRoot => "a .. segment in the path climbs above the root",
             PathError::DotSegmentWithParameters => {
                 "a path segment that is . or .. once its ;parameters are removed"
+            }
+            PathError::DotDotOverParameters => {
+                "a .. segment in the path removes a segment that is only ;parameters"
             }
             PathError::NotAbsolute => "the path does not start with /",
         }
@@ -209,11 +216,12 @@ fn already_normal(p: &[u8], cfg: &PathConfig) -> Option<bool> {
     Some(params)
 }
 
-/// Whether `rest` (starting at a segment's first byte) begins with a `.` or `..` segment.
+/// Whether `rest` (starting at a segment's first byte) begins with a `.` or `..` segment,
+/// or one that is `.` or `..` before its `;parameters`.
 fn dot_segment_at(rest: &[u8]) -> bool {
     matches!(
         rest,
-        [b'.'] | [b'.', b'/', ..] | [b'.', b'.'] | [b'.', b'.', b'/', ..]
+        [b'.'] | [b'.', b'/' | b';', ..] | [b'.', b'.'] | [b'.', b'.', b'/' | b';', ..]
     )
 }
 
@@ -273,27 +281,34 @@ fn rebuild(p: &[u8], cfg: &PathConfig) -> Result<String, PathError> {
     }
     // Only ASCII was pushed: every other byte was escaped.
     let s = String::from_utf8(s).map_err(|_| PathError::BadEscape)?;
-    resolve_segments(&s, cfg.merge_slashes, false)
+    resolve_segments(&s, cfg.merge_slashes)
 }
 
 /// Removes dot segments (RFC 3986 section 5.2.4) and, with `merge`, empty segments but a
-/// trailing one. `s` starts with `/`. With `params_stripped`, a dot segment is one that
-/// lost its parameters: refused rather than resolved.
-fn resolve_segments(s: &str, merge: bool, params_stripped: bool) -> Result<String, PathError> {
+/// trailing one. `s` starts with `/`. A segment that is a dot segment only once its
+/// `;parameters` are removed is refused, wherever it is: even one that a later `..` would
+/// remove (`/a/..;/../admin`) reads as another path to a servlet container (`/admin`).
+fn resolve_segments(s: &str, merge: bool) -> Result<String, PathError> {
     let mut kept: Vec<&str> = Vec::new();
     let mut segments = s[1..].split('/').peekable();
     while let Some(seg) = segments.next() {
         let last = segments.peek().is_none();
         match seg {
-            "." | ".." if params_stripped => return Err(PathError::DotSegmentWithParameters),
             "." => {}
-            ".." => {
-                if kept.pop().is_none() {
-                    return Err(PathError::AboveRoot);
+            ".." => match kept.pop() {
+                None => return Err(PathError::AboveRoot),
+                // `/a/;x/../b`: to a servlet container `;x` is an empty segment (merged
+                // away), so its `..` removes `a`; to anyone else it removes `;x`.
+                Some(removed) if removed.starts_with(';') => {
+                    return Err(PathError::DotDotOverParameters)
                 }
-            }
+                Some(_) => {}
+            },
             "" if merge && !last => continue,
             _ => {
+                if matches!(seg.split_once(';'), Some(("." | "..", _))) {
+                    return Err(PathError::DotSegmentWithParameters);
+                }
                 kept.push(seg);
                 continue;
             }
@@ -321,9 +336,9 @@ fn without_parameters(path: &str, cfg: &PathConfig) -> Result<String, PathError>
         stripped.push('/');
         stripped.push_str(seg.split_once(';').map_or(seg, |(name, _)| name));
     }
-    // `path` has no dot segments, so any now were hidden by parameters; segments that were
-    // only parameters are empty now, and merged like any other.
-    resolve_segments(&stripped, cfg.merge_slashes, true)
+    // `path` has no segment that is a dot segment without its parameters (refused above);
+    // segments that were only parameters are empty now, and merged like any other.
+    resolve_segments(&stripped, cfg.merge_slashes)
 }
 
 #[cfg(test)]
@@ -401,6 +416,11 @@ mod tests {
             ("/public/..;/admin", DotSegmentWithParameters),
             ("/public/.;x/admin", DotSegmentWithParameters),
             ("/public/%2e%2e;/admin", DotSegmentWithParameters),
+            // Found by fuzzing: a `..;` that a later `..` removes still hides a `..`.
+            ("/x/..;a/../admin", DotSegmentWithParameters),
+            ("/x/y/..;a/../../admin", DotSegmentWithParameters),
+            ("/c/;x=public/../admin/x", DotDotOverParameters),
+            ("/admin;a/b/../;x/../..", DotDotOverParameters),
             ("a/b", NotAbsolute),
             ("", NotAbsolute),
         ];
