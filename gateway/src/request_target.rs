@@ -205,34 +205,50 @@ pub fn parse_host(raw: &[u8]) -> Option<String> {
             .ok()?;
         (&raw[..=end], &raw[end + 1..])
     } else {
-        let colon = raw.iter().position(|&c| c == b':').unwrap_or(raw.len());
-        let name = &raw[..colon];
-        // One trailing dot names the same host (a fully qualified name).
-        let name = name.strip_suffix(b".").unwrap_or(name);
-        let labels_ok = !name.is_empty()
-            && name.split(|&c| c == b'.').all(|label| {
-                !label.is_empty()
-                    && label
-                        .iter()
-                        .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-            });
-        if !labels_ok {
-            return None;
+        // One pass (this runs on every request): labels of host-name characters, none empty
+        // but for one trailing dot (a fully qualified name, the same host), up to a colon.
+        let mut label_start = true;
+        let mut end = raw.len();
+        for (i, &c) in raw.iter().enumerate() {
+            match c {
+                b':' => {
+                    end = i;
+                    break;
+                }
+                b'.' if label_start => return None,
+                b'.' => label_start = true,
+                _ if c.is_ascii_alphanumeric() || c == b'-' || c == b'_' => label_start = false,
+                _ => return None,
+            }
         }
-        (name, &raw[colon..])
+        let name = &raw[..end];
+        let name = match name.strip_suffix(b".") {
+            Some(b"") => return None,
+            Some(shorter) => shorter,
+            // Empty.
+            None if label_start => return None,
+            None => name,
+        };
+        (name, &raw[end..])
     };
     if let Some(digits) = port.strip_prefix(b":") {
-        let valid = (1..=5).contains(&digits.len())
-            && digits.iter().all(u8::is_ascii_digit)
-            && (1..=65535).contains(&digits.iter().fold(0u32, |n, &d| n * 10 + (d - b'0') as u32));
-        if !valid {
+        let mut n = 0u32;
+        for &d in digits {
+            if !d.is_ascii_digit() || n > 6553 {
+                return None;
+            }
+            n = n * 10 + (d - b'0') as u32;
+        }
+        if !(1..=65535).contains(&n) {
             return None;
         }
     } else if !port.is_empty() {
         return None;
     }
-    // Only ASCII is left: lowercasing it as bytes keeps it UTF-8.
-    String::from_utf8(name.to_ascii_lowercase()).ok()
+    // Only ASCII is left, so lowercasing byte by byte keeps it UTF-8.
+    let mut host = String::with_capacity(name.len());
+    host.extend(name.iter().map(|&c| c.to_ascii_lowercase() as char));
+    Some(host)
 }
 
 #[cfg(test)]
@@ -347,9 +363,12 @@ mod tests {
         assert_eq!(req.headers.get("host").unwrap(), "api.test");
     }
 
+    /// A target, its headers, and why it is refused.
+    type Refused<'a> = (&'a str, &'a [(&'a str, &'a str)], Refusal);
+
     #[test]
     fn refusals() {
-        let cases: &[(&str, &[(&str, &str)], Refusal)] = &[
+        let cases: &[Refused] = &[
             ("admin/x", &[("host", "a")], Refusal::TargetForm),
             ("a.test:443", &[("host", "a.test:443")], Refusal::TargetForm),
             ("ftp://a/x", &[("host", "a")], Refusal::TargetForm),
