@@ -174,6 +174,8 @@ async fn every_spelling_of_a_guarded_path_meets_its_guard() {
         (b"/;a/admin/x", "/;a/admin/x"),
         (b"/admin", "/admin"),
         (b"/admin?x=1", "/admin?x=1"),
+        (b"http://t.test/admin/x", "/admin/x"),
+        (b"http://t.test/public/../admin/x", "/admin/x"),
     ];
     for (listener, sni) in [("web", None), ("tls", Some("t.test"))] {
         for (target, want) in spellings {
@@ -208,6 +210,7 @@ async fn the_backend_receives_the_normalized_path_and_the_query_as_sent() {
         (b"/caf\xc3\xa9", "/caf%C3%A9"),
         (b"/a{b}|c", "/a%7Bb%7D%7Cc"),
         (b"/Admin/x", "/Admin/x"),
+        (b"/ADMIN/x", "/ADMIN/x"),
         (b"/adminx", "/adminx"),
         (b"/admin%3Bx/y", "/admin%3Bx/y"),
         (
@@ -260,6 +263,7 @@ async fn what_has_no_single_reading_is_refused_before_any_plugin() {
         b"GET /a%5cb HTTP/1.1",
         b"GET /a\\b HTTP/1.1",
         b"GET /public\\..\\admin/x HTTP/1.1",
+        b"GET /public%5C..%5Cadmin/x HTTP/1.1",
         // escaped slashes (server.path.escaped_slashes: reject, the default)
         b"GET /admin%2Fx HTTP/1.1",
         b"GET /public%2f..%2fadmin/x HTTP/1.1",
@@ -488,6 +492,7 @@ async fn host_is_read_one_way() {
         ("Host: 127.0.0.1:1\r\n", "public"),
         ("Host: [::1]:443\r\n", "public"),
         ("Host: my_service\r\n", "public"),
+        ("Host: t.test.\r\n", "public"),
     ];
     for (headers, route) in accepted {
         let a = raw(&s, "web", None, &get(b"/x", headers)).await;
