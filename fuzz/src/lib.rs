@@ -1,6 +1,6 @@
 //! Fuzz targets for what Portico parses from the outside world itself (Pingora parses HTTP):
 //! the config file, route matching, the PROXY protocol header, its own request-head framing
-//! checks, and the forwarded headers it writes to the backend.
+//! checks, the forwarded headers it writes to the backend, and its reading of request paths.
 //!
 //! Each target is a plain `fn(&[u8])` that panics when something is wrong, so the same code
 //! runs under libFuzzer (`cargo +nightly fuzz run <target>`, `fuzz_targets/`) and on stable
@@ -22,6 +22,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("proxy_header", proxy_header),
     ("framing", framing),
     ("forwarded", forwarded),
+    ("path", path::path),
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -371,6 +372,7 @@ impl<'a> Bytes<'a> {
 }
 
 pub mod mutate;
+pub mod path;
 
 #[cfg(test)]
 mod tests {

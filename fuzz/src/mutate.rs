@@ -73,6 +73,10 @@ fn dictionary(target: &str) -> &'static [&'static [u8]] {
             b"chunked", b"CHUNKED", b"identity", b", ", b"\r\n", b"\n", b"\r", b"\t", b" ", b"\0", b"\x0b", b"\x0c", b":", b"0",
             b"18446744073709551616", b"\r\n\r\n",
         ],
+        "path" => &[
+            b"/", b"//", b"/.", b"/..", b"/./", b"/../", b"%2e", b"%2E", b"%2f", b"%2F", b"%5C", b"%00", b"%61", b"%7e", b"%3B", b"%25",
+            b";", b";a=b", b"..;", b"\\", b"admin", b"/admin", b"api", b"a.b", b"~u", b"\xc3\xa9", b"%", b"%G", b"\x00", b"\x01", b"\x02",
+        ],
         "forwarded" => &[b"\xff\x00", b"\xff\x01", b"\xff\x02", b"10.0.0.1", b", ", b"::1", b"203.0.113.9", b"unknown", b"a:1", b"[::1]:80"],
         _ => &[],
     }

@@ -5,7 +5,7 @@
 use crate::forwarded;
 use crate::metrics;
 use crate::plugin::{Chains, RequestState, Response};
-use crate::route::{normalize_host, RequestKey};
+use crate::route::RequestKey;
 use crate::snapshot::Snapshot;
 use crate::upstream::{hash_key, Admission, Pool, Probe};
 use crate::Shared;
@@ -203,25 +203,25 @@ impl ProxyHttp for Gateway {
         if limit > 0 && head_size(session.req_header()) > limit {
             return Error::e_explain(ErrorType::HTTPStatus(431), "request head too large");
         }
-        let req = session.req_header();
-        // HTTP/2 carries the host in the URI authority; HTTP/1.1 in the Host header.
-        let raw_host = req
-            .uri
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| {
-                req.headers
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-            })
-            .unwrap_or("");
-        ctx.state.host = normalize_host(raw_host);
+        // One reading of the target, host and credentials, set on the request before the
+        // redirect listener and any plugin look at it (docs/security.md).
+        let reading =
+            match crate::request_target::read(session.req_header_mut(), &snap.config.server.path) {
+                Ok(reading) => reading,
+                Err(refusal) => {
+                    // A malformed request: its connection is not worth keeping.
+                    session.set_keepalive(None);
+                    return Error::e_explain(ErrorType::HTTPStatus(400), refusal.reason());
+                }
+            };
+        ctx.state.host = reading.host;
         if self.redirect_https.is_some() {
             return Ok(());
         }
+        let req = session.req_header();
         let key = RequestKey {
             host: &ctx.state.host,
-            path: req.uri.path(),
+            path: reading.matching.as_deref().unwrap_or(req.uri.path()),
             method: &req.method,
             headers: &req.headers,
         };

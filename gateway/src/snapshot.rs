@@ -589,8 +589,14 @@ fn compile_routes(
                     PathRule::Any
                 }
                 // "/api/" and "/api" differ: the first requires the slash.
-                (Some(s), None, None) => PathRule::Prefix(s.clone()),
-                (None, Some(s), None) => PathRule::Exact(s.clone()),
+                (Some(s), None, None) => {
+                    check_route_path(s, &format!("{at}.match.path.prefix"), cfg, p);
+                    PathRule::Prefix(s.clone())
+                }
+                (None, Some(s), None) => {
+                    check_route_path(s, &format!("{at}.match.path.exact"), cfg, p);
+                    PathRule::Exact(s.clone())
+                }
                 (None, None, Some(s)) => match regex::Regex::new(&format!("^(?:{s})$")) {
                     Ok(re) => PathRule::Regex(re),
                     Err(e) => {
@@ -659,4 +665,25 @@ fn compile_routes(
         });
     }
     RouteTable::new(routes)
+}
+
+/// Requests are matched by their normalized path without `;parameters` (gateway::path); a
+/// route path spelled otherwise could never match, so it is refused with the spelling that
+/// would.
+fn check_route_path(s: &str, key: &str, cfg: &Config, p: &mut Problems) {
+    match crate::path::normalize(s.as_bytes(), &cfg.server.path) {
+        Err(e) => p.add(key, format!("{s:?} can never match: {}", e.reason())),
+        Ok(n) if n.path != s => p.add(
+            key,
+            format!(
+                "{s:?} is not in the normalized form requests are matched in: write {:?}",
+                n.path
+            ),
+        ),
+        Ok(n) if n.matching() != s => p.add(
+            key,
+            format!("{s:?} can never match: requests are matched without their ;parameters"),
+        ),
+        Ok(_) => {}
+    }
 }

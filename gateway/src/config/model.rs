@@ -39,6 +39,8 @@ pub struct ServerConfig {
     pub limits: LimitsConfig,
     /// Idle connections to backends kept for reuse, per worker thread of each listener.
     pub upstream_keepalive_pool: usize,
+    /// How a request's path is read before routing (docs/security.md, "One reading").
+    pub path: PathConfig,
 }
 
 impl Default for ServerConfig {
@@ -56,8 +58,40 @@ impl Default for ServerConfig {
             // concurrent clients on 2 threads, 1 request in 20 opened a new backend connection
             // (benches/README.md), leaving TIME_WAIT sockets that can exhaust source ports.
             upstream_keepalive_pool: 1024,
+            path: PathConfig::default(),
         }
     }
+}
+
+/// `server.path`: the choices in reading a request's path (`gateway::path`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathConfig {
+    /// Runs of `/` read as one (`//a///b` is `/a/b`).
+    pub merge_slashes: bool,
+    pub escaped_slashes: EscapedSlashes,
+}
+
+impl Default for PathConfig {
+    fn default() -> Self {
+        PathConfig {
+            merge_slashes: true,
+            escaped_slashes: EscapedSlashes::Reject,
+        }
+    }
+}
+
+/// What an escaped slash (`%2F`) in a path does.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EscapedSlashes {
+    /// 400: backends disagree on whether `%2F` separates segments, so no reading is safe.
+    #[default]
+    Reject,
+    /// `%2F` stays as it is, data inside its segment (for backends that never decode it).
+    Keep,
+    /// `%2F` becomes `/` before dot segments are removed.
+    Decode,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# Sends every request of tests/tools/path-cases.txt, byte for byte and without credentials, to
+# Portico, nginx and HAProxy, each guarding /admin (Portico: a route with key_auth; nginx: a
+# `location /admin` that answers 401; HAProxy: a 401 on `path_beg /admin`) in front of the same
+# tiny origin, and prints a Markdown table of what each did: the status the client got and the
+# request target the origin received (`—`: nothing reached it). `⚠` marks a 2xx whose target a
+# backend that reads paths the usual way would read as under /admin (`;parameters` dropped as
+# servlet containers do, escapes decoded, `\` read as `/` as Windows servers do, dot segments
+# and repeated slashes resolved): the guard was walked around.
+#
+#   cargo build --bin portico && tests/tools/path-compare.sh > /tmp/table.md
+#
+# Needs nginx, haproxy and python3 on PATH (the Debian packages are enough; nothing runs as a
+# service or needs root). PORTICO_BIN overrides target/debug/portico.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+portico=${PORTICO_BIN:-$root/target/debug/portico}
+nginx=$(command -v nginx || echo /usr/sbin/nginx)
+haproxy=$(command -v haproxy || echo /usr/sbin/haproxy)
+for bin in "$portico" "$nginx" "$haproxy"; do
+  [ -x "$bin" ] || { echo "missing $bin (build Portico with 'cargo build --bin portico'; apt-get install nginx haproxy)" >&2; exit 2; }
+done
+
+work=$(mktemp -d /tmp/path-compare.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+origin_port=$(port); portico_port=$(port); admin_port=$(port); nginx_port=$(port); haproxy_port=$(port)
+
+# The origin: logs each request's target exactly as received, answers 200 and closes.
+cat > "$work/origin.py" <<'PY'
+import socket, sys, threading
+port, log = int(sys.argv[1]), sys.argv[2]
+lock = threading.Lock()
+def serve(conn):
+    buf = b""
+    try:
+        while b"\r\n\r\n" not in buf:
+            data = conn.recv(65536)
+            if not data:
+                return
+            buf += data
+        parts = buf.split(b"\r\n", 1)[0].split(b" ")
+        target = parts[1] if len(parts) > 1 else b"?"
+        with lock, open(log, "ab") as f:
+            f.write(target.replace(b"\n", b"\\n") + b"\n")
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
+    except Exception:
+        pass
+    finally:
+        conn.close()
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", port))
+s.listen(64)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+PY
+: > "$work/origin.log"
+python3 "$work/origin.py" "$origin_port" "$work/origin.log" & pids+=($!)
+
+mkdir -p "$work/nginx"
+cat > "$work/nginx.conf" <<EOF
+daemon off;
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx/error.log;
+events {}
+http {
+  access_log off;
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi;
+  uwsgi_temp_path $work/nginx/uwsgi;
+  scgi_temp_path $work/nginx/scgi;
+  server {
+    listen 127.0.0.1:$nginx_port;
+    location /admin { return 401; }
+    location / { proxy_pass http://127.0.0.1:$origin_port; proxy_set_header Host \$host; }
+  }
+}
+EOF
+"$nginx" -p "$work/nginx" -c "$work/nginx.conf" 2>"$work/nginx/stderr.log" & pids+=($!)
+
+cat > "$work/haproxy.cfg" <<EOF
+global
+  maxconn 256
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 5s
+  timeout server 5s
+frontend fe
+  bind 127.0.0.1:$haproxy_port
+  http-request deny deny_status 401 if { path_beg /admin }
+  default_backend be
+backend be
+  server origin 127.0.0.1:$origin_port
+EOF
+"$haproxy" -f "$work/haproxy.cfg" -db 2>"$work/haproxy.log" & pids+=($!)
+
+cat > "$work/portico.yaml" <<EOF
+server: { grace_period: 0s, shutdown_timeout: 1s, upgrade_sock: $work/portico.sock, pid_file: $work/portico.pid }
+admin: { listen: 127.0.0.1:$admin_port }
+listeners:
+  - { name: web, listen: 127.0.0.1:$portico_port }
+upstreams:
+  origin: { backends: [ { addr: "127.0.0.1:$origin_port" } ], retries: 0 }
+routes:
+  - { name: admin, upstream: origin, match: { path: { prefix: /admin } }, plugins: [ { key_auth: { keys: { ci: secret } } } ] }
+  - { name: public, upstream: origin, match: { path: { prefix: / } } }
+EOF
+RUST_LOG=warn "$portico" -c "$work/portico.yaml" 2>"$work/portico.log" >/dev/null & pids+=($!)
+
+for p in $origin_port $portico_port $nginx_port $haproxy_port; do
+  for _ in $(seq 50); do
+    python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $p), 0.2)" 2>/dev/null && break
+    sleep 0.1
+  done
+done
+
+python3 - "$root/tests/tools/path-cases.txt" "$work" "$portico_port" "$nginx_port" "$haproxy_port" <<'PY'
+import socket, sys, time, re, os
+from urllib.parse import unquote_to_bytes
+cases_file, work = sys.argv[1], sys.argv[2]
+proxies = [("Portico", int(sys.argv[3])), ("nginx", int(sys.argv[4])), ("HAProxy", int(sys.argv[5]))]
+log = os.path.join(work, "origin.log")
+
+def unescape(s):
+    out, i = bytearray(), 0
+    esc = {"r": 13, "n": 10, "t": 9, "0": 0, "\\": 92}
+    while i < len(s):
+        if s[i] == "\\" and i + 1 < len(s):
+            if s[i + 1] == "x":
+                out.append(int(s[i + 2:i + 4], 16)); i += 4
+            else:
+                out.append(esc[s[i + 1]]); i += 2
+        else:
+            out += s[i].encode(); i += 1
+    return bytes(out)
+
+def servlet_reads_admin(target):
+    # Drop ;parameters per segment (servlet containers), decode, read \ as / (Windows
+    # servers), resolve dot segments and empty ones.
+    path = target.split(b"?")[0]
+    m = re.match(rb"^https?://[^/]*", path, re.I)
+    if m:
+        path = path[m.end():] or b"/"
+    segs = [unquote_to_bytes(s.split(b";")[0]) for s in path.split(b"/")[1:]]
+    segs = b"/".join(segs).replace(b"\\", b"/").split(b"/")
+    kept = []
+    for s in segs:
+        if s == b"..":
+            if kept: kept.pop()
+        elif s not in (b".", b""):
+            kept.append(s)
+    return kept[:1] == [b"admin"]
+
+def exchange(port, payload):
+    s = socket.create_connection(("127.0.0.1", port), 2)
+    try:
+        s.sendall(payload)
+    except OSError:
+        pass
+    data, deadline = b"", time.time() + 2
+    s.settimeout(0.2)
+    while time.time() < deadline:
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            continue
+        except OSError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    m = re.match(rb"HTTP/1\.[01] (\d{3}) ", data)
+    return int(m.group(1)) if m else None
+
+def show(target):
+    t = target.decode("latin1")
+    return "`" + t.replace("|", "\\|").replace("`", "'") + "`"
+
+print("| case | request | " + " | ".join(n for n, _ in proxies) + " |")
+print("|---|---|" + "---|" * len(proxies))
+for line in open(cases_file, encoding="utf-8"):
+    if line.startswith("#") or not line.strip():
+        continue
+    name, what, raw = line.rstrip("\n").split("\t", 2)
+    cells = []
+    for proxy, port in proxies:
+        before = os.path.getsize(log)
+        status = exchange(port, unescape(raw))
+        time.sleep(0.2)
+        with open(log, "rb") as f:
+            f.seek(before)
+            seen = [l.rstrip(b"\n") for l in f if l.strip()]
+        cell = str(status) if status else "closed"
+        cell += " · " + (", ".join(show(t) for t in seen) if seen else "—")
+        if status and 200 <= status < 300 and any(servlet_reads_admin(t) for t in seen):
+            cell += " ⚠"
+        cells.append(cell)
+    print("| `%s` | %s | %s |" % (name, what.replace("|", "\\|"), " | ".join(cells)))
+print()
+print("Each cell: the status the client got, then the target the origin received (`—`: none). "
+      "⚠: a 2xx whose target a backend reading paths the usual way (`;parameters` dropped, escapes "
+      "decoded, `\\` as `/`, dot segments and repeated slashes resolved) reads as under /admin: "
+      "the guard on /admin was walked around.")
+PY
+echo
+echo "nginx $("$nginx" -v 2>&1 | sed 's/.*nginx\///'), $("$haproxy" -v | head -1 | awk '{print $1, $2, $3}'), Portico $("$portico" -V | awk '{print $2}') on Pingora 0.9.1; $(date -u +%Y-%m-%d)."
