@@ -22,6 +22,15 @@ use pingora_core::tls::ssl::{
     NameType, SslOptions, SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
 use pingora_core::tls::x509::X509;
+use crate::client_cert::ClientCert;
+use crate::config::ClientAuthMode;
+use crate::listener::TlsConnection;
+use foreign_types::ForeignType;
+use openssl::error::ErrorStack;
+use openssl::ssl::SslRef;
+use openssl::stack::Stack;
+use openssl::x509::store::{X509Store, X509StoreBuilder};
+use openssl::x509::{X509Name, X509NameRef};
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -36,12 +45,15 @@ pub struct CertifiedKey {
     pub ocsp: Option<Vec<u8>>,
 }
 
-/// The certificates of one listener, indexed by name.
+/// The certificates of one listener, indexed by name, and how it checks clients'
+/// certificates: what a reload replaces in one step.
 pub struct CertStore {
     certs: Vec<CertifiedKey>,
     exact: HashMap<String, usize>,
     /// `*.example.com` stored as `.example.com`.
     wildcard: HashMap<String, usize>,
+    /// `tls.client_ca` and `tls.client_auth`; `None`: no client certificate is asked for.
+    client_auth: Option<Arc<ClientAuth>>,
 }
 
 impl CertStore {
@@ -61,7 +73,13 @@ impl CertStore {
             certs,
             exact,
             wildcard,
+            client_auth: None,
         }
+    }
+
+    pub fn with_client_auth(mut self, client_auth: Option<Arc<ClientAuth>>) -> Self {
+        self.client_auth = client_auth;
+        self
     }
 
     /// An exact name first, then a wildcard covering one label (as TLS wildcards do), then
@@ -206,10 +224,111 @@ pub fn generate_dev_cert(cert: &Path, key: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// How a listener checks client certificates (`tls.client_ca`, `tls.client_auth`).
+///
+/// Applied to each connection in the certificate callback rather than to the listener's
+/// OpenSSL context, which is built once: so a reload that changes the CA file (its path or
+/// only its contents) or the mode applies to the next handshake.
+pub struct ClientAuth {
+    /// The CAs that client certificates must chain to.
+    store: X509Store,
+    /// Their subjects, sent to the client to help it pick a certificate.
+    names: Vec<X509Name>,
+    required: bool,
+    /// SHA-256 of the CA file and the mode, so that a reload can tell a change.
+    fingerprint: [u8; 32],
+}
+
+extern "C" {
+    /// Not in `openssl-sys`; the OpenSSL that Pingora links provides it (>= 1.1.0).
+    fn X509_STORE_up_ref(store: *mut openssl_sys::X509_STORE) -> std::ffi::c_int;
+}
+
+impl ClientAuth {
+    /// Reads the CA file (PEM, one certificate or more).
+    pub fn load(path: &Path, mode: ClientAuthMode) -> Result<ClientAuth, String> {
+        let pem =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let cas = X509::stack_from_pem(&pem)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| format!("{} holds no PEM certificate", path.display()))?;
+        let mut store = X509StoreBuilder::new().map_err(|e| e.to_string())?;
+        let mut names = Vec::new();
+        for ca in cas {
+            names.push(ca.subject_name().to_owned().map_err(|e| e.to_string())?);
+            store.add_cert(ca).map_err(|e| e.to_string())?;
+        }
+        let required = mode == ClientAuthMode::Required;
+        let mut hasher = openssl::sha::Sha256::new();
+        hasher.update(&pem);
+        hasher.update(&[required as u8]);
+        Ok(ClientAuth {
+            store: store.build(),
+            names,
+            required,
+            fingerprint: hasher.finish(),
+        })
+    }
+
+    /// Asks this connection's client for a certificate and checks it against the CAs.
+    /// `optional` is OpenSSL's SSL_VERIFY_PEER without FAIL_IF_NO_PEER_CERT: a client may
+    /// send none, but one it sends must verify.
+    fn apply(&self, ssl: &mut SslRef) -> Result<(), ErrorStack> {
+        // SAFETY: the reference taken here is handed to the connection, which frees it.
+        let store = unsafe {
+            X509_STORE_up_ref(self.store.as_ptr());
+            X509Store::from_ptr(self.store.as_ptr())
+        };
+        ssl.set_verify_cert_store(store)?;
+        let mut list = Stack::new()?;
+        for n in &self.names {
+            list.push(X509NameRef::to_owned(n)?)?;
+        }
+        ssl.set_client_ca_list(list);
+        let mode = if self.required {
+            SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT
+        } else {
+            SslVerifyMode::PEER
+        };
+        ssl.set_verify(mode);
+        Ok(())
+    }
+}
+
 /// The SNI callback of one listener; reload swaps the store it reads.
 pub struct CertResolver {
     pub listener: Arc<str>,
-    pub store: ArcSwap<CertStore>,
+    store: ArcSwap<CertStore>,
+    /// The listener's TLS sessions, for resumption.
+    sessions: Arc<SessionCache>,
+}
+
+impl CertResolver {
+    pub fn new(listener: &str, store: Arc<CertStore>) -> Self {
+        CertResolver {
+            listener: listener.into(),
+            store: ArcSwap::new(store),
+            sessions: Arc::new(SessionCache::new(SESSION_CACHE_SIZE)),
+        }
+    }
+
+    /// Serves `store` from the next handshake on. When its client certificate checks differ
+    /// from the current ones, the sessions made under those are forgotten: a resumed session
+    /// keeps the certificate checked at its first handshake, and a client must not get
+    /// around a new CA (or a newly required certificate) that way.
+    pub fn replace(&self, store: Arc<CertStore>) {
+        let fingerprint = |s: &CertStore| s.client_auth.as_ref().map(|a| a.fingerprint);
+        let changed = fingerprint(&self.store.load()) != fingerprint(&store);
+        self.store.store(store);
+        if changed {
+            self.sessions.clear();
+            log::info!(
+                "listener {}: client certificate checks changed; TLS sessions made before are not resumed",
+                self.listener
+            );
+        }
+    }
 }
 
 /// The handle Pingora's listener holds on a [`CertResolver`].
@@ -236,14 +355,29 @@ impl TlsAccept for SniCallback {
                 self.0.listener
             );
         }
+        if let Some(auth) = &store.client_auth {
+            if let Err(e) = auth.apply(ssl) {
+                // Without the checks the client would get in unchecked: no handshake.
+                log::error!(
+                    "listener {}: cannot set up client certificate checks: {e}",
+                    self.0.listener
+                );
+                ssl.set_verify_callback(
+                    SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
+                    |_, _| false,
+                );
+            }
+        }
     }
 
     async fn handshake_complete_callback(
         &self,
-        _ssl: &TlsRef,
+        ssl: &TlsRef,
     ) -> Option<Arc<dyn Any + Send + Sync>> {
-        // The connection's first-request flag (see `listener.rs`), reachable from its requests.
-        Some(Arc::new(crate::listener::FirstRequest::default()))
+        // What the connection's requests read (see `listener.rs`): its first-request flag,
+        // and its client certificate, read once here rather than per request.
+        let client_cert = ClientCert::from_handshake(ssl).map(Arc::new);
+        Some(Arc::new(TlsConnection::new(client_cert)))
     }
 }
 
@@ -322,14 +456,23 @@ impl SessionCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Forgets every session.
+    pub fn clear(&self) {
+        let mut s = self.inner.lock().unwrap();
+        s.by_id.clear();
+        s.order.clear();
+    }
 }
 
 /// Builds the TLS settings of a listener.
+///
+/// Client certificates are asked for per connection, from the resolver's store (see
+/// [`ClientAuth`]), not here.
 pub fn listener_settings(
     resolver: Arc<CertResolver>,
     min_version: &str,
     alpn: &[String],
-    client_ca: Option<&Path>,
 ) -> Result<TlsSettings, String> {
     let mut settings = TlsSettings::with_callbacks(Box::new(SniCallback(resolver.clone())))
         .map_err(|e| e.to_string())?;
@@ -368,7 +511,7 @@ pub fn listener_settings(
     // presented again (see `SessionCache`), so a second one only doubles the work of every
     // full handshake (serializing and storing the session) and the cache's memory.
     settings.set_num_tickets(1).map_err(|e| e.to_string())?;
-    let cache = Arc::new(SessionCache::new(SESSION_CACHE_SIZE));
+    let cache = resolver.sessions.clone();
     let store = cache.clone();
     settings.set_new_session_callback(move |_, session| store.insert(session));
     // SAFETY: the sessions handed back were all made by this same context (the callback
@@ -403,20 +546,6 @@ pub fn listener_settings(
         (true, true) => settings.set_alpn(ALPN::H2H1),
         (true, false) => settings.set_alpn(ALPN::H2),
         _ => settings.set_alpn(ALPN::H1),
-    }
-    if let Some(ca) = client_ca {
-        settings
-            .set_ca_file(ca)
-            .map_err(|e| format!("cannot load client CA {}: {e}", ca.display()))?;
-        let names = X509::stack_from_pem(&std::fs::read(ca).map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
-        let mut list = openssl::stack::Stack::new().map_err(|e| e.to_string())?;
-        for c in names {
-            list.push(c.subject_name().to_owned().map_err(|e| e.to_string())?)
-                .map_err(|e| e.to_string())?;
-        }
-        settings.set_client_ca_list(list);
-        settings.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
     }
     Ok(settings)
 }
