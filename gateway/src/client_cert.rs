@@ -150,7 +150,8 @@ fn xfcc_value(
             v.push_str(name);
         }
     }
-    HeaderValue::from_str(&v).map_err(|_| format!("a client certificate name cannot be sent in a header: {v:?}"))
+    HeaderValue::from_str(&v)
+        .map_err(|_| format!("a client certificate name cannot be sent in a header: {v:?}"))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -424,7 +425,10 @@ mod tests {
     #[test]
     fn names_compare_as_x509_names_do() {
         assert_eq!(dn("CN=billing,O=Example"), dn("cn=Billing, o=EXAMPLE"));
-        assert_eq!(dn("CN=billing,O=Example"), dn("commonName=billing;2.5.4.10=example"));
+        assert_eq!(
+            dn("CN=billing,O=Example"),
+            dn("commonName=billing;2.5.4.10=example")
+        );
         assert_eq!(dn("CN=a  b"), dn("CN= a b "));
         assert_eq!(dn("CN=x+OU=y,O=z"), dn("OU=y+CN=x,O=z"));
         assert_ne!(dn("CN=billing,O=Example"), dn("O=Example,CN=billing"));
@@ -441,7 +445,15 @@ mod tests {
     #[test]
     fn bad_names_are_refused() {
         assert_eq!(dn(""), DistinguishedName(vec![]));
-        for bad in ["CN", "CN=a,", "=x", "CN=a\\", "CN=a\\zz", "no such=x", "bogusType=x"] {
+        for bad in [
+            "CN",
+            "CN=a,",
+            "=x",
+            "CN=a\\",
+            "CN=a\\zz",
+            "no such=x",
+            "bogusType=x",
+        ] {
             assert!(bad.parse::<DistinguishedName>().is_err(), "{bad:?}");
         }
     }

@@ -152,8 +152,8 @@ impl ProxyHttp for Gateway {
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         crate::listener::head_received(session);
         if self.tls {
-            ctx.state.client_cert = crate::listener::tls_connection(session)
-                .and_then(|c| c.client_cert.clone());
+            ctx.state.client_cert =
+                crate::listener::tls_connection(session).and_then(|c| c.client_cert.clone());
         }
         if crate::server::winding_down() {
             // Draining: `Connection: close`, so keep-alive clients reconnect elsewhere.

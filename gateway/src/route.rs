@@ -440,27 +440,33 @@ mod tests {
 
     fn find<'a>(t: &'a RouteTable, host: &str, path: &str) -> Option<&'a str> {
         let h = http::HeaderMap::new();
-        t.lookup(0, &RequestKey {
-            host,
-            path,
-            method: &Method::GET,
-            headers: &h,
-        })
+        t.lookup(
+            0,
+            &RequestKey {
+                host,
+                path,
+                method: &Method::GET,
+                headers: &h,
+            },
+        )
         .map(|r| &*r.name)
     }
 
     #[test]
     fn specificity_order() {
-        let t = RouteTable::new(vec![
-            route("any", &[], PathRule::Any, 0),
-            route("wild", &["*.example.com"], PathRule::Any, 0),
-            route("wild-long", &["*.api.example.com"], PathRule::Any, 0),
-            route("exact", &["www.example.com"], PathRule::Any, 0),
-            route("prefix", &[], PathRule::Prefix("/api".into()), 0),
-            route("prefix-long", &[], PathRule::Prefix("/api/v2".into()), 0),
-            route("exact-path", &[], PathRule::Exact("/api/v2/x".into()), 0),
-            route("prio", &[], PathRule::Prefix("/urgent".into()), 5),
-        ], 1);
+        let t = RouteTable::new(
+            vec![
+                route("any", &[], PathRule::Any, 0),
+                route("wild", &["*.example.com"], PathRule::Any, 0),
+                route("wild-long", &["*.api.example.com"], PathRule::Any, 0),
+                route("exact", &["www.example.com"], PathRule::Any, 0),
+                route("prefix", &[], PathRule::Prefix("/api".into()), 0),
+                route("prefix-long", &[], PathRule::Prefix("/api/v2".into()), 0),
+                route("exact-path", &[], PathRule::Exact("/api/v2/x".into()), 0),
+                route("prio", &[], PathRule::Prefix("/urgent".into()), 5),
+            ],
+            1,
+        );
         assert_eq!(find(&t, "other.org", "/"), Some("any"));
         assert_eq!(find(&t, "a.example.com", "/"), Some("wild"));
         assert_eq!(find(&t, "x.api.example.com", "/"), Some("wild-long"));

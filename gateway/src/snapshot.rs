@@ -168,7 +168,10 @@ fn unbound_route_warnings(
         .map(|(n, _)| *n)
         .collect();
     let differ = if without.is_empty() {
-        format!("listeners {} have different client_ca files", with.join(", "))
+        format!(
+            "listeners {} have different client_ca files",
+            with.join(", ")
+        )
     } else {
         format!(
             "listener(s) {} ask for client certificates (client_ca) and {} do not",

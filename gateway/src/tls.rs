@@ -9,8 +9,17 @@
 //! tickets, whose key OpenSSL would keep for the process's whole life (a stolen ticket key
 //! decrypts every session it ever protected). OCSP responses are stapled when configured.
 
+use crate::client_cert::ClientCert;
+use crate::config::ClientAuthMode;
+use crate::listener::TlsConnection;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use foreign_types::ForeignType;
+use openssl::error::ErrorStack;
+use openssl::ssl::SslRef;
+use openssl::stack::Stack;
+use openssl::x509::store::{X509Store, X509StoreBuilder};
+use openssl::x509::{X509Name, X509NameRef};
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::{TlsAccept, ALPN};
 use pingora_core::protocols::tls::TlsRef;
@@ -22,15 +31,6 @@ use pingora_core::tls::ssl::{
     NameType, SslOptions, SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
 use pingora_core::tls::x509::X509;
-use crate::client_cert::ClientCert;
-use crate::config::ClientAuthMode;
-use crate::listener::TlsConnection;
-use foreign_types::ForeignType;
-use openssl::error::ErrorStack;
-use openssl::ssl::SslRef;
-use openssl::stack::Stack;
-use openssl::x509::store::{X509Store, X509StoreBuilder};
-use openssl::x509::{X509Name, X509NameRef};
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;

@@ -81,9 +81,9 @@ impl PluginConfig for ClientCertAuth {
             .iter()
             .enumerate()
             .map(|(i, s)| match s.parse::<DistinguishedName>() {
-                Ok(dn) if dn == DistinguishedName::default() => {
-                    Err(format!("subjects[{i}]: an empty subject (use sans or fingerprints)"))
-                }
+                Ok(dn) if dn == DistinguishedName::default() => Err(format!(
+                    "subjects[{i}]: an empty subject (use sans or fingerprints)"
+                )),
                 Ok(dn) => Ok(dn),
                 Err(e) => Err(format!("subjects[{i}]: {s:?} is not an RFC 4514 name: {e}")),
             })
