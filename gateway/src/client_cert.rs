@@ -389,7 +389,7 @@ fn attribute_type(name: &str) -> Result<Vec<u8>, String> {
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
     let s = s.as_bytes();
-    if s.is_empty() || s.len() % 2 != 0 {
+    if s.is_empty() || !s.len().is_multiple_of(2) {
         return None;
     }
     s.chunks(2).map(unhex_pair).collect()

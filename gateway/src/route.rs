@@ -266,9 +266,9 @@ impl RouteTable {
         &self.routes
     }
 
-    /// The route for this request on `listener` (its position in `listeners`), by SPEC's
-    /// order: priority, host specificity, path specificity, number of conditions, then file
-    /// order. Routes bound to other listeners do not exist here.
+    /// The route for this request on `listener` (its position in `listeners`), in the order
+    /// docs/configuration.md gives: priority, host specificity, path specificity, number of
+    /// conditions, then file order. Routes bound to other listeners do not exist here.
     pub fn lookup(&self, listener: usize, key: &RequestKey) -> Option<&Route> {
         self.lookup_index(listener, key).map(|i| &self.routes[i])
     }

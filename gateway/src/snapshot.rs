@@ -157,24 +157,19 @@ fn unbound_route_warnings(
     if serving.windows(2).all(|w| w[0].1 == w[1].1) {
         return Vec::new();
     }
-    let with: Vec<&str> = serving
-        .iter()
-        .filter(|(_, ca)| ca.is_some())
-        .map(|(n, _)| *n)
-        .collect();
-    let without: Vec<&str> = serving
-        .iter()
-        .filter(|(_, ca)| ca.is_none())
-        .map(|(n, _)| *n)
-        .collect();
+    let names = |with: bool| -> Vec<&str> {
+        serving
+            .iter()
+            .filter(|(_, ca)| ca.is_some() == with)
+            .map(|(n, _)| *n)
+            .collect()
+    };
+    let (with, without) = (names(true), names(false));
     let differ = if without.is_empty() {
-        format!(
-            "listeners {} have different client_ca files",
-            with.join(", ")
-        )
+        format!("different files on {}", with.join(", "))
     } else {
         format!(
-            "listener(s) {} ask for client certificates (client_ca) and {} do not",
+            "with it: {}; without: {}",
             with.join(", "),
             without.join(", ")
         )
@@ -189,7 +184,8 @@ fn unbound_route_warnings(
                 line: lines.line_of(&path),
                 message: format!(
                     "route {:?} has no match.listeners, so it is served on every listener, \
-                     but {differ}; name the listeners it belongs to",
+                     although they differ in client_ca ({differ}); name the listeners it is \
+                     meant for",
                     r.name
                 ),
                 path,
