@@ -14,9 +14,9 @@ use crate::config::ClientAuthMode;
 use crate::listener::TlsConnection;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use foreign_types::ForeignType;
+use foreign_types::{ForeignType, ForeignTypeRef};
 use openssl::error::ErrorStack;
-use openssl::ssl::SslRef;
+use openssl::ssl::{ClientHelloResponse, SslRef};
 use openssl::stack::Stack;
 use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::{X509Name, X509NameRef};
@@ -275,9 +275,12 @@ impl ClientAuth {
     /// `optional` is OpenSSL's SSL_VERIFY_PEER without FAIL_IF_NO_PEER_CERT: a client may
     /// send none, but one it sends must verify.
     fn apply(&self, ssl: &mut SslRef) -> Result<(), ErrorStack> {
-        // SAFETY: the reference taken here is handed to the connection, which frees it.
+        // SAFETY: the store is alive (borrowed from self); the reference taken here is owned
+        // by the `X509Store` made from it, which hands it to the connection, which frees it.
         let store = unsafe {
-            X509_STORE_up_ref(self.store.as_ptr());
+            if X509_STORE_up_ref(self.store.as_ptr()) != 1 {
+                return Err(ErrorStack::get());
+            }
             X509Store::from_ptr(self.store.as_ptr())
         };
         ssl.set_verify_cert_store(store)?;
@@ -313,10 +316,11 @@ impl CertResolver {
         }
     }
 
-    /// Serves `store` from the next handshake on. When its client certificate checks differ
-    /// from the current ones, the sessions made under those are forgotten: a resumed session
-    /// keeps the certificate checked at its first handshake, and a client must not get
-    /// around a new CA (or a newly required certificate) that way.
+    /// Serves `store` from the next handshake on. A resumed TLS session keeps the client
+    /// certificate checked at its first handshake, so a client must not resume its way
+    /// around a new CA (or a newly required certificate): sessions are bound to the checks
+    /// they were made under (see [`CertResolver::session_context`]), and when those change
+    /// the cache is emptied as well, its sessions being of no more use.
     pub fn replace(&self, store: Arc<CertStore>) {
         let fingerprint = |s: &CertStore| s.client_auth.as_ref().map(|a| a.fingerprint);
         let changed = fingerprint(&self.store.load()) != fingerprint(&store);
@@ -329,6 +333,28 @@ impl CertResolver {
             );
         }
     }
+
+    /// The TLS session id context of a handshake starting now: the listener's name and its
+    /// current client certificate checks. OpenSSL resumes only a session made under the
+    /// same context, so one made before the checks changed never resumes after, not even
+    /// one whose handshake was under way while the cache was emptied.
+    fn session_context(&self) -> [u8; 32] {
+        let mut h = openssl::sha::Sha256::new();
+        h.update(self.listener.as_bytes());
+        if let Some(auth) = &self.store.load().client_auth {
+            h.update(&auth.fingerprint);
+        }
+        h.finish()
+    }
+}
+
+extern "C" {
+    /// Not in `openssl-sys` (only the context's); the OpenSSL that Pingora links provides it.
+    fn SSL_set_session_id_context(
+        ssl: *mut openssl_sys::SSL,
+        sid_ctx: *const u8,
+        len: std::ffi::c_uint,
+    ) -> std::ffi::c_int;
 }
 
 /// The handle Pingora's listener holds on a [`CertResolver`].
@@ -517,11 +543,25 @@ pub fn listener_settings(
     // SAFETY: the sessions handed back were all made by this same context (the callback
     // above), which is what OpenSSL requires of a session returned here.
     unsafe { settings.set_get_session_callback(move |_, id| cache.get(id)) };
-    // Needed for resumption when client certificates are verified; names the listener.
-    let context = openssl::sha::sha256(resolver.listener.as_bytes());
+    // Needed for resumption when client certificates are verified. Set again per handshake,
+    // before the session is looked up, from the current checks (`session_context`).
     settings
-        .set_session_id_context(&context[..16])
+        .set_session_id_context(&resolver.session_context())
         .map_err(|e| e.to_string())?;
+    let contexts = resolver.clone();
+    settings.set_client_hello_callback(move |ssl, _alert| {
+        let context = contexts.session_context();
+        // SAFETY: `ssl` is the live connection's, borrowed for the call; OpenSSL copies the
+        // 32 bytes (its maximum context length).
+        let set = unsafe {
+            SSL_set_session_id_context(ssl.as_ptr(), context.as_ptr(), context.len() as _)
+        };
+        if set == 1 {
+            Ok(ClientHelloResponse::SUCCESS)
+        } else {
+            Err(ErrorStack::get())
+        }
+    });
     let staples = resolver.clone();
     settings
         .set_status_callback(move |ssl| {
