@@ -115,7 +115,7 @@ pub fn compile(
             }
         };
     p.into_result()?;
-    let warnings = unbound_route_warnings(cfg, base, &src.lines);
+    let warnings = config::warnings(cfg, base, &src.lines);
     Ok(Snapshot {
         version: src.version.clone(),
         loaded_at: SystemTime::now(),
@@ -134,64 +134,6 @@ pub fn compile(
             .collect(),
         warnings,
     })
-}
-
-/// A route without `match.listeners` is served on every listener, so where listeners differ
-/// in `client_ca` it is reachable without the client certificate one of them demands: most
-/// likely not what was meant. One warning per such route, at its key path.
-fn unbound_route_warnings(
-    cfg: &Config,
-    base: &Path,
-    lines: &config::LineIndex,
-) -> Vec<ConfigError> {
-    // Listeners that only redirect serve no route.
-    let serving: Vec<_> = cfg
-        .listeners
-        .iter()
-        .filter(|l| l.redirect_https.is_none())
-        .map(|l| {
-            let ca = l.tls.as_ref().and_then(|t| t.client_ca.as_deref());
-            (l.name.as_str(), ca.map(|c| config::resolve(base, c)))
-        })
-        .collect();
-    if serving.windows(2).all(|w| w[0].1 == w[1].1) {
-        return Vec::new();
-    }
-    let names = |with: bool| -> Vec<&str> {
-        serving
-            .iter()
-            .filter(|(_, ca)| ca.is_some() == with)
-            .map(|(n, _)| *n)
-            .collect()
-    };
-    let (with, without) = (names(true), names(false));
-    let differ = if without.is_empty() {
-        format!("different files on {}", with.join(", "))
-    } else {
-        format!(
-            "with it: {}; without: {}",
-            with.join(", "),
-            without.join(", ")
-        )
-    };
-    cfg.routes
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.matches.listeners.is_none())
-        .map(|(i, r)| {
-            let path = format!("routes[{i}]");
-            ConfigError {
-                line: lines.line_of(&path),
-                message: format!(
-                    "route {:?} has no match.listeners, so it is served on every listener, \
-                     although they differ in client_ca ({differ}); name the listeners it is \
-                     meant for",
-                    r.name
-                ),
-                path,
-            }
-        })
-        .collect()
 }
 
 /// A CIDR, or a bare address meaning just that address.
@@ -304,7 +246,7 @@ fn compile_listeners(
         let client_auth = match (&t.client_ca, t.client_auth) {
             (Some(ca), mode) => {
                 let path = config::resolve(base, ca);
-                match tls::ClientAuth::load(&path, mode.unwrap_or_default()) {
+                match crate::client_auth::ClientAuth::load(&path, mode.unwrap_or_default()) {
                     Ok(auth) => Some(Arc::new(auth)),
                     Err(e) => {
                         p.add(format!("{at}.tls.client_ca"), e);

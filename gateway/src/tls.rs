@@ -9,17 +9,14 @@
 //! tickets, whose key OpenSSL would keep for the process's whole life (a stolen ticket key
 //! decrypts every session it ever protected). OCSP responses are stapled when configured.
 
+use crate::client_auth::ClientAuth;
 use crate::client_cert::ClientCert;
-use crate::config::ClientAuthMode;
 use crate::listener::TlsConnection;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use foreign_types::{ForeignType, ForeignTypeRef};
+use foreign_types::ForeignTypeRef;
 use openssl::error::ErrorStack;
-use openssl::ssl::{ClientHelloResponse, SslRef};
-use openssl::stack::Stack;
-use openssl::x509::store::{X509Store, X509StoreBuilder};
-use openssl::x509::{X509Name, X509NameRef};
+use openssl::ssl::ClientHelloResponse;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::{TlsAccept, ALPN};
 use pingora_core::protocols::tls::TlsRef;
@@ -224,81 +221,6 @@ pub fn generate_dev_cert(cert: &Path, key: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// How a listener checks client certificates (`tls.client_ca`, `tls.client_auth`).
-///
-/// Applied to each connection in the certificate callback rather than to the listener's
-/// OpenSSL context, which is built once: so a reload that changes the CA file (its path or
-/// only its contents) or the mode applies to the next handshake.
-pub struct ClientAuth {
-    /// The CAs that client certificates must chain to.
-    store: X509Store,
-    /// Their subjects, sent to the client to help it pick a certificate.
-    names: Vec<X509Name>,
-    required: bool,
-    /// SHA-256 of the CA file and the mode, so that a reload can tell a change.
-    fingerprint: [u8; 32],
-}
-
-extern "C" {
-    /// Not in `openssl-sys`; the OpenSSL that Pingora links provides it (>= 1.1.0).
-    fn X509_STORE_up_ref(store: *mut openssl_sys::X509_STORE) -> std::ffi::c_int;
-}
-
-impl ClientAuth {
-    /// Reads the CA file (PEM, one certificate or more).
-    pub fn load(path: &Path, mode: ClientAuthMode) -> Result<ClientAuth, String> {
-        let pem =
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let cas = X509::stack_from_pem(&pem)
-            .ok()
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| format!("{} holds no PEM certificate", path.display()))?;
-        let mut store = X509StoreBuilder::new().map_err(|e| e.to_string())?;
-        let mut names = Vec::new();
-        for ca in cas {
-            names.push(ca.subject_name().to_owned().map_err(|e| e.to_string())?);
-            store.add_cert(ca).map_err(|e| e.to_string())?;
-        }
-        let required = mode == ClientAuthMode::Required;
-        let mut hasher = openssl::sha::Sha256::new();
-        hasher.update(&pem);
-        hasher.update(&[required as u8]);
-        Ok(ClientAuth {
-            store: store.build(),
-            names,
-            required,
-            fingerprint: hasher.finish(),
-        })
-    }
-
-    /// Asks this connection's client for a certificate and checks it against the CAs.
-    /// `optional` is OpenSSL's SSL_VERIFY_PEER without FAIL_IF_NO_PEER_CERT: a client may
-    /// send none, but one it sends must verify.
-    fn apply(&self, ssl: &mut SslRef) -> Result<(), ErrorStack> {
-        // SAFETY: the store is alive (borrowed from self); the reference taken here is owned
-        // by the `X509Store` made from it, which hands it to the connection, which frees it.
-        let store = unsafe {
-            if X509_STORE_up_ref(self.store.as_ptr()) != 1 {
-                return Err(ErrorStack::get());
-            }
-            X509Store::from_ptr(self.store.as_ptr())
-        };
-        ssl.set_verify_cert_store(store)?;
-        let mut list = Stack::new()?;
-        for n in &self.names {
-            list.push(X509NameRef::to_owned(n)?)?;
-        }
-        ssl.set_client_ca_list(list);
-        let mode = if self.required {
-            SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT
-        } else {
-            SslVerifyMode::PEER
-        };
-        ssl.set_verify(mode);
-        Ok(())
-    }
-}
-
 /// The SNI callback of one listener; reload swaps the store it reads.
 pub struct CertResolver {
     pub listener: Arc<str>,
@@ -494,7 +416,7 @@ impl SessionCache {
 /// Builds the TLS settings of a listener.
 ///
 /// Client certificates are asked for per connection, from the resolver's store (see
-/// [`ClientAuth`]), not here.
+/// [`crate::client_auth::ClientAuth`]), not here.
 pub fn listener_settings(
     resolver: Arc<CertResolver>,
     min_version: &str,
