@@ -33,6 +33,7 @@ fn route(i: usize) -> Route {
         upstream: None,
         max_body_bytes: None,
         chain: Chain::default(),
+        listeners: vec![],
     }
 }
 
@@ -61,7 +62,7 @@ fn lookup(c: &mut Criterion) {
     let mut group = c.benchmark_group("route_lookup");
     group.throughput(Throughput::Elements(64));
     for n in [10usize, 1_000, 10_000] {
-        let table = RouteTable::new((0..n).map(route).collect());
+        let table = RouteTable::new((0..n).map(route).collect(), 1);
         let reqs = requests(n);
         let headers = HeaderMap::new();
         let keys: Vec<RequestKey> = reqs
@@ -75,7 +76,7 @@ fn lookup(c: &mut Criterion) {
             .collect();
         assert!(
             keys.iter()
-                .filter(|k| table.lookup_index(k).is_some())
+                .filter(|k| table.lookup_index(0, k).is_some())
                 .count()
                 > 0
         );
@@ -83,7 +84,7 @@ fn lookup(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(n), &keys, |b, keys| {
             b.iter(|| {
                 for k in keys {
-                    black_box(table.lookup_index(black_box(k)));
+                    black_box(table.lookup_index(0, black_box(k)));
                 }
             })
         });

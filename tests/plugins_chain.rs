@@ -240,6 +240,8 @@ async fn bad_plugin_configs_are_refused_naming_the_route_and_the_plugin() {
     assert!(line.contains("body: a 204 answer has no body"), "{line}");
     let line = refused("respond: { stauts: 200 }").await;
     assert!(line.contains("unknown field `stauts`"), "{line}");
+    let line = refused("client_cert: { subjects: [\"CN=a\", \"nonsense\"] }").await;
+    assert!(line.contains("subjects[1]: \"nonsense\""), "{line}");
 
     let line = refused("key_auth: { keys: {} }").await;
     assert!(line.contains("keys:"), "{line}");

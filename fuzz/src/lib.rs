@@ -52,7 +52,7 @@ pub fn config(data: &[u8]) {
         let headers = http::HeaderMap::new();
         for (host, path) in [("example.com", "/"), ("a.example.com", "/api/x"), ("", "*")] {
             let key = gateway::route::RequestKey { host, path, method: &http::Method::GET, headers: &headers };
-            if let Some(i) = snap.routes.lookup_index(&key) {
+            if let Some(i) = snap.routes.lookup_index(0, &key) {
                 assert!(i < snap.routes.routes().len());
             }
         }
@@ -73,8 +73,9 @@ fn scratch_dir() -> PathBuf {
 // route: the indexed lookup against a plain reading of SPEC.md's rules
 
 /// The bytes choose a route table and requests from small vocabularies that collide on
-/// purpose (wildcards of several lengths, prefixes with and without a trailing slash); the
-/// indexed lookup must pick the route a linear scan by SPEC.md's rules picks.
+/// purpose (wildcards of several lengths, prefixes with and without a trailing slash, routes
+/// bound to one of two listeners or both); the indexed lookup must pick the route a linear
+/// scan by SPEC.md's rules picks.
 pub fn route(data: &[u8]) {
     const HOSTS: &[&str] = &["example.com", "a.example.com", "*.example.com", "*.b.example.com", "x.b.example.com", "*.org", "other.org", "A.Example.COM"];
     const RULES: &[&str] = &[
@@ -95,7 +96,7 @@ pub fn route(data: &[u8]) {
     let mut b = Bytes(data);
     let n_routes = 1 + b.next() % 8;
     let mut yaml = String::from(
-        "listeners:\n  - { name: web, listen: \"127.0.0.1:1\" }\nupstreams:\n  u: { backends: [ { addr: \"127.0.0.1:1\" } ] }\nroutes:\n",
+        "listeners:\n  - { name: web, listen: \"127.0.0.1:1\" }\n  - { name: alt, listen: \"127.0.0.1:2\" }\nupstreams:\n  u: { backends: [ { addr: \"127.0.0.1:1\" } ] }\nroutes:\n",
     );
     for i in 0..n_routes {
         let mut m = Vec::new();
@@ -112,6 +113,12 @@ pub fn route(data: &[u8]) {
         }
         if b.next() % 4 == 0 {
             m.push("headers: { x-canary: \"1\" }".into());
+        }
+        match b.next() % 4 {
+            1 => m.push("listeners: [web]".into()),
+            2 => m.push("listeners: [alt]".into()),
+            3 => m.push("listeners: [alt, web]".into()),
+            _ => {}
         }
         let priority = (b.next() % 3) as i64 - 1;
         yaml.push_str(&format!("  - {{ name: r{i}, upstream: u, priority: {priority}, match: {{ {} }} }}\n", m.join(", ")));
@@ -132,20 +139,25 @@ pub fn route(data: &[u8]) {
             1 => drop(headers.insert("x-canary", http::HeaderValue::from_static("1"))),
             _ => drop(headers.insert("x-canary", http::HeaderValue::from_static("2"))),
         }
+        let listener = (b.next() % 2) as usize;
         let key = gateway::route::RequestKey { host: &host, path, method: &method, headers: &headers };
-        let got = snap.routes.lookup_index(&key);
-        let want = reference_lookup(routes, &key);
-        assert_eq!(got, want, "lookup of {host:?} {path:?} {method} {headers:?} disagrees with the rules\n{yaml}");
+        let got = snap.routes.lookup_index(listener, &key);
+        let want = reference_lookup(routes, listener, &key);
+        assert_eq!(got, want, "lookup of {host:?} {path:?} {method} {headers:?} on listener {listener} disagrees with the rules\n{yaml}");
     }
 }
 
-/// SPEC.md's route choice, by scanning every route.
-fn reference_lookup(routes: &[gateway::route::Route], key: &gateway::route::RequestKey) -> Option<usize> {
+/// SPEC.md's route choice, by scanning every route: on `listener` (its position in
+/// `listeners`), routes bound to other listeners do not exist.
+fn reference_lookup(routes: &[gateway::route::Route], listener: usize, key: &gateway::route::RequestKey) -> Option<usize> {
     use gateway::route::PathRule;
     // (priority, host rank, path rank, conditions): compared in that order.
     type Rank = (i64, (u8, usize), (u8, usize), usize);
     let mut best: Option<(Rank, usize)> = None;
     for (i, r) in routes.iter().enumerate() {
+        if !r.listeners.is_empty() && !r.listeners.contains(&listener) {
+            continue;
+        }
         // Hosts: exact beats any wildcard, a longer wildcard suffix beats a shorter one, and
         // any host condition beats none. `*.example.com` needs at least one label before it.
         let host_rank = if r.hosts.is_empty() {

@@ -9,6 +9,8 @@
 //! ```
 
 pub mod admin;
+pub mod client_auth;
+pub mod client_cert;
 pub mod config;
 pub mod forwarded;
 pub mod framing;

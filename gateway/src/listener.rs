@@ -34,19 +34,35 @@ pub(crate) fn head_received(session: &pingora_proxy::Session) {
     let _ = HEAD_SEEN.try_with(|seen| seen.set(true));
     // HTTP/2 requests run on tasks of their own: they reach the connection through its TLS
     // digest instead (plain listeners speak only HTTP/1).
-    if let Some(first) = session
-        .digest()
-        .and_then(|d| d.ssl_digest.as_ref())
-        .and_then(|t| t.extension.get::<FirstRequest>())
-    {
-        first.0.store(true, Ordering::Relaxed);
+    if let Some(conn) = tls_connection(session) {
+        conn.first_request.store(true, Ordering::Relaxed);
     }
 }
 
-/// Set on a TLS connection once its first request head arrived; the TLS handshake attaches
-/// one to every connection (see `tls.rs`).
-#[derive(Default)]
-pub(crate) struct FirstRequest(AtomicBool);
+/// What Portico keeps about a TLS connection, attached at its handshake (see `tls.rs`) and
+/// reachable from each of its requests, HTTP/2 streams included.
+pub(crate) struct TlsConnection {
+    /// Set once its first request head arrived.
+    first_request: AtomicBool,
+    /// The client's verified certificate, on a listener with `client_ca`.
+    pub client_cert: Option<Arc<crate::client_cert::ClientCert>>,
+}
+
+impl TlsConnection {
+    pub(crate) fn new(client_cert: Option<Arc<crate::client_cert::ClientCert>>) -> Self {
+        TlsConnection {
+            first_request: AtomicBool::new(false),
+            client_cert,
+        }
+    }
+}
+
+pub(crate) fn tls_connection(session: &pingora_proxy::Session) -> Option<&TlsConnection> {
+    session
+        .digest()
+        .and_then(|d| d.ssl_digest.as_ref())
+        .and_then(|t| t.extension.get::<TlsConnection>())
+}
 
 /// A client that sends nothing must not hold a connection open forever.
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -477,8 +493,8 @@ async fn first_request_watchdog(
     tokio::time::sleep(limit).await;
     if tls
         .as_ref()
-        .and_then(|d| d.extension.get::<FirstRequest>())
-        .is_none_or(|f| f.0.load(Ordering::Relaxed))
+        .and_then(|d| d.extension.get::<TlsConnection>())
+        .is_none_or(|c| c.first_request.load(Ordering::Relaxed))
     {
         std::future::pending::<()>().await;
     }

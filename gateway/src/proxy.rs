@@ -24,6 +24,9 @@ use std::time::Instant;
 /// whether it speaks TLS or only redirects.
 pub struct Gateway {
     pub listener: Arc<str>,
+    /// The listener's position in `listeners` (fixed: a reload cannot add, remove or
+    /// reorder listeners), which picks its routes and its entries in the snapshot.
+    pub index: usize,
     pub tls: bool,
     pub redirect_https: Option<u16>,
     /// The listener's own port, as the backend is told it (`X-Forwarded-Port`).
@@ -177,6 +180,10 @@ impl ProxyHttp for Gateway {
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         crate::listener::head_received(session);
+        if self.tls {
+            ctx.state.client_cert =
+                crate::listener::tls_connection(session).and_then(|c| c.client_cert.clone());
+        }
         if crate::server::winding_down() {
             // Draining: `Connection: close`, so keep-alive clients reconnect elsewhere.
             session.set_keepalive(None);
@@ -225,7 +232,7 @@ impl ProxyHttp for Gateway {
             method: &req.method,
             headers: &req.headers,
         };
-        if let Some(index) = snap.routes.lookup_index(&key) {
+        if let Some(index) = snap.routes.lookup_index(self.index, &key) {
             let route = &snap.routes.routes()[index];
             ctx.route = Some(index);
             ctx.state.route = Some(route.name.clone());
@@ -386,6 +393,9 @@ impl ProxyHttp for Gateway {
             &self.port,
             &request_id,
         )?;
+        if snap.mtls.get(self.index).copied().unwrap_or(false) {
+            crate::client_cert::set_xfcc(upstream, ctx.state.client_cert.as_deref())?;
+        }
         if let Some(host) = ctx.pool().and_then(|p| p.host.clone()) {
             upstream.insert_header(http::header::HOST, host)?;
         }

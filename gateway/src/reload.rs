@@ -14,6 +14,9 @@ pub fn reload(shared: &Shared) -> Result<String, ConfigErrors> {
     match load_and_check(shared) {
         Ok(snap) => {
             let version = snap.version.clone();
+            for w in &snap.warnings {
+                log::warn!("config: {w}");
+            }
             apply(shared, snap);
             metrics::CONFIG_RELOADS
                 .with_label_values(&["success"])
@@ -92,8 +95,9 @@ fn load_and_check(shared: &Shared) -> Result<Arc<Snapshot>, ConfigErrors> {
 
 const NEEDS_UPGRADE: &str = "needs a binary upgrade (`portico -u`), not a reload";
 
-/// Reports every listener change a reload cannot apply, by key path. Certificate files are
-/// the one part of a listener that a reload does change.
+/// Reports every listener change a reload cannot apply, by key path. Certificate files and
+/// client certificate checks (`client_ca`, `client_auth`) are the parts of a listener that a
+/// reload does change.
 fn listener_changes(old: &[ListenerConfig], new: &[ListenerConfig], p: &mut config::Problems) {
     if old.len() != new.len() {
         p.add(
@@ -152,12 +156,6 @@ fn listener_changes(old: &[ListenerConfig], new: &[ListenerConfig], p: &mut conf
                         format!("changed: {NEEDS_UPGRADE}"),
                     );
                 }
-                if s.client_ca != t.client_ca {
-                    p.add(
-                        format!("{at}.tls.client_ca"),
-                        format!("changed: {NEEDS_UPGRADE}"),
-                    );
-                }
             }
             (None, None) => {}
             _ => p.add(
@@ -171,7 +169,7 @@ fn listener_changes(old: &[ListenerConfig], new: &[ListenerConfig], p: &mut conf
 fn apply(shared: &Shared, snap: Arc<Snapshot>) {
     for (name, resolver) in &shared.cert_resolvers {
         if let Some(store) = snap.certs.get(name) {
-            resolver.store.store(store.clone());
+            resolver.replace(store.clone());
         }
     }
     shared.upkeep.update(snap.pools.values().cloned().collect());

@@ -7,6 +7,9 @@
 //! there are. Within one bucket's list the routes are kept best first, so a lookup stops at
 //! the first whose method and header conditions match instead of visiting them all (a table
 //! with hundreds of host-less catch-all routes would otherwise be scanned on every request).
+//!
+//! A route bound to listeners (`match.listeners`) is simply absent from the other listeners'
+//! index: each distinct set of served routes has its own, so a binding costs a lookup nothing.
 
 use crate::plugin::Chain;
 use crate::upstream::Pool;
@@ -42,6 +45,16 @@ pub struct Route {
     pub chain: Chain,
     /// Request count and duration handles, resolved once per snapshot.
     pub metrics: crate::metrics::RouteMetrics,
+    /// The listeners (positions in `listeners`) that serve this route (`match.listeners`);
+    /// empty: every listener.
+    pub listeners: Vec<usize>,
+}
+
+impl Route {
+    /// Whether the listener at position `listener` serves this route.
+    pub fn served_on(&self, listener: usize) -> bool {
+        self.listeners.is_empty() || self.listeners.contains(&listener)
+    }
 }
 
 /// What a request offers to the matcher.
@@ -200,6 +213,19 @@ impl PathIndex {
 
 pub struct RouteTable {
     routes: Vec<Route>,
+    /// One index per distinct set of routes a listener serves: listeners that serve the same
+    /// routes share one (with no `match.listeners` anywhere, every listener shares the
+    /// first). Each is the whole table's index over its routes, so a lookup on any listener
+    /// costs what it would cost without bindings; the memory is one index per distinct set,
+    /// usually one or two.
+    indexes: Vec<Index>,
+    /// A listener's position in `listeners` to its index in `indexes`.
+    by_listener: Vec<usize>,
+}
+
+/// The routes one set of listeners serves, by host and path.
+#[derive(Default)]
+struct Index {
     exact_hosts: Map<PathIndex>,
     /// Keyed by the suffix including its leading dot: `.example.com`.
     wildcard_hosts: Map<PathIndex>,
@@ -211,15 +237,53 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    pub fn new(routes: Vec<Route>) -> Self {
-        let mut t = RouteTable {
-            routes: Vec::new(),
-            exact_hosts: Map::default(),
-            wildcard_hosts: Map::default(),
-            wildcard_lens: PrefixLens::default(),
-            any_host: PathIndex::default(),
-        };
-        for (i, r) in routes.iter().enumerate() {
+    /// The table of `routes` for a config with `listeners` listeners; a route's
+    /// [`Route::listeners`] are positions below that.
+    pub fn new(routes: Vec<Route>, listeners: usize) -> Self {
+        // Listeners that serve the same bound routes serve the same routes.
+        let mut sets: HashMap<Vec<usize>, usize> = HashMap::new();
+        let mut indexes = Vec::new();
+        let mut by_listener = Vec::new();
+        for l in 0..listeners.max(1) {
+            let bound: Vec<usize> = (0..routes.len())
+                .filter(|&i| routes[i].listeners.contains(&l))
+                .collect();
+            let next = sets.len();
+            let at = *sets.entry(bound).or_insert(next);
+            if at == next {
+                indexes.push(Index::new(&routes, |r| r.served_on(l)));
+            }
+            by_listener.push(at);
+        }
+        RouteTable {
+            routes,
+            indexes,
+            by_listener,
+        }
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// The route for this request on `listener` (its position in `listeners`), in the order
+    /// docs/configuration.md gives: priority, host specificity, path specificity, number of
+    /// conditions, then file order. Routes bound to other listeners do not exist here.
+    pub fn lookup(&self, listener: usize, key: &RequestKey) -> Option<&Route> {
+        self.lookup_index(listener, key).map(|i| &self.routes[i])
+    }
+
+    /// Like [`RouteTable::lookup`], returning the route's position in `routes()`.
+    pub fn lookup_index(&self, listener: usize, key: &RequestKey) -> Option<usize> {
+        let index = &self.indexes[*self.by_listener.get(listener)?];
+        index.lookup(self, key)
+    }
+}
+
+impl Index {
+    fn new(routes: &[Route], served: impl Fn(&Route) -> bool) -> Self {
+        let mut t = Index::default();
+        for (i, r) in routes.iter().enumerate().filter(|(_, r)| served(r)) {
             if r.hosts.is_empty() {
                 t.any_host.insert(r, i);
             }
@@ -244,27 +308,16 @@ impl RouteTable {
             idx.sort();
         }
         t.any_host.sort();
-        t.routes = routes;
         t
     }
 
-    pub fn routes(&self) -> &[Route] {
-        &self.routes
-    }
-
-    /// The route for this request, by SPEC's order: priority, host specificity, path
-    /// specificity, number of conditions, then file order.
-    pub fn lookup(&self, key: &RequestKey) -> Option<&Route> {
-        self.lookup_index(key).map(|i| &self.routes[i])
-    }
-
-    /// Like [`RouteTable::lookup`], returning the route's position in `routes()`.
-    pub fn lookup_index(&self, key: &RequestKey) -> Option<usize> {
+    fn lookup(&self, table: &RouteTable, key: &RequestKey) -> Option<usize> {
+        let routes = &table.routes;
         let mut best: Option<(Rank, usize)> = None;
         // Returns whether the route's conditions matched (then it was weighed).
         let mut consider = |c: &Candidate, host_rank: u32| {
             let i = c.route;
-            if c.conditions > 0 && !self.conditions_match(&self.routes[i], key) {
+            if c.conditions > 0 && !table.conditions_match(&routes[i], key) {
                 return false;
             }
             let rank = Rank {
@@ -290,7 +343,7 @@ impl RouteTable {
 
         if let Some(idx) = self.exact_hosts.get(key.host) {
             // Exact hosts outrank every wildcard: 2^31 plus the length keeps the order.
-            idx.for_each_match(&self.routes, key.path, &mut |c| consider(c, 1 << 31));
+            idx.for_each_match(routes, key.path, &mut |c| consider(c, 1 << 31));
         }
         if !self.wildcard_hosts.is_empty() {
             for (pos, b) in key.host.bytes().enumerate() {
@@ -299,7 +352,7 @@ impl RouteTable {
                 if b == b'.' && pos > 0 && self.wildcard_lens.contains(key.host.len() - pos) {
                     let suffix = &key.host[pos..];
                     if let Some(idx) = self.wildcard_hosts.get(suffix) {
-                        idx.for_each_match(&self.routes, key.path, &mut |c| {
+                        idx.for_each_match(routes, key.path, &mut |c| {
                             consider(c, 1 + suffix.len() as u32)
                         });
                     }
@@ -307,10 +360,12 @@ impl RouteTable {
             }
         }
         self.any_host
-            .for_each_match(&self.routes, key.path, &mut |c| consider(c, 0));
+            .for_each_match(routes, key.path, &mut |c| consider(c, 0));
         best.map(|(_, i)| i)
     }
+}
 
+impl RouteTable {
     fn conditions_match(&self, r: &Route, key: &RequestKey) -> bool {
         if !r.methods.is_empty() && !r.methods.iter().any(|m| m == key.method) {
             return false;
@@ -379,32 +434,39 @@ mod tests {
             max_body_bytes: None,
             chain: Chain::default(),
             metrics: crate::metrics::RouteMetrics::new(name),
+            listeners: vec![],
         }
     }
 
     fn find<'a>(t: &'a RouteTable, host: &str, path: &str) -> Option<&'a str> {
         let h = http::HeaderMap::new();
-        t.lookup(&RequestKey {
-            host,
-            path,
-            method: &Method::GET,
-            headers: &h,
-        })
+        t.lookup(
+            0,
+            &RequestKey {
+                host,
+                path,
+                method: &Method::GET,
+                headers: &h,
+            },
+        )
         .map(|r| &*r.name)
     }
 
     #[test]
     fn specificity_order() {
-        let t = RouteTable::new(vec![
-            route("any", &[], PathRule::Any, 0),
-            route("wild", &["*.example.com"], PathRule::Any, 0),
-            route("wild-long", &["*.api.example.com"], PathRule::Any, 0),
-            route("exact", &["www.example.com"], PathRule::Any, 0),
-            route("prefix", &[], PathRule::Prefix("/api".into()), 0),
-            route("prefix-long", &[], PathRule::Prefix("/api/v2".into()), 0),
-            route("exact-path", &[], PathRule::Exact("/api/v2/x".into()), 0),
-            route("prio", &[], PathRule::Prefix("/urgent".into()), 5),
-        ]);
+        let t = RouteTable::new(
+            vec![
+                route("any", &[], PathRule::Any, 0),
+                route("wild", &["*.example.com"], PathRule::Any, 0),
+                route("wild-long", &["*.api.example.com"], PathRule::Any, 0),
+                route("exact", &["www.example.com"], PathRule::Any, 0),
+                route("prefix", &[], PathRule::Prefix("/api".into()), 0),
+                route("prefix-long", &[], PathRule::Prefix("/api/v2".into()), 0),
+                route("exact-path", &[], PathRule::Exact("/api/v2/x".into()), 0),
+                route("prio", &[], PathRule::Prefix("/urgent".into()), 5),
+            ],
+            1,
+        );
         assert_eq!(find(&t, "other.org", "/"), Some("any"));
         assert_eq!(find(&t, "a.example.com", "/"), Some("wild"));
         assert_eq!(find(&t, "x.api.example.com", "/"), Some("wild-long"));
@@ -436,7 +498,7 @@ mod tests {
         ];
         // Hundreds of equal catch-alls after them change nothing.
         routes.extend((0..500).map(|i| route(&format!("filler{i}"), &[], PathRule::Any, 0)));
-        let t = RouteTable::new(routes);
+        let t = RouteTable::new(routes, 1);
         let lookup = |method: Method, canary: bool| {
             let mut h = http::HeaderMap::new();
             if canary {
@@ -448,11 +510,47 @@ mod tests {
                 method: &method,
                 headers: &h,
             };
-            t.lookup(&key).map(|r| r.name.to_string())
+            t.lookup(0, &key).map(|r| r.name.to_string())
         };
         assert_eq!(lookup(Method::GET, false).as_deref(), Some("first"));
         assert_eq!(lookup(Method::POST, false).as_deref(), Some("post"));
         assert_eq!(lookup(Method::POST, true).as_deref(), Some("canary"));
+    }
+
+    #[test]
+    fn a_route_bound_to_listeners_exists_only_there() {
+        let bound = |name, listeners: Vec<usize>, priority| {
+            let mut r = route(name, &[], PathRule::Prefix("/admin".into()), priority);
+            r.listeners = listeners;
+            r
+        };
+        let t = RouteTable::new(
+            vec![
+                route("public", &[], PathRule::Any, 0),
+                bound("admin", vec![1], 0),
+                bound("ops", vec![1, 2], 5),
+            ],
+            4,
+        );
+        assert_eq!(find_on(&t, 0, "/admin/x"), Some("public"));
+        assert_eq!(find_on(&t, 1, "/admin/x"), Some("ops"));
+        assert_eq!(find_on(&t, 2, "/admin/x"), Some("ops"));
+        assert_eq!(find_on(&t, 3, "/admin/x"), Some("public"));
+        assert_eq!(find_on(&t, 1, "/other"), Some("public"));
+        assert_eq!(find_on(&t, 9, "/other"), None, "no such listener");
+        // Listeners 0 and 3 serve the same routes, and share one index.
+        assert_eq!(t.indexes.len(), 3);
+    }
+
+    fn find_on<'a>(t: &'a RouteTable, listener: usize, path: &str) -> Option<&'a str> {
+        let h = http::HeaderMap::new();
+        let key = RequestKey {
+            host: "example.com",
+            path,
+            method: &Method::GET,
+            headers: &h,
+        };
+        t.lookup(listener, &key).map(|r| &*r.name)
     }
 
     #[test]

@@ -143,8 +143,14 @@ pub fn run(registry: Registry) -> ! {
         }
     };
     if args.test {
+        for w in &snap.warnings {
+            eprintln!("{w}");
+        }
         println!("{}: ok (version {})", config_path.display(), snap.version);
         std::process::exit(0);
+    }
+    for w in &snap.warnings {
+        log::warn!("config: {w}");
     }
     metrics::init();
     serve(args, config_path, snap, registry, health)
@@ -204,10 +210,7 @@ fn serve(
         if let Some(store) = snap.certs.get(&l.name) {
             cert_resolvers.insert(
                 l.name.clone(),
-                Arc::new(CertResolver {
-                    listener: l.name.as_str().into(),
-                    store: ArcSwap::new(store.clone()),
-                }),
+                Arc::new(CertResolver::new(&l.name, store.clone())),
             );
         }
     }
@@ -229,9 +232,10 @@ fn serve(
     metrics::track_snapshot(&snap);
 
     let mut listener_services = Vec::new();
-    for l in &snap.config.listeners {
+    for (index, l) in snap.config.listeners.iter().enumerate() {
         let gateway = Gateway {
             listener: l.name.as_str().into(),
+            index,
             tls: l.tls.is_some(),
             redirect_https: l.redirect_https,
             port: l
@@ -258,8 +262,7 @@ fn serve(
                     }));
                 }
                 let resolver = shared.cert_resolvers[&l.name].clone();
-                let ca = t.client_ca.as_ref().map(|c| config::resolve(&base, c));
-                match tls::listener_settings(resolver, &t.min_version, &t.alpn, ca.as_deref()) {
+                match tls::listener_settings(resolver, &t.min_version, &t.alpn) {
                     Ok(settings) => listeners.add_listener(endpoint(&l.listen).tls(settings)),
                     Err(e) => {
                         eprintln!("listeners: {}: {e}", l.name);

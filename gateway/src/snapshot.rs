@@ -1,7 +1,9 @@
 //! A compiled config: everything the request path reads, built and checked off the request
 //! path, then swapped in whole. Requests that started on an older snapshot keep it.
 
-use crate::config::{self, Balance, Config, ConfigErrors, Problems, Source, UpstreamConfig};
+use crate::config::{
+    self, Balance, Config, ConfigError, ConfigErrors, Problems, Source, UpstreamConfig,
+};
 use crate::plugin::{BuildContext, Chain, ChainEntry, Registry};
 use crate::route::{PathRule, Route, RouteTable};
 use crate::tls::{self, CertStore};
@@ -30,6 +32,12 @@ pub struct Snapshot {
     /// The same name as the config spells it, which is how HTTP/1 peers see it written (a
     /// `HeaderName` would be written lowercase, and re-cased into a new buffer per request).
     pub request_id_wire: bytes::Bytes,
+    /// Whether each listener (by position in `config.listeners`) asks for client
+    /// certificates (`tls.client_ca`): there Portico alone writes `X-Forwarded-Client-Cert`.
+    pub mtls: Vec<bool>,
+    /// What is valid but likely not meant (`portico -t` prints them, a start or reload logs
+    /// them).
+    pub warnings: Vec<ConfigError>,
 }
 
 impl Snapshot {
@@ -107,6 +115,7 @@ pub fn compile(
             }
         };
     p.into_result()?;
+    let warnings = config::warnings(cfg, base, &src.lines);
     Ok(Snapshot {
         version: src.version.clone(),
         loaded_at: SystemTime::now(),
@@ -118,6 +127,12 @@ pub fn compile(
         trusted_proxies,
         request_id_wire: bytes::Bytes::from(cfg.server.request_id_header.clone()),
         request_id_header,
+        mtls: cfg
+            .listeners
+            .iter()
+            .map(|l| l.tls.as_ref().is_some_and(|t| t.client_ca.is_some()))
+            .collect(),
+        warnings,
     })
 }
 
@@ -235,23 +250,26 @@ fn compile_listeners(
         if t.alpn.is_empty() {
             p.add(format!("{at}.tls.alpn"), "must name at least one protocol");
         }
-        if let Some(ca) = &t.client_ca {
-            let path = config::resolve(base, ca);
-            match std::fs::read(&path) {
-                Ok(pem)
-                    if pingora_core::tls::x509::X509::stack_from_pem(&pem)
-                        .map(|v| !v.is_empty())
-                        .unwrap_or(false) => {}
-                Ok(_) => p.add(
-                    format!("{at}.tls.client_ca"),
-                    format!("{} holds no PEM certificate", path.display()),
-                ),
-                Err(e) => p.add(
-                    format!("{at}.tls.client_ca"),
-                    format!("cannot read {}: {e}", path.display()),
-                ),
+        let client_auth = match (&t.client_ca, t.client_auth) {
+            (Some(ca), mode) => {
+                let path = config::resolve(base, ca);
+                match crate::client_auth::ClientAuth::load(&path, mode.unwrap_or_default()) {
+                    Ok(auth) => Some(Arc::new(auth)),
+                    Err(e) => {
+                        p.add(format!("{at}.tls.client_ca"), e);
+                        None
+                    }
+                }
             }
-        }
+            (None, Some(_)) => {
+                p.add(
+                    format!("{at}.tls.client_auth"),
+                    "client_auth needs client_ca (the CA that client certificates are checked against)",
+                );
+                None
+            }
+            (None, None) => None,
+        };
         if t.certificates.is_empty() {
             p.add(
                 format!("{at}.tls.certificates"),
@@ -277,7 +295,8 @@ fn compile_listeners(
             }
         }
         if !loaded.is_empty() {
-            certs.insert(l.name.clone(), Arc::new(CertStore::new(loaded)));
+            let store = CertStore::new(loaded).with_client_auth(client_auth);
+            certs.insert(l.name.clone(), Arc::new(store));
         }
     }
     certs
@@ -643,6 +662,30 @@ fn compile_routes(
                 ),
             }
         }
+        let mut listeners = Vec::new();
+        match &r.matches.listeners {
+            Some(names) if names.is_empty() => p.add(
+                format!("{at}.match.listeners"),
+                "names no listener, so the route would never be served (leave it out to serve it on every listener)",
+            ),
+            Some(names) => {
+                for (j, n) in names.iter().enumerate() {
+                    match cfg.listeners.iter().position(|l| l.name == *n) {
+                        Some(k) if !listeners.contains(&k) => listeners.push(k),
+                        Some(_) => {}
+                        None => {
+                            let known: Vec<&str> =
+                                cfg.listeners.iter().map(|l| l.name.as_str()).collect();
+                            p.add(
+                                format!("{at}.match.listeners[{j}]"),
+                                format!("no listener named {n:?} (listeners: {})", known.join(", ")),
+                            )
+                        }
+                    }
+                }
+            }
+            None => {}
+        }
         let chain = compile_chain(
             &r.plugins,
             &format!("{at}.plugins"),
@@ -662,9 +705,10 @@ fn compile_routes(
             max_body_bytes: r.max_body_bytes,
             chain,
             metrics: crate::metrics::RouteMetrics::new(&r.name),
+            listeners,
         });
     }
-    RouteTable::new(routes)
+    RouteTable::new(routes, cfg.listeners.len())
 }
 
 /// Requests are matched by their normalized path without `;parameters` (gateway::path); a

@@ -9,8 +9,14 @@
 //! tickets, whose key OpenSSL would keep for the process's whole life (a stolen ticket key
 //! decrypts every session it ever protected). OCSP responses are stapled when configured.
 
+use crate::client_auth::ClientAuth;
+use crate::client_cert::ClientCert;
+use crate::listener::TlsConnection;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use foreign_types::ForeignTypeRef;
+use openssl::error::ErrorStack;
+use openssl::ssl::ClientHelloResponse;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::{TlsAccept, ALPN};
 use pingora_core::protocols::tls::TlsRef;
@@ -36,12 +42,15 @@ pub struct CertifiedKey {
     pub ocsp: Option<Vec<u8>>,
 }
 
-/// The certificates of one listener, indexed by name.
+/// The certificates of one listener, indexed by name, and how it checks clients'
+/// certificates: what a reload replaces in one step.
 pub struct CertStore {
     certs: Vec<CertifiedKey>,
     exact: HashMap<String, usize>,
     /// `*.example.com` stored as `.example.com`.
     wildcard: HashMap<String, usize>,
+    /// `tls.client_ca` and `tls.client_auth`; `None`: no client certificate is asked for.
+    client_auth: Option<Arc<ClientAuth>>,
 }
 
 impl CertStore {
@@ -61,7 +70,13 @@ impl CertStore {
             certs,
             exact,
             wildcard,
+            client_auth: None,
         }
+    }
+
+    pub fn with_client_auth(mut self, client_auth: Option<Arc<ClientAuth>>) -> Self {
+        self.client_auth = client_auth;
+        self
     }
 
     /// An exact name first, then a wildcard covering one label (as TLS wildcards do), then
@@ -209,7 +224,59 @@ pub fn generate_dev_cert(cert: &Path, key: &Path) -> Result<(), String> {
 /// The SNI callback of one listener; reload swaps the store it reads.
 pub struct CertResolver {
     pub listener: Arc<str>,
-    pub store: ArcSwap<CertStore>,
+    store: ArcSwap<CertStore>,
+    /// The listener's TLS sessions, for resumption.
+    sessions: Arc<SessionCache>,
+}
+
+impl CertResolver {
+    pub fn new(listener: &str, store: Arc<CertStore>) -> Self {
+        CertResolver {
+            listener: listener.into(),
+            store: ArcSwap::new(store),
+            sessions: Arc::new(SessionCache::new(SESSION_CACHE_SIZE)),
+        }
+    }
+
+    /// Serves `store` from the next handshake on. A resumed TLS session keeps the client
+    /// certificate checked at its first handshake, so a client must not resume its way
+    /// around a new CA (or a newly required certificate): sessions are bound to the checks
+    /// they were made under (see [`CertResolver::session_context`]), and when those change
+    /// the cache is emptied as well, its sessions being of no more use.
+    pub fn replace(&self, store: Arc<CertStore>) {
+        let fingerprint = |s: &CertStore| s.client_auth.as_ref().map(|a| a.fingerprint);
+        let changed = fingerprint(&self.store.load()) != fingerprint(&store);
+        self.store.store(store);
+        if changed {
+            self.sessions.clear();
+            log::info!(
+                "listener {}: client certificate checks changed; TLS sessions made before are not resumed",
+                self.listener
+            );
+        }
+    }
+
+    /// The TLS session id context of a handshake starting now: the listener's name and its
+    /// current client certificate checks. OpenSSL resumes only a session made under the
+    /// same context, so one made before the checks changed never resumes after, not even
+    /// one whose handshake was under way while the cache was emptied.
+    fn session_context(&self) -> [u8; 32] {
+        let mut h = openssl::sha::Sha256::new();
+        h.update(self.listener.as_bytes());
+        if let Some(auth) = &self.store.load().client_auth {
+            h.update(&auth.fingerprint);
+        }
+        h.finish()
+    }
+}
+
+extern "C" {
+    /// Not in `openssl-sys` (only the context's); the OpenSSL that Pingora links provides it.
+    fn SSL_set_session_id_context(
+        ssl: *mut openssl_sys::SSL,
+        sid_ctx: *const u8,
+        len: std::ffi::c_uint,
+    ) -> std::ffi::c_int;
 }
 
 /// The handle Pingora's listener holds on a [`CertResolver`].
@@ -236,14 +303,29 @@ impl TlsAccept for SniCallback {
                 self.0.listener
             );
         }
+        if let Some(auth) = &store.client_auth {
+            if let Err(e) = auth.apply(ssl) {
+                // Without the checks the client would get in unchecked: no handshake.
+                log::error!(
+                    "listener {}: cannot set up client certificate checks: {e}",
+                    self.0.listener
+                );
+                ssl.set_verify_callback(
+                    SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
+                    |_, _| false,
+                );
+            }
+        }
     }
 
     async fn handshake_complete_callback(
         &self,
-        _ssl: &TlsRef,
+        ssl: &TlsRef,
     ) -> Option<Arc<dyn Any + Send + Sync>> {
-        // The connection's first-request flag (see `listener.rs`), reachable from its requests.
-        Some(Arc::new(crate::listener::FirstRequest::default()))
+        // What the connection's requests read (see `listener.rs`): its first-request flag,
+        // and its client certificate, read once here rather than per request.
+        let client_cert = ClientCert::from_handshake(ssl).map(Arc::new);
+        Some(Arc::new(TlsConnection::new(client_cert)))
     }
 }
 
@@ -322,14 +404,23 @@ impl SessionCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Forgets every session.
+    pub fn clear(&self) {
+        let mut s = self.inner.lock().unwrap();
+        s.by_id.clear();
+        s.order.clear();
+    }
 }
 
 /// Builds the TLS settings of a listener.
+///
+/// Client certificates are asked for per connection, from the resolver's store (see
+/// [`crate::client_auth::ClientAuth`]), not here.
 pub fn listener_settings(
     resolver: Arc<CertResolver>,
     min_version: &str,
     alpn: &[String],
-    client_ca: Option<&Path>,
 ) -> Result<TlsSettings, String> {
     let mut settings = TlsSettings::with_callbacks(Box::new(SniCallback(resolver.clone())))
         .map_err(|e| e.to_string())?;
@@ -368,17 +459,31 @@ pub fn listener_settings(
     // presented again (see `SessionCache`), so a second one only doubles the work of every
     // full handshake (serializing and storing the session) and the cache's memory.
     settings.set_num_tickets(1).map_err(|e| e.to_string())?;
-    let cache = Arc::new(SessionCache::new(SESSION_CACHE_SIZE));
+    let cache = resolver.sessions.clone();
     let store = cache.clone();
     settings.set_new_session_callback(move |_, session| store.insert(session));
     // SAFETY: the sessions handed back were all made by this same context (the callback
     // above), which is what OpenSSL requires of a session returned here.
     unsafe { settings.set_get_session_callback(move |_, id| cache.get(id)) };
-    // Needed for resumption when client certificates are verified; names the listener.
-    let context = openssl::sha::sha256(resolver.listener.as_bytes());
+    // Needed for resumption when client certificates are verified. Set again per handshake,
+    // before the session is looked up, from the current checks (`session_context`).
     settings
-        .set_session_id_context(&context[..16])
+        .set_session_id_context(&resolver.session_context())
         .map_err(|e| e.to_string())?;
+    let contexts = resolver.clone();
+    settings.set_client_hello_callback(move |ssl, _alert| {
+        let context = contexts.session_context();
+        // SAFETY: `ssl` is the live connection's, borrowed for the call; OpenSSL copies the
+        // 32 bytes (its maximum context length).
+        let set = unsafe {
+            SSL_set_session_id_context(ssl.as_ptr(), context.as_ptr(), context.len() as _)
+        };
+        if set == 1 {
+            Ok(ClientHelloResponse::SUCCESS)
+        } else {
+            Err(ErrorStack::get())
+        }
+    });
     let staples = resolver.clone();
     settings
         .set_status_callback(move |ssl| {
@@ -403,20 +508,6 @@ pub fn listener_settings(
         (true, true) => settings.set_alpn(ALPN::H2H1),
         (true, false) => settings.set_alpn(ALPN::H2),
         _ => settings.set_alpn(ALPN::H1),
-    }
-    if let Some(ca) = client_ca {
-        settings
-            .set_ca_file(ca)
-            .map_err(|e| format!("cannot load client CA {}: {e}", ca.display()))?;
-        let names = X509::stack_from_pem(&std::fs::read(ca).map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
-        let mut list = openssl::stack::Stack::new().map_err(|e| e.to_string())?;
-        for c in names {
-            list.push(c.subject_name().to_owned().map_err(|e| e.to_string())?)
-                .map_err(|e| e.to_string())?;
-        }
-        settings.set_client_ca_list(list);
-        settings.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
     }
     Ok(settings)
 }

@@ -6,6 +6,7 @@
 
 pub mod access_log;
 pub mod basic_auth;
+pub mod client_cert;
 pub mod compression;
 pub mod cors;
 pub mod headers;
@@ -39,6 +40,7 @@ pub fn register_builtins(registry: &mut Registry) {
     registry.register::<cors::Cors>();
     registry.register::<ip_filter::IpFilter>();
     registry.register::<basic_auth::BasicAuth>();
+    registry.register::<client_cert::ClientCertAuth>();
     registry.register::<key_auth::KeyAuth>();
     registry.register::<jwt_auth::JwtAuth>();
     registry.register::<rate_limit::RateLimit>();
@@ -72,6 +74,7 @@ mod tests {
             "cors",
             "ip_filter",
             "basic_auth",
+            "client_cert",
             "key_auth",
             "jwt_auth",
             "rate_limit",
@@ -97,6 +100,7 @@ mod tests {
         let sources = [
             ("access_log", include_str!("access_log.rs")),
             ("basic_auth", include_str!("basic_auth.rs")),
+            ("client_cert", include_str!("client_cert.rs")),
             ("compression", include_str!("compression.rs")),
             ("cors", include_str!("cors.rs")),
             ("headers", include_str!("headers.rs")),

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rcgen::{
     date_time_ymd, BasicConstraints, Certificate, CertificateParams, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
 
 use super::TestDir;
@@ -16,6 +16,19 @@ use super::TestDir;
 pub struct CertFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+impl CertFiles {
+    /// The SHA-256 digest of the certificate's DER (the first in the file), lowercase hex.
+    pub fn sha256_hex(&self) -> String {
+        let pem = std::fs::read(&self.cert).expect("read cert file");
+        let cert = openssl::x509::X509::from_pem(&pem).expect("a PEM certificate");
+        let der = cert.to_der().expect("DER");
+        openssl::sha::sha256(&der)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
 }
 
 /// A self-signed certificate authority that issues server and client certificates.
@@ -100,9 +113,23 @@ impl TestCa {
 
     /// A client certificate (mTLS) with subject CN `cn` and no alternative names.
     pub fn issue_client(&self, cn: &str) -> CertFiles {
+        self.issue_client_with_sans(cn, &[], &[])
+    }
+
+    /// A client certificate with subject CN `cn` and, as subject alternative names, the URI
+    /// names `uris` (SPIFFE IDs, say) and then the DNS names `dns`, in that order.
+    pub fn issue_client_with_sans(&self, cn: &str, uris: &[&str], dns: &[&str]) -> CertFiles {
         let key = KeyPair::generate().expect("generate client key");
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, cn);
+        params.subject_alt_names = uris
+            .iter()
+            .map(|u| SanType::URI(u.to_string().try_into().expect("an IA5 URI")))
+            .chain(
+                dns.iter()
+                    .map(|d| SanType::DnsName(d.to_string().try_into().expect("an IA5 name"))),
+            )
+            .collect();
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;

@@ -6,12 +6,14 @@ mod error;
 mod load;
 mod locate;
 mod model;
+mod warnings;
 
 pub use duration::{parse_duration, Dur};
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{load_file, load_str, resolve, Source};
 pub use locate::LineIndex;
 pub use model::*;
+pub use warnings::warnings;
 
 /// Collects every problem found while checking a config, with positions.
 pub struct Problems<'a> {

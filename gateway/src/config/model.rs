@@ -179,6 +179,22 @@ pub struct ListenerTlsConfig {
     pub alpn: Vec<String>,
     #[serde(default)]
     pub client_ca: Option<String>,
+    /// With `client_ca`: whether a client must present a certificate (default `required`).
+    /// `None` when left out, so that `client_auth` without `client_ca` can be refused.
+    #[serde(default)]
+    pub client_auth: Option<ClientAuthMode>,
+}
+
+/// `listeners[].tls.client_auth`.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthMode {
+    /// No valid certificate, no handshake.
+    #[default]
+    Required,
+    /// A client without a certificate completes the handshake; one with a certificate that
+    /// does not verify is still refused.
+    Optional,
 }
 
 fn default_min_version() -> String {
@@ -392,6 +408,9 @@ pub struct MatchConfig {
     pub methods: Vec<String>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Names from `listeners`: the route is served only there. `None`: on every listener.
+    #[serde(default)]
+    pub listeners: Option<Vec<String>>,
 }
 
 /// `{ prefix: /api }`, `{ exact: /health }` or `{ regex: "^/v[0-9]+/" }`: exactly one.

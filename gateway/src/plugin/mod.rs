@@ -21,7 +21,7 @@ mod state;
 pub use brotli_end::BrotliEnd;
 pub use chain::{Chain, ChainEntry};
 pub use registry::{BuildContext, PluginConfig, Registry};
-pub use state::{RateLimitStatus, RequestState};
+pub use state::{ClientCert, RateLimitStatus, RequestState};
 
 use async_trait::async_trait;
 use bytes::Bytes;

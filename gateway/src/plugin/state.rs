@@ -1,6 +1,7 @@
 //! Per-request state: what the gateway knows about a request, and what plugins leave for
 //! each other and for the access log.
 
+pub use crate::client_cert::ClientCert;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -42,6 +43,32 @@ pub struct RequestState {
     pub rate_limit: Option<RateLimitStatus>,
     /// Typed values plugins leave for each other.
     pub extensions: http::Extensions,
+    /// The client's certificate, on a listener with `tls.client_ca` when the client sent one
+    /// (it has been verified against the CA: with `client_auth: optional` a client may send
+    /// none, never an invalid one). `None` elsewhere. Read once per connection and shared by
+    /// its requests.
+    ///
+    /// ```
+    /// use gateway::{Flow, Plugin, RequestState, Response, Session};
+    ///
+    /// /// Lets through only clients whose certificate names the billing service.
+    /// struct BillingOnly;
+    ///
+    /// #[async_trait::async_trait]
+    /// impl Plugin for BillingOnly {
+    ///     async fn request(&self, _session: &mut Session, state: &mut RequestState) -> Flow {
+    ///         match &state.client_cert {
+    ///             Some(cert) if cert.uris.iter().any(|u| u == "spiffe://example.org/billing") => {
+    ///                 state.set_var("client", cert.subject.clone());
+    ///                 Flow::Continue
+    ///             }
+    ///             Some(_) => Flow::Respond(Response::text(403, "Forbidden\n")),
+    ///             None => Flow::Respond(Response::text(401, "a client certificate is required\n")),
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub client_cert: Option<Arc<ClientCert>>,
 }
 
 /// A rate limit as the client is told about it; see [`RequestState::rate_limit`].
@@ -72,6 +99,7 @@ impl RequestState {
             vars: Vec::new(),
             rate_limit: None,
             extensions: http::Extensions::new(),
+            client_cert: None,
         }
     }
 
