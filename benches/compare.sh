@@ -324,9 +324,11 @@ plugins:
     portico_config alt $P_ALT $((PORT_BASE + 903)) "$alt_plugins" >"$WORK/alt.yaml"
 
     # pingap (its conf/*.toml documents every key): one server thread, the certificate as
-    # its default, HTTP/2 on, the four forwarded headers set as nginx's are, and its
-    # request_id plugin, which sends the id upstream and back to the client. Upstream
-    # keep-alive is Pingora's connection pool, as in Portico and the floor.
+    # its default, HTTP/2 on, the four forwarded headers, and its request_id plugin, which
+    # sends the id upstream and back to the client. `$host` is the host without the port
+    # (`$http_host` would be the header as sent, but HTTP/2 requests have none, and pingap
+    # then leaves the header out). Upstream keep-alive is Pingora's connection pool, as in
+    # Portico and the floor.
     cat >"$WORK/pingap.toml" <<EOF
 [basic]
 name = "bench"
