@@ -16,6 +16,9 @@
 # Env: REQUESTS=2000 CONNS=10 STREAMS=1 PROTO=h1|h2 PLUGINS=0|5 PATH_=/small OUT=dir (keeps the
 # callgrind file there, for callgrind_annotate or kcachegrind). CONNS=REQUESTS gives one
 # request per connection: every one a full TLS handshake (h2load does not resume sessions).
+# CACHE_SIM=1 also simulates caches and branch prediction (callgrind's model, not the CPU's:
+# this VM has no hardware counters) and prints misses per request; instructions alone
+# understate a change that touches more code or data (benches/README.md, "The floor and pingap").
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -101,7 +104,8 @@ PID[origin]=$!
 args=(-c "$WORK/portico.yaml")
 [[ $KIND == floor ]] && args=(--listen 127.0.0.1:$((PORT_BASE + 443)) --upstream 127.0.0.1:$((PORT_BASE + 80))
     --cert "$WORK/cert.pem" --key "$WORK/key.pem")
-valgrind --tool=callgrind --collect-atstart=yes --callgrind-out-file="$OUT/callgrind.out" \
+sim=(); [[ ${CACHE_SIM:-0} == 1 ]] && sim=(--cache-sim=yes --branch-sim=yes)
+valgrind --tool=callgrind --collect-atstart=yes "${sim[@]}" --callgrind-out-file="$OUT/callgrind.out" \
     "$BIN" "${args[@]}" >"$WORK/portico.log" 2>&1 &
 PID[portico]=$!
 url="https://127.0.0.1:$((PORT_BASE + 443))$URL_PATH"
@@ -124,6 +128,12 @@ total=$(awk '/^summary:/ {print $2}' "$file")
 echo "binary:   $BIN ($KIND)"
 echo "requests: $REQUESTS over $CONNS $PROTO connections to $URL_PATH (plugins: $PLUGINS), $CONNS TLS handshakes included"
 echo "instructions: $total total, $((total / REQUESTS)) per request"
+if [[ ${CACHE_SIM:-0} == 1 ]]; then
+    # I1mr/D1mr/D1mw: first-level instruction and data misses; Bcm/Bim: mispredicted
+    # conditional and indirect branches.
+    awk -v n="$REQUESTS" '/^events:/ {for (i = 2; i <= NF; i++) e[i] = $i}
+        /^summary:/ {s = "per request:"; for (i = 2; i <= NF; i++) if (e[i] ~ /^(I1mr|D1mr|D1mw|Bcm|Bim)$/) s = s sprintf(" %s %d", e[i], $i / n); print s}' "$file"
+fi
 echo
 echo "Top functions by own instructions:"
 callgrind_annotate --threshold=100 --inclusive=no "$file" 2>/dev/null | sed -n '/file:function/,$p' | sed -n '3,$p' |
