@@ -228,3 +228,26 @@ fn ip_text(ip: IpAddr, buf: &mut [u8; 45]) -> &[u8] {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_text_is_the_display_form() {
+        let mut buf = [0u8; 45];
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.100.255",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(
+                std::str::from_utf8(ip_text(ip, &mut buf)).unwrap(),
+                ip.to_string()
+            );
+        }
+    }
+}
