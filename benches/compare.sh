@@ -1,23 +1,30 @@
 #!/usr/bin/env bash
-# Portico side by side with nginx and HAProxy, one command from a clean clone:
+# Portico side by side with the floor (bare Pingora), pingap, nginx and HAProxy, one command
+# from a clean clone:
 #
 #   benches/compare.sh
 #
-# Installs what it needs (Debian packages), builds Portico (release), makes one ECDSA P-256
-# certificate, starts one origin (nginx, plain HTTP: /small and /1m) and four TLS-terminating
-# proxies in front of it, each with one worker thread and upstream keep-alive, each adding
-# X-Forwarded-For/-Proto/-Host, X-Real-IP and a request id (returned to the client):
+# Installs what it needs (Debian packages; pingap from crates.io into a cache), builds Portico
+# and the floor (release), makes one ECDSA P-256 certificate, starts one origin (nginx, plain
+# HTTP: /small and /1m) and six TLS-terminating proxies in front of it, each with one worker
+# thread and upstream keep-alive, each adding X-Forwarded-For/-Proto/-Host, X-Real-IP and a
+# request id (returned to the client):
 #
-#   Portico, Portico with five built-in plugins, nginx, HAProxy, and the origin direct (TLS).
+#   Portico, the floor (benches/floor: the same job on Pingora alone), pingap, Portico with
+#   five built-in plugins, nginx, HAProxy, and the origin direct (TLS).
 #
 # The proxy under test runs on core PROXY_CPU, the load generator and the origin on LOAD_CPU.
-# Scenarios run in interleaved rounds (portico, nginx, haproxy, portico5, direct, then again);
-# the report gives medians. Every process started here is stopped by PID on exit, also on
+# Scenarios run in interleaved rounds (portico, floor, nginx, haproxy, pingap, portico5,
+# direct, then again); the report gives medians. Every process started here is stopped by PID on exit, also on
 # error or Ctrl-C. Results: $OUT/latest.md (table) and $OUT/raw.txt (one line per run).
 #
 # Knobs (environment): ROUNDS=3 DURATION=5 WARMUP=1 CONNS=50 IDLE_CONNS=2000
-#   SCENARIOS="keepalive handshake h2 1m memory" TARGETS="portico nginx haproxy portico5 direct"
-#   PORTICO_BIN=path (skip the build)  PORTICO_ALT=path (add target "alt": another Portico
+#   SCENARIOS="keepalive handshake h2 1m memory"
+#   TARGETS="portico floor nginx haproxy pingap portico5 direct" (a target left out is not
+#   measured; one that is listed and cannot be built, installed or started stops the run)
+#   PORTICO_BIN=path FLOOR_BIN=path (skip the build)  PINGAP_BIN=path (skip the install)
+#   PINGAP_VERSION=0.13.1 PINGAP_CACHE=benches/cache (where `cargo install` puts pingap; the
+#   first install compiles for a long while, niced)  PORTICO_ALT=path (add target "alt": another Portico
 #   binary with the plain config, or the five plugins with ALT_PLUGINS=5, for before/after
 #   comparisons; ALT_LABEL names its row)  HOLD=1 (start and check everything, then keep it
 #   running until interrupted, to profile by hand)  QUIET_WAIT=1200 QUIET_LOAD=0.7 (wait for a quiet
@@ -36,7 +43,7 @@ H2_CLIENTS=${H2_CLIENTS:-16}
 H2_STREAMS=${H2_STREAMS:-16}
 IDLE_CONNS=${IDLE_CONNS:-2000}
 SCENARIOS=${SCENARIOS:-"keepalive handshake h2 1m memory"}
-TARGETS=${TARGETS:-"portico nginx haproxy portico5 direct"}
+TARGETS=${TARGETS:-"portico floor nginx haproxy pingap portico5 direct"}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 QUIET_WAIT=${QUIET_WAIT:-1200}
@@ -45,6 +52,11 @@ PORT_BASE=${PORT_BASE:-18000}
 OUT=${OUT:-$ROOT/benches/results}
 PORTICO_BIN=${PORTICO_BIN:-}
 PORTICO_ALT=${PORTICO_ALT:-}
+FLOOR_BIN=${FLOOR_BIN:-}
+PINGAP_BIN=${PINGAP_BIN:-}
+# The newest pingap that builds with the toolchain here: 0.15 and 0.16 need rustc 1.96.
+PINGAP_VERSION=${PINGAP_VERSION:-0.13.1}
+PINGAP_CACHE=${PINGAP_CACHE:-$ROOT/benches/cache}
 
 P_ORIGIN=$((PORT_BASE + 80))     # plain HTTP, what every proxy forwards to
 P_DIRECT=$((PORT_BASE + 81))     # the origin over TLS: the direct row
@@ -54,6 +66,8 @@ P_PORTICO5=$((PORT_BASE + 444))
 P_NGINX=$((PORT_BASE + 445))
 P_HAPROXY=$((PORT_BASE + 446))
 P_ALT=$((PORT_BASE + 447))       # PORTICO_ALT: a second Portico binary, plain config (A/B)
+P_FLOOR=$((PORT_BASE + 448))
+P_PINGAP=$((PORT_BASE + 449))
 SMALL_BODY="hello from the origin, a short text body\n"
 SMALL_LEN=41
 BIG_LEN=1048576
@@ -83,7 +97,7 @@ cleanup() {
     trap - EXIT INT TERM
     exec 7>&- 2>/dev/null || true
     for name in "${!PID[@]}"; do
-        case $name in portico* | alt) stop "$name" INT ;; *) stop "$name" TERM ;; esac
+        case $name in portico* | alt | floor | pingap) stop "$name" INT ;; *) stop "$name" TERM ;; esac
     done
     if [[ ${KEEP:-0} == 1 || $rc != 0 ]]; then
         echo "work dir kept: $WORK" >&2
@@ -111,6 +125,14 @@ install_tools() {
     command -v taskset >/dev/null || need+=(util-linux)
     command -v ss >/dev/null || need+=(iproute2)
     command -v cc >/dev/null || need+=(gcc libc6-dev)
+    if wants pingap && [[ -z $PINGAP_BIN ]]; then
+        # What pingap's dependencies run at build time: protoc (etcd-client), cmake
+        # (aws-lc-sys), perl and make (the vendored OpenSSL).
+        command -v protoc >/dev/null || need+=(protobuf-compiler)
+        command -v cmake >/dev/null || need+=(cmake)
+        command -v perl >/dev/null || need+=(perl)
+        command -v make >/dev/null || need+=(make)
+    fi
     if ((${#need[@]})); then
         log "installing ${need[*]}"
         local sudo=; [[ $(id -u) == 0 ]] || sudo=sudo
@@ -121,15 +143,42 @@ install_tools() {
     HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 }
 
+wants() { [[ " $TARGETS " == *" $1 "* ]]; }
+
 build_portico() {
-    if [[ -n $PORTICO_BIN ]]; then
-        BIN=$PORTICO_BIN
-    else
-        log "building Portico (cargo build --release --bin portico)"
-        (cd "$ROOT" && cargo build --release --bin portico) 2>&1 | tail -n 3 | tee -a "$LOG" >&2
-        BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/portico
+    local packages=()
+    [[ -n $PORTICO_BIN ]] || packages+=(-p portico)
+    wants floor && [[ -z $FLOOR_BIN ]] && packages+=(-p portico-floor)
+    if ((${#packages[@]})); then
+        log "building (cargo build --release ${packages[*]})"
+        (cd "$ROOT" && cargo build --release "${packages[@]}") 2>&1 | tail -n 3 | tee -a "$LOG" >&2
     fi
+    local release=${CARGO_TARGET_DIR:-$ROOT/target}/release
+    BIN=${PORTICO_BIN:-$release/portico}
     [[ -x $BIN ]] || die "no Portico binary at $BIN"
+    if wants floor; then
+        FLOOR=${FLOOR_BIN:-$release/portico-floor}
+        [[ -x $FLOOR ]] || die "no floor binary at $FLOOR (cargo build --release -p portico-floor)"
+    fi
+}
+
+# pingap from crates.io, installed once into PINGAP_CACHE and reused. Its release profile
+# (fat LTO, one codegen unit) takes long to build: niced, so that it yields to other work.
+# Its own target dir sits in the cache so that an interrupted install resumes.
+install_pingap() {
+    wants pingap || return 0
+    if [[ -z $PINGAP_BIN ]]; then
+        local root=$PINGAP_CACHE/pingap-$PINGAP_VERSION
+        PINGAP_BIN=$root/bin/pingap
+        if [[ ! -x $PINGAP_BIN ]]; then
+            log "installing pingap $PINGAP_VERSION into $root (cargo install --locked; long, niced)"
+            mkdir -p "$root"
+            nice -n 19 cargo install --locked --root "$root" --target-dir "$root/build" pingap --version "$PINGAP_VERSION" \
+                >"$root/install.log" 2>&1 || die "pingap $PINGAP_VERSION did not build (see $root/install.log); leave pingap out of TARGETS to run without it"
+            rm -rf "$root/build"
+        fi
+    fi
+    [[ -x $PINGAP_BIN ]] || die "no pingap binary at $PINGAP_BIN"
 }
 
 # wrk resumes TLS sessions on reconnect; this shim makes every handshake a full one.
@@ -273,6 +322,54 @@ plugins:
     local alt_plugins=""
     [[ ${ALT_PLUGINS:-0} == 5 ]] && alt_plugins=$five
     portico_config alt $P_ALT $((PORT_BASE + 903)) "$alt_plugins" >"$WORK/alt.yaml"
+
+    # pingap (its conf/*.toml documents every key): one server thread, the certificate as
+    # its default, HTTP/2 on, the four forwarded headers, and its request_id plugin, which
+    # sends the id upstream and back to the client. `$host` is the host without the port
+    # (`$http_host` would be the header as sent, but HTTP/2 requests have none, and pingap
+    # then leaves the header out). Upstream keep-alive is Pingora's connection pool, as in
+    # Portico and the floor.
+    cat >"$WORK/pingap.toml" <<EOF
+[basic]
+name = "bench"
+pid_file = "$WORK/pingap.pid"
+upgrade_sock = "$WORK/pingap-upgrade.sock"
+threads = 1
+grace_period = "1s"
+graceful_shutdown_timeout = "1s"
+log_level = "warn"
+
+[upstreams.origin]
+addrs = ["127.0.0.1:$P_ORIGIN"]
+
+[plugins.requestId]
+category = "request_id"
+algorithm = "uuid"
+
+[locations.all]
+upstream = "origin"
+path = "/"
+proxy_set_headers = [
+    "X-Forwarded-For:\$remote_addr",
+    "X-Forwarded-Proto:\$scheme",
+    "X-Forwarded-Host:\$host",
+    "X-Real-IP:\$remote_addr",
+]
+plugins = ["requestId"]
+
+[servers.bench]
+addr = "127.0.0.1:$P_PINGAP"
+locations = ["all"]
+threads = 1
+global_certificates = true
+enabled_h2 = true
+tls_min_version = "tls1.2"
+
+[certificates.bench]
+tls_cert = "$WORK/cert.pem"
+tls_key = "$WORK/key.pem"
+is_default = true
+EOF
 }
 
 portico_config() {
@@ -333,6 +430,13 @@ start() {
         portico | portico5)
             taskset -c "$PROXY_CPU" "$BIN" -c "$WORK/$name.yaml" >"$WORK/$name.out" 2>&1 &
             PID[$name]=$!; wait_port "$(port_of "$name")" "$name" ;;
+        floor)
+            taskset -c "$PROXY_CPU" "$FLOOR" --listen 127.0.0.1:$P_FLOOR --upstream 127.0.0.1:$P_ORIGIN \
+                --cert "$WORK/cert.pem" --key "$WORK/key.pem" >"$WORK/floor.out" 2>&1 &
+            PID[floor]=$!; wait_port $P_FLOOR floor ;;
+        pingap)
+            taskset -c "$PROXY_CPU" "$PINGAP_BIN" -c "$WORK/pingap.toml" >"$WORK/pingap.out" 2>&1 &
+            PID[pingap]=$!; wait_port $P_PINGAP pingap ;;
         alt)
             [[ -x $PORTICO_ALT ]] || die "target alt needs PORTICO_ALT=path to a portico binary"
             taskset -c "$PROXY_CPU" "$PORTICO_ALT" -c "$WORK/alt.yaml" >"$WORK/alt.out" 2>&1 &
@@ -342,7 +446,8 @@ start() {
 }
 
 restart() {
-    case $1 in portico* | alt) stop "$1" INT ;; direct) return 0 ;; *) stop "$1" TERM ;; esac
+    # SIGINT is Pingora's fast shutdown (SIGTERM would wait out a grace period).
+    case $1 in portico* | alt | floor | pingap) stop "$1" INT ;; direct) return 0 ;; *) stop "$1" TERM ;; esac
     start "$1"
 }
 
@@ -350,6 +455,7 @@ port_of() {
     case $1 in
         portico) echo $P_PORTICO ;; portico5) echo $P_PORTICO5 ;; nginx) echo $P_NGINX ;;
         haproxy) echo $P_HAPROXY ;; direct) echo $P_DIRECT ;; alt) echo $P_ALT ;;
+        floor) echo $P_FLOOR ;; pingap) echo $P_PINGAP ;;
     esac
 }
 
@@ -621,6 +727,7 @@ mkdir -p "$OUT"
 : >"$RAW"
 install_tools
 build_portico
+install_pingap
 build_shim
 make_cert
 write_configs
@@ -669,7 +776,7 @@ done
 {
     echo "Run $STARTED on $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r)."
     echo "Load average before measuring: $LOAD_START$([[ $NOT_QUIET == 1 ]] && echo ' — the machine was NOT quiet (other builds or tests ran)')."
-    echo "Versions: $("$BIN" --version 2>/dev/null || echo portico); $("$NGINX" -v 2>&1 | sed 's/.*: //'); $("$HAPROXY" -v | sed -n '1s/ - .*//p'); $( { wrk -v 2>&1 || true; } | sed -n '1s/ Copyright.*//p'); h2load $(h2load --version | awk '{print $NF}')."
+    echo "Versions: $("$BIN" --version 2>/dev/null || echo portico); $("$NGINX" -v 2>&1 | sed 's/.*: //'); $("$HAPROXY" -v | sed -n '1s/ - .*//p'); $( { wrk -v 2>&1 || true; } | sed -n '1s/ Copyright.*//p'); h2load $(h2load --version | awk '{print $NF}')$(wants pingap && echo "; $("$PINGAP_BIN" --version 2>/dev/null | head -n 1)")$(wants floor && echo "; the floor on Pingora $(cd "$ROOT" && cargo pkgid -p pingora-core 2>/dev/null | sed 's/.*[@#]//')")."
     echo "Rounds: $ROUNDS × ${DURATION}s per run after a ${WARMUP}s warm-up; keep-alive -c$CONNS, handshake -c$HS_CONNS, 1 MiB -c$BIG_CONNS, h2 -c$H2_CLIENTS -m$H2_STREAMS."
     [[ -n ${RESUME_NOTE:-} ]] && echo "Session resumption check: $RESUME_NOTE."
     echo

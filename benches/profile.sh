@@ -6,9 +6,19 @@
 # machine is doing, which makes it the way to judge small changes on a shared machine.
 #
 #   benches/profile.sh [PORTICO_BINARY]      (default: target/release/portico)
+#   benches/profile.sh target/release/portico-floor
+#
+# The second form counts the floor (benches/floor: the same job on Pingora alone, built by
+# `cargo build --release -p portico-floor`) in the same setting, so that the two counts give
+# what Portico adds per request; a binary named portico-floor is started as the floor
+# (KIND=floor|portico overrides the guess).
 #
 # Env: REQUESTS=2000 CONNS=10 STREAMS=1 PROTO=h1|h2 PLUGINS=0|5 PATH_=/small OUT=dir (keeps the
-# callgrind file there, for callgrind_annotate or kcachegrind).
+# callgrind file there, for callgrind_annotate or kcachegrind). CONNS=REQUESTS gives one
+# request per connection: every one a full TLS handshake (h2load does not resume sessions).
+# CACHE_SIM=1 also simulates caches and branch prediction (callgrind's model, not the CPU's:
+# this VM has no hardware counters) and prints misses per request; instructions alone
+# understate a change that touches more code or data (benches/README.md, "The floor and pingap").
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,6 +30,7 @@ PROTO=${PROTO:-h1}
 PLUGINS=${PLUGINS:-0}
 URL_PATH=${PATH_:-/small}
 PORT_BASE=${PORT_BASE:-17000}
+KIND=${KIND:-$([[ $(basename "$BIN") == portico-floor* ]] && echo floor || echo portico)}
 WORK=$(mktemp -d /tmp/portico-profile.XXXXXX)
 chmod 755 "$WORK"
 OUT=${OUT:-$WORK}
@@ -44,7 +55,8 @@ trap 'exit 130' INT TERM
 for tool in valgrind callgrind_control callgrind_annotate h2load nginx openssl; do
     command -v "$tool" >/dev/null || [[ -x /usr/sbin/$tool ]] || { echo "needs $tool (apt-get install valgrind nghttp2-client nginx)" >&2; exit 1; }
 done
-[[ -x $BIN ]] || { echo "no Portico binary at $BIN (cargo build --release --bin portico)" >&2; exit 1; }
+[[ -x $BIN ]] || { echo "no binary at $BIN (cargo build --release -p portico -p portico-floor)" >&2; exit 1; }
+[[ $KIND == floor && $PLUGINS != 0 ]] && { echo "the floor has no plugins (PLUGINS=$PLUGINS)" >&2; exit 1; }
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 -subj /CN=localhost \
@@ -89,8 +101,12 @@ EOF
 
 "$NGINX" -p "$WORK/" -e "$WORK/origin.err" -c "$WORK/origin.conf" -g 'daemon off;' &
 PID[origin]=$!
-valgrind --tool=callgrind --collect-atstart=yes --callgrind-out-file="$OUT/callgrind.out" \
-    "$BIN" -c "$WORK/portico.yaml" >"$WORK/portico.log" 2>&1 &
+args=(-c "$WORK/portico.yaml")
+[[ $KIND == floor ]] && args=(--listen 127.0.0.1:$((PORT_BASE + 443)) --upstream 127.0.0.1:$((PORT_BASE + 80))
+    --cert "$WORK/cert.pem" --key "$WORK/key.pem")
+sim=(); [[ ${CACHE_SIM:-0} == 1 ]] && sim=(--cache-sim=yes --branch-sim=yes)
+valgrind --tool=callgrind --collect-atstart=yes "${sim[@]}" --callgrind-out-file="$OUT/callgrind.out" \
+    "$BIN" "${args[@]}" >"$WORK/portico.log" 2>&1 &
 PID[portico]=$!
 url="https://127.0.0.1:$((PORT_BASE + 443))$URL_PATH"
 for _ in $(seq 600); do
@@ -109,16 +125,22 @@ grep -q "^status codes: $REQUESTS 2xx" <<<"$out" || { grep '^status' <<<"$out" >
 
 file=$(ls -t "$OUT"/callgrind.out.* | head -n 1)
 total=$(awk '/^summary:/ {print $2}' "$file")
-echo "binary:   $BIN"
+echo "binary:   $BIN ($KIND)"
 echo "requests: $REQUESTS over $CONNS $PROTO connections to $URL_PATH (plugins: $PLUGINS), $CONNS TLS handshakes included"
 echo "instructions: $total total, $((total / REQUESTS)) per request"
+if [[ ${CACHE_SIM:-0} == 1 ]]; then
+    # I1mr/D1mr/D1mw: first-level instruction and data misses; Bcm/Bim: mispredicted
+    # conditional and indirect branches.
+    awk -v n="$REQUESTS" '/^events:/ {for (i = 2; i <= NF; i++) e[i] = $i}
+        /^summary:/ {s = "per request:"; for (i = 2; i <= NF; i++) if (e[i] ~ /^(I1mr|D1mr|D1mw|Bcm|Bim)$/) s = s sprintf(" %s %d", e[i], $i / n); print s}' "$file"
+fi
 echo
 echo "Top functions by own instructions:"
 callgrind_annotate --threshold=100 --inclusive=no "$file" 2>/dev/null | sed -n '/file:function/,$p' | sed -n '3,$p' |
     grep -vE '\((9[0-9]\.[0-9]+|100\.0)%\)' | sed -n '1,25p' |
     sed -E 's#/root/.cargo/registry/src/[^/]+/##; s#/rustc/[0-9a-f]+/##' | cut -c1-170
 echo
-echo "Portico's own functions, inclusive:"
-callgrind_annotate --threshold=100 --inclusive=yes "$file" 2>/dev/null | grep -E '(gateway|plugins)/src/[a-z_/]+\.rs:' |
-    grep -vE 'process_new|Settle' | sed -n '1,15p' | sed -E 's#^([^ ]+ +\([^)]*\)) +[^ ]*/((gateway|plugins)/src)#\1  \2#' | cut -c1-170
+echo "Portico's own functions (the floor's, for the floor), inclusive:"
+callgrind_annotate --threshold=100 --inclusive=yes "$file" 2>/dev/null | grep -E '(gateway|plugins|benches/floor)/src/[a-z_/]+\.rs:' |
+    grep -vE 'process_new|Settle' | sed -n '1,15p' | sed -E 's#^([^ ]+ +\([^)]*\)) +[^ ]*/((gateway|plugins|benches/floor)/src)#\1  \2#' | cut -c1-170
 [[ $OUT == "$WORK" ]] || echo "callgrind file: $file"
