@@ -502,8 +502,17 @@ async fn raw_redirect(gw: &Gateway, target: &str) -> (u16, Option<String>) {
 
 #[tokio::test]
 async fn redirect_never_answers_with_a_protocol_relative_location() {
+    // With slashes merged (the default) the gateway's path reading already collapses `//`;
+    // with `merge_slashes: false` the plugin's own rule is what keeps `//` out of Location.
+    for server_extra in ["", "path: { merge_slashes: false }"] {
+        redirect_keeps_leading_slashes_single(server_extra).await;
+    }
+}
+
+async fn redirect_keeps_leading_slashes_single(server_extra: &str) {
     let b = Backend::http("app");
-    let yaml = config(
+    let yaml = config_with(
+        &server(server_extra),
         &[("app", b.addr())],
         "
 routes:
