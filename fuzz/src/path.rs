@@ -83,7 +83,7 @@ fn route_of(path: &str) -> Option<usize> {
         gateway::snapshot::compile(&src, &gateway::Registry::new(), &gateway::snapshot::HealthBook::default()).unwrap_or_else(|e| panic!("{e}"))
     });
     let headers = http::HeaderMap::new();
-    snap.routes.lookup_index(&gateway::route::RequestKey { host: "t.test", path, method: &http::Method::GET, headers: &headers })
+    snap.routes.lookup_index(0, &gateway::route::RequestKey { host: "t.test", path, method: &http::Method::GET, headers: &headers })
 }
 
 /// How a servlet container (Tomcat) reads a path: each segment's `;parameters` dropped from

@@ -17,7 +17,6 @@
 //!
 //! SIGINT stops it at once (Pingora's fast shutdown), as `benches/compare.sh` stops Portico.
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use gateway::tls::{self, CertResolver, CertStore};
 use http::{header, HeaderName, HeaderValue};
@@ -94,12 +93,12 @@ fn main() {
         eprintln!("{e}");
         std::process::exit(1);
     });
-    let resolver = Arc::new(CertResolver {
-        listener: "floor".into(),
-        store: ArcSwap::from_pointee(CertStore::new(vec![certified])),
-    });
+    let resolver = Arc::new(CertResolver::new(
+        "floor",
+        Arc::new(CertStore::new(vec![certified])),
+    ));
     let alpn = ["h2".to_string(), "http/1.1".to_string()];
-    let settings = tls::listener_settings(resolver, "1.2", &alpn, None).unwrap_or_else(|e| {
+    let settings = tls::listener_settings(resolver, "1.2", &alpn).unwrap_or_else(|e| {
         eprintln!("TLS settings: {e}");
         std::process::exit(1);
     });
