@@ -241,8 +241,8 @@ impl<F: std::future::Future + ?Sized> PollOnce for F {}
 /// Any bytes as a request head: the check never panics, and what it lets through has no
 /// ambiguous framing for a parser such as httparse either.
 pub fn framing(data: &[u8]) {
-    let ok = gateway::framing::check_h1_head(data).is_ok();
-    assert!(gateway::framing::request_line_len(data) <= data.len());
+    let ok = gateway::net::framing::check_h1_head(data).is_ok();
+    assert!(gateway::net::framing::request_line_len(data) <= data.len());
     if !ok {
         return;
     }
@@ -301,7 +301,7 @@ pub fn forwarded(data: &[u8]) {
             req.append_header(name, v).unwrap();
         }
     }
-    let canonical = gateway::snapshot::canonical_ip(peer);
+    let canonical = gateway::net::ip::canonical_ip(peer);
     let trusted = snap.is_trusted(canonical);
     // Every entry of the chain as an address, when each is one (IP, IP:port, [IPv6], [IPv6]:port).
     let hops: Vec<Option<IpAddr>> = req
@@ -331,7 +331,7 @@ pub fn forwarded(data: &[u8]) {
     } else {
         assert!(hops.iter().all(Option::is_some), "believed a chain with a non-address: {hops:?}");
         if client != canonical {
-            assert!(hops.iter().flatten().any(|ip| gateway::snapshot::canonical_ip(*ip) == client), "{client} is not in {hops:?}");
+            assert!(hops.iter().flatten().any(|ip| gateway::net::ip::canonical_ip(*ip) == client), "{client} is not in {hops:?}");
         }
     }
     let id = gateway::forwarded::request_id(&req, &snap.request_id_header);

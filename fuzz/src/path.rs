@@ -1,7 +1,7 @@
-//! The `path` target: Portico's one reading of a request path (`gateway::path`).
+//! The `path` target: Portico's one reading of a request path (`gateway::net::path`).
 
 use gateway::config::{EscapedSlashes, PathConfig};
-use gateway::path::normalize;
+use gateway::net::path::normalize;
 use std::sync::OnceLock;
 
 /// Route prefixes and exact paths the lookups choose among; `/admin` stands for a guarded

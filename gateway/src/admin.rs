@@ -69,7 +69,7 @@ impl ServeHttp for Admin {
         match (method.as_str(), path.as_str()) {
             ("GET" | "HEAD", "/healthz") => text(StatusCode::OK, "ok\n"),
             ("GET" | "HEAD", "/readyz") => {
-                if self.shared.draining.load(Ordering::Relaxed) {
+                if self.shared.lifecycle.is_draining() {
                     text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
                 } else {
                     text(StatusCode::OK, "ready\n")
@@ -77,7 +77,7 @@ impl ServeHttp for Admin {
             }
             ("GET" | "HEAD", "/metrics") if protect_metrics && !authorized => unauthorized(),
             ("GET" | "HEAD", "/metrics") => {
-                metrics::refresh_backend_health(&self.shared.snapshot.load());
+                self.shared.snapshot.load().publish_backend_health();
                 reply(
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",

@@ -6,8 +6,9 @@
 //! a backend can believe about the client"): from any other peer the ones Portico does not
 //! write itself are removed and the ones it does write are replaced.
 
+use crate::net::ip::canonical_ip;
 use crate::plugin::RequestState;
-use crate::snapshot::{canonical_ip, Snapshot};
+use crate::snapshot::Snapshot;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use pingora_http::RequestHeader;

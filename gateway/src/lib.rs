@@ -9,39 +9,38 @@
 //! ```
 
 pub mod admin;
-pub mod client_auth;
-pub mod client_cert;
 pub mod config;
 pub mod forwarded;
-pub mod framing;
 mod leftover;
+pub mod lifecycle;
 mod listener;
 pub mod log_reopen;
 mod logging;
 pub mod metrics;
-pub mod path;
+pub mod net;
 pub mod plugin;
 mod proxy;
 mod reload;
-pub mod request_target;
 pub mod route;
 mod server;
 pub mod snapshot;
 pub mod tls;
 pub mod upstream;
 
-pub use listener::read_proxy_header;
+pub use net::proxy_header::read_proxy_header;
 pub use pingora_http::{RequestHeader, ResponseHeader};
 pub use pingora_proxy::Session;
 pub use plugin::{
     BuildContext, Flow, Hooks, Plugin, PluginConfig, Registry, RequestState, Response,
 };
 pub use server::run;
+/// Who a client is by its TLS certificate (`gateway::client_cert::DistinguishedName` and
+/// friends), at the path plugins have always used.
+pub use tls::client_cert;
 
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 /// What every listener, the admin endpoints and reload share.
@@ -50,8 +49,8 @@ pub(crate) struct Shared {
     pub registry: Registry,
     pub health: snapshot::HealthBook,
     pub config_path: PathBuf,
-    /// Set on SIGTERM: `/readyz` answers 503 from then on.
-    pub draining: AtomicBool,
+    /// Draining, winding down, requests in flight, listeners settled.
+    pub lifecycle: Arc<lifecycle::Lifecycle>,
     pub cert_resolvers: HashMap<String, Arc<tls::CertResolver>>,
     /// Health checks and DNS refresh of the pools; handed the new pools on reload.
     pub upkeep: Arc<upstream::Upkeep>,

@@ -2,7 +2,10 @@
 //! before the handshake, on plain ones before the first request) and connection accounting.
 
 use crate::metrics;
+use crate::net::connection;
+use crate::net::proxy_header::{proxy_header_len, read_proxy_header};
 use crate::proxy::Gateway;
+use crate::tls::TlsConnection;
 use crate::Shared;
 use async_trait::async_trait;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
@@ -13,7 +16,6 @@ use pingora_core::protocols::{GetSocketDigest, SocketDigest, Stream, UniqueID};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_proxy::HttpProxy;
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -23,128 +25,8 @@ use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
-tokio::task_local! {
-    /// Set by the proxy once a request head has been read on this connection's task: the
-    /// header-timeout watchdog stops watching from then on.
-    static HEAD_SEEN: Cell<bool>;
-}
-
-/// Called when a request head has been read completely.
-pub(crate) fn head_received(session: &pingora_proxy::Session) {
-    let _ = HEAD_SEEN.try_with(|seen| seen.set(true));
-    // HTTP/2 requests run on tasks of their own: they reach the connection through its TLS
-    // digest instead (plain listeners speak only HTTP/1).
-    if let Some(conn) = tls_connection(session) {
-        conn.first_request.store(true, Ordering::Relaxed);
-    }
-}
-
-/// What Portico keeps about a TLS connection, attached at its handshake (see `tls.rs`) and
-/// reachable from each of its requests, HTTP/2 streams included.
-pub(crate) struct TlsConnection {
-    /// Set once its first request head arrived.
-    first_request: AtomicBool,
-    /// The client's verified certificate, on a listener with `client_ca`.
-    pub client_cert: Option<Arc<crate::client_cert::ClientCert>>,
-}
-
-impl TlsConnection {
-    pub(crate) fn new(client_cert: Option<Arc<crate::client_cert::ClientCert>>) -> Self {
-        TlsConnection {
-            first_request: AtomicBool::new(false),
-            client_cert,
-        }
-    }
-}
-
-pub(crate) fn tls_connection(session: &pingora_proxy::Session) -> Option<&TlsConnection> {
-    session
-        .digest()
-        .and_then(|d| d.ssl_digest.as_ref())
-        .and_then(|t| t.extension.get::<TlsConnection>())
-}
-
 /// A client that sends nothing must not hold a connection open forever.
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
-
-/// Reads one PROXY header (v1 or v2) from the start of a stream, without reading past it.
-/// Returns the source address it names (`None` for `UNKNOWN`/`LOCAL`, such as a load
-/// balancer's own health check).
-pub async fn read_proxy_header<S: AsyncRead + Unpin>(
-    stream: &mut S,
-) -> std::result::Result<Option<SocketAddr>, String> {
-    let mut head = [0u8; 12];
-    stream
-        .read_exact(&mut head[..6])
-        .await
-        .map_err(|e| format!("reading PROXY header: {e}"))?;
-    if &head[..6] == b"PROXY " {
-        // v1: one text line of at most 107 bytes; read byte by byte so nothing past the
-        // CRLF is consumed. (Listeners call this on the header already framed in memory by
-        // `read_proxy_header_unbuffered`, so these are not system calls.)
-        let mut line = head[..6].to_vec();
-        while !line.ends_with(b"\r\n") {
-            if line.len() >= 107 {
-                return Err("PROXY v1 header longer than 107 bytes".into());
-            }
-            line.push(
-                stream
-                    .read_u8()
-                    .await
-                    .map_err(|e| format!("reading PROXY header: {e}"))?,
-            );
-        }
-        let header = ppp::v1::Header::try_from(&line[..])
-            .map_err(|e| format!("invalid PROXY v1 header: {e:?}"))?;
-        return Ok(match header.addresses {
-            ppp::v1::Addresses::Tcp4(a) => {
-                Some(SocketAddr::new(IpAddr::V4(a.source_address), a.source_port))
-            }
-            ppp::v1::Addresses::Tcp6(a) => {
-                Some(SocketAddr::new(IpAddr::V6(a.source_address), a.source_port))
-            }
-            ppp::v1::Addresses::Unknown => None,
-        });
-    }
-    stream
-        .read_exact(&mut head[6..])
-        .await
-        .map_err(|e| format!("reading PROXY header: {e}"))?;
-    if &head != V2_SIGNATURE {
-        return Err("the connection did not start with a PROXY protocol header".into());
-    }
-    let mut rest = [0u8; 4];
-    stream
-        .read_exact(&mut rest)
-        .await
-        .map_err(|e| format!("reading PROXY header: {e}"))?;
-    let len = u16::from_be_bytes([rest[2], rest[3]]) as usize;
-    let mut full = Vec::with_capacity(16 + len);
-    full.extend_from_slice(&head);
-    full.extend_from_slice(&rest);
-    full.resize(16 + len, 0);
-    stream
-        .read_exact(&mut full[16..])
-        .await
-        .map_err(|e| format!("reading PROXY header: {e}"))?;
-    let header = ppp::v2::Header::try_from(&full[..])
-        .map_err(|e| format!("invalid PROXY v2 header: {e:?}"))?;
-    // LOCAL (a load balancer's own health check) means "use the real connection endpoints",
-    // whatever address block it carries (the spec says to ignore it).
-    if header.command == ppp::v2::Command::Local {
-        return Ok(None);
-    }
-    Ok(match header.addresses {
-        ppp::v2::Addresses::IPv4(a) => {
-            Some(SocketAddr::new(IpAddr::V4(a.source_address), a.source_port))
-        }
-        ppp::v2::Addresses::IPv6(a) => {
-            Some(SocketAddr::new(IpAddr::V6(a.source_address), a.source_port))
-        }
-        _ => None,
-    })
-}
 
 /// At most one log line per `every` seconds for one kind of event on one listener, so that
 /// a flood of bad connections does not flood the log too; the lines left out are counted
@@ -217,29 +99,6 @@ fn adopt_source<T: GetSocketDigest + UniqueID + ?Sized>(
         }
         _ => {}
     }
-}
-
-/// How long the PROXY header at the start of `buf` is: `Ok(None)` while more bytes are
-/// needed to tell, an error as soon as `buf` cannot be the start of one. Only the framing;
-/// [`read_proxy_header`] parses the header itself.
-fn proxy_header_len(buf: &[u8]) -> std::result::Result<Option<usize>, String> {
-    const V1: &[u8] = b"PROXY ";
-    let n = buf.len();
-    if buf.starts_with(V1) {
-        return match buf[..n.min(107)].windows(2).position(|w| w == b"\r\n") {
-            Some(i) => Ok(Some(i + 2)),
-            None if n >= 107 => Err("PROXY v1 header longer than 107 bytes".into()),
-            None => Ok(None),
-        };
-    }
-    let sig = &V2_SIGNATURE[..n.min(12)];
-    if buf[..sig.len()] != *sig && !V1.starts_with(&buf[..n.min(V1.len())]) {
-        return Err("the connection did not start with a PROXY protocol header".into());
-    }
-    if n < 16 {
-        return Ok(None);
-    }
-    Ok(Some(16 + u16::from_be_bytes([buf[14], buf[15]]) as usize))
 }
 
 /// [`read_proxy_header`] for a listener's raw connection, which has no read buffer (see
@@ -478,7 +337,7 @@ impl Drop for Open {
 /// Resolves when `limit` passes before a request head was read; never otherwise.
 async fn head_watchdog(limit: Duration) {
     tokio::time::sleep(limit).await;
-    if HEAD_SEEN.with(|seen| seen.get()) {
+    if connection::head_seen() {
         std::future::pending::<()>().await;
     }
 }
@@ -494,7 +353,7 @@ async fn first_request_watchdog(
     if tls
         .as_ref()
         .and_then(|d| d.extension.get::<TlsConnection>())
-        .is_none_or(|c| c.first_request.load(Ordering::Relaxed))
+        .is_none_or(|c| c.first_request.has_arrived())
     {
         std::future::pending::<()>().await;
     }
@@ -569,7 +428,7 @@ impl ListenerApp {
             // Boxed, with the session made inside: a request's state (~900 bytes, the session
             // among it) then exists only while the request is under way, instead of in the
             // future of every parked connection.
-            let served = Box::pin(HEAD_SEEN.scope(Cell::new(false), async move {
+            let served = Box::pin(connection::watch_head(async move {
                 let session = self.h1_session(next, settings, shutdown, idle_timeout);
                 tokio::select! {
                     r = self.proxy.process_new_http(session, shutdown) => Some(r),
@@ -716,7 +575,7 @@ impl ServerApp for ListenerApp {
             let ip = stream
                 .get_socket_digest()
                 .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
-                .map(crate::snapshot::canonical_ip)
+                .map(crate::net::ip::canonical_ip)
                 .filter(|ip| !snapshot.is_trusted(*ip));
             let limits = &snapshot.config.server.limits;
             (
@@ -774,36 +633,5 @@ mod tests {
         gate.last.fetch_sub(61, Ordering::Relaxed);
         assert_eq!(gate.pass(60), Some(5));
         assert_eq!(gate.pass(60), None);
-    }
-
-    #[test]
-    fn proxy_header_len_frames_v1_and_v2_and_refuses_anything_else() {
-        let v1 = b"PROXY TCP4 192.0.2.1 192.0.2.2 1000 443\r\n\x16\x03\x01";
-        for n in 0..41 {
-            assert_eq!(proxy_header_len(&v1[..n]), Ok(None), "v1, {n} bytes");
-        }
-        assert_eq!(proxy_header_len(&v1[..41]), Ok(Some(41)));
-        assert_eq!(proxy_header_len(v1), Ok(Some(41)));
-        let long = [b"PROXY ".as_slice(), &[b'1'; 101]].concat();
-        assert!(proxy_header_len(&long).is_err(), "no CRLF within 107 bytes");
-
-        let mut v2 = V2_SIGNATURE.to_vec();
-        v2.extend_from_slice(&[0x21, 0x11, 0x00, 0x0c]);
-        v2.extend_from_slice(&[0; 12]);
-        v2.extend_from_slice(b"\x16\x03\x01");
-        for n in 0..16 {
-            assert_eq!(proxy_header_len(&v2[..n]), Ok(None), "v2, {n} bytes");
-        }
-        assert_eq!(proxy_header_len(&v2[..16]), Ok(Some(28)));
-        assert_eq!(proxy_header_len(&v2), Ok(Some(28)));
-
-        for junk in [
-            &b"GET / HTTP/1.1\r\n"[..],
-            b"\x16\x03\x01\x02\x00",
-            b"PROXX",
-            b"\r\n\r\n\0\r\nQUIZ",
-        ] {
-            assert!(proxy_header_len(junk).is_err(), "{junk:?}");
-        }
     }
 }

@@ -1,9 +1,13 @@
-//! Prometheus metrics, exactly SPEC's names and labels, in the default registry (the one
-//! `/metrics` serves).
+//! Prometheus metrics, with the names and labels docs/operations.md ("Metrics") lists, in the
+//! default registry (the one `/metrics` serves).
 //!
 //! Label values are bounded: route names, backend addresses, listener names, a fixed set of
 //! methods and outcomes. Per-route handles are resolved when a snapshot is built, so the
 //! request path does no label hashing for them.
+//!
+//! A leaf: it knows the metric families and takes plain names and values. Which series a
+//! config implies is the snapshot's to say, once it goes live (`Snapshot::publish_metrics`),
+//! so that a config that is only checked, or a reload that is refused, leaves no label behind.
 
 use arc_swap::ArcSwap;
 use prometheus::{
@@ -127,40 +131,24 @@ pub fn set_backend_health(upstream: &str, backend: &str, healthy: bool) {
         .set(healthy as i64);
 }
 
-/// Sets `portico_upstream_backend_healthy` from the running snapshot's health records,
-/// right before a scrape: passive ejections (and their expiry) change no gauge when they
-/// happen, a rejected reload may have touched gauges of backends that never went live, and
-/// a backend a reload removed must disappear from the exposition.
-pub fn refresh_backend_health(snap: &crate::snapshot::Snapshot) {
+/// Forgets every backend's health series, before the live config's are set again: a backend
+/// a reload removed must disappear from the exposition.
+pub fn reset_backend_health() {
     BACKEND_HEALTHY.reset();
-    for (name, pool) in &snap.pools {
-        for b in &pool.backends {
-            let up = b.health.state() == crate::upstream::State::Healthy;
-            BACKEND_HEALTHY
-                .with_label_values(&[name.as_str(), &b.addr])
-                .set(up as i64);
-        }
+}
+
+/// Creates a listener's series (its connection gauge, and on TLS its handshake errors) at
+/// zero, so that dashboards and alerts see zeros instead of nothing.
+pub fn publish_listener(listener: &str, tls: bool) {
+    DOWNSTREAM_CONNECTIONS.with_label_values(&[listener]);
+    if tls {
+        TLS_HANDSHAKE_ERRORS.with_label_values(&[listener]);
     }
 }
 
-/// Creates the series a config implies before any traffic moves them, so that dashboards
-/// and alerts see zeros instead of nothing: each route's duration histogram, each listener's
-/// connection gauge (and TLS handshake errors), each upstream's retries and each backend's
-/// health. Called for the snapshot that goes live (at start and after every reload).
-pub fn track_snapshot(snap: &crate::snapshot::Snapshot) {
-    for route in snap.routes.routes() {
-        route.metrics.duration();
-    }
-    for l in &snap.config.listeners {
-        DOWNSTREAM_CONNECTIONS.with_label_values(&[&l.name]);
-        if l.tls.is_some() {
-            TLS_HANDSHAKE_ERRORS.with_label_values(&[&l.name]);
-        }
-    }
-    for name in snap.pools.keys() {
-        RETRIES.with_label_values(&[name]);
-    }
-    refresh_backend_health(snap);
+/// Creates an upstream's retry counter at zero.
+pub fn publish_upstream(upstream: &str) {
+    RETRIES.with_label_values(&[upstream]);
 }
 
 /// One route's request metrics, resolved to label handles so that recording a request
@@ -181,6 +169,11 @@ impl RouteMetrics {
             duration: OnceLock::new(),
             requests: ArcSwap::from_pointee(Vec::new()),
         }
+    }
+
+    /// Creates the route's duration histogram, at zero until its first request.
+    pub fn publish(&self) {
+        self.duration();
     }
 
     fn duration(&self) -> &Histogram {

@@ -32,6 +32,7 @@ pub struct Gateway {
     /// The listener's own port, as the backend is told it (`X-Forwarded-Port`).
     pub port: http::HeaderValue,
     pub(crate) shared: Arc<Shared>,
+    pub(crate) lifecycle: Arc<crate::lifecycle::Lifecycle>,
 }
 
 /// Per-request context: the snapshot the request started on, and its bookkeeping.
@@ -59,7 +60,7 @@ pub struct Ctx {
     probe: Option<Probe>,
     /// Counts this request as in flight until the context is dropped (after logging), so
     /// that a draining process waits for it.
-    _in_flight: crate::server::InFlight,
+    _in_flight: crate::lifecycle::InFlight,
 }
 
 impl Ctx {
@@ -174,17 +175,17 @@ impl ProxyHttp for Gateway {
             answered: false,
             last_error: None,
             probe: None,
-            _in_flight: crate::server::InFlight::start(),
+            _in_flight: self.lifecycle.request_started(),
         }
     }
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
-        crate::listener::head_received(session);
-        if self.tls {
-            ctx.state.client_cert =
-                crate::listener::tls_connection(session).and_then(|c| c.client_cert.clone());
+        crate::net::connection::mark_head_seen();
+        if let Some(conn) = crate::tls::TlsConnection::of(session) {
+            conn.first_request.arrived();
+            ctx.state.client_cert = conn.client_cert.clone();
         }
-        if crate::server::winding_down() {
+        if self.lifecycle.is_winding_down() {
             // Draining: `Connection: close`, so keep-alive clients reconnect elsewhere.
             session.set_keepalive(None);
         }
@@ -205,22 +206,24 @@ impl ProxyHttp for Gateway {
                 )
             }
         };
-        crate::framing::check_request(session, &snap.config.server.limits)?;
+        crate::net::framing::check_request(session, &snap.config.server.limits)?;
         let limit = snap.config.server.limits.max_header_bytes;
         if limit > 0 && head_size(session.req_header()) > limit {
             return Error::e_explain(ErrorType::HTTPStatus(431), "request head too large");
         }
         // One reading of the target, host and credentials, set on the request before the
         // redirect listener and any plugin look at it (docs/security.md).
-        let reading =
-            match crate::request_target::read(session.req_header_mut(), &snap.config.server.path) {
-                Ok(reading) => reading,
-                Err(refusal) => {
-                    // A malformed request: its connection is not worth keeping.
-                    session.set_keepalive(None);
-                    return Error::e_explain(ErrorType::HTTPStatus(400), refusal.reason());
-                }
-            };
+        let reading = match crate::net::request_target::read(
+            session.req_header_mut(),
+            &snap.config.server.path,
+        ) {
+            Ok(reading) => reading,
+            Err(refusal) => {
+                // A malformed request: its connection is not worth keeping.
+                session.set_keepalive(None);
+                return Error::e_explain(ErrorType::HTTPStatus(400), refusal.reason());
+            }
+        };
         ctx.state.host = reading.host;
         if self.redirect_https.is_some() {
             return Ok(());
@@ -394,7 +397,7 @@ impl ProxyHttp for Gateway {
             &request_id,
         )?;
         if snap.mtls.get(self.index).copied().unwrap_or(false) {
-            crate::client_cert::set_xfcc(upstream, ctx.state.client_cert.as_deref())?;
+            crate::tls::client_cert::set_xfcc(upstream, ctx.state.client_cert.as_deref())?;
         }
         if let Some(host) = ctx.pool().and_then(|p| p.host.clone()) {
             upstream.insert_header(http::header::HOST, host)?;
@@ -437,7 +440,7 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if crate::server::winding_down() {
+        if self.lifecycle.is_winding_down() {
             session.set_keepalive(None);
         }
         ctx.responded = true;

@@ -173,6 +173,6 @@ fn apply(shared: &Shared, snap: Arc<Snapshot>) {
         }
     }
     shared.upkeep.update(snap.pools.values().cloned().collect());
-    metrics::track_snapshot(&snap);
+    snap.publish_metrics();
     shared.snapshot.store(snap);
 }

@@ -3,6 +3,7 @@
 
 use crate::admin::Admin;
 use crate::config;
+use crate::lifecycle::Lifecycle;
 use crate::listener::{ListenerApp, ProxyHeaderBeforeTls};
 use crate::metrics;
 use crate::plugin::Registry;
@@ -26,42 +27,10 @@ use pingora_core::services::listening::Service;
 use pingora_core::services::{ServiceReadyNotifier, ServiceWithDependents};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
-
-/// Requests between their head being read and the end of their logging phase, across all
-/// listeners.
-static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
-
-/// Counts one request in flight for as long as it lives (it sits in the request's context).
-pub(crate) struct InFlight(());
-
-impl InFlight {
-    pub(crate) fn start() -> InFlight {
-        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
-        InFlight(())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Set once this process is on its way out (SIGTERM, or SIGQUIT with a new process waiting):
-/// responses then carry `Connection: close`, so keep-alive clients reconnect through the
-/// load balancer (or to the new process) instead of holding on to this one.
-static WINDING_DOWN: AtomicBool = AtomicBool::new(false);
-
-pub(crate) fn winding_down() -> bool {
-    WINDING_DOWN.load(Ordering::Relaxed)
-}
-
-/// Listeners whose shutdown clean-up (see [`Settle`]) has finished.
-static LISTENERS_SETTLED: AtomicUsize = AtomicUsize::new(0);
 
 /// How long a stopped listener still lets connections it already accepted deliver their
 /// first request (a TLS handshake and a request head take milliseconds), before the idle
@@ -223,13 +192,13 @@ fn serve(
         registry,
         health,
         config_path,
-        draining: AtomicBool::new(false),
+        lifecycle: Lifecycle::new(),
         cert_resolvers,
         upkeep: upkeep.task(),
         reload_lock: Mutex::new(()),
     });
     let snap = shared.snapshot.load_full();
-    metrics::track_snapshot(&snap);
+    snap.publish_metrics();
 
     let mut listener_services = Vec::new();
     for (index, l) in snap.config.listeners.iter().enumerate() {
@@ -243,6 +212,7 @@ fn serve(
                 .parse::<std::net::SocketAddr>()
                 .map_or(http::HeaderValue::from_static(""), |a| a.port().into()),
             shared: shared.clone(),
+            lifecycle: shared.lifecycle.clone(),
         };
         let mut proxy = pingora_proxy::http_proxy(&conf, gateway);
         let mut opts = HttpServerOptions::default();
@@ -290,6 +260,7 @@ fn serve(
             Settle {
                 app: Arc::new(app),
                 settle,
+                lifecycle: shared.lifecycle.clone(),
             },
         );
         listener_services.push(server.add_service(Bound {
@@ -367,11 +338,9 @@ fn remove_pid_file(path: &str) {
 /// exits promptly. A plain thread, not a task: the runtimes are being shut down. Started
 /// once shutdown begins, from inside the running server, because threads made before `-d`
 /// forks do not survive it.
-fn exit_when_idle(listeners: usize, pid_file: String) {
+fn exit_when_idle(lifecycle: Arc<Lifecycle>, listeners: usize, pid_file: String) {
     std::thread::spawn(move || {
-        while LISTENERS_SETTLED.load(Ordering::SeqCst) < listeners
-            || IN_FLIGHT.load(Ordering::SeqCst) > 0
-        {
+        while !lifecycle.is_idle(listeners) {
             std::thread::sleep(Duration::from_millis(20));
         }
         // Lets log writers flush what the last requests left them.
@@ -390,6 +359,7 @@ fn exit_when_idle(listeners: usize, pid_file: String) {
 struct Settle {
     app: Arc<ListenerApp>,
     settle: Duration,
+    lifecycle: Arc<Lifecycle>,
 }
 
 #[async_trait]
@@ -405,7 +375,7 @@ impl ServerApp for Settle {
     async fn cleanup(&self) {
         tokio::time::sleep(self.settle).await;
         self.app.cleanup().await;
-        LISTENERS_SETTLED.fetch_add(1, Ordering::SeqCst);
+        self.lifecycle.listener_settled();
     }
 }
 
@@ -511,7 +481,7 @@ impl ShutdownSignalWatch for Shutdown {
                     // Pingora hands the sockets over and then drains whether or not anyone
                     // took them: without a new process, that would take this instance down.
                     if self.wait_for_upgrade_socket().await {
-                        WINDING_DOWN.store(true, Ordering::SeqCst);
+                        self.shared.lifecycle.wind_down();
                         log::info!("SIGQUIT: handing the listening sockets to the new process at {}", self.upgrade_sock.display());
                         return ShutdownSignal::GracefulUpgrade;
                     }
@@ -522,8 +492,7 @@ impl ShutdownSignalWatch for Shutdown {
                 }
                 _ = int.recv() => return ShutdownSignal::FastShutdown,
                 _ = term.recv() => {
-                    self.shared.draining.store(true, Ordering::SeqCst);
-                    WINDING_DOWN.store(true, Ordering::SeqCst);
+                    self.shared.lifecycle.start_draining();
                     // The running config's: a reload may have changed it.
                     let grace = self.shared.snapshot.load().config.server.grace_period.get();
                     log::info!("SIGTERM: /readyz now answers 503; serving for {grace:?} more, then draining");
@@ -600,7 +569,7 @@ impl BackgroundService for Signals {
                 r = shutdown.changed(), if !stopping => {
                     if r.is_err() || *shutdown.borrow() {
                         stopping = true;
-                        exit_when_idle(self.listeners, self.pid_file.clone());
+                        exit_when_idle(self.shared.lifecycle.clone(), self.listeners, self.pid_file.clone());
                     }
                 }
             }

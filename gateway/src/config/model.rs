@@ -63,7 +63,7 @@ impl Default for ServerConfig {
     }
 }
 
-/// `server.path`: the choices in reading a request's path (`gateway::path`).
+/// `server.path`: the choices in reading a request's path (`gateway::net::path`).
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PathConfig {

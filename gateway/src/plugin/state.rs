@@ -1,7 +1,7 @@
 //! Per-request state: what the gateway knows about a request, and what plugins leave for
 //! each other and for the access log.
 
-pub use crate::client_cert::ClientCert;
+pub use crate::tls::ClientCert;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};

@@ -1,6 +1,6 @@
 //! Balancing helpers: weighted slots for round robin and a hash ring for consistent hashing.
 
-use super::Backend;
+use super::backend::Backend;
 
 /// The indexes of the primary (or backup) backends repeated by weight, interleaved
 /// (1,2,1,2,1 rather than 1,1,1,2,2) so that round robin spreads a burst across backends.

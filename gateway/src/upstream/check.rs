@@ -1,6 +1,6 @@
 //! Active health checks: one task per checked backend (started by [`super::Upkeep`]).
 
-use super::Pool;
+use super::pool::Pool;
 use crate::config::CheckKind;
 use pingora_core::connectors::http::Connector;
 use pingora_http::RequestHeader;
@@ -36,7 +36,7 @@ pub(super) async fn check_loop(pool: Arc<Pool>, i: usize, connector: Arc<Connect
         crate::metrics::set_backend_health(
             &pool.name,
             &backend.addr,
-            backend.health.state() == super::State::Healthy,
+            backend.health.state() == super::health::State::Healthy,
         );
     }
 }

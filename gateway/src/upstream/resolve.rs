@@ -4,7 +4,7 @@
 //! a reload. A failed lookup keeps the last address: a resolver outage must not take down
 //! backends that are still where they were.
 
-use super::Pool;
+use super::pool::Pool;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,8 +3,9 @@
 //! swapped in (health records survive; only the tasks are replaced).
 
 use super::check::check_loop;
+use super::health::Health;
+use super::pool::Pool;
 use super::resolve::{is_name, refresh_loop};
-use super::{Health, Pool};
 use pingora_core::connectors::http::Connector;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;

@@ -101,7 +101,7 @@ impl<'a> NormalPath<'a> {
 ///
 /// ```
 /// use gateway::config::PathConfig;
-/// use gateway::path::{normalize, PathError};
+/// use gateway::net::path::{normalize, PathError};
 /// let cfg = PathConfig::default();
 /// let p = normalize(b"//%61dmin/./x/../y;v=1", &cfg).unwrap();
 /// assert_eq!(p.path, "/admin/y;v=1");

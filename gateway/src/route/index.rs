@@ -11,61 +11,14 @@
 //! A route bound to listeners (`match.listeners`) is simply absent from the other listeners'
 //! index: each distinct set of served routes has its own, so a binding costs a lookup nothing.
 
-use crate::plugin::Chain;
-use crate::upstream::Pool;
-use http::{HeaderName, Method};
-use regex::Regex;
+use super::{PathRule, RequestKey, Route};
 use std::cmp::Ordering;
 use std::collections::HashMap;
-use std::sync::Arc;
 
 /// The index maps: aHash (keyed per process, so still resistant to crafted keys) hashes the
 /// request's host and path prefixes several times faster than SipHash, and a lookup hashes
 /// one key per host label and per path segment.
 type Map<V> = HashMap<String, V, ahash::RandomState>;
-
-pub enum PathRule {
-    Any,
-    Exact(String),
-    /// Matches whole segments: `/api` matches `/api`, `/api/` and `/api/x`, not `/apix`.
-    Prefix(String),
-    /// Must match the whole path.
-    Regex(Regex),
-}
-
-pub struct Route {
-    pub name: Arc<str>,
-    pub priority: i64,
-    pub hosts: Vec<String>,
-    pub path: PathRule,
-    pub methods: Vec<Method>,
-    pub headers: Vec<(HeaderName, String)>,
-    pub upstream: Option<Arc<Pool>>,
-    pub max_body_bytes: Option<u64>,
-    pub chain: Chain,
-    /// Request count and duration handles, resolved once per snapshot.
-    pub metrics: crate::metrics::RouteMetrics,
-    /// The listeners (positions in `listeners`) that serve this route (`match.listeners`);
-    /// empty: every listener.
-    pub listeners: Vec<usize>,
-}
-
-impl Route {
-    /// Whether the listener at position `listener` serves this route.
-    pub fn served_on(&self, listener: usize) -> bool {
-        self.listeners.is_empty() || self.listeners.contains(&listener)
-    }
-}
-
-/// What a request offers to the matcher.
-pub struct RequestKey<'a> {
-    /// Lowercased, without the port.
-    pub host: &'a str,
-    /// Without the query string.
-    pub path: &'a str,
-    pub method: &'a Method,
-    pub headers: &'a http::HeaderMap,
-}
 
 /// One host bucket's routes by path rule. Every list is in rank order (see
 /// [`PathIndex::sort`]): within a list host and path rank are equal, so the first route
@@ -401,26 +354,11 @@ fn path_rank(p: &PathRule) -> (u8, usize) {
     }
 }
 
-/// The host a request is for: lowercased, without the port and a trailing dot.
-pub fn normalize_host(raw: &str) -> String {
-    let h = if raw.starts_with('[') {
-        // [::1]:8443
-        match raw.find(']') {
-            Some(end) => &raw[..=end],
-            None => raw,
-        }
-    } else {
-        match raw.rfind(':') {
-            Some(i) if raw[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &raw[..i],
-            _ => raw,
-        }
-    };
-    h.trim_end_matches('.').to_ascii_lowercase()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plugin::Chain;
+    use http::{HeaderName, Method};
 
     fn route(name: &str, hosts: &[&str], path: PathRule, priority: i64) -> Route {
         Route {
@@ -551,12 +489,5 @@ mod tests {
             headers: &h,
         };
         t.lookup(listener, &key).map(|r| &*r.name)
-    }
-
-    #[test]
-    fn host_normalization() {
-        assert_eq!(normalize_host("API.Example.com:8443"), "api.example.com");
-        assert_eq!(normalize_host("[::1]:8443"), "[::1]");
-        assert_eq!(normalize_host("example.com."), "example.com");
     }
 }

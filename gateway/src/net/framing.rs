@@ -56,7 +56,7 @@ impl Refusal {
 /// sends them).
 ///
 /// ```
-/// use gateway::framing::{check_h1_head, Refusal};
+/// use gateway::net::framing::{check_h1_head, Refusal};
 /// assert_eq!(check_h1_head(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n"), Ok(()));
 /// let both = b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
 /// assert_eq!(check_h1_head(both), Err(Refusal::ContentLengthAndTransferEncoding));

@@ -7,7 +7,7 @@
 //! - the target must be origin-form (`/path`), absolute-form with an `http` or `https`
 //!   scheme (routed on its authority, forwarded in origin-form with that authority as
 //!   `Host`), or `*` on an OPTIONS request (routed as `/` would be, forwarded as `*`);
-//! - the path is normalized by [`crate::path::normalize`]; the query string is kept byte for
+//! - the path is normalized by [`crate::net::path::normalize`]; the query string is kept byte for
 //!   byte;
 //! - an HTTP/1.1 request needs exactly one well-formed `Host` (HTTP/1.0 may leave it out and
 //!   then matches only routes without `hosts`); HTTP/2 routes by `:authority`, and a `Host`
@@ -16,7 +16,7 @@
 //!   might read another.
 
 use crate::config::PathConfig;
-use crate::path::{self, PathError};
+use crate::net::path::{self, PathError};
 use http::{header, Method, Version};
 use pingora_http::authority::{raw_target_authority, RawTargetAuthority};
 use pingora_http::RequestHeader;
@@ -191,7 +191,7 @@ fn set_target(req: &mut RequestHeader, target: &[u8]) -> Result<(), Refusal> {
 /// or characters outside a host name (letters, digits, `-`, `_`, `.`) or an IP literal.
 ///
 /// ```
-/// use gateway::request_target::parse_host;
+/// use gateway::net::request_target::parse_host;
 /// assert_eq!(parse_host(b"API.Example.com.:8443").as_deref(), Some("api.example.com"));
 /// assert_eq!(parse_host(b"[::1]:443").as_deref(), Some("[::1]"));
 /// assert_eq!(parse_host(b"a:xx"), None);

@@ -1,0 +1,127 @@
+//! A compiled config: everything the request path reads, built and checked off the request
+//! path, then swapped in whole. Requests that started on an older snapshot keep it.
+//!
+//! [`compile`] runs one pass per section, each in its own file, collecting every error (not
+//! only the first) with its key path and line. Compiling has no effect outside the snapshot:
+//! its metric series are published, and its plugins started, only when it goes live.
+
+mod chains;
+mod health_book;
+mod listeners;
+mod routes;
+mod server;
+mod upstreams;
+
+pub use health_book::HealthBook;
+
+use crate::config::{self, Config, ConfigError, ConfigErrors, Problems, Source};
+use crate::metrics;
+use crate::net::ip::canonical_ip;
+use crate::plugin::{Chain, Registry};
+use crate::route::RouteTable;
+use crate::tls::CertStore;
+use crate::upstream::Pool;
+use ipnet::IpNet;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+pub struct Snapshot {
+    pub version: String,
+    pub loaded_at: SystemTime,
+    pub config: Config,
+    pub routes: RouteTable,
+    pub pools: BTreeMap<String, Arc<Pool>>,
+    pub global: Chain,
+    /// Certificates per listener name.
+    pub certs: HashMap<String, Arc<CertStore>>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub request_id_header: http::HeaderName,
+    /// The same name as the config spells it, which is how HTTP/1 peers see it written (a
+    /// `HeaderName` would be written lowercase, and re-cased into a new buffer per request).
+    pub request_id_wire: bytes::Bytes,
+    /// Whether each listener (by position in `config.listeners`) asks for client
+    /// certificates (`tls.client_ca`): there Portico alone writes `X-Forwarded-Client-Cert`.
+    pub mtls: Vec<bool>,
+    /// What is valid but likely not meant (`portico -t` prints them, a start or reload logs
+    /// them).
+    pub warnings: Vec<ConfigError>,
+}
+
+impl Snapshot {
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = canonical_ip(ip);
+        self.trusted_proxies.iter().any(|n| n.contains(&ip))
+    }
+
+    /// Creates the series this config implies before any traffic moves them, so that
+    /// dashboards and alerts see zeros instead of nothing: each route's duration histogram,
+    /// each listener's connection gauge (and TLS handshake errors), each upstream's retries
+    /// and each backend's health. Called for the snapshot that goes live (at start and after
+    /// every reload), never while a config is only compiled.
+    pub fn publish_metrics(&self) {
+        for route in self.routes.routes() {
+            route.metrics.publish();
+        }
+        for l in &self.config.listeners {
+            metrics::publish_listener(&l.name, l.tls.is_some());
+        }
+        for name in self.pools.keys() {
+            metrics::publish_upstream(name);
+        }
+        self.publish_backend_health();
+    }
+
+    /// Sets `portico_upstream_backend_healthy` from this snapshot's health records, right
+    /// before a scrape: passive ejections (and their expiry) change no gauge when they happen,
+    /// and a backend a reload removed must disappear from the exposition.
+    pub fn publish_backend_health(&self) {
+        metrics::reset_backend_health();
+        for (name, pool) in &self.pools {
+            for b in &pool.backends {
+                let up = b.health.state() == crate::upstream::State::Healthy;
+                metrics::set_backend_health(name, &b.addr, up);
+            }
+        }
+    }
+}
+
+/// Checks a parsed config and compiles it. Every error is collected, not just the first.
+pub fn compile(
+    src: &Source,
+    registry: &Registry,
+    health: &HealthBook,
+) -> Result<Snapshot, ConfigErrors> {
+    let cfg = &src.config;
+    let mut p = Problems::new(&src.lines);
+    let base = src.base_dir.as_path();
+
+    server::check(cfg, &mut p);
+    let certs = listeners::compile(cfg, base, &mut p);
+    let pools = upstreams::compile(cfg, base, health, &mut p);
+    let global = chains::compile(&cfg.plugins, "plugins", None, registry, base, &mut p);
+    let routes = routes::compile(cfg, &pools, registry, base, &mut p);
+    let trusted_proxies = server::trusted_proxies(cfg, &mut p);
+    let request_id_header = server::request_id_header(cfg, &mut p);
+    p.into_result()?;
+    let warnings = config::warnings(cfg, base, &src.lines);
+    Ok(Snapshot {
+        version: src.version.clone(),
+        loaded_at: SystemTime::now(),
+        config: cfg.clone(),
+        routes,
+        pools,
+        global,
+        certs,
+        trusted_proxies,
+        request_id_wire: bytes::Bytes::from(cfg.server.request_id_header.clone()),
+        request_id_header,
+        mtls: cfg
+            .listeners
+            .iter()
+            .map(|l| l.tls.as_ref().is_some_and(|t| t.client_ca.is_some()))
+            .collect(),
+        warnings,
+    })
+}

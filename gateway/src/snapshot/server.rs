@@ -1,0 +1,76 @@
+//! The `server` and `admin` sections: what the process itself needs.
+
+use crate::config::{Config, Problems};
+use crate::net::ip::parse_cidr;
+use ipnet::IpNet;
+use std::net::SocketAddr;
+
+pub(super) fn check(cfg: &Config, p: &mut Problems) {
+    if cfg.server.threads == Some(0) {
+        p.add("server.threads", "must be at least 1");
+    }
+    if cfg.server.upstream_keepalive_pool == 0 {
+        // Pingora's pool cannot be turned off by size: at 0 it warns on every request.
+        p.add("server.upstream_keepalive_pool", "must be at least 1");
+    }
+    let no_token = cfg.admin.token.as_deref().unwrap_or("").is_empty();
+    if cfg.admin.protect_metrics && no_token {
+        p.add(
+            "admin.protect_metrics",
+            "is true but admin.token is not set: /metrics would need a token there is none of",
+        );
+    }
+    match cfg.admin.listen.parse::<SocketAddr>() {
+        Ok(addr) => {
+            if !addr.ip().is_loopback() && no_token {
+                p.add(
+                    "admin.token",
+                    format!("the admin listener {addr} is not on loopback, so a token is required"),
+                );
+            }
+        }
+        Err(_) => p.add(
+            "admin.listen",
+            format!(
+                "{:?} is not an address such as 127.0.0.1:9901",
+                cfg.admin.listen
+            ),
+        ),
+    }
+    if cfg.listeners.is_empty() {
+        p.add("listeners", "at least one listener is required");
+    }
+}
+
+/// `server.trusted_proxies`: CIDRs or bare addresses.
+pub(super) fn trusted_proxies(cfg: &Config, p: &mut Problems) -> Vec<IpNet> {
+    cfg.server
+        .trusted_proxies
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| match parse_cidr(s) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                p.add(format!("server.trusted_proxies[{i}]"), e);
+                None
+            }
+        })
+        .collect()
+}
+
+/// `server.request_id_header` as a header name.
+pub(super) fn request_id_header(cfg: &Config, p: &mut Problems) -> http::HeaderName {
+    match http::HeaderName::from_bytes(cfg.server.request_id_header.as_bytes()) {
+        Ok(h) => h,
+        Err(_) => {
+            p.add(
+                "server.request_id_header",
+                format!(
+                    "{:?} is not a valid header name",
+                    cfg.server.request_id_header
+                ),
+            );
+            http::HeaderName::from_static("x-request-id")
+        }
+    }
+}
