@@ -148,7 +148,7 @@ fn status(shared: &Shared) -> serde_json::Value {
         .config
         .listeners
         .iter()
-        .map(|l| json!({ "name": l.name, "listen": l.listen }))
+        .map(|l| json!({ "name": l.name, "listen": l.listen.to_string() }))
         .collect();
     let routes: Vec<_> = snap
         .config

@@ -10,8 +10,6 @@
 
 pub mod admin;
 pub mod config;
-pub mod forwarded;
-mod leftover;
 pub mod lifecycle;
 mod listener;
 pub mod log_reopen;
@@ -19,8 +17,8 @@ mod logging;
 pub mod metrics;
 pub mod net;
 pub mod plugin;
-mod proxy;
 mod reload;
+pub mod request;
 pub mod route;
 mod server;
 pub mod snapshot;
@@ -45,7 +43,7 @@ use std::sync::{Arc, Mutex};
 
 /// What every listener, the admin endpoints and reload share.
 pub(crate) struct Shared {
-    pub snapshot: ArcSwap<snapshot::Snapshot>,
+    pub snapshot: Arc<ArcSwap<snapshot::Snapshot>>,
     pub registry: Registry,
     pub health: snapshot::HealthBook,
     pub config_path: PathBuf,

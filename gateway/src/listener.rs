@@ -4,7 +4,7 @@
 use crate::metrics;
 use crate::net::connection;
 use crate::net::proxy_header::{proxy_header_len, read_proxy_header};
-use crate::proxy::Gateway;
+use crate::request::Gateway;
 use crate::tls::TlsConnection;
 use crate::Shared;
 use async_trait::async_trait;

@@ -66,7 +66,7 @@ fn load_and_check(shared: &Shared) -> Result<Arc<Snapshot>, ConfigErrors> {
             "admin.listen",
             format!(
                 "changed from {} to {}: a new address needs a binary upgrade (`portico -u`), not a reload",
-                current.config.admin.listen, snap.config.admin.listen
+                *current.config.admin.listen, *snap.config.admin.listen
             ),
         );
     }
@@ -126,7 +126,7 @@ fn listener_changes(old: &[ListenerConfig], new: &[ListenerConfig], p: &mut conf
                 format!("{at}.listen"),
                 format!(
                     "changed from {} to {}: a new address {NEEDS_UPGRADE}",
-                    x.listen, y.listen
+                    *x.listen, *y.listen
                 ),
             );
         }

@@ -7,7 +7,7 @@ use crate::lifecycle::Lifecycle;
 use crate::listener::{ListenerApp, ProxyHeaderBeforeTls};
 use crate::metrics;
 use crate::plugin::Registry;
-use crate::proxy::Gateway;
+use crate::request::Gateway;
 use crate::snapshot::{self, HealthBook, Snapshot};
 use crate::tls::{self, CertResolver};
 use crate::upstream::Upkeep;
@@ -188,7 +188,7 @@ fn serve(
         Upkeep::new(snap.pools.values().cloned().collect()),
     );
     let shared = Arc::new(Shared {
-        snapshot: ArcSwap::from_pointee(snap),
+        snapshot: Arc::new(ArcSwap::from_pointee(snap)),
         registry,
         health,
         config_path,
@@ -207,11 +207,8 @@ fn serve(
             index,
             tls: l.tls.is_some(),
             redirect_https: l.redirect_https,
-            port: l
-                .listen
-                .parse::<std::net::SocketAddr>()
-                .map_or(http::HeaderValue::from_static(""), |a| a.port().into()),
-            shared: shared.clone(),
+            port: l.listen.port().into(),
+            snapshot: shared.snapshot.clone(),
             lifecycle: shared.lifecycle.clone(),
         };
         let mut proxy = pingora_proxy::http_proxy(&conf, gateway);
@@ -232,15 +229,15 @@ fn serve(
                     }));
                 }
                 let resolver = shared.cert_resolvers[&l.name].clone();
-                match tls::listener_settings(resolver, &t.min_version, &t.alpn) {
-                    Ok(settings) => listeners.add_listener(endpoint(&l.listen).tls(settings)),
+                match tls::listener_settings(resolver, *t.min_version, *t.alpn) {
+                    Ok(settings) => listeners.add_listener(endpoint(*l.listen).tls(settings)),
                     Err(e) => {
                         eprintln!("listeners: {}: {e}", l.name);
                         std::process::exit(1);
                     }
                 }
             }
-            None => listeners.add_listener(endpoint(&l.listen)),
+            None => listeners.add_listener(endpoint(*l.listen)),
         }
         let app = ListenerApp {
             name: l.name.as_str().into(),
@@ -265,7 +262,7 @@ fn serve(
         );
         listener_services.push(server.add_service(Bound {
             name: l.name.clone(),
-            addr: l.listen.clone(),
+            addr: l.listen.to_string(),
             service: Some(svc),
         }));
     }
@@ -285,7 +282,7 @@ fn serve(
             shared: shared.clone(),
         },
     );
-    admin.add_tcp(&snap.config.admin.listen);
+    admin.add_tcp(&snap.config.admin.listen.to_string());
     admin.threads = Some(1);
     let admin = server.add_service(admin);
     // The admin listener (and so `/readyz`) starts only once every listener listens and the
@@ -316,8 +313,9 @@ fn serve(
 /// for its whole life): OpenSSL reads ahead into its own under TLS, Pingora reads a request
 /// head into its own, and a PROXY header is read in large reads with the rest put back (see
 /// `benches/README.md` for what it costs and saves).
-fn endpoint(addr: &str) -> ListenerConfig {
-    ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE))
+fn endpoint(addr: std::net::SocketAddr) -> ListenerConfig {
+    ListenerConfig::tcp(addr.to_string())
+        .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE))
 }
 
 fn write_pid_file(path: &str) {

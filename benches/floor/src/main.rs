@@ -18,6 +18,7 @@
 //! SIGINT stops it at once (Pingora's fast shutdown), as `benches/compare.sh` stops Portico.
 
 use async_trait::async_trait;
+use gateway::config::{Alpn, TlsVersion};
 use gateway::tls::{self, CertResolver, CertStore};
 use http::{header, HeaderName, HeaderValue};
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
@@ -97,8 +98,11 @@ fn main() {
         "floor",
         Arc::new(CertStore::new(vec![certified])),
     ));
-    let alpn = ["h2".to_string(), "http/1.1".to_string()];
-    let settings = tls::listener_settings(resolver, "1.2", &alpn).unwrap_or_else(|e| {
+    let alpn = Alpn {
+        h2: true,
+        http1: true,
+    };
+    let settings = tls::listener_settings(resolver, TlsVersion::Tls12, alpn).unwrap_or_else(|e| {
         eprintln!("TLS settings: {e}");
         std::process::exit(1);
     });
@@ -115,7 +119,7 @@ fn main() {
         peer: HttpPeer::new(args.upstream, false, String::new()),
     };
     let mut service = pingora_proxy::http_proxy_service(&server.configuration, floor);
-    // Portico's listener buffers (gateway/src/server.rs, `endpoint`): OpenSSL reads ahead
+    // Portico's listener buffers (gateway/src/runtime/services.rs, `endpoint`): OpenSSL reads ahead
     // into its own buffer, so no L4 read buffer; Pingora's default write buffer.
     service.add_listener(
         ListenerConfig::tcp(args.listen)
@@ -152,7 +156,7 @@ impl ProxyHttp for Floor {
     ) -> Result<()> {
         // The client's id when it sent a sane one, otherwise 32 random hex digits: Portico's
         // own function.
-        *id = gateway::forwarded::request_id(
+        *id = gateway::request::client::request_id(
             session.req_header(),
             &HeaderName::from_static("x-request-id"),
         );
@@ -195,7 +199,7 @@ impl ProxyHttp for Floor {
 }
 
 /// An IP address's text without the formatter for IPv4, as Portico writes it
-/// (gateway/src/forwarded.rs, whose helper is private).
+/// (gateway/src/request/client.rs, whose helper is private).
 fn ip_text(ip: IpAddr, buf: &mut [u8; 45]) -> &[u8] {
     match ip {
         IpAddr::V4(a) => {

@@ -6,6 +6,7 @@ mod error;
 mod load;
 mod locate;
 mod model;
+mod values;
 mod warnings;
 
 pub use duration::{parse_duration, Dur};
@@ -13,6 +14,7 @@ pub use error::{ConfigError, ConfigErrors};
 pub use load::{load_file, load_str, resolve, Source};
 pub use locate::LineIndex;
 pub use model::*;
+pub use values::{Alpn, HashKey, Invalid, Parse, Parsed, PathMatch, PathMatchKeys, TlsVersion};
 pub use warnings::warnings;
 
 /// Collects every problem found while checking a config, with positions.
@@ -37,6 +39,14 @@ impl<'a> Problems<'a> {
             message: message.into(),
             line,
         });
+    }
+
+    /// Adds the complaint of a value that did not read, if it has one, at `path` (or inside
+    /// it).
+    pub fn parsed<T>(&mut self, path: &str, value: &Parsed<T>) {
+        if let Some(invalid) = value.invalid() {
+            self.add(format!("{path}{}", invalid.at), invalid.message.clone());
+        }
     }
 
     pub fn is_empty(&self) -> bool {

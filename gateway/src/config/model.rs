@@ -1,12 +1,14 @@
-//! The configuration file's shape, exactly as SPEC.md documents it.
+//! The configuration file's shape, as docs/configuration.md documents it.
 //!
 //! Every struct denies unknown keys: a typo in a config must be an error, never a silently
 //! ignored setting. Defaults live here, next to the field they belong to, so that the file and
 //! the code say the same thing.
 
 use super::duration::Dur;
+use super::values::{Alpn, HashKey, Parsed, PathMatch, TlsVersion};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -139,7 +141,7 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
-    pub listen: String,
+    pub listen: Parsed<SocketAddr>,
     pub token: Option<String>,
     /// `/metrics` needs the token too (docs/configuration.md, `admin`).
     pub protect_metrics: bool,
@@ -148,7 +150,7 @@ pub struct AdminConfig {
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
-            listen: "127.0.0.1:9901".into(),
+            listen: Parsed::new(SocketAddr::from(([127, 0, 0, 1], 9901))),
             token: None,
             protect_metrics: false,
         }
@@ -159,7 +161,7 @@ impl Default for AdminConfig {
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     pub name: String,
-    pub listen: String,
+    pub listen: Parsed<SocketAddr>,
     #[serde(default)]
     pub proxy_protocol: bool,
     #[serde(default)]
@@ -174,9 +176,9 @@ pub struct ListenerConfig {
 pub struct ListenerTlsConfig {
     pub certificates: Vec<CertificateConfig>,
     #[serde(default = "default_min_version")]
-    pub min_version: String,
+    pub min_version: Parsed<TlsVersion>,
     #[serde(default = "default_alpn")]
-    pub alpn: Vec<String>,
+    pub alpn: Parsed<Alpn>,
     #[serde(default)]
     pub client_ca: Option<String>,
     /// With `client_ca`: whether a client must present a certificate (default `required`).
@@ -197,12 +199,15 @@ pub enum ClientAuthMode {
     Optional,
 }
 
-fn default_min_version() -> String {
-    "1.2".into()
+fn default_min_version() -> Parsed<TlsVersion> {
+    Parsed::new(TlsVersion::Tls12)
 }
 
-fn default_alpn() -> Vec<String> {
-    vec!["h2".into(), "http/1.1".into()]
+fn default_alpn() -> Parsed<Alpn> {
+    Parsed::new(Alpn {
+        h2: true,
+        http1: true,
+    })
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -229,7 +234,7 @@ pub struct UpstreamConfig {
     #[serde(default)]
     pub balance: Balance,
     #[serde(default)]
-    pub hash_key: Option<String>,
+    pub hash_key: Option<Parsed<HashKey>>,
     #[serde(default)]
     pub health_check: Option<HealthCheckConfig>,
     #[serde(default)]
@@ -403,7 +408,7 @@ pub struct MatchConfig {
     #[serde(default)]
     pub hosts: Vec<String>,
     #[serde(default)]
-    pub path: Option<PathMatchConfig>,
+    pub path: Option<Parsed<PathMatch>>,
     #[serde(default)]
     pub methods: Vec<String>,
     #[serde(default)]
@@ -411,16 +416,4 @@ pub struct MatchConfig {
     /// Names from `listeners`: the route is served only there. `None`: on every listener.
     #[serde(default)]
     pub listeners: Option<Vec<String>>,
-}
-
-/// `{ prefix: /api }`, `{ exact: /health }` or `{ regex: "^/v[0-9]+/" }`: exactly one.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct PathMatchConfig {
-    #[serde(default)]
-    pub prefix: Option<String>,
-    #[serde(default)]
-    pub exact: Option<String>,
-    #[serde(default)]
-    pub regex: Option<String>,
 }

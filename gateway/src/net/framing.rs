@@ -125,34 +125,6 @@ pub fn request_line_len(raw: &[u8]) -> usize {
         .unwrap_or(raw.len() - start)
 }
 
-/// The checks of a request head that come before anything else looks at it: its framing
-/// (400, HTTP/1 only: HTTP/2 frames bodies itself and the h2 codec refuses connection-specific
-/// headers), the request line's length (414) and the number of header fields (431).
-pub(crate) fn check_request(
-    session: &pingora_proxy::Session,
-    limits: &crate::config::LimitsConfig,
-) -> pingora_core::Result<()> {
-    use pingora_core::{Error, ErrorType::HTTPStatus};
-    let req = session.req_header();
-    let line = match session.as_downstream().as_http1() {
-        Some(h1) => {
-            let raw = h1.get_headers_raw_bytes();
-            if let Err(r) = check_h1_head(&raw) {
-                return Error::e_explain(HTTPStatus(400), r.reason());
-            }
-            request_line_len(&raw)
-        }
-        None => req.method.as_str().len() + 1 + req.raw_path().len(),
-    };
-    if limits.max_request_line_bytes > 0 && line > limits.max_request_line_bytes {
-        return Error::e_explain(HTTPStatus(414), "request line too long");
-    }
-    if limits.max_header_count > 0 && req.headers.len() > limits.max_header_count {
-        return Error::e_explain(HTTPStatus(431), "too many header fields");
-    }
-    Ok(())
-}
-
 /// Spaces around a framing header's value. RFC 9110 allows tabs too; here they stay in the
 /// value and make it invalid, as a tab next to `chunked` is a known way to split parsers.
 fn trim(mut v: &[u8]) -> &[u8] {

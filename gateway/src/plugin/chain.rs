@@ -19,13 +19,24 @@ pub struct Chain {
     entries: Arc<[ChainEntry]>,
     /// Each entry's [`Plugin::hooks`], asked once here rather than on every request.
     hooks: Arc<[Hooks]>,
+    /// Every hook some entry implements.
+    all: Hooks,
 }
 
 impl Chain {
     pub fn new(entries: Vec<ChainEntry>) -> Self {
+        let hooks: Arc<[Hooks]> = entries.iter().map(|e| e.plugin.hooks()).collect();
         Chain {
-            hooks: entries.iter().map(|e| e.plugin.hooks()).collect(),
+            all: hooks.iter().fold(Hooks::NONE, |all, h| all | *h),
+            hooks,
             entries: entries.into(),
+        }
+    }
+
+    /// Starts every plugin of the chain ([`Plugin::start`]): its config went live.
+    pub fn start(&self) {
+        for e in self.entries.iter() {
+            e.plugin.start();
         }
     }
 
@@ -45,6 +56,11 @@ pub struct Chains<'a> {
 }
 
 impl<'a> Chains<'a> {
+    /// Whether some plugin of either chain implements `hook`.
+    pub fn implements(&self, hook: Hooks) -> bool {
+        self.global.all.contains(hook) || self.route.is_some_and(|r| r.all.contains(hook))
+    }
+
     /// The entries that implement `hook`, global chain first.
     fn iter(&self, hook: Hooks) -> impl Iterator<Item = &'a ChainEntry> {
         let with = move |chain: &'a Chain| {
@@ -72,6 +88,27 @@ impl<'a> Chains<'a> {
     ) -> Option<(&'static str, Response)> {
         for e in self.iter(Hooks::REQUEST) {
             if let Flow::Respond(r) = e.plugin.request(session, state).await {
+                return Some((e.name, r));
+            }
+        }
+        None
+    }
+
+    /// Runs request body hooks on one piece until one answers; returns that plugin's name and
+    /// answer.
+    pub async fn request_body(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        state: &mut RequestState,
+    ) -> Option<(&'static str, Response)> {
+        for e in self.iter(Hooks::REQUEST_BODY) {
+            let flow = e
+                .plugin
+                .request_body(session, body, end_of_stream, state)
+                .await;
+            if let Flow::Respond(r) = flow {
                 return Some((e.name, r));
             }
         }

@@ -118,6 +118,67 @@ pub trait Plugin: Send + Sync + 'static {
         Flow::Continue
     }
 
+    /// Runs on each piece of the request body as it is read from the client, before the
+    /// piece goes to the upstream; `end_of_stream` is set on the last call (a request without
+    /// a body gets one call, with `None` and `end_of_stream` set). Only for requests that are
+    /// proxied: an answer from [`Plugin::request`] (or Portico's own) leaves the body unread.
+    ///
+    /// The piece may be changed or replaced (`None`: nothing of it is sent), or the request
+    /// answered with [`Flow::Respond`]: nothing more of the body is forwarded, the client gets
+    /// the answer with `Connection: close`, and the chain stops. By then the upstream has the
+    /// request head and the pieces before this one, and sees its connection closed without the
+    /// rest: answer early (or buffer the body in the request's state and pass it on at the
+    /// end) when the backend must not see a part of a refused body.
+    ///
+    /// Each piece reaches the hooks once: when a failed attempt is retried on another backend,
+    /// Portico resends what it read without calling the hooks again, and a request whose body
+    /// a hook changed is not retried once its body started to go out.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use gateway::{Flow, Hooks, Plugin, RequestState, Response, Session};
+    ///
+    /// /// Refuses bodies that say "forbidden" (a word split across two pieces is found too).
+    /// struct NoForbidden;
+    ///
+    /// /// The end of the previous piece, kept for the next one.
+    /// struct Tail(Vec<u8>);
+    ///
+    /// #[async_trait::async_trait]
+    /// impl Plugin for NoForbidden {
+    ///     fn hooks(&self) -> Hooks {
+    ///         Hooks::REQUEST_BODY
+    ///     }
+    ///
+    ///     async fn request_body(
+    ///         &self,
+    ///         _session: &mut Session,
+    ///         body: &mut Option<Bytes>,
+    ///         _end_of_stream: bool,
+    ///         state: &mut RequestState,
+    ///     ) -> Flow {
+    ///         let Some(piece) = body else { return Flow::Continue };
+    ///         let mut seen = state.extensions.remove::<Tail>().map_or(Vec::new(), |t| t.0);
+    ///         seen.extend_from_slice(piece);
+    ///         if seen.windows(9).any(|w| w == b"forbidden") {
+    ///             return Flow::Respond(Response::text(422, "no forbidden words\n"));
+    ///         }
+    ///         let keep = seen.len().saturating_sub(8);
+    ///         state.extensions.insert(Tail(seen.split_off(keep)));
+    ///         Flow::Continue
+    ///     }
+    /// }
+    /// ```
+    async fn request_body(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        _state: &mut RequestState,
+    ) -> Flow {
+        Flow::Continue
+    }
+
     /// Runs on the request about to be sent to the upstream (once per attempt, so also on a
     /// retry): add or remove headers, rewrite the path.
     async fn upstream_request(
@@ -166,10 +227,39 @@ pub trait Plugin: Send + Sync + 'static {
     fn hooks(&self) -> Hooks {
         Hooks::ALL
     }
+
+    /// Starts what the plugin runs in the background (a writer thread, a refresh task).
+    /// Called once, when the config holding this plugin goes live: at start, in the process
+    /// that serves (after `-d`'s fork), and after each reload that is applied. Never when a
+    /// config is only checked (`portico -t`) or a reload is refused, so
+    /// [`PluginConfig::build`] stays free of side effects: it checks the config and
+    /// prepares, `start` sets things running, and `Drop` (when the last request on the
+    /// config is over) stops them. The default does nothing.
+    ///
+    /// ```
+    /// use gateway::Plugin;
+    /// use std::sync::{mpsc, Mutex};
+    ///
+    /// /// Hands lines to a writer thread, started only once the config is live.
+    /// struct Lines {
+    ///     tx: mpsc::SyncSender<String>,
+    ///     rx: Mutex<Option<mpsc::Receiver<String>>>,
+    /// }
+    ///
+    /// impl Plugin for Lines {
+    ///     fn start(&self) {
+    ///         if let Some(rx) = self.rx.lock().unwrap().take() {
+    ///             // Ends when the plugin (the sender) is dropped.
+    ///             std::thread::spawn(move || rx.iter().for_each(|line| println!("{line}")));
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    fn start(&self) {}
 }
 
-/// A set of [`Plugin`] hooks, for [`Plugin::hooks`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A set of [`Plugin`] hooks, for [`Plugin::hooks`] (`Hooks::REQUEST | Hooks::RESPONSE`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Hooks(u8);
 
 impl Hooks {
@@ -179,7 +269,10 @@ impl Hooks {
     pub const RESPONSE: Hooks = Hooks(1 << 3);
     pub const RESPONSE_BODY: Hooks = Hooks(1 << 4);
     pub const LOG: Hooks = Hooks(1 << 5);
-    pub const ALL: Hooks = Hooks((1 << 6) - 1);
+    pub const REQUEST_BODY: Hooks = Hooks(1 << 6);
+    pub const ALL: Hooks = Hooks((1 << 7) - 1);
+    /// No hook: a plugin that only runs in the background (see [`Plugin::start`]).
+    pub const NONE: Hooks = Hooks(0);
 
     /// Whether every hook of `other` is in this set.
     pub const fn contains(self, other: Hooks) -> bool {

@@ -33,6 +33,11 @@ impl BuildContext {
 /// `Config` is deserialized from the YAML value under the plugin's name; unknown keys should
 /// be refused with `#[serde(deny_unknown_fields)]`. `build` checks what serde cannot (a
 /// regex, a CIDR, a key file) and returns a message for the config error.
+///
+/// `build` runs whenever a config is compiled, also when it is only checked (`portico -t`)
+/// or a reload is then refused: it must have no effect outside the value it returns (it may
+/// open a file to see that it can, and keep it, but start no thread or task). What runs in
+/// the background is started by [`Plugin::start`] once the config goes live.
 pub trait PluginConfig: Plugin + Sized {
     /// The name used in config files, e.g. `rate_limit`.
     const NAME: &'static str;

@@ -4,7 +4,6 @@
 use crate::config::{self, Config, Problems};
 use crate::tls::{self, CertStore};
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -26,30 +25,22 @@ pub(super) fn compile(
                 format!("duplicate listener name {:?}", l.name),
             );
         }
-        match l.listen.parse::<SocketAddr>() {
-            Ok(a) => {
-                if let Some(prev) = addrs.insert(a, i) {
-                    p.add(
-                        format!("{at}.listen"),
-                        format!("{a} is already used by listeners[{prev}]"),
-                    );
-                }
-                if a.ip() == std::net::Ipv4Addr::UNSPECIFIED
-                    && a.port()
-                        == cfg
-                            .admin
-                            .listen
-                            .parse::<SocketAddr>()
-                            .map(|s| s.port())
-                            .unwrap_or(0)
-                {
-                    p.add(format!("{at}.listen"), "overlaps the admin listener's port");
-                }
+        p.parsed(&format!("{at}.listen"), &l.listen);
+        if l.listen.invalid().is_none() {
+            let a = *l.listen.get();
+            if let Some(prev) = addrs.insert(a, i) {
+                p.add(
+                    format!("{at}.listen"),
+                    format!("{a} is already used by listeners[{prev}]"),
+                );
             }
-            Err(_) => p.add(
-                format!("{at}.listen"),
-                format!("{:?} is not an address such as 0.0.0.0:8443", l.listen),
-            ),
+            let admin = &cfg.admin.listen;
+            if a.ip() == std::net::Ipv4Addr::UNSPECIFIED
+                && admin.invalid().is_none()
+                && a.port() == admin.port()
+            {
+                p.add(format!("{at}.listen"), "overlaps the admin listener's port");
+            }
         }
         if l.redirect_https.is_some() && l.tls.is_some() {
             p.add(
@@ -58,26 +49,8 @@ pub(super) fn compile(
             );
         }
         let Some(t) = &l.tls else { continue };
-        if !matches!(t.min_version.as_str(), "1.2" | "1.3") {
-            p.add(
-                format!("{at}.tls.min_version"),
-                format!(
-                    "{:?} is not supported: use \"1.2\" or \"1.3\"",
-                    t.min_version
-                ),
-            );
-        }
-        for (j, a) in t.alpn.iter().enumerate() {
-            if a != "h2" && a != "http/1.1" {
-                p.add(
-                    format!("{at}.tls.alpn[{j}]"),
-                    format!("{a:?} is not supported: use h2 and/or http/1.1"),
-                );
-            }
-        }
-        if t.alpn.is_empty() {
-            p.add(format!("{at}.tls.alpn"), "must name at least one protocol");
-        }
+        p.parsed(&format!("{at}.tls.min_version"), &t.min_version);
+        p.parsed(&format!("{at}.tls.alpn"), &t.alpn);
         let client_auth = match (&t.client_ca, t.client_auth) {
             (Some(ca), mode) => {
                 let path = config::resolve(base, ca);

@@ -17,7 +17,7 @@ pub use health_book::HealthBook;
 use crate::config::{self, Config, ConfigError, ConfigErrors, Problems, Source};
 use crate::metrics;
 use crate::net::ip::canonical_ip;
-use crate::plugin::{Chain, Registry};
+use crate::plugin::{Chain, Chains, Registry};
 use crate::route::RouteTable;
 use crate::tls::CertStore;
 use crate::upstream::Pool;
@@ -53,6 +53,24 @@ impl Snapshot {
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
         let ip = canonical_ip(ip);
         self.trusted_proxies.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The global chain, then the chain of route `route` (a position in the route table):
+    /// the order every hook runs in.
+    pub fn chains(&self, route: Option<usize>) -> Chains<'_> {
+        Chains {
+            global: &self.global,
+            route: route.map(|i| &self.routes.routes()[i].chain),
+        }
+    }
+
+    /// Starts the plugins of every chain ([`crate::plugin::Plugin::start`]). Called once, for
+    /// the snapshot that goes live, never for one only checked or refused.
+    pub fn start_plugins(&self) {
+        self.global.start();
+        for route in self.routes.routes() {
+            route.chain.start();
+        }
     }
 
     /// Creates the series this config implies before any traffic moves them, so that

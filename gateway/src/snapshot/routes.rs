@@ -1,7 +1,7 @@
 //! The `routes` section: each route's match conditions, upstream and chain, in a table
 //! indexed for lookup.
 
-use crate::config::{Config, Problems};
+use crate::config::{Config, PathMatch, Problems};
 use crate::plugin::Registry;
 use crate::route::{PathRule, Route, RouteTable};
 use crate::upstream::Pool;
@@ -63,24 +63,21 @@ pub(super) fn compile(
         }
         let path = match &r.matches.path {
             None => PathRule::Any,
-            Some(pm) => match (&pm.prefix, &pm.exact, &pm.regex) {
-                (Some(s), None, None) | (None, Some(s), None) if !s.starts_with('/') => {
-                    p.add(
-                        format!("{at}.match.path"),
-                        format!("{s:?} must start with /"),
-                    );
-                    PathRule::Any
-                }
-                // "/api/" and "/api" differ: the first requires the slash.
-                (Some(s), None, None) => {
+            Some(pm) if pm.invalid().is_some() => {
+                p.parsed(&format!("{at}.match.path"), pm);
+                PathRule::Any
+            }
+            // "/api/" and "/api" differ: the first requires the slash.
+            Some(pm) => match pm.get() {
+                PathMatch::Prefix(s) => {
                     check_route_path(s, &format!("{at}.match.path.prefix"), cfg, p);
                     PathRule::Prefix(s.clone())
                 }
-                (None, Some(s), None) => {
+                PathMatch::Exact(s) => {
                     check_route_path(s, &format!("{at}.match.path.exact"), cfg, p);
                     PathRule::Exact(s.clone())
                 }
-                (None, None, Some(s)) => match regex::Regex::new(&format!("^(?:{s})$")) {
+                PathMatch::Regex(s) => match regex::Regex::new(&format!("^(?:{s})$")) {
                     Ok(re) => PathRule::Regex(re),
                     Err(e) => {
                         let why = e
@@ -97,13 +94,6 @@ pub(super) fn compile(
                         PathRule::Any
                     }
                 },
-                _ => {
-                    p.add(
-                        format!("{at}.match.path"),
-                        "give exactly one of prefix, exact or regex",
-                    );
-                    PathRule::Any
-                }
             },
         };
         let mut methods = Vec::new();

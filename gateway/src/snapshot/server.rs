@@ -3,7 +3,6 @@
 use crate::config::{Config, Problems};
 use crate::net::ip::parse_cidr;
 use ipnet::IpNet;
-use std::net::SocketAddr;
 
 pub(super) fn check(cfg: &Config, p: &mut Problems) {
     if cfg.server.threads == Some(0) {
@@ -20,8 +19,9 @@ pub(super) fn check(cfg: &Config, p: &mut Problems) {
             "is true but admin.token is not set: /metrics would need a token there is none of",
         );
     }
-    match cfg.admin.listen.parse::<SocketAddr>() {
-        Ok(addr) => {
+    match cfg.admin.listen.invalid() {
+        None => {
+            let addr = *cfg.admin.listen.get();
             if !addr.ip().is_loopback() && no_token {
                 p.add(
                     "admin.token",
@@ -29,11 +29,11 @@ pub(super) fn check(cfg: &Config, p: &mut Problems) {
                 );
             }
         }
-        Err(_) => p.add(
+        Some(invalid) => p.add(
             "admin.listen",
             format!(
                 "{:?} is not an address such as 127.0.0.1:9901",
-                cfg.admin.listen
+                invalid.written
             ),
         ),
     }

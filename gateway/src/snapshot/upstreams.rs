@@ -2,7 +2,7 @@
 //! their health records.
 
 use super::health_book::HealthBook;
-use crate::config::{self, Balance, Config, Problems, UpstreamConfig};
+use crate::config::{self, Balance, Config, HashKey, Problems, UpstreamConfig};
 use crate::tls;
 use crate::upstream::{Backend, Endpoint, Pool};
 use arc_swap::ArcSwap;
@@ -40,26 +40,22 @@ fn compile_pool(
     if u.backends.is_empty() {
         p.add(format!("{at}.backends"), "at least one backend is required");
     }
-    match (u.balance, u.hash_key.as_deref()) {
-        (Balance::ConsistentHash, None) => {}
+    // Hashed by the client's address unless `hash_key` says otherwise.
+    let hash_key = match (u.balance, &u.hash_key) {
+        (Balance::ConsistentHash, None) => Some(HashKey::ClientIp),
         (Balance::ConsistentHash, Some(k)) => {
-            let ok = matches!(k, "client_ip" | "path")
-                || k.strip_prefix("header:")
-                    .is_some_and(|h| http::HeaderName::from_bytes(h.as_bytes()).is_ok())
-                || k.strip_prefix("cookie:").is_some_and(|c| !c.is_empty());
-            if !ok {
-                p.add(
-                    format!("{at}.hash_key"),
-                    format!("{k:?} is not one of client_ip, header:NAME, cookie:NAME, path"),
-                );
-            }
+            p.parsed(&format!("{at}.hash_key"), k);
+            Some(k.get().clone())
         }
-        (_, Some(_)) => p.add(
-            format!("{at}.hash_key"),
-            "hash_key is only used with balance: consistent_hash",
-        ),
-        _ => {}
-    }
+        (_, Some(_)) => {
+            p.add(
+                format!("{at}.hash_key"),
+                "hash_key is only used with balance: consistent_hash",
+            );
+            None
+        }
+        _ => None,
+    };
     let refresh = u.dns_refresh.get();
     if !refresh.is_zero() && refresh < std::time::Duration::from_secs(1) {
         // DNS answers live for whole seconds; asking more often only loads the resolver.
@@ -206,7 +202,7 @@ fn compile_pool(
         name.into(),
         backends,
         u.balance,
-        u.hash_key.clone(),
+        hash_key,
         u.retries,
         u.passive.clone(),
         u.health_check.clone(),

@@ -2,6 +2,7 @@
 //! callbacks that pick certificates and staple OCSP responses.
 
 use super::sni::{CertResolver, SniCallback};
+use crate::config::{Alpn, TlsVersion};
 use foreign_types::ForeignTypeRef;
 use openssl::error::ErrorStack;
 use openssl::ssl::ClientHelloResponse;
@@ -39,16 +40,15 @@ const CLASSIC_GROUPS: &str = "X25519:P-256:P-384";
 /// [`super::ClientAuth`]), not here.
 pub fn listener_settings(
     resolver: Arc<CertResolver>,
-    min_version: &str,
-    alpn: &[String],
+    min_version: TlsVersion,
+    alpn: Alpn,
 ) -> Result<TlsSettings, String> {
     let mut settings = TlsSettings::with_callbacks(Box::new(SniCallback(resolver.clone())))
         .map_err(|e| e.to_string())?;
     // TLS 1.0 and 1.1 are never offered, whatever the config says.
-    let min = if min_version == "1.3" {
-        SslVersion::TLS1_3
-    } else {
-        SslVersion::TLS1_2
+    let min = match min_version {
+        TlsVersion::Tls13 => SslVersion::TLS1_3,
+        TlsVersion::Tls12 => SslVersion::TLS1_2,
     };
     settings
         .set_min_proto_version(Some(min))
@@ -122,9 +122,7 @@ pub fn listener_settings(
             }
         })
         .map_err(|e| e.to_string())?;
-    let h2 = alpn.iter().any(|a| a == "h2");
-    let h1 = alpn.iter().any(|a| a == "http/1.1");
-    match (h2, h1) {
+    match (alpn.h2, alpn.http1) {
         (true, true) => settings.set_alpn(ALPN::H2H1),
         (true, false) => settings.set_alpn(ALPN::H2),
         _ => settings.set_alpn(ALPN::H1),

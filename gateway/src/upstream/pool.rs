@@ -4,7 +4,7 @@
 use super::backend::Backend;
 use super::balance::{self, Ring};
 use super::health::{Admission, Probe};
-use crate::config::{Balance, HealthCheckConfig, PassiveConfig};
+use crate::config::{Balance, HashKey, HealthCheckConfig, PassiveConfig};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,8 @@ pub struct Pool {
     pub name: Arc<str>,
     pub backends: Vec<Backend>,
     pub balance: Balance,
-    pub hash_key: Option<String>,
+    /// What a consistent-hash pool hashes; `None` for the other balances.
+    pub hash_key: Option<HashKey>,
     pub retries: usize,
     pub passive: PassiveConfig,
     pub health_check: Option<HealthCheckConfig>,
@@ -34,7 +35,7 @@ impl Pool {
         name: Arc<str>,
         backends: Vec<Backend>,
         balance: Balance,
-        hash_key: Option<String>,
+        hash_key: Option<HashKey>,
         retries: usize,
         passive: PassiveConfig,
         health_check: Option<HealthCheckConfig>,
