@@ -98,7 +98,7 @@ mod tests {
             ("log", "LOG"),
         ];
         let sources = [
-            ("access_log", include_str!("access_log.rs")),
+            ("access_log", include_str!("access_log/mod.rs")),
             ("basic_auth", include_str!("basic_auth.rs")),
             ("client_cert", include_str!("client_cert.rs")),
             ("compression", include_str!("compression.rs")),

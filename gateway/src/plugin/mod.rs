@@ -142,6 +142,7 @@ pub trait Plugin: Send + Sync + 'static {
     /// struct NoForbidden;
     ///
     /// /// The end of the previous piece, kept for the next one.
+    /// #[derive(Clone)]
     /// struct Tail(Vec<u8>);
     ///
     /// #[async_trait::async_trait]

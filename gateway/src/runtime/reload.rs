@@ -1,10 +1,10 @@
 //! Reload: re-read the config file, compile a new snapshot off the request path, and swap it
 //! in one step. An invalid file changes nothing.
 
+use super::shared::Shared;
 use crate::config::{self, ConfigErrors, ListenerConfig};
 use crate::metrics;
 use crate::snapshot::{self, Snapshot};
-use crate::Shared;
 use std::sync::Arc;
 
 /// Reloads from the config file. On success returns the new version.

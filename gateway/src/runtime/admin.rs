@@ -5,8 +5,8 @@
 //! `admin.protect_metrics`) need `Authorization: Bearer TOKEN` (docs/configuration.md,
 //! `admin`); `/healthz` and `/readyz` never do, since load balancers probe them bare.
 
+use super::shared::Shared;
 use crate::metrics;
-use crate::Shared;
 use async_trait::async_trait;
 use http::{Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
@@ -91,7 +91,7 @@ impl ServeHttp for Admin {
                 let shared = self.shared.clone();
                 // Reading files and compiling a big config is blocking work.
                 let result =
-                    tokio::task::spawn_blocking(move || crate::reload::reload(&shared)).await;
+                    tokio::task::spawn_blocking(move || super::reload::reload(&shared)).await;
                 match result {
                     Ok(Ok(version)) => json_reply(StatusCode::OK, json!({ "version": version })),
                     Ok(Err(errors)) => json_reply(

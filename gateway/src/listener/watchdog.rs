@@ -1,0 +1,31 @@
+//! Clocks on a connection that has not sent a request yet.
+
+use crate::net::connection;
+use crate::tls::TlsConnection;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Resolves when `limit` passes before a request head was read; never otherwise.
+pub(super) async fn head_watchdog(limit: Duration) {
+    tokio::time::sleep(limit).await;
+    if connection::head_seen() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Resolves when `limit` passes before the first request of an HTTP/2 connection arrived
+/// (a client that never sends its preface would otherwise hold the connection for good;
+/// once requests came, Pingora's `h2_idle_timeout` closes it when it has none open).
+pub(super) async fn first_request_watchdog(
+    limit: Duration,
+    tls: Option<Arc<pingora_core::protocols::tls::SslDigest>>,
+) {
+    tokio::time::sleep(limit).await;
+    if tls
+        .as_ref()
+        .and_then(|d| d.extension.get::<TlsConnection>())
+        .is_none_or(|c| c.first_request.has_arrived())
+    {
+        std::future::pending::<()>().await;
+    }
+}
