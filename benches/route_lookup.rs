@@ -1,5 +1,5 @@
 //! Route lookup cost with 10, 1,000 and 10,000 routes (exact hosts, wildcard hosts and
-//! host-less routes; prefixes, exact paths and catch-alls mixed). SPEC: lookup cost must not
+//! host-less routes; prefixes, exact paths and catch-alls mixed). The lookup's cost must not
 //! grow linearly with the number of routes; the target is 10,000 within 1.2× of 10.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};

@@ -70,12 +70,12 @@ fn scratch_dir() -> PathBuf {
 }
 
 // ---------------------------------------------------------------------------------------
-// route: the indexed lookup against a plain reading of SPEC.md's rules
+// route: the indexed lookup against a plain reading of the rules in docs/configuration.md (`routes`)
 
 /// The bytes choose a route table and requests from small vocabularies that collide on
 /// purpose (wildcards of several lengths, prefixes with and without a trailing slash, routes
 /// bound to one of two listeners or both); the indexed lookup must pick the route a linear
-/// scan by SPEC.md's rules picks.
+/// scan by docs/configuration.md's rules (`routes`) picks.
 pub fn route(data: &[u8]) {
     const HOSTS: &[&str] = &["example.com", "a.example.com", "*.example.com", "*.b.example.com", "x.b.example.com", "*.org", "other.org", "A.Example.COM"];
     const RULES: &[&str] = &[
@@ -86,7 +86,7 @@ pub fn route(data: &[u8]) {
     const REQ_HOSTS: &[&str] = &[
         "example.com", "a.example.com", "q.example.com", "x.b.example.com", "y.x.b.example.com", "b.example.com", "other.org",
         "org", "A.EXAMPLE.COM:8443", "example.com.", "[::1]:8443", "a.example.com:", "",
-        // Not ".example.com": the index lets it match `*.example.com`, SPEC.md's rule (one
+        // Not ".example.com": the index lets it match `*.example.com`, a wildcard's meaning (one
         // label or more before the suffix) does not. Found by this target; left to route.rs.
     ];
     const REQ_PATHS: &[&str] = &[
@@ -147,7 +147,7 @@ pub fn route(data: &[u8]) {
     }
 }
 
-/// SPEC.md's route choice, by scanning every route: on `listener` (its position in
+/// The route choice of docs/configuration.md (`routes`), by scanning every route: on `listener` (its position in
 /// `listeners`), routes bound to other listeners do not exist.
 fn reference_lookup(routes: &[gateway::route::Route], listener: usize, key: &gateway::route::RequestKey) -> Option<usize> {
     use gateway::route::PathRule;

@@ -226,7 +226,6 @@ fn serve(
         "signals",
         Signals {
             shared: shared.clone(),
-            daemon: args.daemon,
             listeners: listener_services.len(),
             pid_file: conf.pid_file.clone(),
         },

@@ -36,20 +36,6 @@ pub fn reload(shared: &Shared) -> Result<String, ConfigErrors> {
     }
 }
 
-/// Builds the running config's snapshot again from the file, without counting a reload: a
-/// daemon does this after its fork, so that what the plugins started (threads) lives in
-/// the process that serves. If the file changed meanwhile and no longer loads, the snapshot
-/// built before the fork stays.
-pub fn rebuild(shared: &Shared) {
-    let _guard = shared.reload_lock.lock().unwrap();
-    match load_and_check(shared) {
-        Ok(snap) => apply(shared, snap),
-        Err(e) => log::error!(
-            "rebuilding the config after daemonizing failed, keeping the one loaded at start: {e}"
-        ),
-    }
-}
-
 fn load_and_check(shared: &Shared) -> Result<Arc<Snapshot>, ConfigErrors> {
     let src = config::load_file(&shared.config_path)?;
     let snap = snapshot::compile(&src, &shared.registry, &shared.health)?;
@@ -174,5 +160,7 @@ fn apply(shared: &Shared, snap: Arc<Snapshot>) {
     }
     shared.upkeep.update(snap.pools.values().cloned().collect());
     snap.publish_metrics();
-    shared.snapshot.store(snap);
+    shared.snapshot.store(snap.clone());
+    // Only now, live: a refused config never started anything (`Plugin::start`).
+    snap.start_plugins();
 }

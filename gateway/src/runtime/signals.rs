@@ -9,11 +9,10 @@ use pingora_core::services::ServiceReadyNotifier;
 use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 
-/// SIGHUP reloads the config; SIGUSR1 reopens log files. Its start also does what must
-/// happen in the process that serves (after a daemon's fork).
+/// SIGHUP reloads the config; SIGUSR1 reopens log files. Its start also starts the live
+/// config's plugins, in the process that serves (after a daemon's fork).
 pub(super) struct Signals {
     pub(super) shared: Arc<Shared>,
-    pub(super) daemon: bool,
     pub(super) listeners: usize,
     /// Names this process (written at start), removed when it exits gracefully.
     pub(super) pid_file: String,
@@ -28,12 +27,11 @@ impl BackgroundService for Signals {
     ) {
         let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
         let mut usr1 = signal(SignalKind::user_defined1()).expect("SIGUSR1 handler");
-        if self.daemon {
-            // Threads started before the fork (a plugin's log writer) did not survive it:
-            // build the snapshot again, here in the process that serves.
-            let shared = self.shared.clone();
-            let _ = tokio::task::spawn_blocking(move || super::reload::rebuild(&shared)).await;
-        }
+        // The plugins of the config that went live start here, in the process that serves:
+        // after a daemon's fork (threads started before it would not survive), and before a
+        // reload can replace them (SIGHUP is handled only from here on, and the admin
+        // endpoints wait for this service).
+        self.shared.snapshot.load().start_plugins();
         ready.notify_ready();
         let mut stopping = false;
         // Keeps going until the process exits: a log rotation during a long drain still works.

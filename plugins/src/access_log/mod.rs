@@ -27,7 +27,8 @@ use line::Record;
 use serde::Deserialize;
 use std::io::BufWriter;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Mutex;
 use writer::{open_append, write_lines, Sink};
 
 /// Lines that may wait for the writer; about a second of a busy gateway's traffic.
@@ -44,12 +45,27 @@ pub struct AccessLogConfig {
 pub struct AccessLog {
     lines: SyncSender<Vec<u8>>,
     dropped: AtomicU64,
+    /// The writer's end and where it writes, until [`Plugin::start`] hands them to the
+    /// writer thread: a config that is only checked (`-t`) or refused starts no thread.
+    writer: Mutex<Option<(Receiver<Vec<u8>>, Sink)>>,
 }
 
 #[async_trait]
 impl Plugin for AccessLog {
     fn hooks(&self) -> Hooks {
         Hooks::LOG
+    }
+
+    fn start(&self) {
+        let Some((rx, sink)) = self.writer.lock().unwrap().take() else {
+            return;
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_lines(rx, sink))
+        {
+            log::error!("access_log: cannot start the log writer: {e}");
+        }
     }
 
     async fn log(&self, session: &Session, state: &RequestState) {
@@ -90,13 +106,10 @@ impl PluginConfig for AccessLog {
             }
         };
         let (tx, rx) = sync_channel(QUEUE_LINES);
-        std::thread::Builder::new()
-            .name("access-log".into())
-            .spawn(move || write_lines(rx, sink))
-            .map_err(|e| format!("cannot start the access log writer: {e}"))?;
         Ok(AccessLog {
             lines: tx,
             dropped: AtomicU64::new(0),
+            writer: Mutex::new(Some((rx, sink))),
         })
     }
 }
@@ -120,6 +133,10 @@ mod tests {
         )
         .unwrap();
         plugin.lines.send(b"one\n".to_vec()).unwrap();
+        // Built, not started (a config only checked): nothing is written.
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(std::fs::read_to_string(dir.join("access.log")).unwrap(), "");
+        plugin.start();
         wait_for(&dir.join("access.log"), "one\n");
 
         std::fs::rename(dir.join("access.log"), dir.join("access.log.1")).unwrap();
