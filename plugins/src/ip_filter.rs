@@ -103,8 +103,7 @@ mod tests {
     use super::*;
 
     fn plugin(yaml: &str) -> Result<IpFilter, String> {
-        let config: IpFilterConfig = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
-        IpFilter::build(config, &BuildContext::new(".".into(), None))
+        gateway::plugin::testing::build(yaml)
     }
 
     fn ip(s: &str) -> IpAddr {

@@ -226,9 +226,10 @@ impl PluginConfig for KeyAuth {
 mod tests {
     use super::*;
 
+    use gateway::plugin::testing::{self, TestRequest};
+
     fn plugin(yaml: &str) -> Result<KeyAuth, String> {
-        let config: KeyAuthConfig = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
-        KeyAuth::build(config, &BuildContext::new(".".into(), None))
+        testing::build(yaml)
     }
 
     fn request(uri: &str, header: Option<&str>) -> RequestHeader {
@@ -290,6 +291,23 @@ mod tests {
                 .without_key(&uri("/p?api_key=k1")),
             None
         );
+    }
+
+    #[tokio::test]
+    async fn the_hook_names_the_consumer_takes_the_key_off_and_refuses_the_rest() {
+        let p = plugin("{ query: api_key, keys: { ci: k1 } }").unwrap();
+        let mut t = TestRequest::new(b"GET /p?a=1&api_key=k1 HTTP/1.1\r\nHost: h\r\n\r\n").await;
+        let flow = p.request(&mut t.session, &mut t.state).await;
+        assert!(matches!(flow, Flow::Continue));
+        assert_eq!(t.state.var("consumer"), Some("ci"));
+        assert_eq!(t.session.req_header().uri, "/p?a=1");
+
+        let mut t = TestRequest::new(b"GET /p HTTP/1.1\r\nHost: h\r\nX-Api-Key: k2\r\n\r\n").await;
+        let Flow::Respond(answer) = p.request(&mut t.session, &mut t.state).await else {
+            panic!("an unknown key was let through");
+        };
+        assert_eq!(answer.status, 401);
+        assert_eq!(t.state.var("consumer"), None);
     }
 
     #[test]

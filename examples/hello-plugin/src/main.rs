@@ -92,10 +92,45 @@ fn main() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // PLUGINS.md: begin
+    use gateway::plugin::testing::{self, TestRequest};
 
     fn build(yaml: &str) -> Result<Hello, String> {
-        let config: HelloConfig = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
-        Hello::build(config, &BuildContext::new(".".into(), None))
+        testing::build(yaml)
+    }
+
+    #[tokio::test]
+    async fn answers_its_path_and_lets_the_rest_through() {
+        let hello = build("{ name: world }").unwrap();
+        let mut t = TestRequest::new(b"GET /hello HTTP/1.1\r\nHost: a.test\r\n\r\n").await;
+        let Flow::Respond(answer) = hello.request(&mut t.session, &mut t.state).await else {
+            panic!("/hello was not answered");
+        };
+        assert_eq!(
+            (answer.status, &answer.body[..]),
+            (200, &b"hello, world\n"[..])
+        );
+
+        let mut t = TestRequest::new(b"GET /other HTTP/1.1\r\nHost: a.test\r\n\r\n").await;
+        let flow = hello.request(&mut t.session, &mut t.state).await;
+        assert!(matches!(flow, Flow::Continue));
+        assert_eq!(t.state.var("hello.greeted"), Some("world"));
+    }
+    // PLUGINS.md: end
+
+    /// PLUGINS.md shows the test above: it must be this one, which compiles and passes.
+    #[test]
+    fn plugins_md_shows_this_test() {
+        let source = include_str!("main.rs");
+        let shown = source
+            .split("// PLUGINS.md: begin\n")
+            .nth(1)
+            .and_then(|rest| rest.split("    // PLUGINS.md: end").next())
+            .unwrap();
+        assert!(
+            include_str!("../../../PLUGINS.md").contains(shown),
+            "PLUGINS.md (Testing) no longer shows the test in examples/hello-plugin/src/main.rs"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod chain;
 pub use chain::Chains;
 mod registry;
 mod state;
+pub mod testing;
 
 pub use brotli_end::BrotliEnd;
 pub use chain::{Chain, ChainEntry};
@@ -169,6 +170,23 @@ pub trait Plugin: Send + Sync + 'static {
     ///         Flow::Continue
     ///     }
     /// }
+    ///
+    /// // Driven with the test kit (`gateway::plugin::testing`): the word split across pieces.
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use gateway::plugin::testing::TestRequest;
+    /// let head = b"POST /x HTTP/1.1\r\nHost: a.test\r\nContent-Length: 14\r\n\r\n";
+    /// let mut t = TestRequest::new(head).await;
+    /// let (session, state) = (&mut t.session, &mut t.state);
+    /// let mut piece = Some(Bytes::from_static(b"is forb"));
+    /// let flow = NoForbidden.request_body(session, &mut piece, false, state).await;
+    /// assert!(matches!(flow, Flow::Continue));
+    /// let mut piece = Some(Bytes::from_static(b"idden!"));
+    /// let Flow::Respond(answer) = NoForbidden.request_body(session, &mut piece, true, state).await
+    /// else {
+    ///     panic!("a forbidden word split across two pieces went through");
+    /// };
+    /// assert_eq!(answer.status, 422);
+    /// # });
     /// ```
     async fn request_body(
         &self,
