@@ -8,6 +8,7 @@
 //! gateway::run(registry);
 //! ```
 
+pub mod acme;
 pub mod admin;
 pub mod client_auth;
 pub mod client_cert;
