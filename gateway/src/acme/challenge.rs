@@ -2,7 +2,7 @@
 //! instance that ordered wrote them there), with a short local cache so that the CA's burst
 //! of validation requests (several vantage points, retries) costs one storage read.
 
-use super::storage::{is_safe_segment, keys, Storage};
+use super::storage::{is_safe_segment, keys, Storage, StorageError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,13 +12,19 @@ use std::time::{Duration, Instant};
 /// same domain (a retry seconds later) has another one, so it is kept only briefly.
 const HTTP01_CACHE: Duration = Duration::from_secs(30);
 const TLS_ALPN01_CACHE: Duration = Duration::from_secs(2);
+/// A challenge request waits no longer for storage: the CA retries, a client asking for
+/// a token should not hold a connection.
+const READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// Answers kept locally at most (an order has one per domain).
 const CACHE_SIZE: usize = 256;
+
+/// An answer found, and when.
+type Cached = (Instant, Arc<Vec<u8>>);
 
 /// Reads challenge answers from storage, through a small cache.
 pub struct Answers {
     storage: Arc<dyn Storage>,
-    cache: Mutex<HashMap<String, (Instant, Arc<Vec<u8>>)>>,
+    cache: Mutex<HashMap<String, Cached>>,
 }
 
 impl Answers {
@@ -76,7 +82,10 @@ impl Answers {
         }
         // Only answers found are cached: a token asked before its answer was stored must
         // still be found once it is.
-        match self.storage.get(key).await {
+        let read = tokio::time::timeout(READ_TIMEOUT, self.storage.get(key)).await;
+        match read
+            .unwrap_or_else(|_| Err(StorageError(format!("no answer within {READ_TIMEOUT:?}"))))
+        {
             Ok(Some(value)) => {
                 let value = Arc::new(value);
                 self.insert(key, value.clone());

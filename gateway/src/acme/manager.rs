@@ -151,7 +151,13 @@ impl Acme {
         let mut worker = Worker::default();
         loop {
             self.tick(&mut worker).await;
-            tokio::time::sleep(POLL).await;
+            // A retry due before the next poll is not made to wait for it.
+            let nap = worker
+                .next_attempt
+                .map(|at| at.saturating_duration_since(Instant::now()))
+                .filter(|until| *until < POLL)
+                .unwrap_or(POLL);
+            tokio::time::sleep(nap.max(Duration::from_millis(100))).await;
         }
     }
 
@@ -231,13 +237,24 @@ impl Acme {
         if let Some(certificate) = w.unsaved.clone() {
             match self.save(&certificate).await {
                 Ok(()) => w.unsaved = None,
-                Err(e) => return w.storage_failed(&self.storage, &e),
+                Err(e) => return w.storage_failed(&e),
             }
         }
         match self.load().await {
             Ok(Some(stored)) => self.publish(Arc::new(stored)),
+            // Storage lost it (a Redis restarted without persistence): put back the one
+            // served here, so that the other instances do not order another.
+            Ok(None) if !self.certificate().placeholder => {
+                if let Err(e) = self.save(&self.certificate()).await {
+                    return w.storage_failed(&e);
+                }
+                log::info!(
+                    "acme: storage had lost the certificate for {:?}; stored it again",
+                    self.names
+                );
+            }
             Ok(None) => {}
-            Err(e) => return w.storage_failed(&self.storage, &e),
+            Err(e) => return w.storage_failed(&e),
         }
         w.storage_answers(&self.storage);
         if !self.due() || w.next_attempt.is_some_and(|at| Instant::now() < at) {
@@ -246,13 +263,13 @@ impl Acme {
         match self.shared_backoff().await {
             Ok(Some((_, next))) if SystemTime::now() < next => return,
             Ok(_) => {}
-            Err(e) => return w.storage_failed(&self.storage, &e),
+            Err(e) => return w.storage_failed(&e),
         }
         let lock = keys::order_lock(&self.id);
         match self.storage.try_lock(&lock, &self.owner, LEASE).await {
             Ok(true) => {}
             Ok(false) => return, // another instance is ordering: its certificate will be read
-            Err(e) => return w.storage_failed(&self.storage, &e),
+            Err(e) => return w.storage_failed(&e),
         }
         // Another instance may have stored a certificate just before letting the lock go.
         let still_due = match self.load().await {
@@ -422,12 +439,11 @@ struct Worker {
 }
 
 impl Worker {
-    fn storage_failed(&mut self, storage: &Arc<dyn Storage>, e: &storage::StorageError) {
+    fn storage_failed(&mut self, e: &storage::StorageError) {
         if !self.storage_down {
             self.storage_down = true;
             log::warn!(
-                "acme: {} is unreachable ({e}); serving the loaded certificate, retrying every {}s",
-                storage.describe(),
+                "acme: storage unreachable ({e}); serving the loaded certificate, retrying every {}s",
                 POLL.as_secs()
             );
         }
