@@ -185,7 +185,12 @@ impl AcmeConfig {
                 "set redis: { url: ... } (instances sharing a Redis) or dir: PATH".into(),
             ),
             (Some(redis), None) => {
-                if let Err(e) = redis::Client::open(redis.url.as_str()) {
+                if redis.url.starts_with("rediss://") {
+                    err(
+                        "storage.redis.url",
+                        "rediss:// (TLS to Redis) is not supported: reach Redis over a private network with redis://".into(),
+                    );
+                } else if let Err(e) = redis::Client::open(redis.url.as_str()) {
                     err(
                         "storage.redis.url",
                         format!("{:?} is not a Redis URL: {e}", redis.url),
@@ -316,6 +321,9 @@ mod tests {
         assert_eq!(paths(&e), ["domains", "storage"]);
         let e = errors("directory: https://a.example/dir\ndomains: [a.example]\nstorage: { redis: { url: 'http://x' } }\n");
         assert_eq!(paths(&e), ["storage.redis.url"]);
+        let e = errors("directory: https://a.example/dir\ndomains: [a.example]\nstorage: { redis: { url: 'rediss://r.example' } }\n");
+        assert_eq!(paths(&e), ["storage.redis.url"]);
+        assert!(e[0].1.contains("not supported"), "{e:?}");
     }
 
     #[test]

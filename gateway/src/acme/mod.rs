@@ -42,3 +42,58 @@ pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 /// The path prefix of HTTP-01 requests; the rest of the path is the token.
 pub const HTTP01_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// The token of an HTTP-01 request's path, `None` for any other path: one prefix comparison,
+/// no allocation, so that every plain request can be checked before routing.
+pub fn http01_token(path: &str) -> Option<&str> {
+    path.strip_prefix(HTTP01_PREFIX)
+        .filter(|token| !token.is_empty() && !token.contains(['/', '?']))
+}
+
+/// Whether a ClientHello's ALPN list (wire format: each protocol preceded by its length, as
+/// OpenSSL hands it to the client hello callback) offers `acme-tls/1`.
+pub fn offers_acme_tls(alpn_wire: &[u8]) -> bool {
+    let mut rest = alpn_wire;
+    while let Some((&len, tail)) = rest.split_first() {
+        let Some((protocol, after)) = tail.split_at_checked(len as usize) else {
+            return false;
+        };
+        if protocol == ACME_TLS_ALPN {
+            return true;
+        }
+        rest = after;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http01_paths_and_nothing_else() {
+        assert_eq!(
+            http01_token("/.well-known/acme-challenge/abc_-1"),
+            Some("abc_-1")
+        );
+        for other in [
+            "/",
+            "/.well-known/acme-challenge/",
+            "/.well-known/acme-challenge/a/b",
+            "/.well-known/acme-challenge/a?x",
+            "/.well-known/acme",
+            "/api",
+        ] {
+            assert_eq!(http01_token(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn acme_tls_is_found_in_a_wire_format_list() {
+        assert!(offers_acme_tls(b"\x02h2\x0aacme-tls/1"));
+        assert!(offers_acme_tls(b"\x0aacme-tls/1"));
+        assert!(!offers_acme_tls(b"\x02h2\x08http/1.1"));
+        assert!(!offers_acme_tls(b"\x0bacme-tls/1"), "a truncated list");
+        assert!(!offers_acme_tls(b""));
+    }
+}
