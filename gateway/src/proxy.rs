@@ -57,6 +57,8 @@ pub struct Ctx {
     /// ejection expired; settled when its outcome is reported, freed if the request ends
     /// without one.
     probe: Option<Probe>,
+    /// An ACME HTTP-01 request, answered before anything else (acme/answer.rs).
+    acme_challenge: bool,
     /// Counts this request as in flight until the context is dropped (after logging), so
     /// that a draining process waits for it.
     _in_flight: crate::server::InFlight,
@@ -174,6 +176,7 @@ impl ProxyHttp for Gateway {
             answered: false,
             last_error: None,
             probe: None,
+            acme_challenge: false,
             _in_flight: crate::server::InFlight::start(),
         }
     }
@@ -222,6 +225,10 @@ impl ProxyHttp for Gateway {
                 }
             };
         ctx.state.host = reading.host;
+        if !self.tls && crate::acme::is_http01(session.req_header().uri.path()) {
+            ctx.acme_challenge = true;
+            return Ok(());
+        }
         if self.redirect_https.is_some() {
             return Ok(());
         }
@@ -244,6 +251,11 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if ctx.acme_challenge {
+            ctx.state.status = crate::acme::answer_http01(session).await?;
+            ctx.answered = true;
+            return Ok(true);
+        }
         if let Some(port) = self.redirect_https {
             let req = session.req_header();
             let host = ctx.state.host.clone();

@@ -172,6 +172,13 @@ fn apply(shared: &Shared, snap: Arc<Snapshot>) {
             resolver.replace(store.clone());
         }
     }
+    let listeners: Vec<&str> = snap
+        .config
+        .listeners
+        .iter()
+        .map(|l| l.name.as_str())
+        .collect();
+    crate::acme::go_live(&listeners, &snap.acme, &shared.cert_resolvers);
     shared.upkeep.update(snap.pools.values().cloned().collect());
     metrics::track_snapshot(&snap);
     shared.snapshot.store(snap);

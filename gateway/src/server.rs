@@ -214,6 +214,13 @@ fn serve(
             );
         }
     }
+    let listeners: Vec<&str> = snap
+        .config
+        .listeners
+        .iter()
+        .map(|l| l.name.as_str())
+        .collect();
+    crate::acme::go_live(&listeners, &snap.acme, &cert_resolvers);
     let upkeep = background_service(
         "upstream upkeep",
         Upkeep::new(snap.pools.values().cloned().collect()),
@@ -322,6 +329,7 @@ fn serve(
     admin.add_dependencies(&listener_services);
     admin.add_dependency(&signals);
     server.add_service(upkeep);
+    server.add_service(background_service("acme", crate::acme::Service));
 
     log::info!(
         "portico {} starting: config {} version {}",

@@ -27,6 +27,8 @@ pub struct Snapshot {
     pub global: Chain,
     /// Certificates per listener name.
     pub certs: HashMap<String, Arc<CertStore>>,
+    /// `tls.acme` per listener name, checked and with its paths resolved.
+    pub acme: HashMap<String, crate::acme::AcmeConfig>,
     pub trusted_proxies: Vec<IpNet>,
     pub request_id_header: http::HeaderName,
     /// The same name as the config spells it, which is how HTTP/1 peers see it written (a
@@ -84,6 +86,7 @@ pub fn compile(
 
     check_server(cfg, &mut p);
     let certs = compile_listeners(cfg, base, &mut p);
+    let acme = crate::acme::check_listeners(cfg, base, &mut p);
     let pools = compile_upstreams(cfg, base, health, &mut p);
     let global = compile_chain(&cfg.plugins, "plugins", None, registry, base, &mut p);
     let routes = compile_routes(cfg, &pools, registry, base, &mut p);
@@ -124,6 +127,7 @@ pub fn compile(
         pools,
         global,
         certs,
+        acme,
         trusted_proxies,
         request_id_wire: bytes::Bytes::from(cfg.server.request_id_header.clone()),
         request_id_header,
@@ -270,10 +274,10 @@ fn compile_listeners(
             }
             (None, None) => None,
         };
-        if t.certificates.is_empty() {
+        if t.certificates.is_empty() && t.acme.is_none() {
             p.add(
                 format!("{at}.tls.certificates"),
-                "at least one certificate is required",
+                "at least one certificate is required (or acme)",
             );
         }
         let mut loaded = Vec::new();
@@ -294,7 +298,7 @@ fn compile_listeners(
                 Err(e) => p.add(format!("{at}.tls.certificates[{j}]"), e),
             }
         }
-        if !loaded.is_empty() {
+        if !loaded.is_empty() || t.acme.is_some() {
             let store = CertStore::new(loaded).with_client_auth(client_auth);
             certs.insert(l.name.clone(), Arc::new(store));
         }

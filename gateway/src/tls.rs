@@ -25,7 +25,8 @@ use pingora_core::tls::nid::Nid;
 use pingora_core::tls::pkey::{PKey, Private};
 use pingora_core::tls::ssl::SslSession;
 use pingora_core::tls::ssl::{
-    NameType, SslOptions, SslSessionCacheMode, SslVerifyMode, SslVersion,
+    select_next_proto, AlpnError, NameType, SslOptions, SslSessionCacheMode, SslVerifyMode,
+    SslVersion,
 };
 use pingora_core::tls::x509::X509;
 use std::any::Any;
@@ -34,6 +35,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// One certificate chain and its key, with the names it serves.
+#[derive(Clone)]
 pub struct CertifiedKey {
     pub names: Vec<String>,
     pub chain: Vec<X509>,
@@ -77,6 +79,11 @@ impl CertStore {
     pub fn with_client_auth(mut self, client_auth: Option<Arc<ClientAuth>>) -> Self {
         self.client_auth = client_auth;
         self
+    }
+
+    /// Every certificate, the default first.
+    pub fn certs(&self) -> &[CertifiedKey] {
+        &self.certs
     }
 
     /// An exact name first, then a wildcard covering one label (as TLS wildcards do), then
@@ -227,15 +234,63 @@ pub struct CertResolver {
     store: ArcSwap<CertStore>,
     /// The listener's TLS sessions, for resumption.
     sessions: Arc<SessionCache>,
+    /// What `store` is made of: the configured certificates and those obtained over ACME
+    /// (docs/acme.md), kept apart so that a reload's store keeps the ACME ones. Locked only
+    /// when either changes, never by a handshake.
+    parts: Mutex<StoreParts>,
+}
+
+struct StoreParts {
+    configured: Arc<CertStore>,
+    /// Served before the configured certificates (an issued ACME certificate wins for its
+    /// names and is the default).
+    first: Vec<CertifiedKey>,
+    /// Served after them (a placeholder: the default only when nothing is configured).
+    last: Vec<CertifiedKey>,
+}
+
+impl StoreParts {
+    fn merged(&self) -> Arc<CertStore> {
+        if self.first.is_empty() && self.last.is_empty() {
+            return self.configured.clone();
+        }
+        let certs = self
+            .first
+            .iter()
+            .chain(&self.configured.certs)
+            .chain(&self.last)
+            .cloned()
+            .collect();
+        Arc::new(CertStore::new(certs).with_client_auth(self.configured.client_auth.clone()))
+    }
 }
 
 impl CertResolver {
     pub fn new(listener: &str, store: Arc<CertStore>) -> Self {
         CertResolver {
             listener: listener.into(),
-            store: ArcSwap::new(store),
+            store: ArcSwap::new(store.clone()),
             sessions: Arc::new(SessionCache::new(SESSION_CACHE_SIZE)),
+            parts: Mutex::new(StoreParts {
+                configured: store,
+                first: Vec::new(),
+                last: Vec::new(),
+            }),
         }
+    }
+
+    /// The configured certificates (`tls.certificates`), without the ACME ones.
+    pub fn configured(&self) -> Arc<CertStore> {
+        self.parts.lock().unwrap().configured.clone()
+    }
+
+    /// Serves certificates obtained over ACME around the configured ones from the next
+    /// handshake on: `first` before them, `last` after (acme/fleet.rs).
+    pub fn set_acme(&self, first: Vec<CertifiedKey>, last: Vec<CertifiedKey>) {
+        let mut parts = self.parts.lock().unwrap();
+        parts.first = first;
+        parts.last = last;
+        self.swap(parts.merged());
     }
 
     /// Serves `store` from the next handshake on. A resumed TLS session keeps the client
@@ -244,6 +299,12 @@ impl CertResolver {
     /// they were made under (see [`CertResolver::session_context`]), and when those change
     /// the cache is emptied as well, its sessions being of no more use.
     pub fn replace(&self, store: Arc<CertStore>) {
+        let mut parts = self.parts.lock().unwrap();
+        parts.configured = store;
+        self.swap(parts.merged());
+    }
+
+    fn swap(&self, store: Arc<CertStore>) {
         let fingerprint = |s: &CertStore| s.client_auth.as_ref().map(|a| a.fingerprint);
         let changed = fingerprint(&self.store.load()) != fingerprint(&store);
         self.store.store(store);
@@ -285,6 +346,9 @@ struct SniCallback(Arc<CertResolver>);
 #[async_trait]
 impl TlsAccept for SniCallback {
     async fn certificate_callback(&self, ssl: &mut TlsRef) {
+        if crate::acme::answer_tls_alpn01(ssl).await {
+            return;
+        }
         let store = self.0.store.load();
         let sni = ssl.servername(NameType::HOST_NAME).map(str::to_string);
         let Some(ck) = store.pick(sni.as_deref()) else {
@@ -478,6 +542,7 @@ pub fn listener_settings(
         let set = unsafe {
             SSL_set_session_id_context(ssl.as_ptr(), context.as_ptr(), context.len() as _)
         };
+        crate::acme::note_tls_alpn01(ssl);
         if set == 1 {
             Ok(ClientHelloResponse::SUCCESS)
         } else {
@@ -504,10 +569,33 @@ pub fn listener_settings(
         .map_err(|e| e.to_string())?;
     let h2 = alpn.iter().any(|a| a == "h2");
     let h1 = alpn.iter().any(|a| a == "http/1.1");
-    match (h2, h1) {
-        (true, true) => settings.set_alpn(ALPN::H2H1),
-        (true, false) => settings.set_alpn(ALPN::H2),
-        _ => settings.set_alpn(ALPN::H1),
-    }
+    let alpn = match (h2, h1) {
+        (true, true) => ALPN::H2H1,
+        (true, false) => ALPN::H2,
+        _ => ALPN::H1,
+    };
+    settings.set_alpn(alpn.clone());
+    // Pingora's choice, unless the handshake is a TLS-ALPN-01 challenge answered above.
+    settings.set_alpn_select_callback(move |ssl, offered| {
+        if crate::acme::tls_alpn01_answered(ssl) {
+            return Ok(crate::acme::ACME_TLS_ALPN);
+        }
+        select_alpn(&alpn, offered)
+    });
     Ok(settings)
+}
+
+/// Pingora's ALPN choice for `alpn` (its callbacks are private): the server's preference
+/// among what the client offers; nothing in common is no ALPN, or a fatal alert when only h2
+/// is served.
+fn select_alpn<'a>(alpn: &ALPN, offered: &'a [u8]) -> Result<&'a [u8], AlpnError> {
+    let (ours, none): (&[u8], _) = match alpn {
+        ALPN::H2 => (b"\x02h2", AlpnError::ALERT_FATAL),
+        ALPN::H1 => (b"\x08http/1.1", AlpnError::NOACK),
+        _ => (b"\x02h2\x08http/1.1", AlpnError::NOACK),
+    };
+    if offered.is_empty() {
+        return Err(none);
+    }
+    select_next_proto(ours, offered).ok_or(none)
 }

@@ -23,11 +23,12 @@ pub mod body;
 pub mod certs;
 pub mod client;
 pub mod gateway;
+pub mod pebble;
 
 // Flat re-exports so a test needs only `use common::*;`. A test file that uses nothing
 // from one of them would warn about it otherwise.
 #[allow(unused_imports)]
-pub use {backend::*, body::*, certs::*, client::*, gateway::*};
+pub use {backend::*, body::*, certs::*, client::*, gateway::*, pebble::*};
 
 use std::collections::HashSet;
 use std::future::Future;

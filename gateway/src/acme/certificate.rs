@@ -124,7 +124,7 @@ impl Certificate {
     }
 }
 
-fn system_time(t: &Asn1TimeRef) -> Result<SystemTime, String> {
+pub(crate) fn system_time(t: &Asn1TimeRef) -> Result<SystemTime, String> {
     let epoch = Asn1Time::from_unix(0).map_err(|e| e.to_string())?;
     let diff = epoch
         .diff(t)

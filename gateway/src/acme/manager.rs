@@ -316,6 +316,9 @@ impl Acme {
         let ok = result.is_ok();
         self.orders.count(ok);
         ORDERS.count(ok);
+        crate::metrics::ACME_ORDERS
+            .with_label_values(&[if ok { "success" } else { "failure" }])
+            .inc();
         match result {
             Ok(certificate) => {
                 log::info!(

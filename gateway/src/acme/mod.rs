@@ -19,22 +19,35 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The module depends on crates only (instant-acme for the protocol, rcgen for keys, CSRs
-//! and challenge certificates, OpenSSL for HTTPS, redis for the shared storage), not on the
-//! rest of the gateway.
+//! The listeners reach it through small hooks: [`go_live`] when a config starts serving,
+//! [`Service`] running the managers, [`is_http01`]/[`answer_http01`] on plain listeners,
+//! [`note_tls_alpn01`]/[`answer_tls_alpn01`]/[`tls_alpn01_answered`] in TLS handshakes,
+//! [`status_json`] and [`refresh_metrics`] for the admin listener. Of the gateway it uses
+//! only `config`, `metrics` and `tls`; the protocol is instant-acme's, keys, CSRs and
+//! challenge certificates rcgen's, storage Redis or a folder.
 
+mod answer;
 mod certificate;
 mod challenge;
 mod config;
+mod fleet;
 mod https;
 mod manager;
 mod order;
+mod report;
 pub mod storage;
 
+pub use answer::{
+    answer_http01, answer_tls_alpn01, is_http01, note_tls_alpn01, tls_alpn01_answered,
+};
 pub use certificate::{certificate_id, Certificate};
 pub use challenge::tls_alpn01_certificate;
-pub use config::{AcmeConfig, Challenge, RedisStorageConfig, RenewBefore, StorageConfig};
+pub use config::{
+    check_listeners, AcmeConfig, Challenge, RedisStorageConfig, RenewBefore, StorageConfig,
+};
+pub use fleet::{go_live, live, Served, Service};
 pub use manager::{orders_total, Acme, AcmeStatus, OrderCounts};
+pub use report::{refresh_metrics, served, status_json, ServedCertificate};
 
 /// The ALPN protocol of TLS-ALPN-01 handshakes (RFC 8737): a listener that sees it offered
 /// answers with [`Acme::tls_alpn01_cert`] and nothing else.

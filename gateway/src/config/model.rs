@@ -172,6 +172,8 @@ pub struct ListenerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTlsConfig {
+    /// May be left out when `acme` is set.
+    #[serde(default)]
     pub certificates: Vec<CertificateConfig>,
     #[serde(default = "default_min_version")]
     pub min_version: String,
@@ -183,6 +185,9 @@ pub struct ListenerTlsConfig {
     /// `None` when left out, so that `client_auth` without `client_ca` can be refused.
     #[serde(default)]
     pub client_auth: Option<ClientAuthMode>,
+    /// A certificate obtained and renewed automatically (docs/acme.md).
+    #[serde(default)]
+    pub acme: Option<crate::acme::AcmeConfig>,
 }
 
 /// `listeners[].tls.client_auth`.
