@@ -542,7 +542,6 @@ pub fn listener_settings(
         let set = unsafe {
             SSL_set_session_id_context(ssl.as_ptr(), context.as_ptr(), context.len() as _)
         };
-        crate::acme::note_tls_alpn01(ssl);
         if set == 1 {
             Ok(ClientHelloResponse::SUCCESS)
         } else {
@@ -575,9 +574,10 @@ pub fn listener_settings(
         _ => ALPN::H1,
     };
     settings.set_alpn(alpn.clone());
-    // Pingora's choice, unless the handshake is a TLS-ALPN-01 challenge answered above.
-    settings.set_alpn_select_callback(move |ssl, offered| {
-        if crate::acme::tls_alpn01_answered(ssl) {
+    // Pingora's choice, unless the CA asks for a TLS-ALPN-01 challenge (answered by the
+    // certificate callback, which OpenSSL runs after this one).
+    settings.set_alpn_select_callback(move |_, offered| {
+        if crate::acme::tls_alpn01_wanted(offered) {
             return Ok(crate::acme::ACME_TLS_ALPN);
         }
         select_alpn(&alpn, offered)

@@ -21,7 +21,7 @@
 //!
 //! The listeners reach it through small hooks: [`go_live`] when a config starts serving,
 //! [`Service`] running the managers, [`is_http01`]/[`answer_http01`] on plain listeners,
-//! [`note_tls_alpn01`]/[`answer_tls_alpn01`]/[`tls_alpn01_answered`] in TLS handshakes,
+//! [`tls_alpn01_wanted`]/[`answer_tls_alpn01`] in TLS handshakes,
 //! [`status_json`] and [`refresh_metrics`] for the admin listener. Of the gateway it uses
 //! only `config`, `metrics` and `tls`; the protocol is instant-acme's, keys, CSRs and
 //! challenge certificates rcgen's, storage Redis or a folder.
@@ -37,9 +37,7 @@ mod order;
 mod report;
 pub mod storage;
 
-pub use answer::{
-    answer_http01, answer_tls_alpn01, is_http01, note_tls_alpn01, tls_alpn01_answered,
-};
+pub use answer::{answer_http01, answer_tls_alpn01, is_http01, tls_alpn01_wanted};
 pub use certificate::{certificate_id, Certificate};
 pub use challenge::tls_alpn01_certificate;
 pub use config::{
