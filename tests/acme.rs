@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::pebble::*;
 use common::*;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -28,7 +28,7 @@ pub mod pebble;
 // Flat re-exports so a test needs only `use common::*;`. A test file that uses nothing
 // from one of them would warn about it otherwise.
 #[allow(unused_imports)]
-pub use {backend::*, body::*, certs::*, client::*, gateway::*, pebble::*};
+pub use {backend::*, body::*, certs::*, client::*, gateway::*};
 
 use std::collections::HashSet;
 use std::future::Future;
