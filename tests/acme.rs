@@ -89,6 +89,35 @@ fn sample(exposition: &str, name: &str, labels: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// `promtool check metrics` on an exposition, where promtool is installed (.ci/run does).
+fn promtool_passes(exposition: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("promtool not installed: exposition not checked");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 async fn metrics(gw: &Gateway) -> String {
     gw.admin_get("/metrics").await.unwrap().text()
 }
@@ -278,6 +307,7 @@ async fn http01_issues_a_certificate_clients_trust_and_a_restart_reuses_it() {
         sample(&m, "portico_acme_orders_total", "result=\"failure\""),
         Some(0.0)
     );
+    promtool_passes(&m);
 
     // A restart on the same storage serves the stored certificate; nothing is ordered.
     drop(gw);
