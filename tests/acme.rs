@@ -309,6 +309,14 @@ async fn http01_issues_a_certificate_clients_trust_and_a_restart_reuses_it() {
     );
     promtool_passes(&m);
 
+    // A reload that leaves the acme block as it was keeps the manager and its certificate:
+    // the next handshake still gets it, and nothing is ordered.
+    assert_eq!(gw.admin_post("/reload").await.unwrap().status, 200);
+    let kept = handshake(https, DOMAIN, Some(&ca.root)).await.unwrap();
+    assert_eq!(kept.serial, seen.serial);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(ca.issued().len(), 1, "no order after a reload");
+
     // A restart on the same storage serves the stored certificate; nothing is ordered.
     drop(gw);
     let restarted = Instant::now();
@@ -356,7 +364,7 @@ async fn tls_alpn01_issues_a_certificate() {
         acme = ca.acme(&[DOMAIN], "tls-alpn-01", &format!("{{ redis: {{ url: \"{}\" }} }}", redis.url())),
     );
     let started = Instant::now();
-    let gw = Gateway::start(&yaml).await;
+    let mut gw = Gateway::start(&yaml).await;
     let https = gw.listener("https");
     let (seen, _) = wait_issued(https, DOMAIN, &ca.root, None, Duration::from_secs(30)).await;
     println!(
@@ -386,6 +394,41 @@ async fn tls_alpn01_issues_a_certificate() {
     let leaf = conn.stream().ssl().peer_certificate().unwrap();
     let serial = leaf.serial_number().to_bn().unwrap().to_hex_str().unwrap();
     assert_eq!(serial.to_string(), seen.serial);
+
+    // A reload that changes the names is a new certificate: ordered and served without a
+    // restart, for the new name too; the old one serves meanwhile (no placeholder).
+    let both = ca.acme(
+        &[DOMAIN, WWW],
+        "tls-alpn-01",
+        &format!("{{ redis: {{ url: \"{}\" }} }}", redis.url()),
+    );
+    let old_block = ca.acme(
+        &[DOMAIN],
+        "tls-alpn-01",
+        &format!("{{ redis: {{ url: \"{}\" }} }}", redis.url()),
+    );
+    gw.rewrite_config(&yaml.replace(&old_block, &both));
+    assert_eq!(gw.admin_post("/reload").await.unwrap().status, 200);
+    let meanwhile = handshake(https, DOMAIN, None).await.unwrap();
+    assert!(!meanwhile.cn.contains("placeholder"), "{}", meanwhile.cn);
+    let (renamed, took) = wait_issued(
+        https,
+        WWW,
+        &ca.root,
+        Some(&seen.serial),
+        Duration::from_secs(30),
+    )
+    .await;
+    println!(
+        "TIMING tls-alpn-01: reload with new names to the new certificate served {:.2}s",
+        took.as_secs_f64()
+    );
+    assert_ne!(renamed.serial, seen.serial);
+    let st = status(&gw).await;
+    assert_eq!(
+        certificates_of(&st, "https")[0]["names"],
+        serde_json::json!([DOMAIN, WWW])
+    );
     let st = status(&gw).await;
     assert_eq!(certificates_of(&st, "https")[0]["source"], "acme");
 }

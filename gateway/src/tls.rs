@@ -293,6 +293,14 @@ impl CertResolver {
         self.swap(parts.merged());
     }
 
+    /// Replaces only the certificates served after the configured ones: a new ACME
+    /// placeholder leaves an earlier issued certificate in front until its own is issued.
+    pub fn set_acme_last(&self, last: Vec<CertifiedKey>) {
+        let mut parts = self.parts.lock().unwrap();
+        parts.last = last;
+        self.swap(parts.merged());
+    }
+
     /// Serves `store` from the next handshake on. A resumed TLS session keeps the client
     /// certificate checked at its first handshake, so a client must not resume its way
     /// around a new CA (or a newly required certificate): sessions are bound to the checks

@@ -91,7 +91,9 @@ pub fn go_live(
 }
 
 /// Puts `certificate` into the listener's store: an issued one before the configured
-/// certificates, a placeholder after them (served only where nothing configured is).
+/// certificates, a placeholder after them (served only where nothing configured is), and
+/// leaving in front a certificate issued for the listener's previous `acme` block: after a
+/// reload that changed the names, the old certificate serves until the new one is issued.
 fn install(listener: &str, resolver: &CertResolver, certificate: &Certificate) {
     let key = match certified_key(certificate) {
         Ok(key) => key,
@@ -101,7 +103,7 @@ fn install(listener: &str, resolver: &CertResolver, certificate: &Certificate) {
         }
     };
     if certificate.placeholder {
-        resolver.set_acme(Vec::new(), vec![key]);
+        resolver.set_acme_last(vec![key]);
     } else {
         resolver.set_acme(vec![key], Vec::new());
     }
