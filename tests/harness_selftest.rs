@@ -2,12 +2,10 @@
 //! each other directly, without the gateway. If these fail, gateway test failures mean
 //! nothing.
 
-mod common;
-
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use openssl::ssl::{Ssl, SslAcceptor, SslFiletype, SslMethod};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

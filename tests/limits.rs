@@ -4,19 +4,30 @@
 //! after `idle_timeout`), connections per listener and per client address (closed at
 //! once), HTTP/2 streams per connection (REFUSED_STREAM) and rapid reset (GOAWAY).
 
-mod common;
-#[path = "hostile/mod.rs"]
-mod hostile;
-
-use common::*;
-use hostile::*;
+use crate::common::h2_frames::*;
+use crate::common::*;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
+
+/// A plain listener `web` and a TLS listener `tls` (for `t.test`) with `server.limits` set
+/// to `limits` (the inside of a flow mapping), in front of `backend`, no retries.
+fn limited(ca: &TestCa, backend: &Backend, limits: &str) -> Config {
+    Config::new()
+        .server(&format!("limits: {{ {limits} }}"))
+        .listener("tls", &tls(&[&ca.issue(&["t.test", "localhost"])], ""))
+        .upstream(
+            "app",
+            &format!("{}, retries: 0", backends(&[backend.addr()])),
+        )
+}
 
 async fn start(limits: &str) -> (TestCa, Gateway, Backend) {
     let ca = TestCa::new("limits CA");
     let backend = Backend::http("app");
-    let gw = Gateway::start(&config(&ca, &[&backend], limits, "")).await;
+    let gw = limited(&ca, &backend, limits)
+        .route("name: all, upstream: app")
+        .start()
+        .await;
     (ca, gw, backend)
 }
 
@@ -166,9 +177,13 @@ async fn a_request_line_over_the_limit_gets_414() {
 async fn a_body_over_the_route_limit_gets_413_up_front_and_while_streaming() {
     let ca = TestCa::new("limits CA");
     let backend = Backend::http("app");
-    let yaml = config(&ca, &[&backend], "max_body_bytes: 5000", "")
-        .replace("routes:\n", "routes:\n  - { name: small, upstream: app, match: { path: { prefix: /small } }, max_body_bytes: 1000 }\n");
-    let gw = Gateway::start(&yaml).await;
+    let gw = limited(&ca, &backend, "max_body_bytes: 5000")
+        .route(
+            "name: small, upstream: app, match: { path: { prefix: /small } }, max_body_bytes: 1000",
+        )
+        .route("name: all, upstream: app")
+        .start()
+        .await;
     let web = gw.listener("web");
     let post = |path: &'static str, n: usize| {
         http_request(web, "POST", path, &[], Body::from(vec![b'x'; n]))
@@ -468,18 +483,13 @@ async fn connections_over_the_listener_limit_are_closed_at_once() {
 async fn connections_over_the_per_address_limit_are_closed_and_trusted_proxies_are_exempt() {
     let ca = TestCa::new("limits CA");
     let backend = Backend::http("app");
-    let pp = free_port();
-    let yaml = config(
-        &ca,
-        &[&backend],
-        "max_connections_per_ip: 2",
-        ", trusted_proxies: [127.0.0.2]",
-    )
-    .replace(
-        "listeners:\n",
-        &format!("listeners:\n  - {{ name: pp, listen: 127.0.0.1:{pp}, proxy_protocol: true }}\n"),
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = limited(&ca, &backend, "max_connections_per_ip: 2")
+        .server("trusted_proxies: [127.0.0.2]")
+        .listener("pp", "proxy_protocol: true")
+        .route("name: all, upstream: app")
+        .start()
+        .await;
+    let pp = gw.listener("pp").port();
 
     // Straight from 127.0.0.1 (not trusted): two, not three.
     let web = gw.listener("web");

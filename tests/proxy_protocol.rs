@@ -3,12 +3,10 @@
 //! header in front of the connection. The headers are written by hand, byte for byte, so the
 //! test does not share a parser with the gateway.
 
-mod common;
-
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -102,27 +100,18 @@ impl Setup {
         let backend = Backend::http("app");
         let ca = TestCa::new("proxy protocol CA");
         let cert = ca.issue(&["pp.test"]);
-        let yaml = format!(
-            "server: {{ grace_period: 0s, shutdown_timeout: 1s, upgrade_sock: \"${{PORTICO_TEST_DIR}}/u.sock\", \
-             pid_file: \"${{PORTICO_TEST_DIR}}/p.pid\", trusted_proxies: {trusted_proxies} }}\n\
-             admin: {{ listen: 127.0.0.1:{admin} }}\n\
-             listeners:\n\
-             \x20 - {{ name: plain, listen: 127.0.0.1:{plain}, proxy_protocol: true }}\n\
-             \x20 - name: tls\n\
-             \x20   listen: 127.0.0.1:{tls}\n\
-             \x20   proxy_protocol: true\n\
-             \x20   tls: {{ certificates: [ {{ cert: \"{cert}\", key: \"{key}\" }} ] }}\n\
-             upstreams:\n  app: {{ backends: [ {{ addr: \"{backend}\" }} ] }}\n\
-             plugins:\n  - access_log: {{}}\n\
-             routes:\n  - {{ name: all, upstream: app }}\n",
-            admin = free_port(),
-            plain = free_port(),
-            tls = free_port(),
-            cert = cert.cert.display(),
-            key = cert.key.display(),
-            backend = backend.addr(),
-        );
-        let gw = Gateway::start(&yaml).await;
+        let gw = Config::admin_only()
+            .server(&format!("trusted_proxies: {trusted_proxies}"))
+            .listener("plain", "proxy_protocol: true")
+            .listener(
+                "tls",
+                &format!("proxy_protocol: true, {}", tls(&[&cert], "")),
+            )
+            .app(&backend)
+            .plugin("access_log: {}")
+            .route("name: all, upstream: app")
+            .start()
+            .await;
         Setup { backend, ca, gw }
     }
 
@@ -236,7 +225,9 @@ async fn v1_and_v2_on_a_plain_listener_give_the_client_ip() {
         let mut bytes = header.clone();
         bytes.extend_from_slice(b"GET /first HTTP/1.1\r\nHost: pp.test\r\n\r\n");
         tcp.write_all(&bytes).await.unwrap();
-        let head = common::backend::read_raw_head(&mut tcp).await.unwrap();
+        let head = crate::common::backend::read_raw_head(&mut tcp)
+            .await
+            .unwrap();
         assert!(head.text.starts_with("HTTP/1.1 200"), "{}", head.text);
         let len: usize = head.header("content-length").unwrap().parse().unwrap();
         let mut body = head.rest.clone();
@@ -640,18 +631,13 @@ async fn a_silent_or_partial_header_is_cut_off() {
 async fn the_client_ip_from_the_header_reaches_ip_based_plugins() {
     // ip_filter decides on the client IP: the header's source, not the load balancer.
     let backend = Backend::http("app");
-    let yaml = format!(
-        "server: {{ grace_period: 0s, shutdown_timeout: 1s, upgrade_sock: \"${{PORTICO_TEST_DIR}}/u.sock\", \
-         pid_file: \"${{PORTICO_TEST_DIR}}/p.pid\", trusted_proxies: [127.0.0.1/32] }}\n\
-         admin: {{ listen: 127.0.0.1:{} }}\n\
-         listeners:\n  - {{ name: plain, listen: 127.0.0.1:{}, proxy_protocol: true }}\n\
-         upstreams:\n  app: {{ backends: [ {{ addr: \"{}\" }} ] }}\n\
-         routes:\n  - name: all\n    upstream: app\n    plugins:\n      - ip_filter: {{ allow: [203.0.113.0/24] }}\n",
-        free_port(),
-        free_port(),
-        backend.addr()
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = Config::admin_only()
+        .server("trusted_proxies: [127.0.0.1/32]")
+        .listener("plain", "proxy_protocol: true")
+        .app(&backend)
+        .route("name: all, upstream: app, plugins: [ { ip_filter: { allow: [203.0.113.0/24] } } ]")
+        .start()
+        .await;
     let ask = |header: Vec<u8>| {
         let addr = gw.listener("plain");
         async move {
