@@ -256,14 +256,7 @@ impl Topology {
         // The script did not clean up: do it here, so the test leaves nothing running.
         let _ = self.script.kill();
         let _ = self.script.wait();
-        for name in [
-            "haproxy",
-            "portico-1",
-            "portico-2",
-            "backend-1",
-            "backend-2",
-            "redis",
-        ] {
+        for name in ha_local_processes() {
             if let Ok(text) = std::fs::read_to_string(self.run.join(&format!("{name}.pid"))) {
                 let _ = Command::new("kill").arg("-KILL").arg(text.trim()).status();
             }
@@ -464,17 +457,45 @@ fn haproxy_settings() -> String {
         .join("; ")
 }
 
+/// The failover tests' start: the topology on two backends, and [`request_stream`] through
+/// it, 1.5 s under way. `None` where HAProxy or Redis is missing and the test is opted out.
+struct Failover {
+    _one: MutexGuard<'static, ()>,
+    _backends: (Backend, Backend),
+    ha: Topology,
+    stream: Load,
+}
+
+impl Failover {
+    async fn start() -> Option<Failover> {
+        if !haproxy_and_redis() {
+            return None;
+        }
+        let _one = one_at_a_time().await;
+        let (b1, b2) = (Backend::http("b1"), Backend::http("b2"));
+        let ha = Topology::start(Some([&b1, &b2])).await;
+        let stream = request_stream(ha.https());
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        Some(Failover {
+            _one,
+            _backends: (b1, b2),
+            ha,
+            stream,
+        })
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_on_one_instance_fails_no_request() {
-    if !haproxy_and_redis() {
+    let Some(Failover {
+        _one,
+        _backends,
+        ha,
+        stream,
+    }) = Failover::start().await
+    else {
         return;
-    }
-    let _one = one_at_a_time().await;
-    let (b1, b2) = (Backend::http("b1"), Backend::http("b2"));
-    let ha = Topology::start(Some([&b1, &b2])).await;
-
-    let stream = request_stream(ha.https());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    };
     let term_at = stream.elapsed();
     let term = Instant::now();
     ha.signal("portico-1", SIGTERM);
@@ -534,15 +555,15 @@ async fn sigterm_on_one_instance_fails_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_on_one_instance_fails_few_requests() {
-    if !haproxy_and_redis() {
+    let Some(Failover {
+        _one,
+        _backends,
+        ha,
+        stream,
+    }) = Failover::start().await
+    else {
         return;
-    }
-    let _one = one_at_a_time().await;
-    let (b1, b2) = (Backend::http("b1"), Backend::http("b2"));
-    let ha = Topology::start(Some([&b1, &b2])).await;
-
-    let stream = request_stream(ha.https());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    };
     let kill_at = stream.elapsed();
     let kill = Instant::now();
     ha.signal("portico-1", SIGKILL);
@@ -613,14 +634,7 @@ async fn the_local_script_runs_the_demo_and_stops_everything() {
     let status = http_get(ha.portico_admin(2), "/status").await.unwrap();
     assert_eq!(status.status, 401);
 
-    let names = [
-        "haproxy",
-        "portico-1",
-        "portico-2",
-        "backend-1",
-        "backend-2",
-        "redis",
-    ];
+    let names = ha_local_processes();
     let pids: Vec<u32> = names.iter().map(|n| ha.pid(n)).collect();
     assert!(pids.iter().all(|&p| process_alive(p)));
     assert!(ha.stop(), "the script did not stop within 15 s");

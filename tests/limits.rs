@@ -143,33 +143,22 @@ async fn a_request_line_over_the_limit_gets_414() {
         .status(),
         Some(414)
     );
-    let long = format!("/{}", "b".repeat(120));
-    assert_eq!(
-        h2_request(
+    // Over HTTP/2 too: (path, status).
+    for (path, status) in [
+        (format!("/{}", "b".repeat(120)), 414),
+        ("/short".into(), 200),
+    ] {
+        let r = h2_request(
             gw.listener("tls"),
             "t.test",
             &TlsClientOpts::insecure(),
             "t.test",
-            &long
+            &path,
         )
         .await
-        .unwrap()
-        .status,
-        414
-    );
-    assert_eq!(
-        h2_request(
-            gw.listener("tls"),
-            "t.test",
-            &TlsClientOpts::insecure(),
-            "t.test",
-            "/short"
-        )
-        .await
-        .unwrap()
-        .status,
-        200
-    );
+        .unwrap();
+        assert_eq!(r.status, status, "{path}");
+    }
     assert_eq!(backend.seen_paths(), ["/short"]);
 }
 
@@ -233,28 +222,11 @@ async fn a_slow_or_silent_request_head_is_cut_off_after_header_timeout() {
             start.elapsed()
         );
         // Slowloris: a header line every 200 ms, never the blank line.
-        let start = Instant::now();
         let mut s = raw_connect(listener, sni).await.unwrap();
         s.write_all(b"GET / HTTP/1.1\r\nHost: t.test\r\n")
             .await
             .unwrap();
-        let mut cut = None;
-        for i in 0..25 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            if s.write_all(format!("X-{i}: y\r\n").as_bytes())
-                .await
-                .is_err()
-                || s.flush().await.is_err()
-            {
-                cut = Some(start.elapsed());
-                break;
-            }
-            let (_, closed) = read_until_close(&mut s, Duration::from_millis(1)).await;
-            if closed {
-                cut = Some(start.elapsed());
-                break;
-            }
-        }
+        let cut = dribble_until_closed(&mut s, b"X-A: y\r\n", Duration::from_millis(200), 25).await;
         let cut = cut.expect("the slow head must be cut off");
         assert!(cut < Duration::from_millis(2500), "cut after {cut:?}");
     }
@@ -287,18 +259,9 @@ async fn an_idle_keepalive_connection_is_closed_after_idle_timeout() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let start = Instant::now();
         s.write_all(b"GET /second HTTP/1.1\r\n").await.unwrap();
-        let mut closed = false;
-        for _ in 0..20 {
-            tokio::time::sleep(Duration::from_millis(150)).await;
-            if s.write_all(b"X-A: b\r\n").await.is_err() {
-                closed = true;
-                break;
-            }
-            if read_until_close(&mut s, Duration::from_millis(1)).await.1 {
-                closed = true;
-                break;
-            }
-        }
+        let closed = dribble_until_closed(&mut s, b"X-A: b\r\n", Duration::from_millis(150), 20)
+            .await
+            .is_some();
         assert!(
             closed && start.elapsed() < Duration::from_millis(2500),
             "second head: closed {closed} after {:?}",

@@ -13,9 +13,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
-/// Header or label pairs, as a table row holds them.
-type Labels<'a> = &'a [(&'a str, &'a str)];
-
 /// A gateway config with the upstream `app` on `b`, and the route `main` to it.
 fn main_route(b: &Backend) -> Config {
     Config::new().app(b).route("name: main, upstream: app")
@@ -324,7 +321,7 @@ async fn metrics_pass_promtool_and_count_the_requests_sent() {
 
     // Mixed traffic, each kind a known number of times: (times, method, path (`N`: the
     // count), headers, body, status).
-    let traffic: [(usize, &str, &str, Labels, &str, u16); 5] = [
+    let traffic: [(usize, &str, &str, Pairs, &str, u16); 5] = [
         (7, "GET", "/api/get/N", &[], "", 200),
         (3, "POST", "/api/post", &[], "x", 200),
         (2, "GET", "/nowhere", &[], "", 404),
@@ -403,7 +400,7 @@ async fn metrics_pass_promtool_and_count_the_requests_sent() {
 
     let (live, dead) = (live.addr().to_string(), dead.to_string());
     // (family, labels, value, what it counts)
-    let expected: &[(&str, Labels, f64, &str)] = &[
+    let expected: &[(&str, Pairs, f64, &str)] = &[
         (
             "portico_requests_total",
             &get_200,

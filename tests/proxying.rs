@@ -413,19 +413,9 @@ async fn oversized_request_head_is_431_and_a_slow_head_is_cut_off() {
     let started = Instant::now();
     let mut s = connect_tcp(gw.listener("web")).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
-    let mut closed = false;
-    for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if s.write_all(b"X").await.is_err() {
-            closed = true;
-            break;
-        }
-        let mut buf = [0u8; 64];
-        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(1), s.read(&mut buf)).await {
-            closed = true;
-            break;
-        }
-    }
+    let closed = dribble_until_closed(&mut s, b"X", Duration::from_millis(100), 40)
+        .await
+        .is_some();
     assert!(closed, "the connection was closed");
     let took = started.elapsed();
     assert!(

@@ -40,6 +40,16 @@ enum Kind {
     Upload,
 }
 
+impl Kind {
+    const ALL: [Kind; 5] = [
+        Kind::Http1,
+        Kind::Tls,
+        Kind::Http2,
+        Kind::WebSocket,
+        Kind::Upload,
+    ];
+}
+
 struct Op {
     kind: Kind,
     start: Instant,
@@ -194,13 +204,7 @@ async fn mixed_load_with_backend_restarts_and_reloads() {
     let ops = log.ops.lock().unwrap();
     let kills = log.kills.lock().unwrap();
     let mut summary = String::new();
-    for kind in [
-        Kind::Http1,
-        Kind::Tls,
-        Kind::Http2,
-        Kind::WebSocket,
-        Kind::Upload,
-    ] {
+    for kind in Kind::ALL {
         let of: Vec<&Op> = ops.iter().filter(|o| o.kind == kind).collect();
         let failed = of.iter().filter(|o| o.error.is_some()).count();
         summary.push_str(&format!(
@@ -257,13 +261,7 @@ async fn mixed_load_with_backend_restarts_and_reloads() {
         unexcused.len(),
         unexcused.join("\n")
     );
-    for kind in [
-        Kind::Http1,
-        Kind::Tls,
-        Kind::Http2,
-        Kind::WebSocket,
-        Kind::Upload,
-    ] {
+    for kind in Kind::ALL {
         assert!(
             ops.iter().any(|o| o.kind == kind && o.error.is_none()),
             "no successful {kind:?} request at all"

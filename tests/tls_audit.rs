@@ -204,6 +204,16 @@ fn client(configure: impl FnOnce(&mut SslConnectorBuilder)) -> SslConnector {
     b.build()
 }
 
+/// A gateway whose listener `tls` serves one EC leaf for `ec.test`, with the PKI (its files)
+/// and the backend it needs; `None` where openssl is missing and the test is opted out.
+async fn ec_gateway() -> Option<(Pki, Backend, Gateway)> {
+    let pki = Pki::new()?;
+    let backend = Backend::http("app");
+    let (chain, key) = pki.leaf("ec.test", false);
+    let gw = gateway(&[(chain, key, String::new())], &backend).await;
+    Some((pki, backend, gw))
+}
+
 async fn handshake(
     connector: &SslConnector,
     addr: std::net::SocketAddr,
@@ -336,12 +346,9 @@ async fn only_tls_1_2_and_1_3_with_forward_secret_aead_suites() {
 
 #[tokio::test]
 async fn the_server_chooses_the_cipher_suite() {
-    let Some(pki) = Pki::new() else {
+    let Some((_pki, _backend, gw)) = ec_gateway().await else {
         return;
     };
-    let backend = Backend::http("app");
-    let (chain, key) = pki.leaf("ec.test", false);
-    let gw = gateway(&[(chain, key, String::new())], &backend).await;
     let addr = gw.listener("tls");
     let negotiated = |version: SslVersion, list: &'static str| {
         let c = client(move |b| {
@@ -393,12 +400,9 @@ async fn the_server_chooses_the_cipher_suite() {
 
 #[tokio::test]
 async fn sessions_resume_on_tls_1_2_and_1_3() {
-    let Some(pki) = Pki::new() else {
+    let Some((_pki, _backend, gw)) = ec_gateway().await else {
         return;
     };
-    let backend = Backend::http("app");
-    let (chain, key) = pki.leaf("ec.test", false);
-    let gw = gateway(&[(chain, key, String::new())], &backend).await;
     let addr = gw.listener("tls");
     for version in [SslVersion::TLS1_2, SslVersion::TLS1_3] {
         let latest: Arc<Mutex<Option<openssl::ssl::SslSession>>> = Arc::default();

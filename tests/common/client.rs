@@ -233,13 +233,21 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
+/// Header (or label) pairs as a table of cases holds them.
+pub type Pairs<'a> = &'a [(&'a str, &'a str)];
+
+/// The first value of header `name` (any case) among `headers`.
+pub fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
 impl Response {
     /// The first value of header `name` (any case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        find_header(&self.headers, name)
     }
 
     /// Every value of header `name` (any case), in order.
@@ -591,6 +599,26 @@ pub async fn read_to_close<R: AsyncRead + Unpin + ?Sized>(
     limit: Duration,
 ) -> Vec<u8> {
     read_until_close(stream, limit).await.0
+}
+
+/// Slowloris: writes `line` every `every`, at most `times` times, until the peer closes the
+/// connection (a failed write, or the end of its stream). `Some(time since the first line)`
+/// when it closed, `None` when it was still open after the last line.
+pub async fn dribble_until_closed<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
+    stream: &mut S,
+    line: &[u8],
+    every: Duration,
+    times: usize,
+) -> Option<Duration> {
+    let start = std::time::Instant::now();
+    for _ in 0..times {
+        tokio::time::sleep(every).await;
+        let sent = stream.write_all(line).await.is_ok() && stream.flush().await.is_ok();
+        if !sent || read_until_close(stream, Duration::from_millis(1)).await.1 {
+            return Some(start.elapsed());
+        }
+    }
+    None
 }
 
 /// What came back from a raw exchange.

@@ -35,6 +35,27 @@ const PACKAGES: [(&str, &str); 12] = [
     ("protoc", "protobuf-compiler"),
 ];
 
+/// The services of the HA demo (docker-compose.yml, conf/ha/): the compose file declares
+/// them, and the local script (deploy/ha-local.sh) runs each but Prometheus with a pid file
+/// of that name.
+pub const HA_SERVICES: [&str; 7] = [
+    "haproxy",
+    "portico-1",
+    "portico-2",
+    "backend-1",
+    "backend-2",
+    "redis",
+    "prometheus",
+];
+
+/// The processes deploy/ha-local.sh runs: every [`HA_SERVICES`] but Prometheus.
+pub fn ha_local_processes() -> Vec<&'static str> {
+    HA_SERVICES
+        .into_iter()
+        .filter(|s| *s != "prometheus")
+        .collect()
+}
+
 /// Whether `program` is on the PATH.
 pub fn installed(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| {
