@@ -34,9 +34,8 @@ fn plain_clients(addr: SocketAddr) -> [Client; 4] {
 #[tokio::test]
 async fn every_admin_endpoint_answers_and_the_token_guards_status_and_reload() {
     let b = Backend::http("a");
-    let yaml = Config::new()
+    let yaml = Config::with_app(&b)
         .admin("token: s3cret")
-        .app(&b)
         .route("name: api, upstream: app")
         .build();
     let gw = Gateway::start(&yaml).await;
@@ -105,9 +104,8 @@ async fn protect_metrics_puts_metrics_behind_the_token_and_prometheus_scrapes_wi
         return;
     }
     let b = Backend::http("a");
-    let yaml = Config::new()
+    let yaml = Config::with_app(&b)
         .admin("token: s3cret, protect_metrics: true")
-        .app(&b)
         .route("name: api, upstream: app")
         .build();
     assert_eq!(validate_config(&yaml).await.0, 0);

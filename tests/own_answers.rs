@@ -127,9 +127,8 @@ async fn after_its_own_answers_a_connection_is_usable_or_closed_cleanly() {
     sick.set_healthy(false);
     let refused = free_port();
     let dead = ([127, 0, 0, 1], refused).into();
-    let yaml = Config::new()
+    let yaml = Config::with_app(&app)
         .server("trusted_proxies: [127.0.0.1/32]")
-        .app(&app)
         .upstream(
             "slow",
             &format!(
@@ -241,8 +240,7 @@ async fn after_its_own_answers_a_connection_is_usable_or_closed_cleanly() {
 #[tokio::test]
 async fn a_client_still_sending_after_a_closing_answer_meets_no_reset() {
     let app = Backend::http("app");
-    let yaml = Config::new()
-        .app(&app)
+    let yaml = Config::with_app(&app)
         .route("name: small, upstream: app, max_body_bytes: 16")
         .build();
     let gw = Gateway::start(&yaml).await;

@@ -19,9 +19,8 @@ async fn ip_filter_deny_wins_and_a_non_empty_allow_admits_only_its_members() {
     let b = Backend::http("app");
     // 127.0.0.1 is a trusted proxy, so the test presents other client addresses through
     // X-Forwarded-For.
-    let gw = Config::new()
+    let gw = Config::with_app(&b)
         .server("trusted_proxies: [127.0.0.1/32]")
-        .app(&b)
         .route(&format!("name: office, match: {{ path: {{ prefix: /office }} }}, {OFFICE}"))
         .route("name: open, match: { path: { prefix: /open } }, upstream: app, plugins: [ { ip_filter: { deny: [192.0.2.7] } } ]")
         .start()
@@ -67,9 +66,8 @@ async fn ip_filter_deny_wins_and_a_non_empty_allow_admits_only_its_members() {
 #[tokio::test]
 async fn ip_filter_reads_an_ipv4_mapped_client_as_the_ipv4_address_it_is() {
     let b = Backend::http("app");
-    let gw = Config::new()
+    let gw = Config::with_app(&b)
         .server("trusted_proxies: [127.0.0.1/32]")
-        .app(&b)
         .route(&format!("name: office, {OFFICE}"))
         .start()
         .await;
@@ -90,8 +88,7 @@ async fn ip_filter_reads_an_ipv4_mapped_client_as_the_ipv4_address_it_is() {
 #[tokio::test]
 async fn ip_filter_ignores_x_forwarded_for_from_an_untrusted_peer() {
     let b = Backend::http("app");
-    let gw = Config::new()
-        .app(&b)
+    let gw = Config::with_app(&b)
         .route("name: internal, match: { path: { prefix: /internal } }, upstream: app, plugins: [ { ip_filter: { allow: [10.0.0.0/8] } } ]")
         .route("name: local, upstream: app, plugins: [ { ip_filter: { allow: [127.0.0.1] } } ]")
         .start()
@@ -122,8 +119,7 @@ async fn basic_auth_admits_the_right_password_and_challenges_everything_else() {
     // Cost 4, the lowest bcrypt allows: the test is about the plugin, not about bcrypt's
     // speed on a busy machine.
     let hash = bcrypt::hash("correct horse", 4).unwrap();
-    let gw = Config::new()
-        .app(&b)
+    let gw = Config::with_app(&b)
         .route(&format!(
             "name: staff, upstream: app, plugins: [ {{ basic_auth: {{ realm: staff area, users: {{ alice: \"{hash}\" }} }} }} ]"
         ))
@@ -168,9 +164,8 @@ const COST_12_HASH: &str = "$2b$12$d5OSCRn87DcNpg/A1KxGBOmXcISmFokFJMQx4lCDz6RCK
 async fn basic_auth_bounds_bcrypt_checks_at_once_and_answers_the_rest_503_without_waiting() {
     let b = Backend::http("app");
     // One worker thread: were bcrypt run on it, the other route would wait for it too.
-    let gw = Config::new()
+    let gw = Config::with_app(&b)
         .server("threads: 1")
-        .app(&b)
         .route(&format!(
             "name: staff, match: {{ path: {{ prefix: /staff }} }}, upstream: app, plugins: [ \
              {{ basic_auth: {{ users: {{ alice: \"{COST_12_HASH}\" }}, max_concurrent: 1 }} }} ]"
@@ -262,8 +257,7 @@ async fn basic_auth_bounds_bcrypt_checks_at_once_and_answers_the_rest_503_withou
 async fn key_auth_takes_a_header_or_query_key_and_the_key_never_reaches_the_backend_or_log() {
     const KEY: &str = "k3y-from-the-environment";
     let b = Backend::http("app");
-    let yaml = Config::new()
-        .app(&b)
+    let yaml = Config::with_app(&b)
         .plugin("access_log: { path: access.log }")
         .route("name: api, upstream: app, plugins: [ { key_auth: { header: X-Api-Key, query: api_key, keys: { ci: \"${CI_KEY}\" } } } ]")
         .build();
@@ -365,8 +359,7 @@ async fn key_auth_query_key_stays_out_of_the_gateways_error_log() {
 async fn key_auth_a_repeated_or_re_spelled_query_key_never_reaches_the_backend() {
     const KEY: &str = "the-k3y";
     let b = Backend::http("app");
-    let gw = Config::new()
-        .app(&b)
+    let gw = Config::with_app(&b)
         .route(&query_key_route(KEY))
         .start()
         .await;
@@ -433,8 +426,7 @@ fn bearer(token: &str) -> String {
 #[tokio::test]
 async fn jwt_hs256_checks_signature_time_issuer_and_audience_and_forwards_claims() {
     let b = Backend::http("app");
-    let yaml = Config::new()
-        .app(&b)
+    let yaml = Config::with_app(&b)
         .yaml(
             "
 routes:
@@ -576,8 +568,7 @@ async fn jwt_rs256_and_es256_verify_with_public_key_files() {
              {{ jwt_auth: {{ algorithms: [{algorithm}], public_key: {key}, forward_claims: {{ sub: X-User-Id }} }} }} ]"
         )
     };
-    let yaml = Config::new()
-        .app(&b)
+    let yaml = Config::with_app(&b)
         .route(&route("rs", "RS256", "keys-rsa.pem"))
         .route(&route("es", "ES256", "keys-ec.pem"))
         .build();
@@ -640,8 +631,7 @@ async fn jwt_rs256_and_es256_verify_with_public_key_files() {
 #[tokio::test]
 async fn jwt_a_forwarded_claim_that_cannot_be_a_header_value_refuses_the_token() {
     let b = Backend::http("app");
-    let yaml = Config::new()
-        .app(&b)
+    let yaml = Config::with_app(&b)
         .route("name: api, upstream: app, plugins: [ { jwt_auth: { secret: \"${JWT_SECRET}\", forward_claims: { sub: X-User-Id } } } ]")
         .build();
     let gw = Gateway::start_with(&yaml, &[], &[("JWT_SECRET", JWT_SECRET)]).await;

@@ -42,8 +42,7 @@ fn refilled(per_second: u32, elapsed: Duration) -> usize {
 #[tokio::test]
 async fn rate_limit_allows_the_burst_then_answers_429_with_retry_after() {
     let b = Backend::http("app");
-    let gw = Config::new()
-        .app(&b)
+    let gw = Config::with_app(&b)
         .route("name: api, upstream: app, plugins: [ { rate_limit: { per_second: 1, burst: 4 } } ]")
         .start()
         .await;
@@ -97,8 +96,7 @@ async fn rate_limit_allows_the_burst_then_answers_429_with_retry_after() {
 #[tokio::test]
 async fn rate_limit_by_header_gives_each_value_its_own_bucket() {
     let b = Backend::http("app");
-    let gw = Config::new()
-        .app(&b)
+    let gw = Config::with_app(&b)
         .route("name: api, upstream: app, plugins: [ { rate_limit: { per_second: 1, burst: 1, key: \"header:X-Client\" } } ]")
         .start()
         .await;
@@ -128,9 +126,8 @@ async fn rate_limit_by_header_gives_each_value_its_own_bucket() {
 #[tokio::test]
 async fn rate_limit_by_route_shares_one_bucket_per_route() {
     let b = Backend::http("app");
-    let gw = Config::new()
+    let gw = Config::with_app(&b)
         .server("trusted_proxies: [127.0.0.1/32]")
-        .app(&b)
         .plugin("rate_limit: { per_second: 1, burst: 1, key: route }")
         .route("name: one, match: { path: { prefix: /one } }, upstream: app")
         .route("name: two, match: { path: { prefix: /two } }, upstream: app")
@@ -189,9 +186,8 @@ async fn rate_limit_counts_ipv6_clients_by_their_64_and_ipv4_clients_by_address(
     let b = Backend::http("app");
     // The clients' addresses come through X-Forwarded-For from a trusted proxy: loopback
     // has no two addresses in one /64 to connect from.
-    let gw = Config::new()
+    let gw = Config::with_app(&b)
         .server("trusted_proxies: [127.0.0.1/32]")
-        .app(&b)
         .route(&limited("by64", ""))
         .route(&limited("by128", ", ipv6_prefix: 128"))
         .start()
@@ -232,8 +228,7 @@ async fn rate_limit_counts_ipv6_clients_by_their_64_and_ipv4_clients_by_address(
 #[tokio::test]
 async fn rate_limit_keeps_at_most_max_keys_buckets_forgetting_the_least_recently_used() {
     let b = Backend::http("app");
-    let gw = Config::new()
-        .app(&b)
+    let gw = Config::with_app(&b)
         .route(&limited("small", ", key: \"header:X-Client\", max_keys: 2"))
         .route(&limited("default", ", key: \"header:X-Client\""))
         .start()
@@ -328,8 +323,7 @@ async fn rate_limit_redis_outage_follows_on_error_within_the_timeout() {
             redis.url()
         )
     };
-    let gw = Config::new()
-        .app(&b)
+    let gw = Config::with_app(&b)
         .route(&route("lenient", "allow"))
         .route(&route("strict", "deny"))
         .start()
@@ -391,8 +385,7 @@ async fn rate_limit_redis_outage_follows_on_error_within_the_timeout() {
 #[tokio::test]
 async fn redirect_answers_with_location_and_never_reaches_the_backend() {
     let b = Backend::http("app");
-    let gw = Config::new()
-        .app(&b)
+    let gw = Config::with_app(&b)
         .route("name: moved, match: { path: { prefix: /old } }, upstream: app, plugins: [ { redirect: { url: \"https://new.example.test/\" } } ]")
         .route("name: temporary, match: { path: { prefix: /promo } }, upstream: app, plugins: [ \
                 { redirect: { url: \"https://shop.example.test/landing?from=promo\", status: 302, keep_path: false } } ]")
@@ -508,8 +501,7 @@ async fn redirect_keeps_leading_slashes_single(path_settings: Option<&str>) {
 #[tokio::test]
 async fn respond_answers_with_the_configured_status_headers_and_body() {
     let b = Backend::http("app");
-    let gw = Config::new()
-        .app(&b)
+    let gw = Config::with_app(&b)
         .route("name: maintenance, match: { path: { prefix: /shop } }, upstream: app, plugins: [ { respond: \
                 { status: 503, body: \"back soon\\n\", headers: { Content-Type: text/plain, Retry-After: \"120\" } } } ]")
         .route("name: health, match: { path: { exact: /ping } }, plugins: [ { respond: { body: pong } } ]")
@@ -541,8 +533,7 @@ async fn respond_answers_with_the_configured_status_headers_and_body() {
 #[tokio::test]
 async fn cors_answers_preflights_and_marks_allowed_responses() {
     let b = Backend::http("app");
-    let gw = Config::new()
-        .app(&b)
+    let gw = Config::with_app(&b)
         .yaml(
             "
 routes:

@@ -19,8 +19,7 @@ fn api_with(plugin: &str) -> String {
 #[tokio::test]
 async fn headers_edit_the_upstream_request_and_the_client_response() {
     let b = Backend::http("app");
-    let gw = Config::new()
-        .app(&b)
+    let gw = Config::with_app(&b)
         .route(&api_with(
             "headers: { request: { set: { X-Env: prod }, add: { X-Tag: b }, remove: [X-Debug] }, \
              response: { set: { Cache-Control: no-store }, add: { X-Served-By: portico }, remove: [X-Backend] } }",
@@ -48,8 +47,7 @@ async fn headers_edit_the_upstream_request_and_the_client_response() {
 #[tokio::test]
 async fn headers_removed_or_set_go_in_every_spelling_a_cgi_backend_reads_alike() {
     let b = Backend::http("app");
-    let gw = Config::new()
-        .app(&b)
+    let gw = Config::with_app(&b)
         .route(&api_with(
             "headers: { request: { set: { X-Env: prod }, remove: [X-Debug] } }",
         ))
@@ -81,8 +79,7 @@ async fn headers_removed_or_set_go_in_every_spelling_a_cgi_backend_reads_alike()
 #[tokio::test]
 async fn rewrite_strip_prefix_changes_only_the_upstream_path() {
     let b = Backend::http("app");
-    let gw = Config::new()
-        .app(&b)
+    let gw = Config::with_app(&b)
         .plugin("access_log: { path: access.log }")
         .route("name: api, match: { path: { prefix: /api } }, upstream: app, plugins: [ { rewrite: { strip_prefix: /api } } ]")
         .start()
@@ -114,8 +111,7 @@ async fn rewrite_regex_replaces_with_capture_groups() {
     // `${...}` in a config file is an environment variable; named and numbered groups are
     // written `$name` / `$1`, and a brace that must reach the regex is written `\x7B` in a
     // double-quoted string.
-    let gw = Config::new()
-        .app(&b)
+    let gw = Config::with_app(&b)
         .route(r#"name: old, match: { path: { prefix: /old } }, upstream: app, plugins: [ { rewrite: { regex: "^/old/(?P<section>[a-z]+)/(.*)$", replace: "/new/$section/$2" } } ]"#)
         .route(r#"name: users, match: { path: { prefix: /u } }, upstream: app, plugins: [ { rewrite: { regex: "^/u/([0-9]+)$", replace: "/users/$\x7B1}x" } } ]"#)
         .start()
@@ -164,8 +160,7 @@ fn decode(encoding: &str, body: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn compression_encodes_by_accept_encoding() {
     let b = Backend::http("app");
-    let gw = Config::new()
-        .app(&b)
+    let gw = Config::with_app(&b)
         .route(&api_with("compression: { min_size: 1500 }"))
         .start()
         .await;
@@ -250,8 +245,7 @@ async fn compression_skips_small_bodies_and_already_encoded_ones() {
     let b = Backend::http("app");
     let encoded: &'static [u8] = Box::leak(vec![b'z'; 4000].into_boxed_slice());
     let pre = encoded_backend(encoded);
-    let gw = Config::new()
-        .app(&b)
+    let gw = Config::with_app(&b)
         .upstream("pre", &backends(&[pre]))
         .route(&api_with("compression: { min_size: 1500 }"))
         .route("name: pre, match: { path: { prefix: /pre } }, upstream: pre, plugins: [ { compression: {} } ]")
@@ -355,9 +349,8 @@ fn by_id<'a>(lines: &'a [Value], id: &str) -> &'a Value {
 #[tokio::test]
 async fn access_log_writes_one_json_line_per_request_and_reopens_after_rotation() {
     let b = Backend::http("app");
-    let gw = Config::new()
+    let gw = Config::with_app(&b)
         .server("trusted_proxies: [127.0.0.1/32]")
-        .app(&b)
         .plugin("access_log: { path: access.log }")
         .route("name: api, match: { path: { prefix: /api } }, upstream: app")
         .route("name: fixed, match: { path: { prefix: /fixed } }, plugins: [ { respond: { status: 201, body: \"fixed\\n\" } } ]")
@@ -488,8 +481,7 @@ async fn access_log_writes_one_json_line_per_request_and_reopens_after_rotation(
 #[tokio::test]
 async fn access_log_without_a_path_writes_to_stdout() {
     let b = Backend::http("app");
-    let gw = Config::new()
-        .app(&b)
+    let gw = Config::with_app(&b)
         .route(&api_with("access_log: {}"))
         .start()
         .await;

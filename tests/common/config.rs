@@ -7,8 +7,7 @@
 //! Upstreams, routes and global plugins are added as YAML flow mappings, one call each:
 //!
 //! ```ignore
-//! let gw = Config::new()
-//!     .app(&b)
+//! let gw = Config::with_app(&b)
 //!     .route("name: api, upstream: app, plugins: [ { rate_limit: { per_second: 1 } } ]")
 //!     .start()
 //!     .await;
@@ -50,6 +49,12 @@ impl Config {
     /// The server defaults, an admin listener and a plain listener `web`.
     pub fn new() -> Config {
         Config::admin_only().listener("web", "")
+    }
+
+    /// [`Config::new`] with the usual upstream `app` on `backend` (see [`Config::app`]): where
+    /// most tests start.
+    pub fn with_app(backend: &Backend) -> Config {
+        Config::new().app(backend)
     }
 
     /// The server defaults and an admin listener, no other listener yet.

@@ -153,32 +153,15 @@ EOF
 RUST_LOG=info "$portico" -c "$work/portico.yaml" 2>"$work/portico.log" >/dev/null & pids+=($!)
 
 # Wait for all four to listen.
-for p in $origin_port $portico_port $nginx_port $haproxy_port; do
-  for _ in $(seq 50); do
-    python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $p), 0.2)" 2>/dev/null && break
-    sleep 0.1
-  done
-done
+python3 "$root/tests/tools/compare_common.py" wait $origin_port $portico_port $nginx_port $haproxy_port
 
-python3 - "$root/tests/tools/smuggle-cases.txt" "$work" "$portico_port" "$nginx_port" "$haproxy_port" <<'PY'
+PYTHONPATH="$root/tests/tools" python3 - "$root/tests/tools/smuggle-cases.txt" "$work" "$portico_port" "$nginx_port" "$haproxy_port" <<'PY'
 import socket, sys, time, re, os
+from compare_common import unescape
 cases_file, work = sys.argv[1], sys.argv[2]
 proxies = [("Portico", int(sys.argv[3])), ("nginx", int(sys.argv[4])), ("HAProxy", int(sys.argv[5]))]
 log = os.path.join(work, "origin.log")
 portico_log = os.path.join(work, "portico.log")
-
-def unescape(s):
-    out, i = bytearray(), 0
-    esc = {"r": 13, "n": 10, "t": 9, "0": 0, "\\": 92}
-    while i < len(s):
-        if s[i] == "\\" and i + 1 < len(s):
-            if s[i + 1] == "x":
-                out.append(int(s[i + 2:i + 4], 16)); i += 4
-            else:
-                out.append(esc[s[i + 1]]); i += 2
-        else:
-            out += s[i].encode(); i += 1
-    return bytes(out)
 
 def size(path):
     return os.path.getsize(path) if os.path.exists(path) else 0
