@@ -457,17 +457,21 @@ fn haproxy_settings() -> String {
         .join("; ")
 }
 
-/// The failover tests' start: the topology on two backends, and [`request_stream`] through
-/// it, 1.5 s under way. `None` where HAProxy or Redis is missing and the test is opted out.
+/// The failover tests' start: the topology on two backends, [`request_stream`] through it
+/// for 1.5 s, then a signal to portico-1. `None` where HAProxy or Redis is missing and the
+/// test is opted out.
 struct Failover {
     _one: MutexGuard<'static, ()>,
     _backends: (Backend, Backend),
     ha: Topology,
     stream: Load,
+    /// When the signal went, on the stream's clock and on the test's.
+    signalled_at: Duration,
+    signalled: Instant,
 }
 
 impl Failover {
-    async fn start() -> Option<Failover> {
+    async fn signal_portico_1(signal: i32) -> Option<Failover> {
         if !haproxy_and_redis() {
             return None;
         }
@@ -476,29 +480,25 @@ impl Failover {
         let ha = Topology::start(Some([&b1, &b2])).await;
         let stream = request_stream(ha.https());
         tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (signalled_at, signalled) = (stream.elapsed(), Instant::now());
+        ha.signal("portico-1", signal);
         Some(Failover {
             _one,
             _backends: (b1, b2),
             ha,
             stream,
+            signalled_at,
+            signalled,
         })
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_on_one_instance_fails_no_request() {
-    let Some(Failover {
-        _one,
-        _backends,
-        ha,
-        stream,
-    }) = Failover::start().await
-    else {
+    let Some(f) = Failover::signal_portico_1(SIGTERM).await else {
         return;
     };
-    let term_at = stream.elapsed();
-    let term = Instant::now();
-    ha.signal("portico-1", SIGTERM);
+    let (ha, term_at, term) = (&f.ha, f.signalled_at, f.signalled);
 
     // Not ready at once, while still serving: the signal is delivered asynchronously (through
     // `kill`), so allow it a moment on a loaded machine.
@@ -535,7 +535,7 @@ async fn sigterm_on_one_instance_fails_no_request() {
     );
     // The survivor carries on alone for a while.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let tally = stream.finish().await;
+    let tally = f.stream.finish().await;
 
     report("SIGTERM", &tally, term_at, down_after, &haproxy_settings());
     eprintln!("    portico-1 exited (status 0) {exited_after:?} after SIGTERM");
@@ -555,25 +555,17 @@ async fn sigterm_on_one_instance_fails_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_on_one_instance_fails_few_requests() {
-    let Some(Failover {
-        _one,
-        _backends,
-        ha,
-        stream,
-    }) = Failover::start().await
-    else {
+    let Some(f) = Failover::signal_portico_1(SIGKILL).await else {
         return;
     };
-    let kill_at = stream.elapsed();
-    let kill = Instant::now();
-    ha.signal("portico-1", SIGKILL);
+    let (ha, kill_at, kill) = (&f.ha, f.signalled_at, f.signalled);
     let down_after = ha.wait_down(1, kill, Duration::from_secs(5)).await;
     assert!(
         down_after.is_some(),
         "HAProxy did not mark the killed portico-1 down within 5 s"
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let tally = stream.finish().await;
+    let tally = f.stream.finish().await;
 
     report("SIGKILL", &tally, kill_at, down_after, &haproxy_settings());
     assert_eq!(ha.wait_exit("portico-1", IO_TIMEOUT).await, Some(137));

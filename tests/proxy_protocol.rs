@@ -182,41 +182,30 @@ fn pair(real_ip: &str, xff: &str) -> (String, String) {
 async fn v1_and_v2_on_a_plain_listener_give_the_client_ip() {
     let s = Setup::start("[127.0.0.1/32]").await;
 
-    let seen = s.via_plain(&v1(sa(CLIENT4), sa(LB4)), &[]).await;
-    assert_eq!(told(&seen), pair("203.0.113.7", "203.0.113.7"), "v1 TCP4");
-    let seen = s.via_plain(&v1(sa(CLIENT6), sa(LB6)), &[]).await;
-    assert_eq!(told(&seen), pair("2001:db8::7", "2001:db8::7"), "v1 TCP6");
-    let seen = s.via_plain(&v2(sa(CLIENT4), sa(LB4), &[]), &[]).await;
-    assert_eq!(told(&seen), pair("203.0.113.7", "203.0.113.7"), "v2 IPv4");
-    let seen = s
-        .via_plain(
-            &v2(
-                sa(CLIENT6),
-                sa(LB6),
-                &[(0x02, b"pp.test"), (0xEA, b"\x01vpce-0123")],
-            ),
+    // (what, the PROXY header, the client's own headers, the address the backend is told).
+    // The client's own X-Forwarded-For is not believed: its source is not a trusted proxy.
+    let tlvs: [(u8, &[u8]); 2] = [(0x02, b"pp.test"), (0xEA, b"\x01vpce-0123")];
+    let cases: [(&str, Vec<u8>, Pairs, &str); 5] = [
+        ("v1 TCP4", v1(sa(CLIENT4), sa(LB4)), &[], "203.0.113.7"),
+        ("v1 TCP6", v1(sa(CLIENT6), sa(LB6)), &[], "2001:db8::7"),
+        ("v2 IPv4", v2(sa(CLIENT4), sa(LB4), &[]), &[], "203.0.113.7"),
+        (
+            "v2 IPv6 with TLVs",
+            v2(sa(CLIENT6), sa(LB6), &tlvs),
             &[],
-        )
-        .await;
-    assert_eq!(
-        told(&seen),
-        pair("2001:db8::7", "2001:db8::7"),
-        "v2 IPv6 with TLVs"
-    );
-
-    // The client's own X-Forwarded-For is not believed: the header's source is not a
-    // trusted proxy.
-    let seen = s
-        .via_plain(
-            &v2(sa(CLIENT4), sa(LB4), &[]),
+            "2001:db8::7",
+        ),
+        (
+            "spoofed X-Forwarded-For",
+            v2(sa(CLIENT4), sa(LB4), &[]),
             &[("x-forwarded-for", "6.6.6.6")],
-        )
-        .await;
-    assert_eq!(
-        told(&seen),
-        pair("203.0.113.7", "203.0.113.7"),
-        "spoofed X-Forwarded-For"
-    );
+            "203.0.113.7",
+        ),
+    ];
+    for (what, header, headers, client) in cases {
+        let seen = s.via_plain(&header, headers).await;
+        assert_eq!(told(&seen), pair(client, client), "{what}");
+    }
 
     // A load balancer writes the header and the request in one segment: nothing after the
     // header may be lost, and every keep-alive request on the connection carries the address.
@@ -275,31 +264,28 @@ async fn v1_and_v2_on_a_tls_listener_give_the_client_ip() {
     let s = Setup::start("[127.0.0.1/32]").await;
     let h1 = ["http/1.1"];
 
-    let seen = s.via_tls(&v1(sa(CLIENT4), sa(LB4)), &h1, &[]).await;
-    assert_eq!(told(&seen), pair("203.0.113.7", "203.0.113.7"), "v1 TCP4");
-    assert_eq!(seen["headers"]["x-forwarded-proto"], "https");
-    let seen = s.via_tls(&v1(sa(CLIENT6), sa(LB6)), &h1, &[]).await;
-    assert_eq!(told(&seen), pair("2001:db8::7", "2001:db8::7"), "v1 TCP6");
-    let seen = s
-        .via_tls(&v2(sa(CLIENT4), sa(LB4), &[(0x02, b"pp.test")]), &h1, &[])
-        .await;
-    assert_eq!(
-        told(&seen),
-        pair("203.0.113.7", "203.0.113.7"),
-        "v2 IPv4 with a TLV"
-    );
-    let seen = s
-        .via_tls(
-            &v2(sa(CLIENT6), sa(LB6), &[]),
-            &h1,
+    // (what, the PROXY header, the client's own headers, the address the backend is told)
+    let cases: [(&str, Vec<u8>, Pairs, &str); 4] = [
+        ("v1 TCP4", v1(sa(CLIENT4), sa(LB4)), &[], "203.0.113.7"),
+        ("v1 TCP6", v1(sa(CLIENT6), sa(LB6)), &[], "2001:db8::7"),
+        (
+            "v2 IPv4 with a TLV",
+            v2(sa(CLIENT4), sa(LB4), &[(0x02, b"pp.test")]),
+            &[],
+            "203.0.113.7",
+        ),
+        (
+            "v2 IPv6, spoofed X-Forwarded-For",
+            v2(sa(CLIENT6), sa(LB6), &[]),
             &[("x-forwarded-for", "6.6.6.6")],
-        )
-        .await;
-    assert_eq!(
-        told(&seen),
-        pair("2001:db8::7", "2001:db8::7"),
-        "v2 IPv6, spoofed X-Forwarded-For"
-    );
+            "2001:db8::7",
+        ),
+    ];
+    for (what, header, headers, client) in cases {
+        let seen = s.via_tls(&header, &h1, headers).await;
+        assert_eq!(told(&seen), pair(client, client), "{what}");
+        assert_eq!(seen["headers"]["x-forwarded-proto"], "https", "{what}");
+    }
 
     // HTTP/2 (ALPN h2) takes the same way.
     let mut tcp = connect_tcp(s.tls()).await.unwrap();

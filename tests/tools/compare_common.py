@@ -1,10 +1,12 @@
-"""What path-compare.sh and smuggle-compare.sh share: reading a case of the catalogues
-(path-cases.txt, smuggle-cases.txt) into bytes, and waiting for the servers to listen.
+"""What path-compare.sh and smuggle-compare.sh share in Python: reading a case of the
+catalogues (path-cases.txt, smuggle-cases.txt) into bytes, the origin's accept loop, and
+waiting for the servers to listen.
 
     python3 compare_common.py wait PORT...   # until each 127.0.0.1:PORT accepts (5 s each)
 """
 import socket
 import sys
+import threading
 import time
 
 
@@ -32,6 +34,17 @@ def wait_for(ports, tries=50):
                 break
             except OSError:
                 time.sleep(0.1)
+
+
+def serve_forever(port, serve):
+    """Accepts on 127.0.0.1:`port` forever, each connection to `serve(conn)` in a thread."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", port))
+    s.listen(64)
+    while True:
+        c, _ = s.accept()
+        threading.Thread(target=serve, args=(c,), daemon=True).start()
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["wait"]:
