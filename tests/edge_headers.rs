@@ -25,25 +25,21 @@ const CLAIMS: [&str; 6] = [
 /// `h2.test`), a route `/plugin` whose plugin answers 299 itself, and a catch-all route to
 /// the backend; `server.trusted_proxies` as given (a YAML flow sequence).
 struct Setup {
-    backend: Backend,
-    ca: TestCa,
+    site: TlsSite,
     gw: Gateway,
 }
 
 impl Setup {
     async fn start(trusted_proxies: &str) -> Setup {
-        let backend = Backend::http("app");
-        let ca = TestCa::new("edge headers CA");
-        let cert = ca.issue(&["h2.test"]);
-        let gw = Config::new()
+        let site = TlsSite::new("edge headers CA", "h2.test");
+        let gw = Config::with_app(&site.backend)
             .server(&format!("trusted_proxies: {trusted_proxies}"))
-            .listener("secure", &tls(&[&cert], ""))
-            .app(&backend)
+            .listener("secure", &tls(&[&site.cert], ""))
             .route("name: plugin, match: { path: { prefix: /plugin } }, upstream: app, plugins: [ { respond: { status: 299, body: plugin } } ]")
             .route("name: all, upstream: app")
             .start()
             .await;
-        Setup { backend, ca, gw }
+        Setup { site, gw }
     }
 
     fn web(&self) -> SocketAddr {
@@ -61,7 +57,7 @@ impl Setup {
 
     /// One HTTP/2 request on the TLS listener, with `:authority` `h2.test` and `headers`.
     async fn h2(&self, headers: &[(&str, &str)]) -> Value {
-        let opts = TlsClientOpts::trusting(self.ca.cert_path()).alpn(&["h2"]);
+        let opts = self.site.client(&["h2"]);
         let mut conn = HttpConn::tls(self.gw.listener("secure"), "h2.test", &opts)
             .await
             .unwrap();
@@ -356,7 +352,7 @@ async fn an_entry_that_is_no_address_is_400_before_any_plugin() {
     assert_eq!(status, 400);
     let (status, _) = s.get("/x", "X-Forwarded-For: 203.0.113.\u{e9}\r\n").await;
     assert_eq!(status, 400);
-    assert_eq!(s.backend.hits(), 0);
+    assert_eq!(s.site.backend.hits(), 0);
     // A good one still passes.
     let (status, seen) = s.get("/plugin", "X-Forwarded-For: 203.0.113.7\r\n").await;
     assert_eq!(status, 299, "{seen}");

@@ -90,29 +90,26 @@ const LB6: &str = "[2001:db8::1]:443";
 /// `pp.test`), both with `proxy_protocol: true`, one route to `backend`, an access log on
 /// stdout, and `server.trusted_proxies` as given (a YAML flow sequence).
 struct Setup {
-    backend: Backend,
-    ca: TestCa,
+    site: TlsSite,
     gw: Gateway,
 }
 
 impl Setup {
     async fn start(trusted_proxies: &str) -> Setup {
-        let backend = Backend::http("app");
-        let ca = TestCa::new("proxy protocol CA");
-        let cert = ca.issue(&["pp.test"]);
+        let site = TlsSite::new("proxy protocol CA", "pp.test");
         let gw = Config::admin_only()
             .server(&format!("trusted_proxies: {trusted_proxies}"))
             .listener("plain", "proxy_protocol: true")
             .listener(
                 "tls",
-                &format!("proxy_protocol: true, {}", tls(&[&cert], "")),
+                &format!("proxy_protocol: true, {}", tls(&[&site.cert], "")),
             )
-            .app(&backend)
+            .app(&site.backend)
             .plugin("access_log: {}")
             .route("name: all, upstream: app")
             .start()
             .await;
-        Setup { backend, ca, gw }
+        Setup { site, gw }
     }
 
     fn plain(&self) -> SocketAddr {
@@ -124,7 +121,7 @@ impl Setup {
     }
 
     fn tls_opts(&self, alpn: &[&str]) -> TlsClientOpts {
-        TlsClientOpts::trusting(self.ca.cert_path()).alpn(alpn)
+        self.site.client(alpn)
     }
 
     /// Writes `header` on a new plain connection, then sends GET /pp with `headers` over
@@ -337,7 +334,7 @@ async fn a_header_in_one_segment_with_the_handshake_or_longer_than_a_read() {
         let mut raw = tokio::io::BufWriter::with_capacity(4096, tcp);
         raw.write_all(&header).await.unwrap();
         let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
-        b.set_ca_file(s.ca.cert_path()).unwrap();
+        b.set_ca_file(s.site.ca.cert_path()).unwrap();
         b.set_alpn_protos(b"\x08http/1.1").unwrap();
         let ssl = b.build().configure().unwrap().into_ssl("pp.test").unwrap();
         let mut tls = tokio_openssl::SslStream::new(ssl, raw).unwrap();
@@ -463,7 +460,7 @@ async fn an_untrusted_peer_is_not_believed() {
         "access log: {}",
         s.gw.stdout_text()
     );
-    assert_eq!(s.backend.hits(), 7);
+    assert_eq!(s.site.backend.hits(), 7);
 }
 
 /// Writes `bytes` to a new connection and returns what came back before the gateway closed
@@ -552,10 +549,10 @@ async fn connections_without_a_valid_header_are_closed_before_http() {
     }
 
     assert_eq!(
-        s.backend.hits(),
+        s.site.backend.hits(),
         0,
         "a request reached the backend: {:?}",
-        s.backend.seen_paths()
+        s.site.backend.seen_paths()
     );
     for listener in ["plain", "tls"] {
         let needle = format!("listener {listener}: closing connection");
@@ -597,7 +594,7 @@ async fn a_silent_or_partial_header_is_cut_off() {
             "closed after {took:?}: too eager for a slow client"
         );
     }
-    assert_eq!(s.backend.hits(), 0);
+    assert_eq!(s.site.backend.hits(), 0);
     for listener in ["plain", "tls"] {
         let needle = format!("listener {listener}: closing connection from");
         assert!(
