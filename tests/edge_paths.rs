@@ -72,6 +72,24 @@ impl Answer {
     }
 }
 
+/// A request target, the status the client gets and the path the backend sees (`None`: the
+/// request never reaches it).
+type Target<'a> = (&'a [u8], u16, Option<&'a str>);
+
+/// `GET target` on the listener `web` for each of `cases`, each answered and forwarded as the
+/// case says (`what` names the setup in a failure).
+async fn check_targets(s: &Setup, what: &str, cases: &[Target<'_>]) {
+    for (target, status, seen) in cases {
+        let a = raw(s, "web", None, &get(target, HOST)).await;
+        assert_eq!(
+            (a.status, a.seen.as_deref()),
+            (*status, *seen),
+            "{what} {}: {a:?}",
+            String::from_utf8_lossy(target)
+        );
+    }
+}
+
 /// Sends `bytes` as they are on a new connection (TLS when `sni`), reads the answer until the
 /// gateway closes the connection (every request here says `Connection: close` or is refused)
 /// and returns it with what the backend saw meanwhile.
@@ -304,7 +322,7 @@ async fn what_has_no_single_reading_is_refused_before_any_plugin() {
 #[tokio::test]
 async fn escaped_slashes_keep_and_decode() {
     let keep = setup_with(Some("{ escaped_slashes: keep }"), None).await;
-    let cases: &[(&[u8], u16, Option<&str>)] = &[
+    let cases: &[Target] = &[
         (b"/a%2fb", 200, Some("/a%2Fb")),
         (b"/admin%2Fx", 200, Some("/admin%2Fx")),
         (
@@ -315,32 +333,16 @@ async fn escaped_slashes_keep_and_decode() {
         (b"/admin/a%2Fb", 401, None),
         (b"/a%5Cb", 400, None),
     ];
-    for (target, status, seen) in cases {
-        let a = raw(&keep, "web", None, &get(target, HOST)).await;
-        assert_eq!(
-            (a.status, a.seen.as_deref()),
-            (*status, *seen),
-            "keep: {}: {a:?}",
-            String::from_utf8_lossy(target)
-        );
-    }
+    check_targets(&keep, "keep", cases).await;
     let decode = setup_with(Some("{ escaped_slashes: decode }"), None).await;
-    let cases: &[(&[u8], u16, Option<&str>)] = &[
+    let cases: &[Target] = &[
         (b"/a%2fb", 200, Some("/a/b")),
         (b"/admin%2Fx", 401, None),
         (b"/public%2F..%2Fadmin/x", 401, None),
         (b"/a%2F%2F%2Fb", 200, Some("/a/b")),
         (b"/%2F..", 400, None),
     ];
-    for (target, status, seen) in cases {
-        let a = raw(&decode, "web", None, &get(target, HOST)).await;
-        assert_eq!(
-            (a.status, a.seen.as_deref()),
-            (*status, *seen),
-            "decode: {}: {a:?}",
-            String::from_utf8_lossy(target)
-        );
-    }
+    check_targets(&decode, "decode", cases).await;
 }
 
 /// With `merge_slashes: false` empty segments stay (and `//admin/x` is not under
@@ -348,21 +350,13 @@ async fn escaped_slashes_keep_and_decode() {
 #[tokio::test]
 async fn merge_slashes_off_keeps_empty_segments() {
     let s = setup_with(Some("{ merge_slashes: false }"), None).await;
-    let cases: &[(&[u8], u16, Option<&str>)] = &[
+    let cases: &[Target] = &[
         (b"//admin/x", 200, Some("//admin/x")),
         (b"/a//b/", 200, Some("/a//b/")),
         (b"/a//../b", 200, Some("/a/b")),
         (b"/x/../admin//x", 401, None),
     ];
-    for (target, status, seen) in cases {
-        let a = raw(&s, "web", None, &get(target, HOST)).await;
-        assert_eq!(
-            (a.status, a.seen.as_deref()),
-            (*status, *seen),
-            "{}: {a:?}",
-            String::from_utf8_lossy(target)
-        );
-    }
+    check_targets(&s, "", cases).await;
 }
 
 /// An absolute-form target is routed on its authority and reaches the backend in
