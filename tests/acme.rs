@@ -5,10 +5,8 @@
 //! certificate, renewal without a reload, the CA down then back, `-t` refusals, and the
 //! `/status` and metrics entries. Timings are printed (`--nocapture`).
 
-mod common;
-
-use common::pebble::*;
-use common::*;
+use crate::common::pebble::{same_serial, DirectoryCa, Pebble, PebblePorts};
+use crate::common::*;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -87,35 +85,6 @@ fn sample(exposition: &str, name: &str, labels: &str) -> Option<f64> {
         .lines()
         .find_map(|l| l.strip_prefix(wanted.as_str()))
         .and_then(|v| v.trim().parse().ok())
-}
-
-/// `promtool check metrics` on an exposition, where promtool is installed (.ci/run does).
-fn promtool_passes(exposition: &str) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let Ok(mut child) = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    else {
-        eprintln!("promtool not installed: exposition not checked");
-        return;
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(exposition.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 async fn metrics(gw: &Gateway) -> String {
@@ -203,7 +172,7 @@ impl Ca {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http01_issues_a_certificate_clients_trust_and_a_restart_reuses_it() {
-    if !acme_tools_present() {
+    if !tools_present(&["pebble", "pebble-challtestsrv", "redis-server"]) {
         return;
     }
     let ca = Ca::new(None, true);
@@ -307,7 +276,7 @@ async fn http01_issues_a_certificate_clients_trust_and_a_restart_reuses_it() {
         sample(&m, "portico_acme_orders_total", "result=\"failure\""),
         Some(0.0)
     );
-    promtool_passes(&m);
+    promtool_check_metrics(&m);
 
     // A reload that leaves the acme block as it was keeps the manager and its certificate:
     // the next handshake still gets it, and nothing is ordered.
@@ -349,11 +318,11 @@ async fn http01_issues_a_certificate_clients_trust_and_a_restart_reuses_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_alpn01_issues_a_certificate() {
-    if !acme_tools_present() {
+    if !tools_present(&["pebble", "pebble-challtestsrv", "redis-server"]) {
         return;
     }
     let ca = Ca::new(None, true);
-    let redis = Redis::start();
+    let redis = Redis::start().await;
     // No plain listener at all: the CA validates on the TLS listener.
     let yaml = format!(
         "{SERVER}\nadmin: {{ listen: 127.0.0.1:{admin} }}\n\
@@ -469,12 +438,12 @@ fn challenge_answers(gw: &Gateway) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pair_sharing_redis_orders_once_serves_one_serial_and_renews_without_reload() {
-    if !acme_tools_present() {
+    if !tools_present(&["pebble", "pebble-challtestsrv", "redis-server"]) {
         return;
     }
     // 40-second certificates: renewed at their midpoint.
     let ca = Ca::new(Some(40), true);
-    let redis = Redis::start();
+    let redis = Redis::start().await;
     let storage = format!("{{ redis: {{ url: \"{}\" }} }}", redis.url());
     let instance = |plain: u16| {
         format!(
@@ -590,7 +559,7 @@ async fn a_pair_sharing_redis_orders_once_serves_one_serial_and_renews_without_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ca_down_serves_the_placeholder_and_retries_until_it_is_back() {
-    if !acme_tools_present() {
+    if !tools_present(&["pebble", "pebble-challtestsrv", "redis-server"]) {
         return;
     }
     let mut ca = Ca::new(None, false);
@@ -741,9 +710,6 @@ async fn bad_acme_configs_are_refused_with_their_key_path_and_line() {
 
 #[tokio::test]
 async fn a_refused_reload_starts_no_manager_and_a_good_one_does() {
-    if !acme_tools_present() {
-        return;
-    }
     // A directory nobody answers: the manager's first order fails, which shows it started.
     let dir_port = free_port();
     let files = TestCa::new("Portico files CA");
