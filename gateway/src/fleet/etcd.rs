@@ -185,16 +185,19 @@ pub(crate) fn refusal(e: &etcd_client::Error) -> bool {
 pub(crate) fn describe(e: &etcd_client::Error) -> String {
     match e {
         etcd_client::Error::GRpcStatus(s) => {
-            let mut text = s.message().to_string();
-            if text.is_empty() {
-                text = format!("{:?}", s.code());
+            let message = match s.message() {
+                "" => format!("{:?}", s.code()),
+                m => m.to_string(),
+            };
+            match std::error::Error::source(s).map(causes) {
+                Some(why) if why.starts_with(&message) => why,
+                Some(why) => format!("{message}: {why}"),
+                None => message,
             }
-            if let Some(source) = std::error::Error::source(s) {
-                text.push_str(": ");
-                text.push_str(&causes(source));
-            }
-            text
         }
-        other => causes(other),
+        // etcd-client's error does not chain its causes: start from the transport's own.
+        etcd_client::Error::TransportError(e) => causes(e),
+        etcd_client::Error::IoError(e) => causes(e),
+        other => other.to_string(),
     }
 }

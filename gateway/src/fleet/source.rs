@@ -90,7 +90,7 @@ impl EtcdSource {
         }
         let mut endpoints: Vec<EtcdEndpoint> = Vec::new();
         for part in authority.split(',') {
-            let endpoint = EtcdEndpoint::parse(part).map_err(|r| bad(r))?;
+            let endpoint = EtcdEndpoint::parse(part).map_err(&bad)?;
             if endpoints.contains(&endpoint) {
                 return Err(bad(format!("endpoint {endpoint} is listed twice")));
             }
