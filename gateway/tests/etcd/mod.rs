@@ -348,6 +348,31 @@ impl Cluster {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Waits until the cluster takes writes again (after a member, maybe the leader, was
+    /// killed: an election takes a second or more), writing to a key of the harness's own.
+    pub fn wait_writable(&self) {
+        let deadline = Instant::now() + START_LIMIT;
+        let at = (0..self.members.len())
+            .find(|&i| self.members[i].child.is_some())
+            .expect("a running member");
+        loop {
+            let out = self
+                .ctl_command(&self.endpoint(at))
+                .args(["put", "/etcd-harness/probe", "x"])
+                .output()
+                .unwrap();
+            if out.status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cluster not writable within {START_LIMIT:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Writes `value` at `key` (through etcdctl) and returns the new revision.
     pub fn put(&self, key: &str, value: &[u8]) -> i64 {
         let out = self.ctl(&["put", "-w", "json", key], value);
