@@ -177,6 +177,8 @@ fn status(shared: &Shared) -> serde_json::Value {
         upstreams.insert(name.clone(), json!({ "backends": backends }));
     }
     json!({
+        "source": shared.origin.kind(),
+        "revision": shared.origin.revision(),
         "version": snap.version,
         "loaded_at": rfc3339(snap.loaded_at),
         "listeners": listeners,

@@ -41,7 +41,6 @@ pub use server::run;
 
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
@@ -50,7 +49,8 @@ pub(crate) struct Shared {
     pub snapshot: ArcSwap<snapshot::Snapshot>,
     pub registry: Registry,
     pub health: snapshot::HealthBook,
-    pub config_path: PathBuf,
+    /// The config file, or the key in etcd that is followed (fleet/origin.rs).
+    pub origin: fleet::Origin,
     /// Set on SIGTERM: `/readyz` answers 503 from then on.
     pub draining: AtomicBool,
     pub cert_resolvers: HashMap<String, Arc<tls::CertResolver>>,

@@ -1,8 +1,9 @@
 //! A fleet: every instance follows one config stored in etcd (docs/fleet.md).
 //!
-//! This module reaches etcd and nothing else of the gateway: it knows the document as text and
-//! a revision, never what the text means. Checking a revision and applying it (the reload
-//! path), counting failures, and what `/status` shows are the caller's. The way through it:
+//! This module reaches etcd and, of the gateway, only `config`: it knows the document as text
+//! and a revision, and turns it into a parsed config ([`Origin`]); compiling, checking and
+//! applying it (the reload path), counting failures and `/status` are the caller's. The
+//! parts, as [`Origin`] strings them together:
 //!
 //! ```no_run
 //! use gateway::fleet::{self, ConfigSource, Etcd, Update};
@@ -35,6 +36,7 @@ mod dial;
 mod error;
 mod etcd;
 mod follow;
+mod origin;
 mod source;
 mod start;
 
@@ -43,6 +45,7 @@ pub use cache::{read_cache, write_cache};
 pub use error::FleetError;
 pub use etcd::{Document, Etcd};
 pub use follow::{Follower, Update, MAX_BACKOFF};
+pub use origin::{push, Fetched, Followed, Origin, DEFAULT_CACHE, ENV_CONFIG_CACHE};
 pub use source::{ConfigSource, EtcdEndpoint, EtcdSource};
 pub use start::{start, Start, START_WITHIN};
 
