@@ -80,6 +80,7 @@ fn reload_with(
             for w in &snap.warnings {
                 log::warn!("config: {w}");
             }
+            shared.origin.serving(&fetched);
             apply(shared, snap);
             shared.origin.applied(&fetched);
             metrics::CONFIG_RELOADS

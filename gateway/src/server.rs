@@ -118,7 +118,9 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     if args.push.is_some() && !args.test {
-        return Err(format!("--push goes with -t: the config is stored only if valid\n{USAGE}"));
+        return Err(format!(
+            "--push goes with -t: the config is stored only if valid\n{USAGE}"
+        ));
     }
     Ok(args)
 }

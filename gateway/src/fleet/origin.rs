@@ -35,6 +35,10 @@ pub struct Followed {
     /// The working directory at start: relative paths in a config from etcd resolve against it
     /// (a daemon later moves to `/`), the cache's among them.
     base: PathBuf,
+    /// Where a start looks for the cache ([`ENV_CONFIG_CACHE`]).
+    start_cache: PathBuf,
+    /// The cache last written, so that a mismatch with `start_cache` is said once.
+    written_to: Mutex<Option<PathBuf>>,
     /// The document last applied (or being started with).
     served: Mutex<Document>,
     /// Its revision, for `/status` without the lock.
@@ -78,7 +82,8 @@ impl Origin {
             .ok()
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| DEFAULT_CACHE.to_string());
-        let started = start(&etcd, &resolve(&base, &cache), START_WITHIN).map_err(whole)?;
+        let start_cache = resolve(&base, &cache);
+        let started = start(&etcd, &start_cache, START_WITHIN).map_err(whole)?;
         if let Some(line) = &started.notice {
             eprintln!("{line}");
         }
@@ -86,6 +91,8 @@ impl Origin {
         let followed = Followed {
             etcd,
             base,
+            start_cache,
+            written_to: Mutex::new(None),
             revision: AtomicI64::new(started.document.revision),
             served: Mutex::new(started.document),
             follower: Mutex::new(None),
@@ -131,9 +138,18 @@ impl Origin {
         }
     }
 
-    /// Remembers `fetched` as the config now served and, for etcd, writes the cache
-    /// (`server.config_cache` of that very config). A cache that cannot be written is logged:
-    /// serving goes on, only a start while etcd is down would miss it.
+    /// Remembers `fetched` as the config served from now on (its revision for `/status`):
+    /// called just before the swap, so that `/status` and what is served agree.
+    pub fn serving(&self, fetched: &Fetched) {
+        if let (Origin::Etcd(f), Some(document)) = (self, &fetched.document) {
+            *f.served.lock().unwrap() = document.clone();
+            f.revision.store(document.revision, Ordering::SeqCst);
+        }
+    }
+
+    /// Once `fetched` is served, writes it to the cache (`server.config_cache` of that very
+    /// config), for etcd. A cache that cannot be written is logged: serving goes on, only a
+    /// start while etcd is down would miss it.
     pub fn applied(&self, fetched: &Fetched) {
         let (Origin::Etcd(f), Some(document)) = (self, &fetched.document) else {
             return;
@@ -142,8 +158,18 @@ impl Origin {
         if let Err(e) = write_cache(&cache, document) {
             log::error!("{e}");
         }
-        f.revision.store(document.revision, Ordering::SeqCst);
-        *f.served.lock().unwrap() = document.clone();
+        let mut written_to = f.written_to.lock().unwrap();
+        if written_to.as_ref() != Some(&cache) {
+            if cache != f.start_cache {
+                log::warn!(
+                    "config cache {}: a start while etcd is down looks at {}; set {ENV_CONFIG_CACHE}={} for this instance",
+                    cache.display(),
+                    f.start_cache.display(),
+                    cache.display()
+                );
+            }
+            *written_to = Some(cache);
+        }
     }
 
     /// Starts following the key (nothing for a file): every new revision goes to `on_update`,
