@@ -170,7 +170,7 @@ fn installed(program: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-const SERVICES: [&str; 7] = [
+const SERVICES: [&str; 11] = [
     "haproxy",
     "portico-1",
     "portico-2",
@@ -178,11 +178,16 @@ const SERVICES: [&str; 7] = [
     "backend-2",
     "redis",
     "prometheus",
+    "etcd",
+    "fleet-push",
+    "portico-fleet-1",
+    "portico-fleet-2",
 ];
 
 /// Service keys this file may use: compose rejects unknown ones, and a typo here would
 /// otherwise only show on a machine with Docker.
-const SERVICE_KEYS: [&str; 14] = [
+const SERVICE_KEYS: [&str; 15] = [
+    "profiles",
     "build",
     "image",
     "command",
@@ -719,4 +724,52 @@ mod ipnet_lite {
             u32::from(ip) & self.mask == self.base
         }
     }
+}
+
+#[test]
+fn the_fleet_profile_follows_one_key_in_its_etcd() {
+    let compose = compose();
+    let etcd = address(&compose, "etcd");
+    let url = format!("etcd://{etcd}:2379/portico/config");
+    for name in ["etcd", "fleet-push", "portico-fleet-1", "portico-fleet-2"] {
+        let profiles = &service(&compose, name)["profiles"];
+        assert_eq!(profiles[0], "fleet", "{name}: only with --profile fleet");
+    }
+    // The file-based pair is there without a profile, as before.
+    for name in ["portico-1", "portico-2", "haproxy"] {
+        assert!(service(&compose, name)["profiles"].is_null(), "{name}");
+    }
+    let push = service(&compose, "fleet-push");
+    let command: Vec<&str> = push["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        command,
+        ["-c", "/etc/portico/portico.yaml", "-t", "--push", &url]
+    );
+    let f1 = service(&compose, "portico-fleet-1");
+    let f2 = service(&compose, "portico-fleet-2");
+    for f in [f1, f2] {
+        assert_eq!(f["command"][0], "-c");
+        assert_eq!(f["command"][1], url.as_str());
+        let deps = f["depends_on"].as_sequence().unwrap();
+        assert!(deps.iter().any(|d| d == "etcd") && deps.iter().any(|d| d == "fleet-push"));
+        // The same environment as the file-based pair: the pushed config's ${VAR}s.
+        assert_eq!(environment(f), environment(service(&compose, "portico-1")));
+    }
+    let strip = |p: &Value| {
+        let mut m = p.as_mapping().unwrap().clone();
+        for key in ["hostname", "networks", "ports"] {
+            m.remove(key);
+        }
+        m
+    };
+    assert_eq!(
+        strip(f1),
+        strip(f2),
+        "the fleet instances differ in more than name, address and port"
+    );
 }
