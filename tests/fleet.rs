@@ -10,7 +10,7 @@ mod etcd;
 use etcd::{free_port, Cluster, Scratch};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
