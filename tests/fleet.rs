@@ -53,6 +53,8 @@ struct Instance {
     web: u16,
     child: Option<Child>,
     starts: usize,
+    /// More environment: etcd's TLS and auth settings.
+    env: Vec<(String, String)>,
 }
 
 impl Instance {
@@ -67,6 +69,7 @@ impl Instance {
             web: free_port(),
             child: None,
             starts: 0,
+            env: Vec::new(),
         }
     }
 
@@ -79,6 +82,7 @@ impl Instance {
             .env("FLEET_ADMIN_PORT", self.admin.to_string())
             .env("FLEET_WEB_PORT", self.web.to_string())
             .env_remove("PORTICO_CONFIG_CACHE")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         c
     }
@@ -332,7 +336,7 @@ fn push_to_an_unreachable_etcd_is_exit_1() {
 fn post_reload_reads_etcd_again_and_a_file_shows_as_file() {
     let cluster = Cluster::single("fleet-reload");
     let url = cluster.url(KEY);
-    let scratch = Scratch::new("fleet-reload");
+    let scratch = Scratch::new("fleet-reload-instances");
     let mut a = Instance::new(&scratch, "a");
     pushed_revision(&push(&a, &document("v1"), &url));
     a.start(&url);
@@ -356,4 +360,52 @@ fn post_reload_reads_etcd_again_and_a_file_shows_as_file() {
     s.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(a.serving().as_deref(), Some("v1"));
+}
+
+#[test]
+fn tls_and_auth_to_etcd_come_from_the_environment() {
+    // TLS with a client certificate required.
+    let cluster = Cluster::start("fleet-tls", 1, Some(true));
+    let tls = cluster.tls().unwrap();
+    let url = cluster.url(KEY);
+    assert!(url.starts_with("etcds://"));
+    let scratch = Scratch::new("fleet-tls-instances");
+    let mut a = Instance::new(&scratch, "a");
+    a.env = vec![("PORTICO_ETCD_CA".into(), tls.ca.display().to_string())];
+    let refused = push(&a, &document("v1"), &url);
+    assert_eq!(refused.status.code(), Some(1), "no client certificate");
+    a.env.push((
+        "PORTICO_ETCD_CERT".into(),
+        tls.client_cert.display().to_string(),
+    ));
+    a.env.push((
+        "PORTICO_ETCD_KEY".into(),
+        tls.client_key.display().to_string(),
+    ));
+    let r1 = pushed_revision(&push(&a, &document("v1"), &url));
+    a.start(&url);
+    assert_eq!(a.serving().as_deref(), Some("v1"));
+    assert_eq!(a.status()["revision"], r1);
+    drop(a);
+    drop(cluster);
+
+    // etcd's own users.
+    let mut cluster = Cluster::single("fleet-auth");
+    let url = cluster.url(KEY);
+    cluster.enable_auth("rootpw", "portico", "s3cret", KEY, "readwrite");
+    let mut b = Instance::new(&scratch, "b");
+    b.env = vec![
+        ("PORTICO_ETCD_USER".into(), "portico".into()),
+        ("PORTICO_ETCD_PASSWORD".into(), "wrong".into()),
+    ];
+    let refused = push(&b, &document("v1"), &url);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("refused"));
+    b.env[1].1 = "s3cret".into();
+    pushed_revision(&push(&b, &document("v1"), &url));
+    b.start(&url);
+    assert_eq!(b.serving().as_deref(), Some("v1"));
+    let r2 = pushed_revision(&push(&b, &document("v2"), &url));
+    until_served(&[&b], "v2", APPLY_LIMIT);
+    assert_eq!(b.status()["revision"], r2);
 }
