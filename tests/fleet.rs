@@ -350,24 +350,9 @@ fn push_to_an_unreachable_etcd_is_exit_1() {
     assert!(out.stdout.is_empty());
 }
 
-#[test]
-fn post_reload_reads_etcd_again_and_a_file_shows_as_file() {
-    let cluster = Cluster::single("fleet-reload");
-    let url = cluster.url(KEY);
-    let scratch = Scratch::new("fleet-reload-instances");
-    let mut a = Instance::new(&scratch, "a");
-    pushed_revision(&push(&a, &document("v1"), &url));
-    a.start(&url);
-    // A file-sourced instance says `file` and null (checked here against one from a file).
-    let file = a.dir.join("push.yaml");
-    let mut f = Instance::new(&scratch, "f");
-    f.start(file.to_str().unwrap());
-    assert_eq!(f.status()["source"], "file");
-    assert_eq!(f.status()["revision"], serde_json::Value::Null);
-    f.kill();
-
-    // POST /reload re-reads the key: same revision, a success.
-    let mut s = TcpStream::connect(("127.0.0.1", a.admin)).unwrap();
+/// `POST /reload` on the admin listener; the whole answer.
+fn post_reload(admin: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", admin)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         s,
@@ -376,8 +361,39 @@ fn post_reload_reads_etcd_again_and_a_file_shows_as_file() {
     .unwrap();
     let mut answer = String::new();
     s.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn post_reload_reads_etcd_again_and_a_file_shows_as_file() {
+    let mut cluster = Cluster::single("fleet-reload");
+    let url = cluster.url(KEY);
+    let scratch = Scratch::new("fleet-reload-instances");
+    let mut a = Instance::new(&scratch, "a");
+    let r1 = pushed_revision(&push(&a, &document("v1"), &url));
+    a.start(&url);
+    // An instance started from a file says `file` and null.
+    let file = a.dir.join("push.yaml");
+    let mut f = Instance::new(&scratch, "f");
+    f.start(file.to_str().unwrap());
+    assert_eq!(f.status()["source"], "file");
+    assert_eq!(f.status()["revision"], serde_json::Value::Null);
+    f.kill();
+
+    // POST /reload reads the key again: a success while etcd answers.
+    let answer = post_reload(a.admin);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(a.status()["revision"], r1);
+    // It asks etcd, not its memory or the cache: with etcd down the reload fails (400 with
+    // the reason, counted), and the running config stays.
+    cluster.kill(0);
+    let before = a.failed_reloads();
+    let answer = post_reload(a.admin);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("etcd unreachable"), "{answer}");
+    assert_eq!(a.failed_reloads(), before + 1.0);
     assert_eq!(a.serving().as_deref(), Some("v1"));
+    assert_eq!(a.status()["revision"], r1);
 }
 
 #[test]

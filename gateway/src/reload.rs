@@ -26,7 +26,13 @@ fn reload_revision(shared: &Shared, update: Update) {
             let revision = document.revision;
             log::info!("{}: revision {revision}: reloading", shared.origin);
             let fetched = shared.origin.parse(document);
-            let _ = reload_with(shared, fetched);
+            if reload_with(shared, fetched).is_err() {
+                log::error!(
+                    "{}: revision {revision} refused; still serving revision {}",
+                    shared.origin,
+                    shared.origin.revision().unwrap_or(0)
+                );
+            }
         }
         Update::Unusable { reason, .. } => {
             metrics::CONFIG_RELOADS
