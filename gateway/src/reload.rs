@@ -3,7 +3,7 @@
 //! followed in etcd comes here with every new revision (docs/deployment.md, "A fleet").
 
 use crate::config::{self, ConfigErrors, ListenerConfig};
-use crate::fleet::{Fetched, Update};
+use crate::fleet::Fetched;
 use crate::metrics;
 use crate::snapshot::{self, Snapshot};
 use crate::Shared;
@@ -18,50 +18,13 @@ pub fn reload(shared: &Shared) -> Result<String, ConfigErrors> {
     reload_with(shared, fetched)
 }
 
-/// Applies a revision of the config followed in etcd, as a reload.
-fn reload_revision(shared: &Shared, update: Update) {
-    let _guard = shared.reload_lock.lock().unwrap();
-    match update {
-        Update::Document(document) => {
-            let revision = document.revision;
-            log::info!("{}: revision {revision}: reloading", shared.origin);
-            let fetched = shared.origin.parse(document);
-            if reload_with(shared, fetched).is_err() {
-                log::error!(
-                    "{}: revision {revision} refused; still serving revision {}",
-                    shared.origin,
-                    shared.origin.revision().unwrap_or(0)
-                );
-            }
-        }
-        Update::Unusable { reason, .. } => {
-            metrics::CONFIG_RELOADS
-                .with_label_values(&["failure"])
-                .inc();
-            log::error!("config reload refused, the running config stays: {reason}");
-        }
-    }
-}
-
-/// Follows the config's origin, if it is a key in etcd: each new revision is reloaded on a
-/// thread of its own, outside any async runtime, like a start's compile (plugins may start
-/// threads or runtimes of their own). Runs in the process that serves (after a daemon's fork).
+/// Follows the config's origin, if it is a key in etcd: each new revision is reloaded here.
+/// Runs in the process that serves (after a daemon's fork).
 pub fn follow(shared: &Arc<Shared>) {
-    if shared.origin.revision().is_none() {
-        return;
-    }
-    let (tx, rx) = std::sync::mpsc::channel::<Update>();
-    let applier = shared.clone();
-    std::thread::Builder::new()
-        .name("portico-reload".into())
-        .spawn(move || {
-            while let Ok(update) = rx.recv() {
-                reload_revision(&applier, update);
-            }
-        })
-        .expect("spawning the config reload thread");
-    shared.origin.follow(move |update| {
-        let _ = tx.send(update);
+    let on = shared.clone();
+    shared.origin.follow(move |fetched| {
+        let _guard = on.reload_lock.lock().unwrap();
+        reload_with(&on, fetched)
     });
 }
 

@@ -14,7 +14,7 @@ use crate::config::{self, ConfigErrors};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The cache a start looks at when etcd cannot be reached: this variable's value, else
 /// [`DEFAULT_CACHE`]. The cache's place is a config key (`server.config_cache`), but a start
@@ -41,8 +41,8 @@ pub struct Followed {
     written_to: Mutex<Option<PathBuf>>,
     /// The document last applied (or being started with).
     served: Mutex<Document>,
-    /// Its revision, for `/status` without the lock.
-    revision: AtomicI64,
+    /// Its revision, for `/status` without the lock (and for the follower's messages).
+    revision: Arc<AtomicI64>,
     follower: Mutex<Option<Follower>>,
 }
 
@@ -93,7 +93,7 @@ impl Origin {
             base,
             start_cache,
             written_to: Mutex::new(None),
-            revision: AtomicI64::new(started.document.revision),
+            revision: Arc::new(AtomicI64::new(started.document.revision)),
             served: Mutex::new(started.document),
             follower: Mutex::new(None),
         };
@@ -118,14 +118,6 @@ impl Origin {
         match self {
             Origin::File(path) => load_file(path),
             Origin::Etcd(f) => parse(&f.base, f.served.lock().unwrap().clone()),
-        }
-    }
-
-    /// A revision handed on by the follower, as a config.
-    pub fn parse(&self, document: Document) -> Result<Fetched, ConfigErrors> {
-        match self {
-            Origin::File(_) => parse(Path::new("."), document),
-            Origin::Etcd(f) => parse(&f.base, document),
         }
     }
 
@@ -172,13 +164,45 @@ impl Origin {
         }
     }
 
-    /// Starts following the key (nothing for a file): every new revision goes to `on_update`,
-    /// on the follower's thread. Call it in the process that serves (after a daemon's fork).
-    pub fn follow(&self, on_update: impl FnMut(Update) + Send + 'static) {
-        if let Origin::Etcd(f) = self {
-            let from = f.revision.load(Ordering::SeqCst);
-            *f.follower.lock().unwrap() = Some(f.etcd.follow(from, on_update));
-        }
+    /// Starts following the key (nothing for a file). Each new revision, parsed as a config,
+    /// goes to `reload` (the reload path: check, swap, count) on a thread of its own, outside
+    /// any async runtime, like a start's compile (plugins may start threads or runtimes of
+    /// their own). A revision that cannot be a config (the key deleted, not text) goes as an
+    /// error, so it is counted as a failed reload too. Call it in the process that serves
+    /// (after a daemon's fork: a fork keeps no thread).
+    pub fn follow<R>(&self, mut reload: R)
+    where
+        R: FnMut(Result<Fetched, ConfigErrors>) -> Result<String, ConfigErrors> + Send + 'static,
+    {
+        let Origin::Etcd(f) = self else {
+            return;
+        };
+        let (tx, rx) = std::sync::mpsc::channel::<Update>();
+        let (base, served, source) = (f.base.clone(), f.revision.clone(), f.etcd.source().clone());
+        std::thread::Builder::new()
+            .name("portico-reload".into())
+            .spawn(move || {
+                while let Ok(update) = rx.recv() {
+                    let (revision, fetched) = match update {
+                        Update::Document(document) => (document.revision, parse(&base, document)),
+                        Update::Unusable { revision, reason } => {
+                            (revision, Err(ConfigErrors::single("", reason, None)))
+                        }
+                    };
+                    log::info!("{source}: revision {revision}: reloading");
+                    if reload(fetched).is_err() {
+                        log::error!(
+                            "{source}: revision {revision} refused; still serving revision {}",
+                            served.load(Ordering::SeqCst)
+                        );
+                    }
+                }
+            })
+            .expect("spawning the config reload thread");
+        let from = f.revision.load(Ordering::SeqCst);
+        *f.follower.lock().unwrap() = Some(f.etcd.follow(from, move |update| {
+            let _ = tx.send(update);
+        }));
     }
 
     /// `/status` `source`.
