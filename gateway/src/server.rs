@@ -148,8 +148,8 @@ pub fn run(registry: Registry) -> ! {
         for w in &snap.warnings {
             eprintln!("{w}");
         }
-        match (&args.push, &origin) {
-            (Some(url), crate::fleet::Origin::File(path)) => match crate::fleet::push(path, url) {
+        match &args.push {
+            Some(url) => match origin.push(url) {
                 Ok(revision) => {
                     eprintln!("{origin}: ok (version {}), stored in {url}", snap.version);
                     println!("{revision}");
@@ -159,11 +159,7 @@ pub fn run(registry: Registry) -> ! {
                     std::process::exit(1);
                 }
             },
-            (Some(_), _) => {
-                eprintln!("--push stores a config file: give it with -c FILE");
-                std::process::exit(2);
-            }
-            (None, _) => println!("{origin}: ok (version {})", snap.version),
+            None => println!("{origin}: ok (version {})", snap.version),
         }
         std::process::exit(0);
     }

@@ -45,7 +45,7 @@ pub use cache::{read_cache, write_cache};
 pub use error::FleetError;
 pub use etcd::{Document, Etcd};
 pub use follow::{Follower, Update, MAX_BACKOFF};
-pub use origin::{push, Fetched, Followed, Origin, DEFAULT_CACHE, ENV_CONFIG_CACHE};
+pub use origin::{Fetched, Followed, Origin, DEFAULT_CACHE, ENV_CONFIG_CACHE};
 pub use source::{ConfigSource, EtcdEndpoint, EtcdSource};
 pub use start::{start, Start, START_WITHIN};
 

@@ -231,23 +231,26 @@ impl fmt::Display for Origin {
     }
 }
 
-/// `portico -c FILE -t --push URL`, once `-t` has accepted FILE: stores the file's text, byte
-/// for byte, at the URL's key. Returns the new revision.
-pub fn push(file: &Path, url: &str) -> Result<i64, FleetError> {
-    let source = match ConfigSource::parse(url)? {
-        ConfigSource::Etcd(s) => s,
-        ConfigSource::File(_) => {
-            return Err(FleetError::Url {
-                url: url.to_string(),
-                reason: "--push takes an etcd:// URL".into(),
-            })
-        }
-    };
-    let text = std::fs::read_to_string(file).map_err(|e| FleetError::Url {
-        url: url.to_string(),
-        reason: format!("cannot read {}: {e}", file.display()),
-    })?;
-    Etcd::from_env(source)?.push(&text, START_WITHIN)
+impl Origin {
+    /// `portico -c FILE -t --push URL`, once `-t` has accepted FILE: stores the file's text,
+    /// byte for byte, at the URL's key. Returns the new revision.
+    pub fn push(&self, url: &str) -> Result<i64, FleetError> {
+        let refuse = |reason: String| FleetError::Url {
+            url: url.to_string(),
+            reason,
+        };
+        let Origin::File(file) = self else {
+            return Err(refuse(
+                "--push stores a config file: give it with -c FILE".into(),
+            ));
+        };
+        let ConfigSource::Etcd(source) = ConfigSource::parse(url)? else {
+            return Err(refuse("--push takes an etcd:// URL".into()));
+        };
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| refuse(format!("cannot read {}: {e}", file.display())))?;
+        Etcd::from_env(source)?.push(&text, START_WITHIN)
+    }
 }
 
 fn load_file(path: &Path) -> Result<Fetched, ConfigErrors> {
