@@ -145,9 +145,13 @@ async fn run(program: &str, args: &[&str], env: &BTreeMap<String, String>) -> (b
     run_tool(program, args, Path::new(REPO), env).await
 }
 
+/// The services of the `fleet` profile: etcd, the one-shot push, two instances following it.
+const FLEET_SERVICES: [&str; 4] = ["etcd", "fleet-push", "portico-fleet-1", "portico-fleet-2"];
+
 /// Service keys this file may use: compose rejects unknown ones, and a typo here would
 /// otherwise only show on a machine with Docker.
-const SERVICE_KEYS: [&str; 14] = [
+const SERVICE_KEYS: [&str; 15] = [
+    "profiles",
     "build",
     "image",
     "command",
@@ -181,7 +185,7 @@ fn the_compose_file_has_the_ha_topology() {
     }
     let services = compose["services"].as_mapping().unwrap();
     let names: BTreeSet<&str> = services.keys().map(|k| k.as_str().unwrap()).collect();
-    assert_eq!(names, HA_SERVICES.into_iter().collect(), "services");
+    assert_eq!(names, HA_SERVICES.into_iter().chain(FLEET_SERVICES).collect(), "services");
     let networks = compose["networks"]
         .as_mapping()
         .expect("top-level networks");
@@ -682,4 +686,52 @@ mod ipnet_lite {
             u32::from(ip) & self.mask == self.base
         }
     }
+}
+
+#[test]
+fn the_fleet_profile_follows_one_key_in_its_etcd() {
+    let compose = compose();
+    let etcd = address(&compose, "etcd");
+    let url = format!("etcd://{etcd}:2379/portico/config");
+    for name in ["etcd", "fleet-push", "portico-fleet-1", "portico-fleet-2"] {
+        let profiles = &service(&compose, name)["profiles"];
+        assert_eq!(profiles[0], "fleet", "{name}: only with --profile fleet");
+    }
+    // The file-based pair is there without a profile, as before.
+    for name in ["portico-1", "portico-2", "haproxy"] {
+        assert!(service(&compose, name)["profiles"].is_null(), "{name}");
+    }
+    let push = service(&compose, "fleet-push");
+    let command: Vec<&str> = push["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        command,
+        ["-c", "/etc/portico/portico.yaml", "-t", "--push", &url]
+    );
+    let f1 = service(&compose, "portico-fleet-1");
+    let f2 = service(&compose, "portico-fleet-2");
+    for f in [f1, f2] {
+        assert_eq!(f["command"][0], "-c");
+        assert_eq!(f["command"][1], url.as_str());
+        let deps = f["depends_on"].as_sequence().unwrap();
+        assert!(deps.iter().any(|d| d == "etcd") && deps.iter().any(|d| d == "fleet-push"));
+        // The same environment as the file-based pair: the pushed config's ${VAR}s.
+        assert_eq!(environment(f), environment(service(&compose, "portico-1")));
+    }
+    let strip = |p: &Value| {
+        let mut m = p.as_mapping().unwrap().clone();
+        for key in ["hostname", "networks", "ports"] {
+            m.remove(key);
+        }
+        m
+    };
+    assert_eq!(
+        strip(f1),
+        strip(f2),
+        "the fleet instances differ in more than name, address and port"
+    );
 }

@@ -191,6 +191,8 @@ fn status(shared: &Shared) -> serde_json::Value {
         .map(|l| l.name.as_str())
         .collect();
     json!({
+        "source": shared.origin.kind(),
+        "revision": shared.origin.revision(),
         "version": snap.version,
         "loaded_at": rfc3339(snap.loaded_at),
         "listeners": listeners,

@@ -13,6 +13,7 @@ pub mod admin;
 pub mod client_auth;
 pub mod client_cert;
 pub mod config;
+pub mod fleet;
 pub mod forwarded;
 pub mod framing;
 mod leftover;
@@ -41,7 +42,6 @@ pub use server::run;
 
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
@@ -50,7 +50,8 @@ pub(crate) struct Shared {
     pub snapshot: ArcSwap<snapshot::Snapshot>,
     pub registry: Registry,
     pub health: snapshot::HealthBook,
-    pub config_path: PathBuf,
+    /// The config file, or the key in etcd that is followed (fleet/origin.rs).
+    pub origin: fleet::Origin,
     /// Set on SIGTERM: `/readyz` answers 503 from then on.
     pub draining: AtomicBool,
     pub cert_resolvers: HashMap<String, Arc<tls::CertResolver>>,

@@ -69,15 +69,19 @@ static LISTENERS_SETTLED: AtomicUsize = AtomicUsize::new(0);
 const SETTLE: Duration = Duration::from_secs(1);
 
 struct Args {
+    /// A file, or `etcd://…` (fleet/source.rs).
     config: PathBuf,
     test: bool,
+    /// `-t --push etcd://…`: where to store the config once `-t` accepts it.
+    push: Option<String>,
     upgrade: bool,
     daemon: bool,
 }
 
-const USAGE: &str = "usage: portico [-c FILE] [-t] [-u] [-d]
-  -c, --config FILE   the config file (default: conf/portico.yaml)
+const USAGE: &str = "usage: portico [-c FILE|etcd://HOST:PORT[,HOST:PORT]/KEY] [-t [--push etcd://HOST:PORT/KEY]] [-u] [-d]
+  -c, --config FILE   the config file (default: conf/portico.yaml), or a key in etcd to follow
   -t, --test          check the config and exit: 0 valid, 1 invalid
+      --push URL      with -t: store the config at that etcd key if valid; prints the revision
   -u, --upgrade       take over the listening sockets of the running instance
   -d, --daemon        run in the background
   -V, --version       print the version";
@@ -86,6 +90,7 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         config: PathBuf::from("conf/portico.yaml"),
         test: false,
+        push: None,
         upgrade: false,
         daemon: false,
     };
@@ -97,6 +102,8 @@ fn parse_args() -> Result<Args, String> {
             }
             s if s.starts_with("--config=") => args.config = s["--config=".len()..].into(),
             "-t" | "--test" => args.test = true,
+            "--push" => args.push = Some(it.next().ok_or("--push needs an etcd:// URL")?),
+            s if s.starts_with("--push=") => args.push = Some(s["--push=".len()..].into()),
             "-u" | "--upgrade" => args.upgrade = true,
             "-d" | "--daemon" => args.daemon = true,
             "-h" | "--help" => {
@@ -109,6 +116,11 @@ fn parse_args() -> Result<Args, String> {
             }
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
+    }
+    if args.push.is_some() && !args.test {
+        return Err(format!(
+            "--push goes with -t: the config is stored only if valid\n{USAGE}"
+        ));
     }
     Ok(args)
 }
@@ -123,37 +135,50 @@ pub fn run(registry: Registry) -> ! {
             std::process::exit(2);
         }
     };
-    // Resolve now: a daemon changes its working directory to `/`.
-    let config_path = std::fs::canonicalize(&args.config).unwrap_or_else(|_| args.config.clone());
     let health = HealthBook::default();
-    let snap = match config::load_file(&config_path)
-        .and_then(|src| snapshot::compile(&src, &registry, &health))
-    {
+    let (origin, fetched) = match crate::fleet::Origin::open(&args.config) {
+        Ok(opened) => opened,
+        Err(errors) => not_started(&args.config.display(), &errors),
+    };
+    let snap = match snapshot::compile(&fetched.source, &registry, &health) {
         Ok(s) => s,
-        Err(errors) => {
-            for e in &errors.0 {
-                eprintln!("{e}");
-            }
-            eprintln!(
-                "{}: {} error(s), not started",
-                config_path.display(),
-                errors.0.len()
-            );
-            std::process::exit(1);
-        }
+        Err(errors) => not_started(&origin, &errors),
     };
     if args.test {
         for w in &snap.warnings {
             eprintln!("{w}");
         }
-        println!("{}: ok (version {})", config_path.display(), snap.version);
+        match &args.push {
+            Some(url) => match origin.push(url) {
+                Ok(revision) => {
+                    eprintln!("{origin}: ok (version {}), stored in {url}", snap.version);
+                    println!("{revision}");
+                }
+                Err(e) => {
+                    eprintln!("{origin}: ok, but not stored: {e}");
+                    std::process::exit(1);
+                }
+            },
+            None => println!("{origin}: ok (version {})", snap.version),
+        }
         std::process::exit(0);
     }
+    origin.applied(&fetched);
+    let base = fetched.source.base_dir.clone();
     for w in &snap.warnings {
         log::warn!("config: {w}");
     }
     metrics::init();
-    serve(args, config_path, snap, registry, health)
+    serve(args, origin, base, snap, registry, health)
+}
+
+/// Prints a config's errors and exits 1.
+fn not_started(config: &dyn std::fmt::Display, errors: &config::ConfigErrors) -> ! {
+    for e in &errors.0 {
+        eprintln!("{e}");
+    }
+    eprintln!("{config}: {} error(s), not started", errors.0.len());
+    std::process::exit(1);
 }
 
 fn server_conf(snap: &Snapshot, base: &std::path::Path, daemon: bool) -> ServerConf {
@@ -181,15 +206,12 @@ fn server_conf(snap: &Snapshot, base: &std::path::Path, daemon: bool) -> ServerC
 
 fn serve(
     args: Args,
-    config_path: PathBuf,
+    origin: crate::fleet::Origin,
+    base: PathBuf,
     snap: Snapshot,
     registry: Registry,
     health: HealthBook,
 ) -> ! {
-    let base = config_path
-        .parent()
-        .map(|p| p.to_path_buf())
-        .unwrap_or_default();
     let conf = server_conf(&snap, &base, args.daemon);
     let opt = Opt {
         upgrade: args.upgrade,
@@ -229,7 +251,7 @@ fn serve(
         snapshot: ArcSwap::from_pointee(snap),
         registry,
         health,
-        config_path,
+        origin,
         draining: AtomicBool::new(false),
         cert_resolvers,
         upkeep: upkeep.task(),
@@ -334,7 +356,7 @@ fn serve(
     log::info!(
         "portico {} starting: config {} version {}",
         env!("CARGO_PKG_VERSION"),
-        shared.config_path.display(),
+        shared.origin,
         snap.version
     );
     let upgrade_sock = PathBuf::from(&conf.upgrade_sock);
@@ -591,13 +613,15 @@ impl BackgroundService for Signals {
             let shared = self.shared.clone();
             let _ = tokio::task::spawn_blocking(move || crate::reload::rebuild(&shared)).await;
         }
+        // A config in etcd is followed from here on (threads do not survive a daemon's fork).
+        crate::reload::follow(&self.shared);
         ready.notify_ready();
         let mut stopping = false;
         // Keeps going until the process exits: a log rotation during a long drain still works.
         loop {
             tokio::select! {
                 _ = hup.recv() => {
-                    log::info!("SIGHUP: reloading {}", self.shared.config_path.display());
+                    log::info!("SIGHUP: reloading {}", self.shared.origin);
                     let shared = self.shared.clone();
                     let _ = tokio::task::spawn_blocking(move || crate::reload::reload(&shared)).await;
                 }

@@ -41,6 +41,9 @@ pub struct ServerConfig {
     pub upstream_keepalive_pool: usize,
     /// How a request's path is read before routing (docs/security.md, "One reading").
     pub path: PathConfig,
+    /// With `-c etcd://…`: where the last valid config is kept for a start while etcd is
+    /// down (docs/deployment.md, "When etcd is down"). Unused with a config file.
+    pub config_cache: String,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +62,7 @@ impl Default for ServerConfig {
             // (benches/README.md), leaving TIME_WAIT sockets that can exhaust source ports.
             upstream_keepalive_pool: 1024,
             path: PathConfig::default(),
+            config_cache: "./portico-config-cache.yaml".into(),
         }
     }
 }
