@@ -2,7 +2,7 @@
 #
 # Portico's image. Built from this repository in the official Rust image (Pingora needs
 # cmake; its `openssl` feature builds a vendored OpenSSL with the C compiler, make and perl
-# that image already has), run from a slim Debian holding the binary, CA certificates and
+# that image already has; etcd-client needs protoc), run from a slim Debian holding the binary, CA certificates and
 # curl (for container health checks) only.
 #
 #   docker build -t portico .
@@ -11,8 +11,10 @@
 # docker-compose.yml runs two of these behind HAProxy with conf/ha/portico.yaml.
 
 FROM rust:1-bookworm AS build
+# protoc and the protobuf well-known types: etcd-client (config from etcd) compiles etcd's API
+# definitions at build time.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends cmake \
+ && apt-get install -y --no-install-recommends cmake protobuf-compiler libprotobuf-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

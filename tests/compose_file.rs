@@ -5,14 +5,12 @@
 //! environment compose gives them, and that the load balancer's checks fit Portico's grace
 //! period.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_yaml::Value;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -142,47 +140,18 @@ fn duration(text: &str) -> Duration {
     }
 }
 
-/// Runs `program args` with `env` added, bounded; returns (success, stdout + stderr).
+/// Runs `program args` in the repository with `env` added (see [`run_tool`]).
 async fn run(program: &str, args: &[&str], env: &BTreeMap<String, String>) -> (bool, String) {
-    let mut command = tokio::process::Command::new(program);
-    command
-        .args(args)
-        .envs(env)
-        .current_dir(REPO)
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(IO_TIMEOUT, command.output())
-        .await
-        .unwrap_or_else(|_| panic!("{program} {args:?} did not finish within {IO_TIMEOUT:?}"))
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    run_tool(program, args, Path::new(REPO), env).await
 }
 
-fn installed(program: &str) -> bool {
-    std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {program}"))
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-const SERVICES: [&str; 7] = [
-    "haproxy",
-    "portico-1",
-    "portico-2",
-    "backend-1",
-    "backend-2",
-    "redis",
-    "prometheus",
-];
+/// The services of the `fleet` profile: etcd, the one-shot push, two instances following it.
+const FLEET_SERVICES: [&str; 4] = ["etcd", "fleet-push", "portico-fleet-1", "portico-fleet-2"];
 
 /// Service keys this file may use: compose rejects unknown ones, and a typo here would
 /// otherwise only show on a machine with Docker.
-const SERVICE_KEYS: [&str; 14] = [
+const SERVICE_KEYS: [&str; 15] = [
+    "profiles",
     "build",
     "image",
     "command",
@@ -216,7 +185,11 @@ fn the_compose_file_has_the_ha_topology() {
     }
     let services = compose["services"].as_mapping().unwrap();
     let names: BTreeSet<&str> = services.keys().map(|k| k.as_str().unwrap()).collect();
-    assert_eq!(names, SERVICES.into_iter().collect(), "services");
+    assert_eq!(
+        names,
+        HA_SERVICES.into_iter().chain(FLEET_SERVICES).collect(),
+        "services"
+    );
     let networks = compose["networks"]
         .as_mapping()
         .expect("top-level networks");
@@ -661,8 +634,7 @@ async fn the_ha_configs_pass_portico_t() {
 
 #[tokio::test]
 async fn haproxy_accepts_its_config_with_the_compose_environment() {
-    if !installed("haproxy") {
-        eprintln!("\n**************** SKIPPED: `haproxy` is not installed (apt-get install haproxy; .ci/run does) ****************\n");
+    if !tools_present(&["haproxy"]) {
         return;
     }
     let env = environment(service(&compose(), "haproxy"));
@@ -673,8 +645,7 @@ async fn haproxy_accepts_its_config_with_the_compose_environment() {
 
 #[tokio::test]
 async fn promtool_accepts_the_prometheus_config() {
-    if !installed("promtool") {
-        eprintln!("\n**************** SKIPPED: `promtool` is not installed (apt-get install prometheus; .ci/run does) ****************\n");
+    if !tools_present(&["promtool"]) {
         return;
     }
     let (ok, output) = run(
@@ -719,4 +690,52 @@ mod ipnet_lite {
             u32::from(ip) & self.mask == self.base
         }
     }
+}
+
+#[test]
+fn the_fleet_profile_follows_one_key_in_its_etcd() {
+    let compose = compose();
+    let etcd = address(&compose, "etcd");
+    let url = format!("etcd://{etcd}:2379/portico/config");
+    for name in ["etcd", "fleet-push", "portico-fleet-1", "portico-fleet-2"] {
+        let profiles = &service(&compose, name)["profiles"];
+        assert_eq!(profiles[0], "fleet", "{name}: only with --profile fleet");
+    }
+    // The file-based pair is there without a profile, as before.
+    for name in ["portico-1", "portico-2", "haproxy"] {
+        assert!(service(&compose, name)["profiles"].is_null(), "{name}");
+    }
+    let push = service(&compose, "fleet-push");
+    let command: Vec<&str> = push["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        command,
+        ["-c", "/etc/portico/portico.yaml", "-t", "--push", &url]
+    );
+    let f1 = service(&compose, "portico-fleet-1");
+    let f2 = service(&compose, "portico-fleet-2");
+    for f in [f1, f2] {
+        assert_eq!(f["command"][0], "-c");
+        assert_eq!(f["command"][1], url.as_str());
+        let deps = f["depends_on"].as_sequence().unwrap();
+        assert!(deps.iter().any(|d| d == "etcd") && deps.iter().any(|d| d == "fleet-push"));
+        // The same environment as the file-based pair: the pushed config's ${VAR}s.
+        assert_eq!(environment(f), environment(service(&compose, "portico-1")));
+    }
+    let strip = |p: &Value| {
+        let mut m = p.as_mapping().unwrap().clone();
+        for key in ["hostname", "networks", "ports"] {
+            m.remove(key);
+        }
+        m
+    };
+    assert_eq!(
+        strip(f1),
+        strip(f2),
+        "the fleet instances differ in more than name, address and port"
+    );
 }

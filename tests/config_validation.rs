@@ -1,9 +1,7 @@
 //! `portico -t` and startup with broken configs: every error named by key path and line,
 //! all of them at once; and the conveniences of the file format (env, durations, paths).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 /// Asserts `stderr` has a line starting with `path` containing `text`, with `(line N)`.

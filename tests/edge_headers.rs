@@ -6,13 +6,9 @@
 //! Requests are raw bytes (a client library would tidy the very headers under test: repeat
 //! them, change their case); the backend reports every header it received.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::net::SocketAddr;
-
-const SERVER: &str = "grace_period: 0s, shutdown_timeout: 1s, upgrade_sock: \"${PORTICO_TEST_DIR}/u.sock\", pid_file: \"${PORTICO_TEST_DIR}/p.pid\"";
 
 /// The headers Portico removes from an untrusted peer's request (and sets itself, for
 /// X-Forwarded-Port).
@@ -29,35 +25,21 @@ const CLAIMS: [&str; 6] = [
 /// `h2.test`), a route `/plugin` whose plugin answers 299 itself, and a catch-all route to
 /// the backend; `server.trusted_proxies` as given (a YAML flow sequence).
 struct Setup {
-    backend: Backend,
-    ca: TestCa,
+    site: TlsSite,
     gw: Gateway,
 }
 
 impl Setup {
     async fn start(trusted_proxies: &str) -> Setup {
-        let backend = Backend::http("app");
-        let ca = TestCa::new("edge headers CA");
-        let cert = ca.issue(&["h2.test"]);
-        let yaml = format!(
-            "server: {{ {SERVER}, trusted_proxies: {trusted_proxies} }}\n\
-             admin: {{ listen: 127.0.0.1:{admin} }}\n\
-             listeners:\n\
-             \x20 - {{ name: web, listen: 127.0.0.1:{web} }}\n\
-             \x20 - {{ name: secure, listen: 127.0.0.1:{secure}, tls: {{ certificates: [ {{ cert: \"{cert}\", key: \"{key}\" }} ] }} }}\n\
-             upstreams:\n  app: {{ backends: [ {{ addr: \"{backend}\" }} ] }}\n\
-             routes:\n\
-             \x20 - {{ name: plugin, match: {{ path: {{ prefix: /plugin }} }}, upstream: app, plugins: [ {{ respond: {{ status: 299, body: plugin }} }} ] }}\n\
-             \x20 - {{ name: all, upstream: app }}\n",
-            admin = free_port(),
-            web = free_port(),
-            secure = free_port(),
-            cert = cert.cert.display(),
-            key = cert.key.display(),
-            backend = backend.addr(),
-        );
-        let gw = Gateway::start(&yaml).await;
-        Setup { backend, ca, gw }
+        let site = TlsSite::new("edge headers CA", "h2.test");
+        let gw = Config::with_app(&site.backend)
+            .server(&format!("trusted_proxies: {trusted_proxies}"))
+            .listener("secure", &tls(&[&site.cert], ""))
+            .route("name: plugin, match: { path: { prefix: /plugin } }, upstream: app, plugins: [ { respond: { status: 299, body: plugin } } ]")
+            .route("name: all, upstream: app")
+            .start()
+            .await;
+        Setup { site, gw }
     }
 
     fn web(&self) -> SocketAddr {
@@ -75,7 +57,7 @@ impl Setup {
 
     /// One HTTP/2 request on the TLS listener, with `:authority` `h2.test` and `headers`.
     async fn h2(&self, headers: &[(&str, &str)]) -> Value {
-        let opts = TlsClientOpts::trusting(self.ca.cert_path()).alpn(&["h2"]);
+        let opts = self.site.client(&["h2"]);
         let mut conn = HttpConn::tls(self.gw.listener("secure"), "h2.test", &opts)
             .await
             .unwrap();
@@ -370,7 +352,7 @@ async fn an_entry_that_is_no_address_is_400_before_any_plugin() {
     assert_eq!(status, 400);
     let (status, _) = s.get("/x", "X-Forwarded-For: 203.0.113.\u{e9}\r\n").await;
     assert_eq!(status, 400);
-    assert_eq!(s.backend.hits(), 0);
+    assert_eq!(s.site.backend.hits(), 0);
     // A good one still passes.
     let (status, seen) = s.get("/plugin", "X-Forwarded-For: 203.0.113.7\r\n").await;
     assert_eq!(status, 299, "{seen}");
@@ -379,21 +361,20 @@ async fn an_entry_that_is_no_address_is_400_before_any_plugin() {
 /// An IPv6 peer's element: `for="[::1]"` (quoted, bracketed), the host quoted.
 #[tokio::test]
 async fn an_ipv6_peer_is_a_quoted_node() {
-    if std::net::TcpListener::bind("[::1]:0").is_err() {
-        eprintln!("skipped: no IPv6 loopback here");
+    let ipv6 = std::net::TcpListener::bind("[::1]:0").is_ok();
+    if !machine_allows("ipv6", ipv6, "this machine has no IPv6 loopback (::1)") {
         return;
     }
     let backend = Backend::http("app");
     let port = free_port();
-    let yaml = format!(
-        "server: {{ {SERVER}, trusted_proxies: [\"::1/128\"] }}\n\
-         admin: {{ listen: 127.0.0.1:{} }}\n\
-         listeners:\n  - {{ name: web6, listen: \"[::1]:{port}\" }}\n\
-         upstreams:\n  app: {{ backends: [ {{ addr: \"{}\" }} ] }}\n\
-         routes:\n  - {{ name: all, upstream: app }}\n",
-        free_port(),
-        backend.addr()
-    );
+    let yaml = Config::admin_only()
+        .server("trusted_proxies: [\"::1/128\"]")
+        .yaml(&format!(
+            "listeners:\n  - {{ name: web6, listen: \"[::1]:{port}\" }}\n"
+        ))
+        .app(&backend)
+        .route("name: all, upstream: app")
+        .build();
     let gw = Gateway::start(&yaml).await;
     let request = format!(
         "GET / HTTP/1.1\r\nHost: [::1]:{port}\r\nForwarded: for=192.0.2.60\r\n\

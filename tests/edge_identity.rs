@@ -2,15 +2,11 @@
 //! certificates (`client_ca`, `client_auth`), the identity sent to backends
 //! (`X-Forwarded-Client-Cert`), the `client_cert` plugin, and a client CA changed by reload.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::Path;
 use std::pin::Pin;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const SERVER: &str = "server: { grace_period: 0s, shutdown_timeout: 1s, upgrade_sock: \"${PORTICO_TEST_DIR}/u.sock\", pid_file: \"${PORTICO_TEST_DIR}/p.pid\" }\n";
 
 /// A gateway with three listeners: `mtls` (client certificate required), `opt` (client
 /// certificate optional), both trusting `clients`, and `plain` (HTTP); upstreams `a`, `b`.
@@ -40,49 +36,47 @@ impl Ports {
     }
 }
 
-fn edge_yaml(
+/// The gateway of [`Edge`] on ports `p`, its listeners serving `server`, trusting
+/// `client_ca`; no routes yet.
+fn edge_config(
     p: &Ports,
     server: &CertFiles,
     client_ca: &Path,
     a: &Backend,
     b: &Backend,
-    routes: &str,
-) -> String {
-    let (cert, key, ca) = (
-        server.cert.display(),
-        server.key.display(),
-        client_ca.display(),
-    );
-    format!(
-        "{SERVER}admin: {{ listen: 127.0.0.1:{} }}\n\
-         listeners:\n\
-         \x20 - name: mtls\n    listen: 127.0.0.1:{}\n    tls:\n      certificates: [ {{ cert: {cert}, key: {key} }} ]\n      client_ca: {ca}\n\
-         \x20 - name: opt\n    listen: 127.0.0.1:{}\n    tls:\n      certificates: [ {{ cert: {cert}, key: {key} }} ]\n      client_ca: {ca}\n      client_auth: optional\n\
-         \x20 - name: plain\n    listen: 127.0.0.1:{}\n\
-         upstreams:\n  a: {{ backends: [ {{ addr: \"{}\" }} ] }}\n  b: {{ backends: [ {{ addr: \"{}\" }} ] }}\n\
-         routes:\n{routes}",
-        p.admin,
-        p.mtls,
-        p.opt,
-        p.plain,
-        a.addr(),
-        b.addr()
-    )
+) -> Config {
+    let ca = client_ca.display();
+    Config::admin_only()
+        .admin_at(p.admin)
+        .listener_at(
+            "mtls",
+            p.mtls,
+            &tls(&[server], &format!("client_ca: \"{ca}\"")),
+        )
+        .listener_at(
+            "opt",
+            p.opt,
+            &tls(
+                &[server],
+                &format!("client_ca: \"{ca}\", client_auth: optional"),
+            ),
+        )
+        .listener_at("plain", p.plain, "")
+        .upstream("a", &backends(&[a.addr()]))
+        .upstream("b", &backends(&[b.addr()]))
 }
 
-async fn edge(routes: &str) -> Edge {
+/// [`Edge`] with `routes` (each the inside of a route's mapping).
+async fn edge(routes: &[&str]) -> Edge {
     let server_ca = TestCa::new("edge server CA");
     let clients = TestCa::new("edge clients CA");
     let (a, b) = (Backend::http("a"), Backend::http("b"));
-    let yaml = edge_yaml(
-        &Ports::new(),
-        &server_ca.issue(&["api.test"]),
-        clients.cert_path(),
-        &a,
-        &b,
-        routes,
-    );
-    let gw = Gateway::start(&yaml).await;
+    let server = server_ca.issue(&["api.test"]);
+    let mut config = edge_config(&Ports::new(), &server, clients.cert_path(), &a, &b);
+    for route in routes {
+        config = config.route(route);
+    }
+    let gw = config.start().await;
     Edge {
         server_ca,
         clients,
@@ -102,16 +96,6 @@ impl Edge {
     }
 }
 
-/// The value of a counter line that has all of `labels`, 0 when there is none.
-fn counter(metrics: &str, name: &str, labels: &[&str]) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .find(|l| labels.iter().all(|x| l.contains(x)))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 fn xfcc(r: &Response) -> Option<String> {
     r.json()["headers"]["x-forwarded-client-cert"]
         .as_str()
@@ -123,10 +107,10 @@ fn xfcc(r: &Response) -> Option<String> {
 
 #[tokio::test]
 async fn a_route_bound_to_a_listener_does_not_exist_on_the_others() {
-    let e = edge(
-        "  - { name: admin, match: { path: { prefix: /admin }, listeners: [mtls] }, upstream: a }\n\
-         \x20 - { name: fallback, match: { listeners: [plain, opt] }, upstream: b }\n",
-    )
+    let e = edge(&[
+        "name: admin, match: { path: { prefix: /admin }, listeners: [mtls] }, upstream: a",
+        "name: fallback, match: { listeners: [plain, opt] }, upstream: b",
+    ])
     .await;
     let alice = e.clients.issue_client("alice");
     // On the plain listener the bound route is not there: the plain one's fallback answers.
@@ -218,18 +202,12 @@ async fn unbound_routes_are_warned_about_when_listeners_differ_in_client_ca() {
     let server_ca = TestCa::new("warn CA");
     let server = server_ca.issue(&["api.test"]);
     let (a, b) = (Backend::http("a"), Backend::http("b"));
-    let routes = "  - { name: bound, match: { listeners: [mtls] }, upstream: a }\n\
-                  \x20 - { name: open, match: { path: { prefix: /x } }, upstream: a }\n\
-                  \x20 - { name: plain-only, match: { listeners: [plain] }, upstream: b }\n\
-                  \x20 - { name: open-too, upstream: b }\n";
-    let yaml = edge_yaml(
-        &Ports::new(),
-        &server,
-        server_ca.cert_path(),
-        &a,
-        &b,
-        routes,
-    );
+    let yaml = edge_config(&Ports::new(), &server, server_ca.cert_path(), &a, &b)
+        .route("name: bound, match: { listeners: [mtls] }, upstream: a")
+        .route("name: open, match: { path: { prefix: /x } }, upstream: a")
+        .route("name: plain-only, match: { listeners: [plain] }, upstream: b")
+        .route("name: open-too, upstream: b")
+        .build();
     let (code, stderr) = validate_config(&yaml).await;
     assert_eq!(code, 0, "a warning is no error:\n{stderr}");
     let warnings: Vec<&str> = stderr
@@ -251,7 +229,8 @@ async fn unbound_routes_are_warned_about_when_listeners_differ_in_client_ca() {
     );
     // Listeners alike in client_ca (here: none has one): nothing to warn about.
     let same = format!(
-        "{SERVER}listeners:\n  - {{ name: one, listen: 127.0.0.1:1 }}\n  - {{ name: two, listen: 127.0.0.1:2 }}\n\
+        "server: {{ grace_period: 0s, shutdown_timeout: 1s, upgrade_sock: \"${{PORTICO_TEST_DIR}}/u.sock\", \
+         pid_file: \"${{PORTICO_TEST_DIR}}/p.pid\" }}\nlisteners:\n  - {{ name: one, listen: 127.0.0.1:1 }}\n  - {{ name: two, listen: 127.0.0.1:2 }}\n\
          upstreams:\n  a: {{ backends: [ {{ addr: \"{}\" }} ] }}\nroutes:\n  - {{ name: r, upstream: a }}\n",
         a.addr()
     );
@@ -265,7 +244,7 @@ async fn unbound_routes_are_warned_about_when_listeners_differ_in_client_ca() {
 
 #[tokio::test]
 async fn xfcc_carries_the_verified_certificate_and_replaces_what_the_client_sent() {
-    let e = edge("  - { name: all, upstream: a }\n").await;
+    let e = edge(&["name: all, upstream: a"]).await;
     let alice = e.clients.issue_client_with_sans(
         "alice",
         &["spiffe://example.org/alice"],
@@ -321,7 +300,7 @@ async fn xfcc_carries_the_verified_certificate_and_replaces_what_the_client_sent
 
 #[tokio::test]
 async fn client_auth_optional_admits_clients_without_a_certificate_but_not_bad_ones() {
-    let e = edge("  - { name: all, upstream: a }\n").await;
+    let e = edge(&["name: all, upstream: a"]).await;
     let opt = e.gw.listener("opt");
     // No certificate: through the handshake, and a forged header does not reach the backend.
     let r = https_request(
@@ -368,37 +347,28 @@ async fn client_cert_plugin_admits_by_subject_san_or_fingerprint() {
     let fp: Vec<String> = (0..32)
         .map(|i| alice.sha256_hex()[2 * i..2 * i + 2].to_uppercase())
         .collect();
-    let rule = |name: &str, config: &str| {
-        format!(
-            "  - {{ name: {name}, match: {{ path: {{ prefix: /{name} }}, listeners: [opt, plain] }}, upstream: a, \
-             plugins: [ {{ client_cert: {config} }} ] }}\n"
-        )
-    };
-    let routes = [
-        rule("subject", "{ subjects: [\"cn=ALICE\"] }"),
-        rule(
-            "san",
-            "{ sans: [\"spiffe://example.org/alice\", \"other.internal\"] }",
-        ),
-        rule(
-            "fingerprint",
-            &format!("{{ fingerprints: [\"{}\"] }}", fp.join(":")),
-        ),
-        rule("dns", "{ sans: [\"BOB.internal\"] }"),
-        rule("any", "{}"),
-    ]
-    .concat();
     let (a, b) = (Backend::http("a"), Backend::http("b"));
-    let p = Ports::new();
-    let yaml = edge_yaml(
-        &p,
-        &server_ca.issue(&["api.test"]),
-        clients.cert_path(),
-        &a,
-        &b,
-        &routes,
-    );
-    let gw = Gateway::start(&yaml).await;
+    let server = server_ca.issue(&["api.test"]);
+    let mut config = edge_config(&Ports::new(), &server, clients.cert_path(), &a, &b);
+    for (name, rule) in [
+        ("subject", "{ subjects: [\"cn=ALICE\"] }".to_string()),
+        (
+            "san",
+            "{ sans: [\"spiffe://example.org/alice\", \"other.internal\"] }".to_string(),
+        ),
+        (
+            "fingerprint",
+            format!("{{ fingerprints: [\"{}\"] }}", fp.join(":")),
+        ),
+        ("dns", "{ sans: [\"BOB.internal\"] }".to_string()),
+        ("any", "{}".to_string()),
+    ] {
+        config = config.route(&format!(
+            "name: {name}, match: {{ path: {{ prefix: /{name} }}, listeners: [opt, plain] }}, upstream: a, \
+             plugins: [ {{ client_cert: {rule} }} ]"
+        ));
+    }
+    let gw = config.start().await;
     let trust = TlsClientOpts::trusting(server_ca.cert_path());
     let opt = gw.listener("opt");
     for (path, alice_gets, bob_gets) in [
@@ -423,12 +393,11 @@ async fn client_cert_plugin_admits_by_subject_san_or_fingerprint() {
     let r = http_get(gw.listener("plain"), "/any").await.unwrap();
     assert_eq!(r.status, 401);
     assert_eq!(a.hits(), 6);
-    let m = gw.admin_get("/metrics").await.unwrap().text();
+    let m = gw.metrics().await;
     let rejected = |route: &str| {
-        counter(
-            &m,
+        m.sum(
             "portico_plugin_rejections_total",
-            &["plugin=\"client_cert\"", &format!("route=\"{route}\"")],
+            &[("plugin", "client_cert"), ("route", route)],
         )
     };
     assert_eq!(rejected("subject"), 2.0, "{m}");
@@ -509,8 +478,12 @@ async fn a_changed_client_ca_takes_effect_on_reload() {
     let dir = TestDir::new();
     let ca_file = dir.write("clients.pem", std::fs::read(old_ca.cert_path()).unwrap());
     let p = Ports::new();
-    let routes = "  - { name: all, upstream: a }\n";
-    let mut gw = Gateway::start(&edge_yaml(&p, &server, &ca_file, &a, &b, routes)).await;
+    let config = |client_ca: &Path| {
+        edge_config(&p, &server, client_ca, &a, &b)
+            .route("name: all, upstream: a")
+            .build()
+    };
+    let mut gw = Gateway::start(&config(&ca_file)).await;
     let mtls = gw.listener("mtls");
     let trust = TlsClientOpts::trusting(server_ca.cert_path());
     let get = |cert: &CertFiles| {
@@ -543,7 +516,7 @@ async fn a_changed_client_ca_takes_effect_on_reload() {
 
     // Another file (the path changed): also a reload, no longer a binary upgrade.
     let other = dir.write("old-again.pem", std::fs::read(old_ca.cert_path()).unwrap());
-    gw.rewrite_config(&edge_yaml(&p, &server, &other, &a, &b, routes));
+    gw.rewrite_config(&config(&other));
     let r = gw.admin_post("/reload").await.unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(get(&alice).await.unwrap().status, 200);

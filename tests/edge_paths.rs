@@ -5,12 +5,7 @@
 //! backend received (or that it received nothing), over a plain listener and over TLS, and
 //! for the host cases over HTTP/2.
 
-mod common;
-#[path = "hostile/mod.rs"]
-mod hostile;
-
-use common::*;
-use hostile::SERVER;
+use crate::common::*;
 use std::time::Duration;
 
 const KEY: &str = "X-Api-Key: k\r\n";
@@ -21,47 +16,35 @@ struct Setup {
     backend: Backend,
 }
 
-/// `server_extra`: more `server` keys (`, path: {...}`); `global`: a global `plugins:` list.
-async fn setup_with(server_extra: &str, global: &str) -> Setup {
+/// `path`: the `server.path` settings, if any; `global`: a plugin of the global chain, if
+/// any.
+async fn setup_with(path: Option<&str>, global: Option<&str>) -> Setup {
     let ca = TestCa::new("edge paths CA");
     let cert = ca.issue(&["t.test", "api.test"]);
     let backend = Backend::http("app");
-    let yaml = format!(
-        "server: {{ {SERVER}{server_extra} }}\n\
-         admin: {{ listen: 127.0.0.1:{admin} }}\n\
-         listeners:\n\
-         \x20 - {{ name: web, listen: 127.0.0.1:{web} }}\n\
-         \x20 - name: tls\n    listen: 127.0.0.1:{tls}\n    tls: {{ certificates: [ {{ cert: {cert}, key: {key} }} ] }}\n\
-         \x20 - {{ name: redirect, listen: 127.0.0.1:{redirect}, redirect_https: 8443 }}\n\
-         upstreams:\n  app: {{ backends: [ {{ addr: \"{addr}\" }} ], retries: 0 }}\n\
-         {global}\
-         routes:\n\
-         \x20 - name: admin\n    match: {{ path: {{ prefix: /admin }} }}\n    upstream: app\n\
-         \x20   plugins: [ {{ key_auth: {{ keys: {{ ci: k }} }} }} ]\n\
-         \x20 - name: api\n    match: {{ hosts: [api.test] }}\n    upstream: app\n\
-         \x20   plugins: [ {{ headers: {{ response: {{ set: {{ X-Route: api }} }} }} }} ]\n\
-         \x20 - name: moved\n    match: {{ path: {{ prefix: /moved }} }}\n\
-         \x20   plugins: [ {{ redirect: {{ url: \"https://new.test\", status: 301 }} }} ]\n\
-         \x20 - name: public\n    match: {{ path: {{ prefix: / }} }}\n    upstream: app\n\
-         \x20   plugins: [ {{ headers: {{ response: {{ set: {{ X-Route: public }} }} }} }} ]\n",
-        admin = free_port(),
-        web = free_port(),
-        tls = free_port(),
-        redirect = free_port(),
-        cert = cert.cert.display(),
-        key = cert.key.display(),
-        addr = backend.addr(),
-    );
-    let gw = Gateway::start(&yaml).await;
+    let mut config = Config::new()
+        .listener("tls", &tls(&[&cert], ""))
+        .listener("redirect", "redirect_https: 8443")
+        .upstream("app", &format!("{}, retries: 0", backends(&[backend.addr()])))
+        .route("name: admin, match: { path: { prefix: /admin } }, upstream: app, plugins: [ { key_auth: { keys: { ci: k } } } ]")
+        .route("name: api, match: { hosts: [api.test] }, upstream: app, plugins: [ { headers: { response: { set: { X-Route: api } } } } ]")
+        .route("name: moved, match: { path: { prefix: /moved } }, plugins: [ { redirect: { url: \"https://new.test\", status: 301 } } ]")
+        .route("name: public, match: { path: { prefix: / } }, upstream: app, plugins: [ { headers: { response: { set: { X-Route: public } } } } ]");
+    if let Some(path) = path {
+        config = config.server(&format!("path: {path}"));
+    }
+    if let Some(plugin) = global {
+        config = config.plugin(plugin);
+    }
     Setup {
         _ca: ca,
-        gw,
+        gw: config.start().await,
         backend,
     }
 }
 
 async fn setup() -> Setup {
-    setup_with("", "").await
+    setup_with(None, None).await
 }
 
 /// A response read off a raw connection.
@@ -89,12 +72,30 @@ impl Answer {
     }
 }
 
+/// A request target, the status the client gets and the path the backend sees (`None`: the
+/// request never reaches it).
+type Target<'a> = (&'a [u8], u16, Option<&'a str>);
+
+/// `GET target` on the listener `web` for each of `cases`, each answered and forwarded as the
+/// case says (`what` names the setup in a failure).
+async fn check_targets(s: &Setup, what: &str, cases: &[Target<'_>]) {
+    for (target, status, seen) in cases {
+        let a = raw(s, "web", None, &get(target, HOST)).await;
+        assert_eq!(
+            (a.status, a.seen.as_deref()),
+            (*status, *seen),
+            "{what} {}: {a:?}",
+            String::from_utf8_lossy(target)
+        );
+    }
+}
+
 /// Sends `bytes` as they are on a new connection (TLS when `sni`), reads the answer until the
 /// gateway closes the connection (every request here says `Connection: close` or is refused)
 /// and returns it with what the backend saw meanwhile.
 async fn raw(s: &Setup, listener: &str, sni: Option<&str>, bytes: &[u8]) -> Answer {
     let before = s.backend.seen_paths().len();
-    let ex = hostile::exchange(s.gw.listener(listener), bytes, sni, Duration::from_secs(5)).await;
+    let ex = exchange(s.gw.listener(listener), bytes, sni, Duration::from_secs(5)).await;
     let text = ex.text();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let body = if head
@@ -238,7 +239,7 @@ async fn the_backend_receives_the_normalized_path_and_the_query_as_sent() {
 /// comes before any plugin runs (a plugin would have answered 403).
 #[tokio::test]
 async fn what_has_no_single_reading_is_refused_before_any_plugin() {
-    let s = setup_with("", "plugins:\n  - ip_filter: { deny: [127.0.0.1] }\n").await;
+    let s = setup_with(None, Some("ip_filter: { deny: [127.0.0.1] }")).await;
     let a = raw(&s, "web", None, &get(b"/public/x", HOST)).await;
     assert_eq!(
         a.status, 403,
@@ -320,8 +321,8 @@ async fn what_has_no_single_reading_is_refused_before_any_plugin() {
 /// `/admin%2Fx` is not under `/admin`); `decode` makes it a `/` before dot segments go.
 #[tokio::test]
 async fn escaped_slashes_keep_and_decode() {
-    let keep = setup_with(", path: { escaped_slashes: keep }", "").await;
-    let cases: &[(&[u8], u16, Option<&str>)] = &[
+    let keep = setup_with(Some("{ escaped_slashes: keep }"), None).await;
+    let cases: &[Target] = &[
         (b"/a%2fb", 200, Some("/a%2Fb")),
         (b"/admin%2Fx", 200, Some("/admin%2Fx")),
         (
@@ -332,54 +333,30 @@ async fn escaped_slashes_keep_and_decode() {
         (b"/admin/a%2Fb", 401, None),
         (b"/a%5Cb", 400, None),
     ];
-    for (target, status, seen) in cases {
-        let a = raw(&keep, "web", None, &get(target, HOST)).await;
-        assert_eq!(
-            (a.status, a.seen.as_deref()),
-            (*status, *seen),
-            "keep: {}: {a:?}",
-            String::from_utf8_lossy(target)
-        );
-    }
-    let decode = setup_with(", path: { escaped_slashes: decode }", "").await;
-    let cases: &[(&[u8], u16, Option<&str>)] = &[
+    check_targets(&keep, "keep", cases).await;
+    let decode = setup_with(Some("{ escaped_slashes: decode }"), None).await;
+    let cases: &[Target] = &[
         (b"/a%2fb", 200, Some("/a/b")),
         (b"/admin%2Fx", 401, None),
         (b"/public%2F..%2Fadmin/x", 401, None),
         (b"/a%2F%2F%2Fb", 200, Some("/a/b")),
         (b"/%2F..", 400, None),
     ];
-    for (target, status, seen) in cases {
-        let a = raw(&decode, "web", None, &get(target, HOST)).await;
-        assert_eq!(
-            (a.status, a.seen.as_deref()),
-            (*status, *seen),
-            "decode: {}: {a:?}",
-            String::from_utf8_lossy(target)
-        );
-    }
+    check_targets(&decode, "decode", cases).await;
 }
 
 /// With `merge_slashes: false` empty segments stay (and `//admin/x` is not under
 /// `/admin`); dot segments are still removed.
 #[tokio::test]
 async fn merge_slashes_off_keeps_empty_segments() {
-    let s = setup_with(", path: { merge_slashes: false }", "").await;
-    let cases: &[(&[u8], u16, Option<&str>)] = &[
+    let s = setup_with(Some("{ merge_slashes: false }"), None).await;
+    let cases: &[Target] = &[
         (b"//admin/x", 200, Some("//admin/x")),
         (b"/a//b/", 200, Some("/a//b/")),
         (b"/a//../b", 200, Some("/a/b")),
         (b"/x/../admin//x", 401, None),
     ];
-    for (target, status, seen) in cases {
-        let a = raw(&s, "web", None, &get(target, HOST)).await;
-        assert_eq!(
-            (a.status, a.seen.as_deref()),
-            (*status, *seen),
-            "{}: {a:?}",
-            String::from_utf8_lossy(target)
-        );
-    }
+    check_targets(&s, "", cases).await;
 }
 
 /// An absolute-form target is routed on its authority and reaches the backend in

@@ -4,19 +4,30 @@
 //! after `idle_timeout`), connections per listener and per client address (closed at
 //! once), HTTP/2 streams per connection (REFUSED_STREAM) and rapid reset (GOAWAY).
 
-mod common;
-#[path = "hostile/mod.rs"]
-mod hostile;
-
-use common::*;
-use hostile::*;
+use crate::common::h2_frames::*;
+use crate::common::*;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
+
+/// A plain listener `web` and a TLS listener `tls` (for `t.test`) with `server.limits` set
+/// to `limits` (the inside of a flow mapping), in front of `backend`, no retries.
+fn limited(ca: &TestCa, backend: &Backend, limits: &str) -> Config {
+    Config::new()
+        .server(&format!("limits: {{ {limits} }}"))
+        .listener("tls", &tls(&[&ca.issue(&["t.test", "localhost"])], ""))
+        .upstream(
+            "app",
+            &format!("{}, retries: 0", backends(&[backend.addr()])),
+        )
+}
 
 async fn start(limits: &str) -> (TestCa, Gateway, Backend) {
     let ca = TestCa::new("limits CA");
     let backend = Backend::http("app");
-    let gw = Gateway::start(&config(&ca, &[&backend], limits, "")).await;
+    let gw = limited(&ca, &backend, limits)
+        .route("name: all, upstream: app")
+        .start()
+        .await;
     (ca, gw, backend)
 }
 
@@ -132,33 +143,22 @@ async fn a_request_line_over_the_limit_gets_414() {
         .status(),
         Some(414)
     );
-    let long = format!("/{}", "b".repeat(120));
-    assert_eq!(
-        h2_request(
+    // Over HTTP/2 too: (path, status).
+    for (path, status) in [
+        (format!("/{}", "b".repeat(120)), 414),
+        ("/short".into(), 200),
+    ] {
+        let r = h2_request(
             gw.listener("tls"),
             "t.test",
             &TlsClientOpts::insecure(),
             "t.test",
-            &long
+            &path,
         )
         .await
-        .unwrap()
-        .status,
-        414
-    );
-    assert_eq!(
-        h2_request(
-            gw.listener("tls"),
-            "t.test",
-            &TlsClientOpts::insecure(),
-            "t.test",
-            "/short"
-        )
-        .await
-        .unwrap()
-        .status,
-        200
-    );
+        .unwrap();
+        assert_eq!(r.status, status, "{path}");
+    }
     assert_eq!(backend.seen_paths(), ["/short"]);
 }
 
@@ -166,9 +166,13 @@ async fn a_request_line_over_the_limit_gets_414() {
 async fn a_body_over_the_route_limit_gets_413_up_front_and_while_streaming() {
     let ca = TestCa::new("limits CA");
     let backend = Backend::http("app");
-    let yaml = config(&ca, &[&backend], "max_body_bytes: 5000", "")
-        .replace("routes:\n", "routes:\n  - { name: small, upstream: app, match: { path: { prefix: /small } }, max_body_bytes: 1000 }\n");
-    let gw = Gateway::start(&yaml).await;
+    let gw = limited(&ca, &backend, "max_body_bytes: 5000")
+        .route(
+            "name: small, upstream: app, match: { path: { prefix: /small } }, max_body_bytes: 1000",
+        )
+        .route("name: all, upstream: app")
+        .start()
+        .await;
     let web = gw.listener("web");
     let post = |path: &'static str, n: usize| {
         http_request(web, "POST", path, &[], Body::from(vec![b'x'; n]))
@@ -218,28 +222,11 @@ async fn a_slow_or_silent_request_head_is_cut_off_after_header_timeout() {
             start.elapsed()
         );
         // Slowloris: a header line every 200 ms, never the blank line.
-        let start = Instant::now();
         let mut s = raw_connect(listener, sni).await.unwrap();
         s.write_all(b"GET / HTTP/1.1\r\nHost: t.test\r\n")
             .await
             .unwrap();
-        let mut cut = None;
-        for i in 0..25 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            if s.write_all(format!("X-{i}: y\r\n").as_bytes())
-                .await
-                .is_err()
-                || s.flush().await.is_err()
-            {
-                cut = Some(start.elapsed());
-                break;
-            }
-            let (_, closed) = read_until_close(&mut s, Duration::from_millis(1)).await;
-            if closed {
-                cut = Some(start.elapsed());
-                break;
-            }
-        }
+        let cut = dribble_until_closed(&mut s, b"X-A: y\r\n", Duration::from_millis(200), 25).await;
         let cut = cut.expect("the slow head must be cut off");
         assert!(cut < Duration::from_millis(2500), "cut after {cut:?}");
     }
@@ -272,18 +259,9 @@ async fn an_idle_keepalive_connection_is_closed_after_idle_timeout() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let start = Instant::now();
         s.write_all(b"GET /second HTTP/1.1\r\n").await.unwrap();
-        let mut closed = false;
-        for _ in 0..20 {
-            tokio::time::sleep(Duration::from_millis(150)).await;
-            if s.write_all(b"X-A: b\r\n").await.is_err() {
-                closed = true;
-                break;
-            }
-            if read_until_close(&mut s, Duration::from_millis(1)).await.1 {
-                closed = true;
-                break;
-            }
-        }
+        let closed = dribble_until_closed(&mut s, b"X-A: b\r\n", Duration::from_millis(150), 20)
+            .await
+            .is_some();
         assert!(
             closed && start.elapsed() < Duration::from_millis(2500),
             "second head: closed {closed} after {:?}",
@@ -468,18 +446,13 @@ async fn connections_over_the_listener_limit_are_closed_at_once() {
 async fn connections_over_the_per_address_limit_are_closed_and_trusted_proxies_are_exempt() {
     let ca = TestCa::new("limits CA");
     let backend = Backend::http("app");
-    let pp = free_port();
-    let yaml = config(
-        &ca,
-        &[&backend],
-        "max_connections_per_ip: 2",
-        ", trusted_proxies: [127.0.0.2]",
-    )
-    .replace(
-        "listeners:\n",
-        &format!("listeners:\n  - {{ name: pp, listen: 127.0.0.1:{pp}, proxy_protocol: true }}\n"),
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = limited(&ca, &backend, "max_connections_per_ip: 2")
+        .server("trusted_proxies: [127.0.0.2]")
+        .listener("pp", "proxy_protocol: true")
+        .route("name: all, upstream: app")
+        .start()
+        .await;
+    let pp = gw.listener("pp").port();
 
     // Straight from 127.0.0.1 (not trusted): two, not three.
     let web = gw.listener("web");

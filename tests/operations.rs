@@ -6,252 +6,26 @@
 //! The load tests print what they sent and what failed, e.g.
 //! `reload under load: 2410 requests sent, 2410 ok, 0 failed (12 reloads)`.
 
-mod common;
-
-use common::*;
-use std::collections::BTreeMap;
+use crate::common::*;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
-/// Per-test upgrade socket and pid file, so that parallel tests never meet.
-const SERVER: &str =
-    "upgrade_sock: \"${PORTICO_TEST_DIR}/u.sock\", pid_file: \"${PORTICO_TEST_DIR}/p.pid\"";
-
-/// One plain listener `web`, an admin listener, and the given upstreams and routes (YAML
-/// block text, indented two spaces). `server_extra` goes into the `server` mapping.
-fn config(server_extra: &str, admin_extra: &str, upstreams: &str, routes: &str) -> String {
-    format!(
-        "server: {{ {SERVER}, {server_extra} }}\n\
-         admin: {{ listen: 127.0.0.1:{}{admin_extra} }}\n\
-         listeners:\n  - {{ name: web, listen: 127.0.0.1:{} }}\n\
-         upstreams:\n{upstreams}\
-         routes:\n{routes}",
-        free_port(),
-        free_port()
-    )
+/// A gateway config with the upstream `app` on `b`, and the route `main` to it.
+fn main_route(b: &Backend) -> Config {
+    Config::new().app(b).route("name: main, upstream: app")
 }
 
-fn upstream(name: &str, backends: &[&Backend]) -> String {
-    let list: Vec<String> = backends
-        .iter()
-        .map(|b| format!("{{ addr: \"{}\" }}", b.addr()))
-        .collect();
-    format!("  {name}: {{ backends: [ {} ] }}\n", list.join(", "))
-}
-
-/// The value of one sample in a Prometheus text exposition: `name` with exactly `labels`.
-fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let want: BTreeMap<String, String> = labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    for line in exposition.lines() {
-        if line.starts_with('#') {
-            continue;
-        }
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        let (label_text, value) = match rest.strip_prefix('{') {
-            Some(r) => match r.split_once("} ") {
-                Some((l, v)) => (l, v),
-                None => continue,
-            },
-            None => match rest.strip_prefix(' ') {
-                Some(v) => ("", v),
-                None => continue,
-            },
-        };
-        let mut got = BTreeMap::new();
-        for pair in label_text.split(',').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').expect("label=value");
-            got.insert(k.to_string(), v.trim_matches('"').to_string());
-        }
-        if got == want {
-            return Some(value.trim().parse().expect("a number"));
-        }
-    }
-    None
-}
-
-async fn metrics_text(gw: &Gateway) -> String {
-    let r = gw.admin_get("/metrics").await.unwrap();
-    assert_eq!(r.status, 200);
-    assert!(
-        r.header("content-type")
-            .unwrap_or("")
-            .starts_with("text/plain"),
-        "{:?}",
-        r.header("content-type")
-    );
-    r.text()
-}
-
-/// `promtool check metrics` on an exposition; `None` when promtool is not installed.
-fn promtool_check(exposition: &str) -> Option<(bool, String)> {
-    let mut child = match Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => panic!("cannot run promtool: {e}"),
-    };
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(exposition.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some((out.status.success(), text))
-}
-
-// ------------------------------------------------------------------------------------------
-// A steady stream of requests, counted.
-
-#[derive(Clone, Copy)]
-enum Client {
-    /// A new TCP connection for every request.
-    Fresh,
-    /// One keep-alive connection, replaced when the gateway says `Connection: close`.
-    KeepAlive,
-    /// A new TLS connection (HTTP/1.1) for every request.
-    Tls,
-}
-
-struct Load {
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-    ok: Arc<AtomicU64>,
-    failures: Arc<Mutex<Vec<String>>>,
-    /// `X-Backend` of every answer, counted.
-    backends: Arc<Mutex<BTreeMap<String, u64>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-struct Counts {
-    sent: u64,
-    ok: u64,
-    failures: Vec<String>,
-    backends: BTreeMap<String, u64>,
-}
-
-impl Load {
-    /// Starts `clients` workers sending `GET path` back to back until [`Load::finish`].
-    fn start(addr: SocketAddr, path: &str, clients: &[Client]) -> Load {
-        let load = Load {
-            stop: Arc::new(AtomicBool::new(false)),
-            sent: Arc::new(AtomicU64::new(0)),
-            ok: Arc::new(AtomicU64::new(0)),
-            failures: Arc::new(Mutex::new(Vec::new())),
-            backends: Arc::new(Mutex::new(BTreeMap::new())),
-            tasks: Vec::new(),
-        };
-        let mut load = load;
-        for (n, &kind) in clients.iter().enumerate() {
-            let (stop, sent, ok, failures, backends) = (
-                load.stop.clone(),
-                load.sent.clone(),
-                load.ok.clone(),
-                load.failures.clone(),
-                load.backends.clone(),
-            );
-            let path = path.to_string();
-            load.tasks.push(tokio::spawn(async move {
-                let mut conn: Option<HttpConn> = None;
-                while !stop.load(Ordering::SeqCst) {
-                    sent.fetch_add(1, Ordering::SeqCst);
-                    let result = match kind {
-                        Client::Fresh => http_get(addr, &path).await,
-                        Client::Tls => {
-                            https_get(addr, "gw.test", &TlsClientOpts::insecure(), &path).await
-                        }
-                        Client::KeepAlive => {
-                            let c = match conn.take() {
-                                Some(c) => Ok(c),
-                                None => HttpConn::plain(addr).await,
-                            };
-                            match c {
-                                Ok(mut c) => {
-                                    let r = c.get(&path).await;
-                                    let close = r
-                                        .as_ref()
-                                        .map(|r| r.header("connection") == Some("close"))
-                                        .unwrap_or(true);
-                                    if !close {
-                                        conn = Some(c);
-                                    }
-                                    r
-                                }
-                                Err(e) => Err(e),
-                            }
-                        }
-                    };
-                    match result {
-                        Ok(r) if r.status == 200 => {
-                            ok.fetch_add(1, Ordering::SeqCst);
-                            let b = r.header("x-backend").unwrap_or("?").to_string();
-                            *backends.lock().unwrap().entry(b).or_default() += 1;
-                        }
-                        Ok(r) => failures.lock().unwrap().push(format!(
-                            "client {n}: status {} {}",
-                            r.status,
-                            r.text().trim()
-                        )),
-                        Err(e) => failures.lock().unwrap().push(format!("client {n}: {e}")),
-                    }
-                }
-            }));
-        }
-        load
-    }
-
-    fn sent(&self) -> u64 {
-        self.sent.load(Ordering::SeqCst)
-    }
-
-    async fn finish(self) -> Counts {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.tasks {
-            t.await.unwrap();
-        }
-        Counts {
-            sent: self.sent.load(Ordering::SeqCst),
-            ok: self.ok.load(Ordering::SeqCst),
-            failures: self.failures.lock().unwrap().clone(),
-            backends: self.backends.lock().unwrap().clone(),
-        }
-    }
-}
-
-impl Counts {
-    fn report(&self, what: &str) {
-        println!(
-            "{what}: {} requests sent, {} ok, {} failed; answered by {:?}",
-            self.sent,
-            self.ok,
-            self.failures.len(),
-            self.backends
-        );
-        for f in self.failures.iter().take(10) {
-            println!("  failure: {f}");
-        }
-    }
+/// Two plain clients on new connections each time, two on keep-alive connections.
+fn plain_clients(addr: SocketAddr) -> [Client; 4] {
+    [
+        Client::fresh(addr),
+        Client::fresh(addr),
+        Client::keep_alive(addr),
+        Client::keep_alive(addr),
+    ]
 }
 
 // ------------------------------------------------------------------------------------------
@@ -260,12 +34,10 @@ impl Counts {
 #[tokio::test]
 async fn every_admin_endpoint_answers_and_the_token_guards_status_and_reload() {
     let b = Backend::http("a");
-    let yaml = config(
-        "grace_period: 0s, shutdown_timeout: 1s",
-        ", token: s3cret",
-        &upstream("app", &[&b]),
-        "  - { name: api, upstream: app }\n",
-    );
+    let yaml = Config::with_app(&b)
+        .admin("token: s3cret")
+        .route("name: api, upstream: app")
+        .build();
     let gw = Gateway::start(&yaml).await;
 
     let r = gw.admin_get("/healthz").await.unwrap();
@@ -326,95 +98,16 @@ async fn every_admin_endpoint_answers_and_the_token_guards_status_and_reload() {
     assert_eq!(gw.admin_get("/nothing-here").await.unwrap().status, 404);
 }
 
-/// A throw-away Prometheus server (the one `.ci/run` installs with promtool), killed on drop.
-struct Prometheus {
-    child: std::process::Child,
-    port: u16,
-    _dir: TestDir,
-}
-
-impl Prometheus {
-    /// Starts one with `scrape_configs` (YAML, indented two spaces), scraping every second;
-    /// `None` when the machine has no `prometheus`.
-    fn start(scrape_configs: &str) -> Option<Prometheus> {
-        let dir = TestDir::new();
-        let config = dir.write(
-            "prometheus.yml",
-            format!(
-                "global: {{ scrape_interval: 1s, scrape_timeout: 1s }}\nscrape_configs:\n{scrape_configs}"
-            ),
-        );
-        let port = free_port();
-        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .ok()?;
-        Some(Prometheus {
-            child,
-            port,
-            _dir: dir,
-        })
-    }
-
-    /// Each scrape job's target once it has been scraped: `(job, health, last error)`.
-    async fn scraped_targets(&self, jobs: usize) -> Vec<(String, String, String)> {
-        let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let targets: Vec<(String, String, String)> =
-                match http_request(addr, "GET", "/api/v1/targets", &[], Body::empty()).await {
-                    Ok(r) if r.status == 200 => r.json()["data"]["activeTargets"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|t| {
-                            let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
-                            (
-                                text(&t["labels"]["job"]),
-                                text(&t["health"]),
-                                text(&t["lastError"]),
-                            )
-                        })
-                        .filter(|(_, health, _)| health != "unknown")
-                        .collect(),
-                    _ => Vec::new(),
-                };
-            if targets.len() == jobs {
-                return targets;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "Prometheus scraped {targets:?} of {jobs} jobs within 30s"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn protect_metrics_puts_metrics_behind_the_token_and_prometheus_scrapes_with_it() {
+    if !tools_present(&["promtool", "prometheus"]) {
+        return;
+    }
     let b = Backend::http("a");
-    let yaml = config(
-        "grace_period: 0s, shutdown_timeout: 1s",
-        ", token: s3cret, protect_metrics: true",
-        &upstream("app", &[&b]),
-        "  - { name: api, upstream: app }\n",
-    );
+    let yaml = Config::with_app(&b)
+        .admin("token: s3cret, protect_metrics: true")
+        .route("name: api, upstream: app")
+        .build();
     assert_eq!(validate_config(&yaml).await.0, 0);
     let gw = Gateway::start(&yaml).await;
 
@@ -441,9 +134,7 @@ async fn protect_metrics_puts_metrics_behind_the_token_and_prometheus_scrapes_wi
         .await
         .unwrap();
     assert_eq!(r.status, 200);
-    if let Some((ok, report)) = promtool_check(&r.text()) {
-        assert!(ok, "promtool check metrics: {report}");
-    }
+    promtool_check_metrics(&r.text());
     // The scheme is case-insensitive (RFC 9110); the token is not given twice.
     let r = gw
         .admin_request("GET", "/metrics", &[("authorization", "bearer s3cret")])
@@ -465,13 +156,10 @@ async fn protect_metrics_puts_metrics_behind_the_token_and_prometheus_scrapes_wi
 
     // A real Prometheus, as deployed: the job with the token scrapes, the other one is told 401.
     let admin = gw.admin_addr();
-    let Some(prometheus) = Prometheus::start(&format!(
+    let prometheus = Prometheus::start(&format!(
         "  - job_name: with_token\n    authorization: {{ credentials: s3cret }}\n    static_configs: [ {{ targets: [\"{admin}\"] }} ]\n\
          \x20 - job_name: without_token\n    static_configs: [ {{ targets: [\"{admin}\"] }} ]\n"
-    )) else {
-        eprintln!("prometheus is not installed: the scrape with a bearer token is not checked");
-        return;
-    };
+    ));
     let mut targets = prometheus.scraped_targets(2).await;
     targets.sort();
     assert_eq!(
@@ -515,10 +203,11 @@ async fn a_listener_that_cannot_bind_is_never_ready_and_ends_the_process() {
     let port = taken.local_addr().unwrap().port();
     let admin = free_port();
     let dir = TestDir::new();
-    let yaml = format!(
-        "server: {{ {SERVER}, grace_period: 0s, shutdown_timeout: 1s }}\nadmin: {{ listen: 127.0.0.1:{admin} }}\n\
-         listeners:\n  - {{ name: web, listen: 127.0.0.1:{port} }}\nroutes:\n  - {{ name: r, plugins: [ {{ respond: {{ status: 200 }} }} ] }}\n"
-    );
+    let yaml = Config::admin_only()
+        .admin_at(admin)
+        .listener_at("web", port, "")
+        .route("name: r, plugins: [ { respond: { status: 200 } } ]")
+        .build();
     let config_path = dir.write("portico.yaml", &yaml);
     let stderr_path = dir.join("stderr.log");
     let mut child = Command::new(PORTICO_BIN)
@@ -577,30 +266,32 @@ const SPEC_METRICS: [&str; 10] = [
 
 #[tokio::test]
 async fn metrics_pass_promtool_and_count_the_requests_sent() {
+    if !tools_present(&["promtool"]) {
+        return;
+    }
     let ca = TestCa::new("metrics CA");
     let cert = ca.issue(&["gw.test"]);
     let live = Backend::http("live");
-    let dead = free_port(); // nothing listens there
-    let tls_port = free_port();
-    let yaml = format!(
-        "server: {{ {SERVER}, grace_period: 0s, shutdown_timeout: 1s }}\n\
-         admin: {{ listen: 127.0.0.1:{} }}\n\
-         listeners:\n  - {{ name: web, listen: 127.0.0.1:{} }}\n  - name: secure\n    listen: 127.0.0.1:{tls_port}\n    tls: {{ certificates: [ {{ cert: \"{}\", key: \"{}\" }} ] }}\n\
-         upstreams:\n{}  flaky: {{ backends: [ {{ addr: \"127.0.0.1:{dead}\" }}, {{ addr: \"{}\" }} ], passive: {{ failures: 1, eject_for: 1m }} }}\n\
-         routes:\n  - {{ name: api, match: {{ path: {{ prefix: /api }} }}, upstream: app }}\n  - {{ name: flaky, match: {{ path: {{ prefix: /flaky }} }}, upstream: flaky }}\n  \
-         - name: locked\n    match: {{ path: {{ prefix: /locked }} }}\n    upstream: app\n    plugins: [ {{ key_auth: {{ keys: {{ ci: k3y }} }} }} ]\n",
-        free_port(),
-        free_port(),
-        cert.cert.display(),
-        cert.key.display(),
-        upstream("app", &[&live]),
-        live.addr(),
-    );
-    let gw = Gateway::start(&yaml).await;
+    let dead: SocketAddr = ([127, 0, 0, 1], free_port()).into(); // nothing listens there
+    let gw = Config::new()
+        .listener("secure", &tls(&[&cert], ""))
+        .app(&live)
+        .upstream(
+            "flaky",
+            &format!(
+                "{}, passive: {{ failures: 1, eject_for: 1m }}",
+                backends(&[dead, live.addr()])
+            ),
+        )
+        .route("name: api, match: { path: { prefix: /api } }, upstream: app")
+        .route("name: flaky, match: { path: { prefix: /flaky } }, upstream: flaky")
+        .route("name: locked, match: { path: { prefix: /locked } }, upstream: app, plugins: [ { key_auth: { keys: { ci: k3y } } } ]")
+        .start()
+        .await;
     let web = gw.listener("web");
 
     // Before any traffic, the series the config implies are there, at zero.
-    let first = metrics_text(&gw).await;
+    let first = gw.metrics().await;
     for name in [
         "# TYPE portico_request_duration_seconds histogram",
         "portico_request_duration_seconds_count{route=\"flaky\"} 0",
@@ -614,63 +305,34 @@ async fn metrics_pass_promtool_and_count_the_requests_sent() {
             "{name} is in the first scrape:\n{first}"
         );
     }
-    assert_eq!(
-        sample(
-            &first,
+    for (name, labels, value) in [
+        (
             "portico_build_info",
-            &[("version", env!("CARGO_PKG_VERSION"))]
+            ("version", env!("CARGO_PKG_VERSION")),
+            1.0,
         ),
-        Some(1.0)
-    );
-    assert_eq!(
-        sample(
-            &first,
-            "portico_config_reloads_total",
-            &[("result", "success")]
-        ),
-        Some(0.0)
-    );
-    assert_eq!(
-        sample(
-            &first,
-            "portico_config_reloads_total",
-            &[("result", "failure")]
-        ),
-        Some(0.0)
-    );
+        ("portico_config_reloads_total", ("result", "success"), 0.0),
+        ("portico_config_reloads_total", ("result", "failure"), 0.0),
+    ] {
+        assert_eq!(first.value(name, &[labels]), Some(value), "{name}");
+    }
 
-    // Mixed traffic, each kind a known number of times.
-    for i in 0..7 {
-        assert_eq!(
-            http_get(web, &format!("/api/get/{i}"))
-                .await
-                .unwrap()
-                .status,
-            200
-        );
+    // Mixed traffic, each kind a known number of times: (times, method, path (`N`: the
+    // count), headers, body, status).
+    let traffic: [(usize, &str, &str, Pairs, &str, u16); 5] = [
+        (7, "GET", "/api/get/N", &[], "", 200),
+        (3, "POST", "/api/post", &[], "x", 200),
+        (2, "GET", "/nowhere", &[], "", 404),
+        (4, "GET", "/locked", &[], "", 401),
+        (1, "GET", "/locked", &[("x-api-key", "k3y")], "", 200),
+    ];
+    for (times, method, path, headers, body, status) in traffic {
+        for i in 0..times {
+            let path = path.replace('N', &i.to_string());
+            let r = gw.send(method, &path, headers, body).await;
+            assert_eq!(r.status, status, "{method} {path}: {}", r.text());
+        }
     }
-    for _ in 0..3 {
-        assert_eq!(
-            http_request(web, "POST", "/api/post", &[], "x")
-                .await
-                .unwrap()
-                .status,
-            200
-        );
-    }
-    for _ in 0..2 {
-        assert_eq!(http_get(web, "/nowhere").await.unwrap().status, 404);
-    }
-    for _ in 0..4 {
-        assert_eq!(http_get(web, "/locked").await.unwrap().status, 401);
-    }
-    assert_eq!(
-        http_request(web, "GET", "/locked", &[("x-api-key", "k3y")], "")
-            .await
-            .unwrap()
-            .status,
-        200
-    );
     // The dead backend fails once, is retried on the live one and ejected (failures: 1).
     for _ in 0..4 {
         let r = http_get(web, "/flaky").await.unwrap();
@@ -702,23 +364,18 @@ async fn metrics_pass_promtool_and_count_the_requests_sent() {
 
     // A request is counted when its logging phase runs, just after its answer went out: the
     // scrape may come first, so it is repeated until the last request shows (bounded).
+    let get_200 = [("route", "api"), ("method", "GET"), ("status", "200")];
     let deadline = Instant::now() + Duration::from_secs(5);
     let text = loop {
-        let text = metrics_text(&gw).await;
-        let held_counted = sample(
-            &text,
-            "portico_requests_total",
-            &[("route", "api"), ("method", "GET"), ("status", "200")],
-        ) == Some(9.0);
-        if sample(
-            &text,
-            "portico_tls_handshake_errors_total",
-            &[("listener", "secure")],
-        )
-        .is_some()
-            && held_counted
-            || Instant::now() > deadline
-        {
+        let text = gw.metrics().await;
+        let counted = text.value("portico_requests_total", &get_200) == Some(9.0)
+            && text
+                .value(
+                    "portico_tls_handshake_errors_total",
+                    &[("listener", "secure")],
+                )
+                .is_some();
+        if counted || Instant::now() > deadline {
             break text;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -737,125 +394,152 @@ async fn metrics_pass_promtool_and_count_the_requests_sent() {
             "{name} ({kind}) is in the exposition:\n{text}"
         );
     }
-    match promtool_check(&text) {
-        Some((ok, out)) => assert!(
-            ok,
-            "promtool check metrics failed:\n{out}\n--- exposition ---\n{text}"
-        ),
-        None => {
-            eprintln!("\n!!!!!!!! promtool is NOT installed: `promtool check metrics` was SKIPPED (apt-get install prometheus) !!!!!!!!\n")
-        }
-    }
+    promtool_check_metrics(&text);
 
-    let req = |route: &str, method: &str, status: &str| {
-        sample(
-            &text,
+    let (live, dead) = (live.addr().to_string(), dead.to_string());
+    // (family, labels, value, what it counts)
+    let expected: &[(&str, Pairs, f64, &str)] = &[
+        (
             "portico_requests_total",
-            &[("route", route), ("method", method), ("status", status)],
-        )
-        .unwrap_or(0.0)
-    };
-    assert_eq!(
-        req("api", "GET", "200"),
-        9.0,
-        "7 GETs, the TLS one and the held one:\n{text}"
-    );
-    assert_eq!(req("api", "POST", "200"), 3.0);
-    assert_eq!(req("unmatched", "GET", "404"), 2.0);
-    assert_eq!(req("locked", "GET", "401"), 4.0);
-    assert_eq!(req("locked", "GET", "200"), 1.0);
-    assert_eq!(req("flaky", "GET", "200"), 4.0);
-    let count = |route: &str| {
-        sample(
-            &text,
+            &get_200,
+            9.0,
+            "7 GETs, the TLS one and the held one",
+        ),
+        (
+            "portico_requests_total",
+            &[("route", "api"), ("method", "POST"), ("status", "200")],
+            3.0,
+            "",
+        ),
+        (
+            "portico_requests_total",
+            &[("route", "unmatched"), ("method", "GET"), ("status", "404")],
+            2.0,
+            "",
+        ),
+        (
+            "portico_requests_total",
+            &[("route", "locked"), ("method", "GET"), ("status", "401")],
+            4.0,
+            "",
+        ),
+        (
+            "portico_requests_total",
+            &[("route", "locked"), ("method", "GET"), ("status", "200")],
+            1.0,
+            "",
+        ),
+        (
+            "portico_requests_total",
+            &[("route", "flaky"), ("method", "GET"), ("status", "200")],
+            4.0,
+            "",
+        ),
+        (
             "portico_request_duration_seconds_count",
-            &[("route", route)],
-        )
-        .unwrap_or(0.0)
-    };
-    assert_eq!(count("api"), 12.0);
-    assert_eq!(count("unmatched"), 2.0);
-    assert_eq!(count("locked"), 5.0);
-    assert_eq!(count("flaky"), 4.0);
-    let inf = sample(
-        &text,
-        "portico_request_duration_seconds_bucket",
-        &[("route", "api"), ("le", "+Inf")],
-    );
-    assert_eq!(inf, Some(12.0));
-    assert!(
-        text.contains("portico_request_duration_seconds_bucket{route=\"api\",le=\"0.0005\"}"),
-        "sub-millisecond buckets"
-    );
-    assert!(
-        text.contains("portico_request_duration_seconds_bucket{route=\"api\",le=\"30\"}"),
-        "tens of seconds buckets"
-    );
-
-    let live_addr = live.addr().to_string();
-    let dead_addr = format!("127.0.0.1:{dead}");
-    let up = |u: &str, b: &str, o: &str| {
-        sample(
-            &text,
+            &[("route", "api")],
+            12.0,
+            "",
+        ),
+        (
+            "portico_request_duration_seconds_count",
+            &[("route", "unmatched")],
+            2.0,
+            "",
+        ),
+        (
+            "portico_request_duration_seconds_count",
+            &[("route", "locked")],
+            5.0,
+            "",
+        ),
+        (
+            "portico_request_duration_seconds_count",
+            &[("route", "flaky")],
+            4.0,
+            "",
+        ),
+        (
+            "portico_request_duration_seconds_bucket",
+            &[("route", "api"), ("le", "+Inf")],
+            12.0,
+            "",
+        ),
+        (
             "portico_upstream_requests_total",
-            &[("upstream", u), ("backend", b), ("outcome", o)],
-        )
-        .unwrap_or(0.0)
-    };
-    assert_eq!(
-        up("app", &live_addr, "ok"),
-        13.0,
-        "12 api + 1 authorized locked"
-    );
-    assert_eq!(up("flaky", &live_addr, "ok"), 4.0);
-    assert_eq!(up("flaky", &dead_addr, "connect_error"), 1.0);
-    assert_eq!(
-        sample(
-            &text,
+            &[("upstream", "app"), ("backend", &live), ("outcome", "ok")],
+            13.0,
+            "12 api + 1 authorized locked",
+        ),
+        (
+            "portico_upstream_requests_total",
+            &[("upstream", "flaky"), ("backend", &live), ("outcome", "ok")],
+            4.0,
+            "",
+        ),
+        (
+            "portico_upstream_requests_total",
+            &[
+                ("upstream", "flaky"),
+                ("backend", &dead),
+                ("outcome", "connect_error"),
+            ],
+            1.0,
+            "",
+        ),
+        (
             "portico_upstream_retries_total",
-            &[("upstream", "flaky")]
+            &[("upstream", "flaky")],
+            1.0,
+            "",
         ),
-        Some(1.0)
-    );
-    let healthy = |u: &str, b: &str| {
-        sample(
-            &text,
+        (
             "portico_upstream_backend_healthy",
-            &[("upstream", u), ("backend", b)],
-        )
-    };
-    assert_eq!(healthy("app", &live_addr), Some(1.0));
-    assert_eq!(healthy("flaky", &live_addr), Some(1.0));
-    assert_eq!(
-        healthy("flaky", &dead_addr),
-        Some(0.0),
-        "an ejected backend takes no traffic:\n{text}"
-    );
-    assert_eq!(
-        sample(
-            &text,
+            &[("upstream", "app"), ("backend", &live)],
+            1.0,
+            "",
+        ),
+        (
+            "portico_upstream_backend_healthy",
+            &[("upstream", "flaky"), ("backend", &live)],
+            1.0,
+            "",
+        ),
+        (
+            "portico_upstream_backend_healthy",
+            &[("upstream", "flaky"), ("backend", &dead)],
+            0.0,
+            "an ejected backend takes no traffic",
+        ),
+        (
             "portico_plugin_rejections_total",
-            &[("plugin", "key_auth"), ("route", "locked")]
+            &[("plugin", "key_auth"), ("route", "locked")],
+            4.0,
+            "",
         ),
-        Some(4.0)
-    );
-    assert_eq!(
-        sample(
-            &text,
+        (
             "portico_tls_handshake_errors_total",
-            &[("listener", "secure")]
+            &[("listener", "secure")],
+            1.0,
+            "",
         ),
-        Some(1.0)
-    );
-    assert!(
-        sample(
-            &text,
-            "portico_downstream_connections",
-            &[("listener", "web")]
-        )
-        .unwrap_or(0.0)
-            >= 1.0
-    );
+    ];
+    for (name, labels, value, what) in expected {
+        assert_eq!(
+            text.value(name, labels),
+            Some(*value),
+            "{name} {labels:?} ({what}):\n{text}"
+        );
+    }
+    for le in ["0.0005", "30"] {
+        assert!(
+            text.contains(&format!(
+                "portico_request_duration_seconds_bucket{{route=\"api\",le=\"{le}\"}}"
+            )),
+            "buckets from under a millisecond to tens of seconds: {le}"
+        );
+    }
+    assert!(text.sum("portico_downstream_connections", &[("listener", "web")]) >= 1.0);
     drop(held);
 
     // Every label value is bounded: no raw path made it into a label.
@@ -872,31 +556,32 @@ async fn metrics_pass_promtool_and_count_the_requests_sent() {
 // ------------------------------------------------------------------------------------------
 // Reload
 
-fn routed_config(
-    ports: (u16, u16),
-    a: &Backend,
-    b: &Backend,
-    target: &str,
-    extra_route: &str,
-) -> String {
-    format!(
-        "server: {{ {SERVER}, grace_period: 0s, shutdown_timeout: 2s }}\n\
-         admin: {{ listen: 127.0.0.1:{} }}\n\
-         listeners:\n  - {{ name: web, listen: 127.0.0.1:{} }}\n\
-         upstreams:\n{}{}\
-         routes:\n  - {{ name: main, upstream: {target} }}\n{extra_route}",
-        ports.0,
-        ports.1,
-        upstream("ua", &[a]),
-        upstream("ub", &[b]),
-    )
+/// Upstreams `ua` (on `a`) and `ub` (on `b`), a 2 s shutdown; no route yet.
+fn two_upstreams(a: &Backend, b: &Backend) -> Config {
+    Config::new()
+        .server("shutdown_timeout: 2s")
+        .upstream("ua", &backends(&[a.addr()]))
+        .upstream("ub", &backends(&[b.addr()]))
+}
+
+/// The reloads `/metrics` counts: (successful, failed).
+async fn reloads(gw: &Gateway) -> (Option<f64>, Option<f64>) {
+    let m = gw.metrics().await;
+    let count = |result| m.value("portico_config_reloads_total", &[("result", result)]);
+    (count("success"), count("failure"))
+}
+
+/// `base` with the route `main` to upstream `target`.
+fn main_to(base: &Config, target: &str) -> Config {
+    base.clone()
+        .route(&format!("name: main, upstream: {target}"))
 }
 
 #[tokio::test]
 async fn a_reload_changes_the_route_for_the_next_request_by_sighup_and_by_post() {
     let (a, b) = (Backend::http("a"), Backend::http("b"));
-    let ports = (free_port(), free_port());
-    let mut gw = Gateway::start(&routed_config(ports, &a, &b, "ua", "")).await;
+    let base = two_upstreams(&a, &b);
+    let mut gw = main_to(&base, "ua").start().await;
     let web = gw.listener("web");
     assert_eq!(
         http_get(web, "/").await.unwrap().header("x-backend"),
@@ -908,13 +593,11 @@ async fn a_reload_changes_the_route_for_the_next_request_by_sighup_and_by_post()
         .to_string();
 
     // SIGHUP: the reload finishes in the background; its log line says when.
-    gw.rewrite_config(&routed_config(
-        ports,
-        &a,
-        &b,
-        "ub",
-        "  - { name: extra, match: { path: { prefix: /extra } }, plugins: [ { respond: { status: 299, body: added } } ] }\n",
-    ));
+    gw.rewrite_config(
+        &main_to(&base, "ub")
+            .route("name: extra, match: { path: { prefix: /extra } }, plugins: [ { respond: { status: 299, body: added } } ]")
+            .build(),
+    );
     gw.signal(SIGHUP);
     assert!(
         gw.wait_for_stderr("config reloaded", IO_TIMEOUT).await,
@@ -938,7 +621,7 @@ async fn a_reload_changes_the_route_for_the_next_request_by_sighup_and_by_post()
     assert_ne!(v1, v2, "the version follows the file");
 
     // POST /reload: done when it answers.
-    gw.rewrite_config(&routed_config(ports, &a, &b, "ua", ""));
+    gw.rewrite_config(&main_to(&base, "ua").build());
     let r = gw.admin_post("/reload").await.unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
@@ -960,30 +643,20 @@ async fn a_reload_changes_the_route_for_the_next_request_by_sighup_and_by_post()
         Some("a")
     );
 
-    let m = metrics_text(&gw).await;
-    assert_eq!(
-        sample(&m, "portico_config_reloads_total", &[("result", "success")]),
-        Some(2.0)
-    );
-    assert_eq!(
-        sample(&m, "portico_config_reloads_total", &[("result", "failure")]),
-        Some(0.0)
-    );
+    assert_eq!(reloads(&gw).await, (Some(2.0), Some(0.0)));
 }
 
 #[tokio::test]
 async fn an_invalid_reload_keeps_the_old_routes_and_counts_a_failure() {
     let (a, b) = (Backend::http("a"), Backend::http("b"));
-    let ports = (free_port(), free_port());
-    let good = routed_config(ports, &a, &b, "ua", "");
-    let mut gw = Gateway::start(&good).await;
+    let base = two_upstreams(&a, &b);
+    let mut gw = main_to(&base, "ua").start().await;
     let web = gw.listener("web");
     let v1 = gw.admin_get("/status").await.unwrap().json()["version"].clone();
 
     // A route to an upstream that does not exist, and a bad duration, in one file.
-    let bad = routed_config(ports, &a, &b, "billing", "")
-        .replace("shutdown_timeout: 2s", "shutdown_timeout: soon");
-    gw.rewrite_config(&bad);
+    let bad = main_to(&base, "billing").server("shutdown_timeout: soon");
+    gw.rewrite_config(&bad.build());
     let r = gw.admin_post("/reload").await.unwrap();
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.header("content-type"), Some("application/json"));
@@ -1001,7 +674,7 @@ async fn an_invalid_reload_keeps_the_old_routes_and_counts_a_failure() {
         "{errors:?}"
     );
     // Fix the duration: the other error (found by the compile step) names its key too.
-    gw.rewrite_config(&routed_config(ports, &a, &b, "billing", ""));
+    gw.rewrite_config(&main_to(&base, "billing").build());
     let r = gw.admin_post("/reload").await.unwrap();
     assert_eq!(r.status, 400);
     let errors = r.json()["errors"].clone();
@@ -1052,18 +725,10 @@ async fn an_invalid_reload_keeps_the_old_routes_and_counts_a_failure() {
         Some("a")
     );
 
-    let m = metrics_text(&gw).await;
-    assert_eq!(
-        sample(&m, "portico_config_reloads_total", &[("result", "failure")]),
-        Some(3.0)
-    );
-    assert_eq!(
-        sample(&m, "portico_config_reloads_total", &[("result", "success")]),
-        Some(0.0)
-    );
+    assert_eq!(reloads(&gw).await, (Some(0.0), Some(3.0)));
 
     // And a good file afterwards loads as usual.
-    gw.rewrite_config(&routed_config(ports, &a, &b, "ub", ""));
+    gw.rewrite_config(&main_to(&base, "ub").build());
     assert_eq!(gw.admin_post("/reload").await.unwrap().status, 200);
     assert_eq!(
         http_get(web, "/").await.unwrap().header("x-backend"),
@@ -1074,11 +739,11 @@ async fn an_invalid_reload_keeps_the_old_routes_and_counts_a_failure() {
 #[tokio::test]
 async fn a_new_listener_address_is_refused_as_needing_an_upgrade() {
     let (a, b) = (Backend::http("a"), Backend::http("b"));
-    let ports = (free_port(), free_port());
-    let mut gw = Gateway::start(&routed_config(ports, &a, &b, "ua", "")).await;
+    let base = two_upstreams(&a, &b);
+    let mut gw = main_to(&base, "ua").start().await;
     let web = gw.listener("web");
-    let moved = routed_config((ports.0, free_port()), &a, &b, "ub", "");
-    gw.rewrite_config(&moved);
+    let moved = main_to(&base, "ub").listener("web", "");
+    gw.rewrite_config(&moved.build());
     let r = gw.admin_post("/reload").await.unwrap();
     assert_eq!(r.status, 400, "{}", r.text());
     let errors = r.json()["errors"].clone();
@@ -1096,8 +761,8 @@ async fn a_new_listener_address_is_refused_as_needing_an_upgrade() {
     );
 
     // The admin address cannot move by reload either.
-    let admin_moved = routed_config((free_port(), ports.1), &a, &b, "ub", "");
-    gw.rewrite_config(&admin_moved);
+    let admin_moved = main_to(&base, "ub").admin_at(free_port());
+    gw.rewrite_config(&admin_moved.build());
     let r = gw.admin_post("/reload").await.unwrap();
     assert_eq!(r.status, 400);
     assert!(
@@ -1113,25 +778,13 @@ async fn a_new_listener_address_is_refused_as_needing_an_upgrade() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_under_a_steady_stream_of_requests_drops_none() {
     let (a, b) = (Backend::http("a"), Backend::http("b"));
-    let ports = (free_port(), free_port());
-    let configs = [
-        routed_config(ports, &a, &b, "ua", ""),
-        routed_config(ports, &a, &b, "ub", ""),
-    ];
+    let base = two_upstreams(&a, &b);
+    let configs = [main_to(&base, "ua").build(), main_to(&base, "ub").build()];
     let mut gw = Gateway::start(&configs[0]).await;
-    let load = Load::start(
-        gw.listener("web"),
-        "/steady",
-        &[
-            Client::Fresh,
-            Client::Fresh,
-            Client::KeepAlive,
-            Client::KeepAlive,
-        ],
-    );
+    let load = Load::start("/steady", &plain_clients(gw.listener("web")));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let reloads = 12;
-    for i in 0..reloads {
+    let reloads_done = 12;
+    for i in 0..reloads_done {
         gw.rewrite_config(&configs[(i + 1) % 2]);
         if i % 2 == 0 {
             let r = gw.admin_post("/reload").await.unwrap();
@@ -1144,7 +797,7 @@ async fn a_reload_under_a_steady_stream_of_requests_drops_none() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let counts = load.finish().await;
     counts.report(&format!(
-        "reload under load ({reloads} reloads, half by SIGHUP, half by POST /reload)"
+        "reload under load ({reloads_done} reloads, half by SIGHUP, half by POST /reload)"
     ));
     assert!(
         counts.sent > 50,
@@ -1165,11 +818,7 @@ async fn a_reload_under_a_steady_stream_of_requests_drops_none() {
         "{:?}",
         counts.backends
     );
-    let m = metrics_text(&gw).await;
-    assert_eq!(
-        sample(&m, "portico_config_reloads_total", &[("result", "success")]),
-        Some(reloads as f64)
-    );
+    assert_eq!(reloads(&gw).await.0, Some(reloads_done as f64));
 }
 
 #[tokio::test]
@@ -1180,23 +829,26 @@ async fn a_certificate_replaced_on_disk_is_served_after_a_reload() {
     let dir = TestDir::new();
     std::fs::copy(&first.cert, dir.join("site.crt")).unwrap();
     std::fs::copy(&first.key, dir.join("site.key")).unwrap();
-    let yaml = format!(
-        "server: {{ {SERVER}, grace_period: 0s, shutdown_timeout: 1s }}\nadmin: {{ listen: 127.0.0.1:{} }}\n\
-         listeners:\n  - name: tls\n    listen: 127.0.0.1:{}\n    tls: {{ certificates: [ {{ cert: site.crt, key: site.key }} ] }}\n\
-         routes:\n  - {{ name: hi, plugins: [ {{ respond: {{ status: 200, body: hi }} }} ] }}\n",
-        free_port(),
-        free_port()
-    );
+    let yaml = Config::admin_only()
+        .listener(
+            "tls",
+            "tls: { certificates: [ { cert: site.crt, key: site.key } ] }",
+        )
+        .route("name: hi, plugins: [ { respond: { status: 200, body: hi } } ]")
+        .build();
     let mut gw = Gateway::start_in(dir, &yaml, &[], &[]).await;
     let addr = gw.listener("tls");
     let trust = TlsClientOpts::trusting(ca.cert_path());
-    assert_eq!(
-        tls_connect(addr, "old.test", &trust)
-            .await
-            .unwrap()
-            .peer_dns_names(),
-        ["old.test"]
-    );
+    let names = |sni: &'static str| {
+        let trust = trust.clone();
+        async move {
+            tls_connect(addr, sni, &trust)
+                .await
+                .unwrap()
+                .peer_dns_names()
+        }
+    };
+    assert_eq!(names("old.test").await, ["old.test"]);
     // A connection made before the reload lives on with the old certificate.
     let mut before = HttpConn::tls(addr, "old.test", &trust.clone().alpn(&["http/1.1"]))
         .await
@@ -1204,28 +856,22 @@ async fn a_certificate_replaced_on_disk_is_served_after_a_reload() {
 
     // Renewed in place (written beside and renamed, as certbot and friends do).
     let d = gw.dir().to_path_buf();
-    std::fs::copy(&second.cert, d.join("site.crt.new")).unwrap();
-    std::fs::copy(&second.key, d.join("site.key.new")).unwrap();
-    std::fs::rename(d.join("site.key.new"), d.join("site.key")).unwrap();
-    std::fs::rename(d.join("site.crt.new"), d.join("site.crt")).unwrap();
+    let renew = |with: &CertFiles| {
+        std::fs::copy(&with.cert, d.join("site.crt.new")).unwrap();
+        std::fs::copy(&with.key, d.join("site.key.new")).unwrap();
+        std::fs::rename(d.join("site.key.new"), d.join("site.key")).unwrap();
+        std::fs::rename(d.join("site.crt.new"), d.join("site.crt")).unwrap();
+    };
+    renew(&second);
     let r = gw.admin_post("/reload").await.unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(
-        tls_connect(addr, "new.test", &trust)
-            .await
-            .unwrap()
-            .peer_dns_names(),
-        ["new.test", "gw.test"]
-    );
+    assert_eq!(names("new.test").await, ["new.test", "gw.test"]);
     let r = https_get(addr, "gw.test", &trust, "/").await.unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "hi"));
     assert_eq!(before.get("/").await.unwrap().status, 200);
 
     // By SIGHUP too, back to the first certificate.
-    std::fs::copy(&first.cert, d.join("site.crt.new")).unwrap();
-    std::fs::copy(&first.key, d.join("site.key.new")).unwrap();
-    std::fs::rename(d.join("site.key.new"), d.join("site.key")).unwrap();
-    std::fs::rename(d.join("site.crt.new"), d.join("site.crt")).unwrap();
+    renew(&first);
     let yaml_again = std::fs::read_to_string(gw.config_path()).unwrap();
     gw.rewrite_config(&yaml_again);
     let reloads_before = gw.stderr_text().matches("config reloaded").count();
@@ -1239,13 +885,7 @@ async fn a_certificate_replaced_on_disk_is_served_after_a_reload() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(
-        tls_connect(addr, "old.test", &trust)
-            .await
-            .unwrap()
-            .peer_dns_names(),
-        ["old.test"]
-    );
+    assert_eq!(names("old.test").await, ["old.test"]);
 
     // A broken certificate file is refused, and the running one stays.
     std::fs::write(d.join("site.crt"), "not a certificate").unwrap();
@@ -1259,13 +899,7 @@ async fn a_certificate_replaced_on_disk_is_served_after_a_reload() {
         "{}",
         r.text()
     );
-    assert_eq!(
-        tls_connect(addr, "old.test", &trust)
-            .await
-            .unwrap()
-            .peer_dns_names(),
-        ["old.test"]
-    );
+    assert_eq!(names("old.test").await, ["old.test"]);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1276,18 +910,19 @@ async fn sigterm_turns_readyz_503_at_once_serves_through_the_grace_period_and_fi
 ) {
     let b = Backend::http("a");
     let grace = Duration::from_secs(2);
-    let yaml = config(
-        "grace_period: 2s, shutdown_timeout: 10s",
-        "",
-        &upstream("app", &[&b]),
-        "  - { name: main, upstream: app }\n",
-    );
+    let yaml = main_route(&b)
+        .server("grace_period: 2s")
+        .server("shutdown_timeout: 10s")
+        .build();
     let mut gw = Gateway::start(&yaml).await;
     let web = gw.listener("web");
 
     // A request that is still running when the listeners stop, 2 s into the shutdown.
     let slow = tokio::spawn(async move { http_get(web, "/sleep/3500").await });
-    let load = Load::start(web, "/during-grace", &[Client::Fresh, Client::KeepAlive]);
+    let load = Load::start(
+        "/during-grace",
+        &[Client::fresh(web), Client::keep_alive(web)],
+    );
     let deadline = Instant::now() + IO_TIMEOUT;
     while b.seen_paths().iter().all(|p| p != "/sleep/3500") {
         assert!(
@@ -1361,12 +996,7 @@ async fn sigterm_turns_readyz_503_at_once_serves_through_the_grace_period_and_fi
 #[tokio::test]
 async fn a_request_still_running_at_shutdown_timeout_is_cut_and_the_process_exits_anyway() {
     let b = Backend::http("a");
-    let yaml = config(
-        "grace_period: 0s, shutdown_timeout: 1s",
-        "",
-        &upstream("app", &[&b]),
-        "  - { name: main, upstream: app }\n",
-    );
+    let yaml = main_route(&b).build();
     let mut gw = Gateway::start(&yaml).await;
     let web = gw.listener("web");
     let slow = tokio::spawn(async move { http_get(web, "/sleep/8000").await });
@@ -1394,18 +1024,12 @@ async fn an_upgrade_under_a_steady_stream_of_requests_drops_none() {
     let ca = TestCa::new("upgrade CA");
     let cert = ca.issue(&["gw.test"]);
     let b = Backend::http("a");
-    let yaml = format!(
-        "server: {{ {SERVER}, grace_period: 1s, shutdown_timeout: 10s }}\nadmin: {{ listen: 127.0.0.1:{} }}\n\
-         listeners:\n  - {{ name: web, listen: 127.0.0.1:{} }}\n  - name: secure\n    listen: 127.0.0.1:{}\n    tls: {{ certificates: [ {{ cert: \"{}\", key: \"{}\" }} ] }}\n\
-         upstreams:\n{}routes:\n  - {{ name: main, upstream: app }}\n",
-        free_port(),
-        free_port(),
-        free_port(),
-        cert.cert.display(),
-        cert.key.display(),
-        upstream("app", &[&b]),
-    );
-    let mut old = Gateway::start(&yaml).await;
+    let mut old = main_route(&b)
+        .server("grace_period: 1s")
+        .server("shutdown_timeout: 10s")
+        .listener("secure", &tls(&[&cert], ""))
+        .start()
+        .await;
     let pid_file = old.dir().join("p.pid");
     assert_eq!(
         std::fs::read_to_string(&pid_file).unwrap().trim(),
@@ -1413,17 +1037,14 @@ async fn an_upgrade_under_a_steady_stream_of_requests_drops_none() {
     );
     let web = old.listener("web");
     let secure = old.listener("secure");
-    let plain = Load::start(
-        web,
-        "/upgrade",
+    let plain = Load::start("/upgrade", &plain_clients(web));
+    let tls = Load::start(
+        "/upgrade-tls",
         &[
-            Client::Fresh,
-            Client::Fresh,
-            Client::KeepAlive,
-            Client::KeepAlive,
+            Client::tls(secure, "gw.test"),
+            Client::tls(secure, "gw.test"),
         ],
     );
-    let tls = Load::start(secure, "/upgrade-tls", &[Client::Tls, Client::Tls]);
     // A request in flight across the hand-over (longer than the old process's 5 s of
     // accepting next to the new one) finishes on the old process.
     let slow = tokio::spawn(async move { http_get(web, "/sleep/7000").await });
@@ -1497,17 +1118,10 @@ async fn an_upgrade_under_a_steady_stream_of_requests_drops_none() {
 #[tokio::test]
 async fn a_listener_moves_to_a_new_address_through_an_upgrade() {
     let b = Backend::http("a");
-    let (admin, first, second) = (free_port(), free_port(), free_port());
-    let at = |port: u16| {
-        format!(
-            "server: {{ {SERVER}, grace_period: 0s, shutdown_timeout: 2s }}\nadmin: {{ listen: 127.0.0.1:{admin} }}\n\
-             listeners:\n  - {{ name: web, listen: 127.0.0.1:{port} }}\nupstreams:\n{}routes:\n  - {{ name: main, upstream: app }}\n",
-            upstream("app", &[&b])
-        )
-    };
-    let mut old = Gateway::start(&at(first)).await;
+    let first = main_route(&b).server("shutdown_timeout: 2s");
+    let mut old = first.start().await;
     let old_addr = old.listener("web");
-    old.rewrite_config(&at(second));
+    old.rewrite_config(&first.listener("web", "").build());
     let mut new = old.spawn_upgrade();
     old.signal(SIGQUIT);
     assert!(new.wait_ready(Duration::from_secs(15)).await);
@@ -1532,12 +1146,7 @@ async fn a_listener_moves_to_a_new_address_through_an_upgrade() {
 #[tokio::test]
 async fn sigquit_without_a_new_process_waiting_is_ignored() {
     let b = Backend::http("a");
-    let yaml = config(
-        "grace_period: 0s, shutdown_timeout: 1s",
-        "",
-        &upstream("app", &[&b]),
-        "  - { name: main, upstream: app }\n",
-    );
+    let yaml = main_route(&b).build();
     let mut gw = Gateway::start(&yaml).await;
     gw.signal(SIGQUIT);
     assert!(
@@ -1557,12 +1166,9 @@ async fn sigquit_without_a_new_process_waiting_is_ignored() {
 #[tokio::test]
 async fn sigusr1_reopens_the_access_log_file() {
     let b = Backend::http("a");
-    let yaml = config(
-        "grace_period: 0s, shutdown_timeout: 1s",
-        "",
-        &upstream("app", &[&b]),
-        "  - { name: main, upstream: app }\nplugins:\n  - access_log: { path: access.log }\n",
-    );
+    let yaml = main_route(&b)
+        .plugin("access_log: { path: access.log }")
+        .build();
     let gw = Gateway::start(&yaml).await;
     let web = gw.listener("web");
     let log = gw.dir().join("access.log");
@@ -1616,18 +1222,10 @@ async fn clients_that_go_away_leave_no_error_in_the_log() {
     let ca = TestCa::new("noise CA");
     let cert = ca.issue(&["gw.test"]);
     let b = Backend::http("a");
-    let yaml = format!(
-        "server: {{ {SERVER}, grace_period: 0s, shutdown_timeout: 1s }}\nadmin: {{ listen: 127.0.0.1:{} }}\n\
-         listeners:\n  - {{ name: web, listen: 127.0.0.1:{} }}\n  - name: secure\n    listen: 127.0.0.1:{}\n    tls: {{ certificates: [ {{ cert: \"{}\", key: \"{}\" }} ] }}\n\
-         upstreams:\n{}routes:\n  - {{ name: main, upstream: app }}\n",
-        free_port(),
-        free_port(),
-        free_port(),
-        cert.cert.display(),
-        cert.key.display(),
-        upstream("app", &[&b]),
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = main_route(&b)
+        .listener("secure", &tls(&[&cert], ""))
+        .start()
+        .await;
     let (web, secure) = (gw.listener("web"), gw.listener("secure"));
     // Half a request head, then gone.
     let mut s = connect_tcp(web).await.unwrap();
@@ -1667,12 +1265,7 @@ async fn clients_that_go_away_leave_no_error_in_the_log() {
 #[tokio::test]
 async fn rust_log_sets_the_log_level() {
     let b = Backend::http("a");
-    let yaml = config(
-        "grace_period: 0s, shutdown_timeout: 1s",
-        "",
-        &upstream("app", &[&b]),
-        "  - { name: main, upstream: app }\n",
-    );
+    let yaml = main_route(&b).build();
     let quiet = Gateway::start_with(&yaml.clone(), &[], &[("RUST_LOG", "warn")]).await;
     assert_eq!(
         http_get(quiet.listener("web"), "/").await.unwrap().status,
@@ -1684,12 +1277,7 @@ async fn rust_log_sets_the_log_level() {
         quiet.stderr_text()
     );
     drop(quiet);
-    let yaml = config(
-        "grace_period: 0s, shutdown_timeout: 1s",
-        "",
-        &upstream("app", &[&b]),
-        "  - { name: main, upstream: app }\n",
-    );
+    let yaml = main_route(&b).build();
     let chatty = Gateway::start_with(&yaml, &[], &[("RUST_LOG", "info")]).await;
     assert!(
         chatty.stderr_text().contains(" INFO "),
@@ -1719,12 +1307,9 @@ impl Drop for DaemonGuard {
 async fn the_daemon_serves_writes_its_access_log_and_stops_on_sigterm() {
     let b = Backend::http("a");
     let dir = TestDir::new();
-    let yaml = config(
-        "grace_period: 0s, shutdown_timeout: 1s",
-        "",
-        &upstream("app", &[&b]),
-        "  - { name: main, upstream: app }\nplugins:\n  - access_log: { path: access.log }\n",
-    );
+    let yaml = main_route(&b)
+        .plugin("access_log: { path: access.log }")
+        .build();
     let config_path = dir.write("portico.yaml", &yaml);
     let pid_file = dir.join("p.pid");
     let _guard = DaemonGuard(pid_file.clone());
@@ -1764,7 +1349,10 @@ async fn the_daemon_serves_writes_its_access_log_and_stops_on_sigterm() {
         .unwrap()
         .trim()
         .to_string();
-    let load = Load::start(web, "/daemon-upgrade", &[Client::Fresh, Client::KeepAlive]);
+    let load = Load::start(
+        "/daemon-upgrade",
+        &[Client::fresh(web), Client::keep_alive(web)],
+    );
     let mut upgrade = Command::new(PORTICO_BIN)
         .arg("-c")
         .arg(&config_path)
@@ -1845,45 +1433,27 @@ fn guide_block(first_line: &str) -> String {
     body[..body.find("```").unwrap()].to_string()
 }
 
-#[test]
-fn the_scrape_config_and_alert_rules_in_the_guide_pass_promtool() {
-    if Command::new("promtool")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_err()
-    {
-        eprintln!("\n!!!!!!!! promtool is NOT installed: the guide's Prometheus blocks were NOT checked !!!!!!!!\n");
+#[tokio::test]
+async fn the_scrape_config_and_alert_rules_in_the_guide_pass_promtool() {
+    if !tools_present(&["promtool"]) {
         return;
     }
     let dir = TestDir::new();
     dir.write("portico-alerts.yml", guide_block("# portico-alerts.yml"));
-    let config = dir.write("prometheus.yml", guide_block("# prometheus.yml"));
-    let out = Command::new("promtool")
-        .arg("check")
-        .arg("config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check config:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = Command::new("promtool")
-        .arg("check")
-        .arg("rules")
-        .arg(dir.join("portico-alerts.yml"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check rules:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    dir.write("prometheus.yml", guide_block("# prometheus.yml"));
+    for (what, file) in [
+        ("config", "prometheus.yml"),
+        ("rules", "portico-alerts.yml"),
+    ] {
+        let (ok, out) = run_tool(
+            "promtool",
+            &["check", what, file],
+            dir.path(),
+            &Default::default(),
+        )
+        .await;
+        assert!(ok, "promtool check {what}:\n{out}");
+    }
     // Every metric an alert uses is one Portico exports.
     let rules = guide_block("# portico-alerts.yml");
     for word in rules

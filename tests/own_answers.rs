@@ -6,9 +6,7 @@
 //! Raw sockets: a client library would open a new connection when it likes, and hide what
 //! happened to the old one.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::io::ErrorKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -128,27 +126,32 @@ async fn after_its_own_answers_a_connection_is_usable_or_closed_cleanly() {
     let sick = Backend::http("sick");
     sick.set_healthy(false);
     let refused = free_port();
-    let yaml = format!(
-        "server: {{ grace_period: 0s, shutdown_timeout: 1s, upgrade_sock: \"${{PORTICO_TEST_DIR}}/u.sock\", \
-         pid_file: \"${{PORTICO_TEST_DIR}}/p.pid\", trusted_proxies: [127.0.0.1/32] }}\n\
-         admin: {{ listen: 127.0.0.1:{admin} }}\n\
-         listeners:\n  - {{ name: web, listen: 127.0.0.1:{web} }}\n\
-         upstreams:\n\
-         \x20 app: {{ backends: [ {{ addr: \"{app}\" }} ] }}\n\
-         \x20 slow: {{ backends: [ {{ addr: \"{app}\" }} ], timeouts: {{ read: 300ms }}, retries: 0 }}\n\
-         \x20 dead: {{ backends: [ {{ addr: \"127.0.0.1:{refused}\" }} ], retries: 0 }}\n\
-         \x20 down: {{ backends: [ {{ addr: \"{sick}\" }} ], health_check: {{ path: /healthz, interval: 200ms }} }}\n\
-         routes:\n\
-         \x20 - {{ name: app, match: {{ path: {{ prefix: /app }} }}, upstream: app }}\n\
-         \x20 - {{ name: small, match: {{ path: {{ prefix: /small }} }}, upstream: app, max_body_bytes: 16 }}\n\
-         \x20 - {{ name: slow, match: {{ path: {{ prefix: /sleep }} }}, upstream: slow }}\n\
-         \x20 - {{ name: dead, match: {{ path: {{ prefix: /dead }} }}, upstream: dead }}\n\
-         \x20 - {{ name: down, match: {{ path: {{ prefix: /down }} }}, upstream: down }}\n",
-        admin = free_port(),
-        web = free_port(),
-        app = app.addr(),
-        sick = sick.addr(),
-    );
+    let dead = ([127, 0, 0, 1], refused).into();
+    let yaml = Config::with_app(&app)
+        .server("trusted_proxies: [127.0.0.1/32]")
+        .upstream(
+            "slow",
+            &format!(
+                "{}, timeouts: {{ read: 300ms }}, retries: 0",
+                backends(&[app.addr()])
+            ),
+        )
+        .upstream("dead", &format!("{}, retries: 0", backends(&[dead])))
+        .upstream(
+            "down",
+            &format!(
+                "{}, health_check: {{ path: /healthz, interval: 200ms }}",
+                backends(&[sick.addr()])
+            ),
+        )
+        .route("name: app, match: { path: { prefix: /app } }, upstream: app")
+        .route(
+            "name: small, match: { path: { prefix: /small } }, upstream: app, max_body_bytes: 16",
+        )
+        .route("name: slow, match: { path: { prefix: /sleep } }, upstream: slow")
+        .route("name: dead, match: { path: { prefix: /dead } }, upstream: dead")
+        .route("name: down, match: { path: { prefix: /down } }, upstream: down")
+        .build();
     let gw = Gateway::start(&yaml).await;
     let big = "x".repeat(4000);
     let huge = "y".repeat(1 << 20);
@@ -237,17 +240,9 @@ async fn after_its_own_answers_a_connection_is_usable_or_closed_cleanly() {
 #[tokio::test]
 async fn a_client_still_sending_after_a_closing_answer_meets_no_reset() {
     let app = Backend::http("app");
-    let yaml = format!(
-        "server: {{ grace_period: 0s, shutdown_timeout: 1s, upgrade_sock: \"${{PORTICO_TEST_DIR}}/u.sock\", \
-         pid_file: \"${{PORTICO_TEST_DIR}}/p.pid\" }}\n\
-         admin: {{ listen: 127.0.0.1:{} }}\n\
-         listeners:\n  - {{ name: web, listen: 127.0.0.1:{} }}\n\
-         upstreams:\n  app: {{ backends: [ {{ addr: \"{}\" }} ] }}\n\
-         routes:\n  - {{ name: small, upstream: app, max_body_bytes: 16 }}\n",
-        free_port(),
-        free_port(),
-        app.addr()
-    );
+    let yaml = Config::with_app(&app)
+        .route("name: small, upstream: app, max_body_bytes: 16")
+        .build();
     let gw = Gateway::start(&yaml).await;
     let total = 1usize << 20;
     let mut s = connect_tcp(gw.listener("web")).await.unwrap();

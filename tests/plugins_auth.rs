@@ -2,44 +2,32 @@
 //! `key_auth` and `jwt_auth`. For each, what an admitted and a refused client see, and what
 //! the backend receives (or that it receives nothing).
 
-mod common;
-mod plugins_support;
-
-use common::*;
+use crate::common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use plugins_support::*;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 // ---------------------------------------------------------------------------------------
 // ip_filter
 
+/// The office route's target and filter.
+const OFFICE: &str =
+    "upstream: app, plugins: [ { ip_filter: { allow: [10.0.0.0/8], deny: [10.6.6.0/24] } } ]";
+
 #[tokio::test]
 async fn ip_filter_deny_wins_and_a_non_empty_allow_admits_only_its_members() {
     let b = Backend::http("app");
     // 127.0.0.1 is a trusted proxy, so the test presents other client addresses through
     // X-Forwarded-For.
-    let yaml = config_with(
-        &server("trusted_proxies: [127.0.0.1/32]"),
-        &[("app", b.addr())],
-        "
-routes:
-  - name: office
-    match: { path: { prefix: /office } }
-    upstream: app
-    plugins:
-      - ip_filter: { allow: [10.0.0.0/8], deny: [10.6.6.0/24] }
-  - name: open
-    match: { path: { prefix: /open } }
-    upstream: app
-    plugins:
-      - ip_filter: { deny: [192.0.2.7] }
-",
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = Config::with_app(&b)
+        .server("trusted_proxies: [127.0.0.1/32]")
+        .route(&format!("name: office, match: {{ path: {{ prefix: /office }} }}, {OFFICE}"))
+        .route("name: open, match: { path: { prefix: /open } }, upstream: app, plugins: [ { ip_filter: { deny: [192.0.2.7] } } ]")
+        .start()
+        .await;
     let from = |ip: &'static str| [("x-forwarded-for", ip)];
 
-    let r = get(&gw, "/office", &from("10.1.2.3")).await;
+    let r = gw.get("/office", &from("10.1.2.3")).await;
     assert_eq!(r.status, 200);
     assert_eq!(
         r.json()["headers"]["x-real-ip"],
@@ -48,7 +36,7 @@ routes:
     );
 
     // Inside allow, but denied: deny wins.
-    let r = get(&gw, "/office", &from("10.6.6.9")).await;
+    let r = gw.get("/office", &from("10.6.6.9")).await;
     assert_eq!(r.status, 403);
     assert_eq!(r.text(), "Forbidden\n");
     assert!(
@@ -56,17 +44,17 @@ routes:
         "a plugin's answer carries the request id"
     );
     // Outside a non-empty allow list, including the proxy itself.
-    assert_eq!(get(&gw, "/office", &from("192.168.1.1")).await.status, 403);
+    assert_eq!(gw.get("/office", &from("192.168.1.1")).await.status, 403);
     assert_eq!(
-        get(&gw, "/office", &[]).await.status,
+        gw.get("/office", &[]).await.status,
         403,
         "127.0.0.1 is not in allow"
     );
 
     // Deny only: everyone else is admitted.
-    assert_eq!(get(&gw, "/open", &from("192.0.2.7")).await.status, 403);
-    assert_eq!(get(&gw, "/open", &from("192.0.2.8")).await.status, 200);
-    assert_eq!(get(&gw, "/open", &[]).await.status, 200);
+    assert_eq!(gw.get("/open", &from("192.0.2.7")).await.status, 403);
+    assert_eq!(gw.get("/open", &from("192.0.2.8")).await.status, 200);
+    assert_eq!(gw.get("/open", &[]).await.status, 200);
 
     assert_eq!(
         b.seen_paths(),
@@ -78,18 +66,11 @@ routes:
 #[tokio::test]
 async fn ip_filter_reads_an_ipv4_mapped_client_as_the_ipv4_address_it_is() {
     let b = Backend::http("app");
-    let yaml = config_with(
-        &server("trusted_proxies: [127.0.0.1/32]"),
-        &[("app", b.addr())],
-        "
-routes:
-  - name: office
-    upstream: app
-    plugins:
-      - ip_filter: { allow: [10.0.0.0/8], deny: [10.6.6.0/24] }
-",
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = Config::with_app(&b)
+        .server("trusted_proxies: [127.0.0.1/32]")
+        .route(&format!("name: office, {OFFICE}"))
+        .start()
+        .await;
     // The spelling a dual-stack socket gives an IPv4 client neither escapes `deny` nor
     // falls outside `allow`.
     for (client, status) in [
@@ -98,7 +79,7 @@ routes:
         ("::ffff:a01:203", 200),
         ("::ffff:192.168.1.1", 403),
     ] {
-        let r = get(&gw, "/", &[("x-forwarded-for", client)]).await;
+        let r = gw.get("/", &[("x-forwarded-for", client)]).await;
         assert_eq!(r.status, status, "{client}");
     }
     assert_eq!(b.hits(), 2);
@@ -107,26 +88,17 @@ routes:
 #[tokio::test]
 async fn ip_filter_ignores_x_forwarded_for_from_an_untrusted_peer() {
     let b = Backend::http("app");
-    let yaml = config(
-        &[("app", b.addr())],
-        "
-routes:
-  - name: internal
-    match: { path: { prefix: /internal } }
-    upstream: app
-    plugins:
-      - ip_filter: { allow: [10.0.0.0/8] }
-  - name: local
-    upstream: app
-    plugins:
-      - ip_filter: { allow: [127.0.0.1] }
-",
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = Config::with_app(&b)
+        .route("name: internal, match: { path: { prefix: /internal } }, upstream: app, plugins: [ { ip_filter: { allow: [10.0.0.0/8] } } ]")
+        .route("name: local, upstream: app, plugins: [ { ip_filter: { allow: [127.0.0.1] } } ]")
+        .start()
+        .await;
     // No trusted proxies: the header is the client's word, and the TCP peer counts.
-    let r = get(&gw, "/internal", &[("x-forwarded-for", "10.1.2.3")]).await;
+    let r = gw
+        .get("/internal", &[("x-forwarded-for", "10.1.2.3")])
+        .await;
     assert_eq!(r.status, 403);
-    let r = get(&gw, "/local", &[("x-forwarded-for", "10.1.2.3")]).await;
+    let r = gw.get("/local", &[("x-forwarded-for", "10.1.2.3")]).await;
     assert_eq!(r.status, 200);
     assert_eq!(b.hits(), 1);
 }
@@ -147,22 +119,15 @@ async fn basic_auth_admits_the_right_password_and_challenges_everything_else() {
     // Cost 4, the lowest bcrypt allows: the test is about the plugin, not about bcrypt's
     // speed on a busy machine.
     let hash = bcrypt::hash("correct horse", 4).unwrap();
-    let yaml = config(
-        &[("app", b.addr())],
-        &format!(
-            "
-routes:
-  - name: staff
-    upstream: app
-    plugins:
-      - basic_auth: {{ realm: staff area, users: {{ alice: \"{hash}\" }} }}
-"
-        ),
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = Config::with_app(&b)
+        .route(&format!(
+            "name: staff, upstream: app, plugins: [ {{ basic_auth: {{ realm: staff area, users: {{ alice: \"{hash}\" }} }} }} ]"
+        ))
+        .start()
+        .await;
 
     let good = basic("alice", "correct horse");
-    let r = get(&gw, "/", &[("authorization", &good)]).await;
+    let r = gw.get("/", &[("authorization", &good)]).await;
     assert_eq!(r.status, 200);
     assert_eq!(
         r.json()["headers"]["authorization"],
@@ -170,7 +135,7 @@ routes:
         "passed on unchanged"
     );
     // Again: answered from the plugin's memory of verified credentials, same outcome.
-    assert_eq!(get(&gw, "/", &[("authorization", &good)]).await.status, 200);
+    assert_eq!(gw.get("/", &[("authorization", &good)]).await.status, 200);
 
     for refused in [
         vec![("authorization", basic("alice", "wrong"))],
@@ -179,7 +144,7 @@ routes:
         vec![],
     ] {
         let headers: Vec<(&str, &str)> = refused.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let r = get(&gw, "/", &headers).await;
+        let r = gw.get("/", &headers).await;
         assert_eq!(r.status, 401, "{refused:?}");
         assert_eq!(
             r.header("www-authenticate"),
@@ -199,23 +164,15 @@ const COST_12_HASH: &str = "$2b$12$d5OSCRn87DcNpg/A1KxGBOmXcISmFokFJMQx4lCDz6RCK
 async fn basic_auth_bounds_bcrypt_checks_at_once_and_answers_the_rest_503_without_waiting() {
     let b = Backend::http("app");
     // One worker thread: were bcrypt run on it, the other route would wait for it too.
-    let yaml = config_with(
-        &server("threads: 1"),
-        &[("app", b.addr())],
-        &format!(
-            "
-routes:
-  - name: staff
-    match: {{ path: {{ prefix: /staff }} }}
-    upstream: app
-    plugins:
-      - basic_auth: {{ users: {{ alice: \"{COST_12_HASH}\" }}, max_concurrent: 1 }}
-  - name: public
-    upstream: app
-"
-        ),
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = Config::with_app(&b)
+        .server("threads: 1")
+        .route(&format!(
+            "name: staff, match: {{ path: {{ prefix: /staff }} }}, upstream: app, plugins: [ \
+             {{ basic_auth: {{ users: {{ alice: \"{COST_12_HASH}\" }}, max_concurrent: 1 }} }} ]"
+        ))
+        .route("name: public, upstream: app")
+        .start()
+        .await;
     let web = gw.listener("web");
 
     // Eight wrong passwords at once. A cost-12 check takes a quarter of a second in a release
@@ -255,7 +212,7 @@ routes:
         "no request was refused as busy: {:?}",
         answers.iter().map(|(r, _)| r.status).collect::<Vec<_>>()
     );
-    let r = get(&gw, "/public", &[]).await;
+    let r = gw.get("/public", &[]).await;
     assert_eq!(r.status, 200);
     let public_at = Instant::now();
     while let Some(answer) = rx.recv().await {
@@ -300,21 +257,13 @@ routes:
 async fn key_auth_takes_a_header_or_query_key_and_the_key_never_reaches_the_backend_or_log() {
     const KEY: &str = "k3y-from-the-environment";
     let b = Backend::http("app");
-    let yaml = config(
-        &[("app", b.addr())],
-        "
-plugins:
-  - access_log: { path: access.log }
-routes:
-  - name: api
-    upstream: app
-    plugins:
-      - key_auth: { header: X-Api-Key, query: api_key, keys: { ci: \"${CI_KEY}\" } }
-",
-    );
+    let yaml = Config::with_app(&b)
+        .plugin("access_log: { path: access.log }")
+        .route("name: api, upstream: app, plugins: [ { key_auth: { header: X-Api-Key, query: api_key, keys: { ci: \"${CI_KEY}\" } } } ]")
+        .build();
     let gw = Gateway::start_with(&yaml, &[], &[("CI_KEY", KEY)]).await;
 
-    let r = get(&gw, "/by-header", &[("x-api-key", KEY)]).await;
+    let r = gw.get("/by-header", &[("x-api-key", KEY)]).await;
     assert_eq!(r.status, 200);
     let seen = r.json();
     assert_eq!(seen["path"], "/by-header");
@@ -323,14 +272,16 @@ routes:
         "the key header is stripped: {seen}"
     );
 
-    let r = get(&gw, &format!("/by-query?x=1&api_key={KEY}&y=2"), &[]).await;
+    let r = gw
+        .get(&format!("/by-query?x=1&api_key={KEY}&y=2"), &[])
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(
         r.json()["path"],
         "/by-query?x=1&y=2",
         "only the key parameter is removed"
     );
-    let r = get(&gw, &format!("/only-key?api_key={KEY}"), &[]).await;
+    let r = gw.get(&format!("/only-key?api_key={KEY}"), &[]).await;
     assert_eq!(r.json()["path"], "/only-key");
 
     for (path, headers) in [
@@ -338,7 +289,7 @@ routes:
         ("/wrong?api_key=not-the-key", vec![]),
         ("/missing", vec![]),
     ] {
-        let r = get(&gw, path, &headers).await;
+        let r = gw.get(path, &headers).await;
         assert_eq!(r.status, 401, "{path}");
         assert_eq!(r.text(), "Unauthorized: a valid API key is required\n");
     }
@@ -366,26 +317,25 @@ routes:
     );
 }
 
+/// Route `api` to `app`, behind a key taken from the query parameter `api_key` only.
+fn query_key_route(key: &str) -> String {
+    format!(
+        "name: api, upstream: app, plugins: [ {{ key_auth: {{ header: null, query: api_key, keys: {{ ci: {key} }} }} }} ]"
+    )
+}
+
 #[tokio::test]
 async fn key_auth_query_key_stays_out_of_the_gateways_error_log() {
     const KEY: &str = "query-k3y-never-logged";
     // Nothing listens there: the request fails upstream, and Portico logs the failure with
     // a summary of the request.
     let dead: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let yaml = config(
-        &[("app", dead)],
-        &format!(
-            "
-routes:
-  - name: api
-    upstream: app
-    plugins:
-      - key_auth: {{ header: null, query: api_key, keys: {{ ci: {KEY} }} }}
-"
-        ),
-    );
-    let gw = Gateway::start(&yaml).await;
-    let r = get(&gw, &format!("/fails?api_key={KEY}&page=2"), &[]).await;
+    let gw = Config::new()
+        .upstream("app", &backends(&[dead]))
+        .route(&query_key_route(KEY))
+        .start()
+        .await;
+    let r = gw.get(&format!("/fails?api_key={KEY}&page=2"), &[]).await;
     assert_eq!(r.status, 502);
     // The error line names the request by path (never its query string, which may carry
     // other secrets too).
@@ -409,19 +359,10 @@ routes:
 async fn key_auth_a_repeated_or_re_spelled_query_key_never_reaches_the_backend() {
     const KEY: &str = "the-k3y";
     let b = Backend::http("app");
-    let yaml = config(
-        &[("app", b.addr())],
-        &format!(
-            "
-routes:
-  - name: api
-    upstream: app
-    plugins:
-      - key_auth: {{ header: null, query: api_key, keys: {{ ci: {KEY} }} }}
-"
-        ),
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = Config::with_app(&b)
+        .route(&query_key_route(KEY))
+        .start()
+        .await;
 
     // The first `api_key` decides; every spelling of it is taken off before the backend.
     for (target, backend_sees) in [
@@ -447,7 +388,9 @@ routes:
         );
     }
     // A wrong first key is not rescued by a right second one.
-    let r = get(&gw, &format!("/a?api_key=wrong&api_key={KEY}"), &[]).await;
+    let r = gw
+        .get(&format!("/a?api_key=wrong&api_key={KEY}"), &[])
+        .await;
     assert_eq!(r.status, 401);
     assert_eq!(b.hits(), 3);
 }
@@ -483,9 +426,9 @@ fn bearer(token: &str) -> String {
 #[tokio::test]
 async fn jwt_hs256_checks_signature_time_issuer_and_audience_and_forwards_claims() {
     let b = Backend::http("app");
-    let yaml = config(
-        &[("app", b.addr())],
-        "
+    let yaml = Config::with_app(&b)
+        .yaml(
+            "
 routes:
   - name: api
     upstream: app
@@ -498,19 +441,17 @@ routes:
           leeway: 5s
           forward_claims: { sub: X-User-Id, admin: X-Admin }
 ",
-    );
+        )
+        .build();
     let gw = Gateway::start_with(&yaml, &[], &[("JWT_SECRET", JWT_SECRET)]).await;
     let valid = json!({ "sub": "alice", "admin": true, "iss": "auth.test", "aud": "api", "exp": now() + 300 });
 
     let token = hs256(JWT_SECRET, valid.clone());
     let auth = bearer(&token);
     // A client-sent copy of a forwarded claim header is replaced, never passed on.
-    let r = get(
-        &gw,
-        "/",
-        &[("authorization", &auth), ("x-user-id", "mallory")],
-    )
-    .await;
+    let r = gw
+        .get("/", &[("authorization", &auth), ("x-user-id", "mallory")])
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let h = &r.json()["headers"];
     assert_eq!(h["x-user-id"], "alice");
@@ -523,12 +464,12 @@ routes:
         JWT_SECRET,
         json!({ "sub": "bob", "iss": "auth.test", "aud": "api", "exp": now() + 300 }),
     );
-    let r = get(
-        &gw,
-        "/",
-        &[("authorization", &bearer(&no_admin)), ("x-admin", "true")],
-    )
-    .await;
+    let r = gw
+        .get(
+            "/",
+            &[("authorization", &bearer(&no_admin)), ("x-admin", "true")],
+        )
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["headers"]["x-user-id"], "bob");
     assert!(r.json()["headers"].get("x-admin").is_none());
@@ -578,7 +519,7 @@ routes:
         ("garbage", "not.a.jwt".to_string()),
     ];
     for (why, token) in &refused {
-        let r = get(&gw, "/", &[("authorization", &bearer(token))]).await;
+        let r = gw.get("/", &[("authorization", &bearer(token))]).await;
         assert_eq!(r.status, 401, "{why}");
         assert_eq!(
             r.header("www-authenticate"),
@@ -588,10 +529,12 @@ routes:
         assert_eq!(r.text(), "Unauthorized: invalid token\n", "{why}");
     }
     // No token at all.
-    let r = get(&gw, "/", &[]).await;
+    let r = gw.get("/", &[]).await;
     assert_eq!(r.status, 401);
     assert_eq!(r.header("www-authenticate"), Some("Bearer"));
-    let r = get(&gw, "/", &[("authorization", &basic("alice", "pw"))]).await;
+    let r = gw
+        .get("/", &[("authorization", &basic("alice", "pw"))])
+        .await;
     assert_eq!(r.status, 401);
 
     assert_eq!(b.hits(), 2, "only the valid tokens reached the backend");
@@ -619,32 +562,26 @@ async fn jwt_rs256_and_es256_verify_with_public_key_files() {
     dir.write("keys-rsa.pem", &rsa_pem);
     dir.write("keys-ec.pem", ec.public_key_to_pem().unwrap());
     let b = Backend::http("app");
-    let yaml = config(
-        &[("app", b.addr())],
-        "
-routes:
-  - name: rs
-    match: { path: { prefix: /rs } }
-    upstream: app
-    plugins:
-      - jwt_auth: { algorithms: [RS256], public_key: keys-rsa.pem, forward_claims: { sub: X-User-Id } }
-  - name: es
-    match: { path: { prefix: /es } }
-    upstream: app
-    plugins:
-      - jwt_auth: { algorithms: [ES256], public_key: keys-ec.pem, forward_claims: { sub: X-User-Id } }
-",
-    );
+    let route = |name: &str, algorithm: &str, key: &str| {
+        format!(
+            "name: {name}, match: {{ path: {{ prefix: /{name} }} }}, upstream: app, plugins: [ \
+             {{ jwt_auth: {{ algorithms: [{algorithm}], public_key: {key}, forward_claims: {{ sub: X-User-Id }} }} }} ]"
+        )
+    };
+    let yaml = Config::with_app(&b)
+        .route(&route("rs", "RS256", "keys-rsa.pem"))
+        .route(&route("es", "ES256", "keys-ec.pem"))
+        .build();
     let gw = Gateway::start_in(dir, &yaml, &[], &[]).await;
     let claims = |sub: &str| json!({ "sub": sub, "exp": now() + 300 });
 
     let rs = sign(Algorithm::RS256, &rsa_key, &claims("rsa-user"));
-    let r = get(&gw, "/rs", &[("authorization", &bearer(&rs))]).await;
+    let r = gw.get("/rs", &[("authorization", &bearer(&rs))]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["headers"]["x-user-id"], "rsa-user");
 
     let es = sign(Algorithm::ES256, &ec_key, &claims("ec-user"));
-    let r = get(&gw, "/es", &[("authorization", &bearer(&es))]).await;
+    let r = gw.get("/es", &[("authorization", &bearer(&es))]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["headers"]["x-user-id"], "ec-user");
 
@@ -685,7 +622,7 @@ routes:
         ),
     ];
     for (path, why, token) in &refused {
-        let r = get(&gw, path, &[("authorization", &bearer(token))]).await;
+        let r = gw.get(path, &[("authorization", &bearer(token))]).await;
         assert_eq!(r.status, 401, "{why}");
     }
     assert_eq!(b.hits(), 2);
@@ -694,16 +631,9 @@ routes:
 #[tokio::test]
 async fn jwt_a_forwarded_claim_that_cannot_be_a_header_value_refuses_the_token() {
     let b = Backend::http("app");
-    let yaml = config(
-        &[("app", b.addr())],
-        "
-routes:
-  - name: api
-    upstream: app
-    plugins:
-      - jwt_auth: { secret: \"${JWT_SECRET}\", forward_claims: { sub: X-User-Id } }
-",
-    );
+    let yaml = Config::with_app(&b)
+        .route("name: api, upstream: app, plugins: [ { jwt_auth: { secret: \"${JWT_SECRET}\", forward_claims: { sub: X-User-Id } } } ]")
+        .build();
     let gw = Gateway::start_with(&yaml, &[], &[("JWT_SECRET", JWT_SECRET)]).await;
     let token = |sub: &str| hs256(JWT_SECRET, json!({ "sub": sub, "exp": now() + 300 }));
 
@@ -714,15 +644,15 @@ routes:
         ("a leading tab, which a header's reader strips", "\talice"),
         ("a trailing space, which a header's reader strips", "alice "),
     ] {
-        let r = get(
-            &gw,
-            "/",
-            &[
-                ("authorization", &bearer(&token(sub))),
-                ("x-user-id", "alice"),
-            ],
-        )
-        .await;
+        let r = gw
+            .get(
+                "/",
+                &[
+                    ("authorization", &bearer(&token(sub))),
+                    ("x-user-id", "alice"),
+                ],
+            )
+            .await;
         assert_eq!(r.status, 401, "{why}");
         assert_eq!(
             r.header("www-authenticate"),
@@ -734,15 +664,15 @@ routes:
 
     // What can be sent as it is, is; and a client's X_User_Id, which PHP, WSGI and Rack
     // read as X-User-Id, is removed with X-User-Id.
-    let r = get(
-        &gw,
-        "/",
-        &[
-            ("authorization", &bearer(&token("alice smith"))),
-            ("x_user_id", "admin"),
-        ],
-    )
-    .await;
+    let r = gw
+        .get(
+            "/",
+            &[
+                ("authorization", &bearer(&token("alice smith"))),
+                ("x_user_id", "admin"),
+            ],
+        )
+        .await;
     assert_eq!(r.status, 200);
     let h = &r.json()["headers"];
     assert_eq!(h["x-user-id"], "alice smith");

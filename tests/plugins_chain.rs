@@ -3,35 +3,28 @@
 //! `portico_plugin_rejections_total`, and a bad plugin config refused with the route and the
 //! plugin named.
 
-mod common;
-mod plugins_support;
-
-use common::*;
-use plugins_support::*;
+use crate::common::*;
 
 #[tokio::test]
 async fn the_global_chain_runs_before_the_routes_in_config_order() {
     let b = Backend::http("app");
-    let yaml = config(
-        &[("app", b.addr())],
-        "
-plugins:
-  - headers:
-      request: { set: { X-Order: global }, add: { X-Trail: global-1 } }
-      response: { set: { X-Resp: global }, add: { X-Resp-Trail: global } }
-  - headers:
-      request: { add: { X-Trail: global-2 } }
-routes:
-  - name: api
-    upstream: app
-    plugins:
-      - headers:
-          request: { set: { X-Order: route }, add: { X-Trail: route } }
-          response: { set: { X-Resp: route }, add: { X-Resp-Trail: route } }
-",
-    );
-    let gw = Gateway::start(&yaml).await;
-    let r = get(&gw, "/", &[]).await;
+    let headers = |name: &str, n: &str| {
+        format!(
+            "headers: {{ request: {{ set: {{ X-Order: {name} }}, add: {{ X-Trail: {name}{n} }} }}, \
+             response: {{ set: {{ X-Resp: {name} }}, add: {{ X-Resp-Trail: {name} }} }} }}"
+        )
+    };
+    let gw = Config::new()
+        .upstream("app", &backends(&[b.addr()]))
+        .plugin(&headers("global", "-1"))
+        .plugin("headers: { request: { add: { X-Trail: global-2 } } }")
+        .route(&format!(
+            "name: api, upstream: app, plugins: [ {{ {} }} ]",
+            headers("route", "")
+        ))
+        .start()
+        .await;
+    let r = gw.get("/", &[]).await;
     assert_eq!(r.status, 200);
     let h = &r.json()["headers"];
     // The route's plugin ran last, so its `set` is what the upstream got.
@@ -48,64 +41,54 @@ routes:
 #[tokio::test]
 async fn a_global_plugin_answers_before_the_route_chain_runs() {
     let b = Backend::http("app");
-    let yaml = config(
-        &[("app", b.addr())],
-        "
-plugins:
-  - key_auth: { keys: { ci: gl0bal } }
-routes:
-  - name: fixed
-    plugins:
-      - respond: { body: \"from the route\\n\" }
-",
-    );
-    let gw = Gateway::start(&yaml).await;
-    let r = get(&gw, "/", &[]).await;
+    let gw = Config::new()
+        .plugin("key_auth: { keys: { ci: gl0bal } }")
+        .route("name: fixed, plugins: [ { respond: { body: \"from the route\\n\" } } ]")
+        .start()
+        .await;
+    let r = gw.get("/", &[]).await;
     assert_eq!(
         r.status,
         401,
         "the global key_auth answered first: {}",
         r.text()
     );
-    let r = get(&gw, "/", &[("x-api-key", "gl0bal")]).await;
+    let r = gw.get("/", &[("x-api-key", "gl0bal")]).await;
     assert_eq!((r.status, r.text().as_str()), (200, "from the route\n"));
     // The global chain runs on requests no route matches too, before the 404.
-    let yaml = config(
-        &[("app", b.addr())],
-        "
-plugins:
-  - ip_filter: { deny: [127.0.0.1] }
-routes:
-  - { name: api, match: { path: { prefix: /api } }, upstream: app }
-",
-    );
-    let gw = Gateway::start(&yaml).await;
-    assert_eq!(get(&gw, "/unrouted", &[]).await.status, 403);
-    assert_eq!(get(&gw, "/api", &[]).await.status, 403);
+    let gw = Config::new()
+        .upstream("app", &backends(&[b.addr()]))
+        .plugin("ip_filter: { deny: [127.0.0.1] }")
+        .route("name: api, match: { path: { prefix: /api } }, upstream: app")
+        .start()
+        .await;
+    assert_eq!(gw.get("/unrouted", &[]).await.status, 403);
+    assert_eq!(gw.get("/api", &[]).await.status, 403);
     assert_eq!(b.hits(), 0);
 }
 
 #[tokio::test]
 async fn a_refusing_plugin_stops_the_chain_and_the_upstream_sees_nothing() {
     let b = Backend::http("app");
-    let yaml = config(
-        &[("app", b.addr())],
-        "
+    let gw = Config::new()
+        .upstream("app", &backends(&[b.addr()]))
+        .yaml(
+            "
 routes:
   - name: api
     upstream: app
     plugins:
       - key_auth: { keys: { ci: s3cret } }
       - rate_limit: { per_second: 1, burst: 0 }
-      - headers:
-          request: { set: { X-After-Auth: yes } }
+      - headers: { request: { set: { X-After-Auth: yes } } }
 ",
-    );
-    let gw = Gateway::start(&yaml).await;
+        )
+        .start()
+        .await;
     // Refused by key_auth five times: rate_limit, next in the chain, never counts them
     // (its bucket holds one token), and the backend sees nothing.
     for _ in 0..5 {
-        let r = get(&gw, "/", &[]).await;
+        let r = gw.get("/", &[]).await;
         assert_eq!(r.status, 401);
         assert!(
             r.header("ratelimit-limit").is_none(),
@@ -114,12 +97,12 @@ routes:
     }
     assert_eq!(b.hits(), 0);
 
-    let r = get(&gw, "/", &[("x-api-key", "s3cret")]).await;
+    let r = gw.get("/", &[("x-api-key", "s3cret")]).await;
     assert_eq!(r.status, 200, "the bucket is still full");
     assert_eq!(r.header("ratelimit-remaining"), Some("0"));
     assert_eq!(r.json()["headers"]["x-after-auth"], "yes");
     // Now rate_limit refuses, and the plugin after it does not run either.
-    let r = get(&gw, "/", &[("x-api-key", "s3cret")]).await;
+    let r = gw.get("/", &[("x-api-key", "s3cret")]).await;
     assert_eq!(r.status, 429);
     assert_eq!(b.hits(), 1);
 }
@@ -127,54 +110,39 @@ routes:
 #[tokio::test]
 async fn every_plugin_answer_is_counted_by_plugin_and_route() {
     let b = Backend::http("app");
-    let yaml = config(
-        &[("app", b.addr())],
-        "
-plugins:
-  - ip_filter: { deny: [203.0.113.0/24] }
-routes:
-  - name: locked
-    match: { path: { prefix: /locked } }
-    upstream: app
-    plugins:
-      - key_auth: { keys: { ci: k3y } }
-  - name: moved
-    match: { path: { prefix: /moved } }
-    plugins:
-      - redirect: { url: \"https://elsewhere.test\" }
-  - { name: open, match: { path: { prefix: /open } }, upstream: app }
-",
-    )
-    .replace("server: {", "server: { trusted_proxies: [127.0.0.1/32],");
-    let gw = Gateway::start(&yaml).await;
-    for _ in 0..3 {
-        assert_eq!(get(&gw, "/locked", &[]).await.status, 401);
+    let gw = Config::new()
+        .server("trusted_proxies: [127.0.0.1/32]")
+        .upstream("app", &backends(&[b.addr()]))
+        .plugin("ip_filter: { deny: [203.0.113.0/24] }")
+        .route("name: locked, match: { path: { prefix: /locked } }, upstream: app, plugins: [ { key_auth: { keys: { ci: k3y } } } ]")
+        .route("name: moved, match: { path: { prefix: /moved } }, plugins: [ { redirect: { url: \"https://elsewhere.test\" } } ]")
+        .route("name: open, match: { path: { prefix: /open } }, upstream: app")
+        .start()
+        .await;
+    // (times, path, headers, status)
+    let denied = [("x-forwarded-for", "203.0.113.5")];
+    let key = [("x-api-key", "k3y")];
+    let traffic: [(usize, &str, Pairs, u16); 6] = [
+        (3, "/locked", &[], 401),
+        (1, "/locked", &key, 200),
+        (2, "/moved/x", &[], 301),
+        (1, "/open", &denied, 403),
+        (1, "/nowhere", &denied, 403),
+        (1, "/open", &[], 200),
+    ];
+    for (times, path, headers, status) in traffic {
+        for _ in 0..times {
+            assert_eq!(
+                gw.get(path, headers).await.status,
+                status,
+                "{path} {headers:?}"
+            );
+        }
     }
-    assert_eq!(
-        get(&gw, "/locked", &[("x-api-key", "k3y")]).await.status,
-        200
-    );
-    for _ in 0..2 {
-        assert_eq!(get(&gw, "/moved/x", &[]).await.status, 301);
-    }
-    assert_eq!(
-        get(&gw, "/open", &[("x-forwarded-for", "203.0.113.5")])
-            .await
-            .status,
-        403
-    );
-    assert_eq!(
-        get(&gw, "/nowhere", &[("x-forwarded-for", "203.0.113.5")])
-            .await
-            .status,
-        403
-    );
-    assert_eq!(get(&gw, "/open", &[]).await.status, 200);
 
-    let text = metrics(&gw).await;
+    let text = gw.metrics().await;
     let count = |plugin: &str, route: &str| {
-        sample(
-            &text,
+        text.value(
             "portico_plugin_rejections_total",
             &[("plugin", plugin), ("route", route)],
         )
@@ -201,10 +169,11 @@ routes:
 /// Validates a config whose only route (`api`) has `plugin` as its first plugin; returns
 /// the error line for it, after checking that `portico -t` refused the config.
 async fn refused(plugin: &str) -> String {
-    let yaml = config(
-        &[],
-        &format!("routes:\n  - name: api\n    plugins:\n      - {plugin}\n      - respond: {{}}\n"),
-    );
+    let yaml = Config::new()
+        .yaml(&format!(
+            "routes:\n  - name: api\n    plugins:\n      - {plugin}\n      - respond: {{}}\n"
+        ))
+        .build();
     let (code, stderr) = validate_config(&yaml).await;
     assert_eq!(code, 1, "portico -t accepted `{plugin}`:\n{stderr}");
     let name = plugin.split(':').next().unwrap();
@@ -273,7 +242,10 @@ async fn bad_plugin_configs_are_refused_naming_the_route_and_the_plugin() {
 
 #[tokio::test]
 async fn a_bad_global_plugin_and_a_missing_secret_are_refused_too() {
-    let yaml = config(&[], "plugins:\n  - cors: { allow_methods: [\"GE T\"] }\nroutes:\n  - { name: api, plugins: [ { respond: {} } ] }\n");
+    let yaml = Config::new()
+        .plugin("cors: { allow_methods: [\"GE T\"] }")
+        .route("name: api, plugins: [ { respond: {} } ]")
+        .build();
     let (code, stderr) = validate_config(&yaml).await;
     assert_eq!(code, 1);
     assert!(
@@ -284,7 +256,11 @@ async fn a_bad_global_plugin_and_a_missing_secret_are_refused_too() {
     );
 
     // A secret from an environment variable that is not set: refused, and nothing starts.
-    let yaml = config(&[], "routes:\n  - name: api\n    plugins:\n      - key_auth: { keys: { ci: \"${PORTICO_TEST_UNSET_KEY}\" } }\n");
+    let yaml = Config::new()
+        .route(
+            "name: api, plugins: [ { key_auth: { keys: { ci: \"${PORTICO_TEST_UNSET_KEY}\" } } } ]",
+        )
+        .build();
     let (code, stderr) = validate_config(&yaml).await;
     assert_eq!(code, 1);
     assert!(stderr.contains("PORTICO_TEST_UNSET_KEY"), "{stderr}");

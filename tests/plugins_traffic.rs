@@ -4,11 +4,7 @@
 //! Rate limits are checked by counting, not timing: a bucket refills at `per_second`, so a
 //! test allows for the tokens that came back while it ran (its elapsed time × the rate).
 
-mod common;
-mod plugins_support;
-
-use common::*;
-use plugins_support::*;
+use crate::common::*;
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------
@@ -46,17 +42,10 @@ fn refilled(per_second: u32, elapsed: Duration) -> usize {
 #[tokio::test]
 async fn rate_limit_allows_the_burst_then_answers_429_with_retry_after() {
     let b = Backend::http("app");
-    let yaml = config(
-        &[("app", b.addr())],
-        "
-routes:
-  - name: api
-    upstream: app
-    plugins:
-      - rate_limit: { per_second: 1, burst: 4 }
-",
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = Config::with_app(&b)
+        .route("name: api, upstream: app, plugins: [ { rate_limit: { per_second: 1, burst: 4 } } ]")
+        .start()
+        .await;
 
     let started = Instant::now();
     let answers = until_refused(&gw, "/", &[], 30).await;
@@ -101,23 +90,16 @@ routes:
 
     // Retry-After is honest: after it, a request goes through again.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(get(&gw, "/", &[]).await.status, 200);
+    assert_eq!(gw.get("/", &[]).await.status, 200);
 }
 
 #[tokio::test]
 async fn rate_limit_by_header_gives_each_value_its_own_bucket() {
     let b = Backend::http("app");
-    let yaml = config(
-        &[("app", b.addr())],
-        "
-routes:
-  - name: api
-    upstream: app
-    plugins:
-      - rate_limit: { per_second: 1, burst: 1, key: \"header:X-Client\" }
-",
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = Config::with_app(&b)
+        .route("name: api, upstream: app, plugins: [ { rate_limit: { per_second: 1, burst: 1, key: \"header:X-Client\" } } ]")
+        .start()
+        .await;
 
     let started = Instant::now();
     let a = until_refused(&gw, "/", &[("x-client", "a")], 30).await;
@@ -131,37 +113,32 @@ routes:
 
     // Client b has a bucket of its own, still full; so do requests without the header
     // (keyed on their address instead, apart from any header value).
-    let r = get(&gw, "/", &[("x-client", "b")]).await;
+    let r = gw.get("/", &[("x-client", "b")]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("ratelimit-remaining"), Some("1"));
-    let r = get(&gw, "/", &[]).await;
+    let r = gw.get("/", &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("ratelimit-remaining"), Some("1"));
     // ...while a is still refused.
-    assert_eq!(get(&gw, "/", &[("x-client", "a")]).await.status, 429);
+    assert_eq!(gw.get("/", &[("x-client", "a")]).await.status, 429);
 }
 
 #[tokio::test]
 async fn rate_limit_by_route_shares_one_bucket_per_route() {
     let b = Backend::http("app");
-    let yaml = config_with(
-        &server("trusted_proxies: [127.0.0.1/32]"),
-        &[("app", b.addr())],
-        "
-plugins:
-  - rate_limit: { per_second: 1, burst: 1, key: route }
-routes:
-  - { name: one, match: { path: { prefix: /one } }, upstream: app }
-  - { name: two, match: { path: { prefix: /two } }, upstream: app }
-",
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = Config::with_app(&b)
+        .server("trusted_proxies: [127.0.0.1/32]")
+        .plugin("rate_limit: { per_second: 1, burst: 1, key: route }")
+        .route("name: one, match: { path: { prefix: /one } }, upstream: app")
+        .route("name: two, match: { path: { prefix: /two } }, upstream: app")
+        .start()
+        .await;
     // Different client addresses, one route: one bucket.
     let started = Instant::now();
     let mut allowed = 0;
     for i in 0..30 {
         let ip = format!("203.0.113.{i}");
-        if get(&gw, "/one", &[("x-forwarded-for", &ip)]).await.status == 429 {
+        if gw.get("/one", &[("x-forwarded-for", &ip)]).await.status == 429 {
             break;
         }
         allowed += 1;
@@ -171,7 +148,7 @@ routes:
         "{allowed}"
     );
     // The other route's bucket is untouched.
-    let r = get(&gw, "/two", &[]).await;
+    let r = gw.get("/two", &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("ratelimit-remaining"), Some("1"));
 }
@@ -196,29 +173,25 @@ async fn remaining_after(gw: &Gateway, n: usize, path: &str, headers: &[(&str, &
 // that took 20 answers at most 80 plus a token for each second the test has run, so "fewer
 // than 95" tells a remembered bucket from a new one for far longer than the test takes.
 
+/// Route `name` (for the paths under `/name`) with such a limit, `more` added to its settings.
+fn limited(name: &str, more: &str) -> String {
+    format!(
+        "name: {name}, match: {{ path: {{ prefix: /{name} }} }}, upstream: app, \
+         plugins: [ {{ rate_limit: {{ per_second: 1, burst: 99{more} }} }} ]"
+    )
+}
+
 #[tokio::test]
 async fn rate_limit_counts_ipv6_clients_by_their_64_and_ipv4_clients_by_address() {
     let b = Backend::http("app");
     // The clients' addresses come through X-Forwarded-For from a trusted proxy: loopback
     // has no two addresses in one /64 to connect from.
-    let yaml = config_with(
-        &server("trusted_proxies: [127.0.0.1/32]"),
-        &[("app", b.addr())],
-        "
-routes:
-  - name: by64
-    match: { path: { prefix: /by64 } }
-    upstream: app
-    plugins:
-      - rate_limit: { per_second: 1, burst: 99 }
-  - name: by128
-    match: { path: { prefix: /by128 } }
-    upstream: app
-    plugins:
-      - rate_limit: { per_second: 1, burst: 99, ipv6_prefix: 128 }
-",
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = Config::with_app(&b)
+        .server("trusted_proxies: [127.0.0.1/32]")
+        .route(&limited("by64", ""))
+        .route(&limited("by128", ", ipv6_prefix: 128"))
+        .start()
+        .await;
     let from = |ip: &'static str| [("x-forwarded-for", ip)];
 
     assert!(remaining_after(&gw, 20, "/by64", &from("2001:db8::1")).await <= 80);
@@ -248,30 +221,18 @@ routes:
     );
 
     // The backend is told the client's whole address, not its network.
-    let r = get(&gw, "/by128", &from("2001:db8::ffff:2")).await;
+    let r = gw.get("/by128", &from("2001:db8::ffff:2")).await;
     assert_eq!(r.json()["headers"]["x-real-ip"], "2001:db8::ffff:2");
 }
 
 #[tokio::test]
 async fn rate_limit_keeps_at_most_max_keys_buckets_forgetting_the_least_recently_used() {
     let b = Backend::http("app");
-    let yaml = config(
-        &[("app", b.addr())],
-        "
-routes:
-  - name: small
-    match: { path: { prefix: /small } }
-    upstream: app
-    plugins:
-      - rate_limit: { per_second: 1, burst: 99, key: \"header:X-Client\", max_keys: 2 }
-  - name: default
-    match: { path: { prefix: /default } }
-    upstream: app
-    plugins:
-      - rate_limit: { per_second: 1, burst: 99, key: \"header:X-Client\" }
-",
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = Config::with_app(&b)
+        .route(&limited("small", ", key: \"header:X-Client\", max_keys: 2"))
+        .route(&limited("default", ", key: \"header:X-Client\""))
+        .start()
+        .await;
     let client = |name: &'static str| [("x-client", name)];
 
     for path in ["/small", "/default"] {
@@ -295,30 +256,25 @@ routes:
 
 #[tokio::test]
 async fn rate_limit_in_redis_holds_one_limit_across_two_gateways() {
-    let Some(redis) = Redis::start().await else {
-        eprintln!("redis-server is not installed: skipping the shared rate limit test");
+    if !tools_present(&["redis-server"]) {
         return;
-    };
+    }
+    let redis = Redis::start().await;
     let b = Backend::http("app");
-    let rest = format!(
-        "
-routes:
-  - name: api
-    upstream: app
-    plugins:
-      - rate_limit: {{ per_second: 1, burst: 4, redis: {{ url: \"{}\", timeout: 1s, on_error: deny }} }}
-",
+    let route = format!(
+        "name: api, upstream: app, plugins: [ {{ rate_limit: {{ per_second: 1, burst: 4, \
+         redis: {{ url: \"{}\", timeout: 1s, on_error: deny }} }} }} ]",
         redis.url()
     );
     // The same route and limit on two instances (each its own ports).
-    let gw1 = Gateway::start(&config(&[("app", b.addr())], &rest)).await;
-    let gw2 = Gateway::start(&config(&[("app", b.addr())], &rest)).await;
+    let gw1 = Config::new().app(&b).route(&route).start().await;
+    let gw2 = Config::new().app(&b).route(&route).start().await;
 
     let started = Instant::now();
     let mut answers = Vec::new();
     for i in 0..12 {
         let gw = if i % 2 == 0 { &gw1 } else { &gw2 };
-        answers.push((i % 2 + 1, get(gw, "/", &[]).await));
+        answers.push((i % 2 + 1, gw.get("/", &[]).await));
     }
     let elapsed = started.elapsed();
     let allowed: Vec<_> = answers.iter().filter(|(_, r)| r.status == 200).collect();
@@ -355,36 +311,27 @@ routes:
 
 #[tokio::test]
 async fn rate_limit_redis_outage_follows_on_error_within_the_timeout() {
-    let Some(redis) = Redis::start().await else {
-        eprintln!("redis-server is not installed: skipping the Redis outage test");
+    if !tools_present(&["redis-server"]) {
         return;
-    };
+    }
+    let redis = Redis::start().await;
     let b = Backend::http("app");
-    let limit = |on_error: &str| {
-        format!("rate_limit: {{ per_second: 100, redis: {{ url: \"{}\", timeout: 300ms, on_error: {on_error} }} }}", redis.url())
+    let route = |name: &str, on_error: &str| {
+        format!(
+            "name: {name}, match: {{ path: {{ prefix: /{on_error} }} }}, upstream: app, plugins: [ \
+             {{ rate_limit: {{ per_second: 100, redis: {{ url: \"{}\", timeout: 300ms, on_error: {on_error} }} }} }} ]",
+            redis.url()
+        )
     };
-    let rest = format!(
-        "
-routes:
-  - name: lenient
-    match: {{ path: {{ prefix: /allow }} }}
-    upstream: app
-    plugins:
-      - {}
-  - name: strict
-    match: {{ path: {{ prefix: /deny }} }}
-    upstream: app
-    plugins:
-      - {}
-",
-        limit("allow"),
-        limit("deny")
-    );
-    let gw = Gateway::start(&config(&[("app", b.addr())], &rest)).await;
+    let gw = Config::with_app(&b)
+        .route(&route("lenient", "allow"))
+        .route(&route("strict", "deny"))
+        .start()
+        .await;
 
     // While Redis answers, both routes are limited through it.
     for path in ["/allow", "/deny"] {
-        let r = get(&gw, path, &[]).await;
+        let r = gw.get(path, &[]).await;
         assert_eq!(r.status, 200, "{path}");
         assert_eq!(r.header("ratelimit-limit"), Some("100"), "{path}");
     }
@@ -395,7 +342,7 @@ routes:
     let timeout = Duration::from_millis(300);
     let slack = Duration::from_secs(2); // a debug build on a busy 2-core machine
     let started = Instant::now();
-    let r = get(&gw, "/allow", &[]).await;
+    let r = gw.get("/allow", &[]).await;
     let waited = started.elapsed();
     assert_eq!(r.status, 200, "on_error: allow lets the request through");
     assert!(
@@ -404,7 +351,7 @@ routes:
     );
     assert!(waited < timeout + slack, "answered after {waited:?}");
     let started = Instant::now();
-    let r = get(&gw, "/deny", &[]).await;
+    let r = gw.get("/deny", &[]).await;
     let waited = started.elapsed();
     assert_eq!(r.status, 429, "on_error: deny refuses");
     assert_eq!(r.header("retry-after"), Some("1"));
@@ -418,8 +365,8 @@ routes:
     redis.signal("KILL");
     for _ in 0..3 {
         let started = Instant::now();
-        assert_eq!(get(&gw, "/allow", &[]).await.status, 200);
-        assert_eq!(get(&gw, "/deny", &[]).await.status, 429);
+        assert_eq!(gw.get("/allow", &[]).await.status, 200);
+        assert_eq!(gw.get("/deny", &[]).await.status, 429);
         assert!(
             started.elapsed() < 2 * timeout + slack,
             "{:?}",
@@ -438,26 +385,15 @@ routes:
 #[tokio::test]
 async fn redirect_answers_with_location_and_never_reaches_the_backend() {
     let b = Backend::http("app");
-    let yaml = config(
-        &[("app", b.addr())],
-        "
-routes:
-  - name: moved
-    match: { path: { prefix: /old } }
-    upstream: app
-    plugins:
-      - redirect: { url: \"https://new.example.test/\" }
-  - name: temporary
-    match: { path: { prefix: /promo } }
-    upstream: app
-    plugins:
-      - redirect: { url: \"https://shop.example.test/landing?from=promo\", status: 302, keep_path: false }
-  - { name: rest, upstream: app }
-",
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = Config::with_app(&b)
+        .route("name: moved, match: { path: { prefix: /old } }, upstream: app, plugins: [ { redirect: { url: \"https://new.example.test/\" } } ]")
+        .route("name: temporary, match: { path: { prefix: /promo } }, upstream: app, plugins: [ \
+                { redirect: { url: \"https://shop.example.test/landing?from=promo\", status: 302, keep_path: false } } ]")
+        .route("name: rest, upstream: app")
+        .start()
+        .await;
 
-    let r = get(&gw, "/old/a/b?x=1&y=2", &[]).await;
+    let r = gw.get("/old/a/b?x=1&y=2", &[]).await;
     assert_eq!(r.status, 301, "the default status");
     assert_eq!(
         r.header("location"),
@@ -466,7 +402,9 @@ routes:
     assert!(r.body.is_empty());
     assert!(r.header("x-request-id").is_some());
 
-    let r = send(&gw, "POST", "/promo/summer?utm=1", &[]).await;
+    let r = gw
+        .send("POST", "/promo/summer?utm=1", &[], Body::empty())
+        .await;
     assert_eq!(r.status, 302);
     assert_eq!(
         r.header("location"),
@@ -475,7 +413,7 @@ routes:
 
     assert_eq!(b.hits(), 0);
     assert_eq!(
-        get(&gw, "/elsewhere", &[]).await.status,
+        gw.get("/elsewhere", &[]).await.status,
         200,
         "other routes are proxied"
     );
@@ -504,30 +442,23 @@ async fn raw_redirect(gw: &Gateway, target: &str) -> (u16, Option<String>) {
 async fn redirect_never_answers_with_a_protocol_relative_location() {
     // With slashes merged (the default) the gateway's path reading already collapses `//`;
     // with `merge_slashes: false` the plugin's own rule is what keeps `//` out of Location.
-    for server_extra in ["", "path: { merge_slashes: false }"] {
-        redirect_keeps_leading_slashes_single(server_extra).await;
+    for path_settings in [None, Some("path: { merge_slashes: false }")] {
+        redirect_keeps_leading_slashes_single(path_settings).await;
     }
 }
 
-async fn redirect_keeps_leading_slashes_single(server_extra: &str) {
+async fn redirect_keeps_leading_slashes_single(path_settings: Option<&str>) {
     let b = Backend::http("app");
-    let yaml = config_with(
-        &server(server_extra),
-        &[("app", b.addr())],
-        "
-routes:
-  - name: base
-    match: { path: { prefix: /base } }
-    upstream: app
-    plugins:
-      - redirect: { url: /new/ }
-  - name: root
-    upstream: app
-    plugins:
-      - redirect: { url: / }
-",
-    );
-    let gw = Gateway::start(&yaml).await;
+    let config = match path_settings {
+        Some(entry) => Config::new().server(entry),
+        None => Config::new(),
+    };
+    let gw = config
+        .app(&b)
+        .route("name: base, match: { path: { prefix: /base } }, upstream: app, plugins: [ { redirect: { url: /new/ } } ]")
+        .route("name: root, upstream: app, plugins: [ { redirect: { url: / } } ]")
+        .start()
+        .await;
 
     // A request path that starts with two slashes, appended to a url of just `/`, would
     // make `//evil.example/x`: a browser goes to evil.example.
@@ -550,10 +481,9 @@ routes:
     assert_eq!(b.hits(), 0);
 
     // A configured url that itself starts with `//` is refused when the config is read.
-    let bad = config(
-        &[],
-        "routes:\n  - name: r\n    plugins:\n      - redirect: { url: //evil.example/, keep_path: false }\n",
-    );
+    let bad = Config::new()
+        .route("name: r, plugins: [ { redirect: { url: //evil.example/, keep_path: false } } ]")
+        .build();
     let (code, stderr) = validate_config(&bad).await;
     assert_eq!(code, 1, "{stderr}");
     assert!(
@@ -571,24 +501,14 @@ routes:
 #[tokio::test]
 async fn respond_answers_with_the_configured_status_headers_and_body() {
     let b = Backend::http("app");
-    let yaml = config(
-        &[("app", b.addr())],
-        "
-routes:
-  - name: maintenance
-    match: { path: { prefix: /shop } }
-    upstream: app
-    plugins:
-      - respond: { status: 503, body: \"back soon\\n\", headers: { Content-Type: text/plain, Retry-After: \"120\" } }
-  - name: health
-    match: { path: { exact: /ping } }
-    plugins:
-      - respond: { body: pong }
-",
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = Config::with_app(&b)
+        .route("name: maintenance, match: { path: { prefix: /shop } }, upstream: app, plugins: [ { respond: \
+                { status: 503, body: \"back soon\\n\", headers: { Content-Type: text/plain, Retry-After: \"120\" } } } ]")
+        .route("name: health, match: { path: { exact: /ping } }, plugins: [ { respond: { body: pong } } ]")
+        .start()
+        .await;
 
-    let r = get(&gw, "/shop/cart", &[]).await;
+    let r = gw.get("/shop/cart", &[]).await;
     assert_eq!(r.status, 503);
     assert_eq!(r.text(), "back soon\n");
     assert_eq!(r.header("content-type"), Some("text/plain"));
@@ -597,12 +517,12 @@ routes:
     assert!(r.header("x-request-id").is_some());
 
     // HEAD: the same head, no body.
-    let r = send(&gw, "HEAD", "/shop", &[]).await;
+    let r = gw.send("HEAD", "/shop", &[], Body::empty()).await;
     assert_eq!(r.status, 503);
     assert!(r.body.is_empty());
 
     // A route with no upstream at all, answered with the defaults (200).
-    let r = get(&gw, "/ping", &[]).await;
+    let r = gw.get("/ping", &[]).await;
     assert_eq!((r.status, r.text().as_str()), (200, "pong"));
     assert_eq!(b.hits(), 0, "the upstream is never asked");
 }
@@ -613,9 +533,9 @@ routes:
 #[tokio::test]
 async fn cors_answers_preflights_and_marks_allowed_responses() {
     let b = Backend::http("app");
-    let yaml = config(
-        &[("app", b.addr())],
-        "
+    let gw = Config::with_app(&b)
+        .yaml(
+            "
 routes:
   - name: api
     match: { path: { prefix: /api } }
@@ -634,8 +554,9 @@ routes:
     plugins:
       - cors: {}
 ",
-    );
-    let gw = Gateway::start(&yaml).await;
+        )
+        .start()
+        .await;
     let app = ("origin", "https://app.example.test");
     let evil = ("origin", "https://evil.example.test");
 
@@ -644,13 +565,14 @@ routes:
         ("access-control-request-method", "POST"),
         ("access-control-request-headers", "content-type"),
     ];
-    let r = send(
-        &gw,
-        "OPTIONS",
-        "/api/items",
-        &[app, preflight[0], preflight[1]],
-    )
-    .await;
+    let r = gw
+        .send(
+            "OPTIONS",
+            "/api/items",
+            &[app, preflight[0], preflight[1]],
+            Body::empty(),
+        )
+        .await;
     assert_eq!(r.status, 204);
     assert_eq!(
         r.header("access-control-allow-origin"),
@@ -682,14 +604,21 @@ routes:
     assert!(raw.ends_with("\r\n\r\n"), "{raw}");
 
     // Preflight from another origin: 403, no CORS headers.
-    let r = send(&gw, "OPTIONS", "/api/items", &[evil, preflight[0]]).await;
+    let r = gw
+        .send(
+            "OPTIONS",
+            "/api/items",
+            &[evil, preflight[0]],
+            Body::empty(),
+        )
+        .await;
     assert_eq!(r.status, 403);
     assert_eq!(r.text(), "CORS origin not allowed\n");
     assert!(r.header("access-control-allow-origin").is_none());
     assert_eq!(b.hits(), 0, "preflights never reach the backend");
 
     // A simple request from the allowed origin: proxied, with the CORS headers added.
-    let r = get(&gw, "/api/items", &[app]).await;
+    let r = gw.get("/api/items", &[app]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["path"], "/api/items");
     assert_eq!(
@@ -700,28 +629,31 @@ routes:
     assert_eq!(r.header("access-control-expose-headers"), Some("X-Backend"));
     assert!(r.header_all("vary").iter().any(|v| v.contains("Origin")));
     // From another origin: proxied too, but without them, so the browser withholds it.
-    let r = get(&gw, "/api/items", &[evil]).await;
+    let r = gw.get("/api/items", &[evil]).await;
     assert_eq!(r.status, 200);
     assert!(r.header("access-control-allow-origin").is_none());
     assert!(r.header("access-control-allow-credentials").is_none());
     // An OPTIONS that is not a preflight (no Access-Control-Request-Method) is proxied.
     assert_eq!(
-        send(&gw, "OPTIONS", "/api/items", &[app]).await.json()["method"],
+        gw.send("OPTIONS", "/api/items", &[app], Body::empty())
+            .await
+            .json()["method"],
         "OPTIONS"
     );
     assert_eq!(b.hits(), 3);
 
     // The defaults: any origin, answered with `*`.
-    let r = get(&gw, "/public/x", &[evil]).await;
+    let r = gw.get("/public/x", &[evil]).await;
     assert_eq!(r.header("access-control-allow-origin"), Some("*"));
     assert!(r.header("access-control-allow-credentials").is_none());
-    let r = send(
-        &gw,
-        "OPTIONS",
-        "/public/x",
-        &[evil, ("access-control-request-method", "PUT")],
-    )
-    .await;
+    let r = gw
+        .send(
+            "OPTIONS",
+            "/public/x",
+            &[evil, ("access-control-request-method", "PUT")],
+            Body::empty(),
+        )
+        .await;
     assert_eq!(r.status, 204);
     assert_eq!(r.header("access-control-allow-origin"), Some("*"));
     assert_eq!(

@@ -1,16 +1,17 @@
 //! The plugins that change what passes through, through the real binary: `headers`,
 //! `rewrite`, `compression`, and `access_log`, which records it.
 
-mod common;
-mod plugins_support;
-
-use common::*;
-use plugins_support::*;
+use crate::common::*;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
+
+/// Route `api` (every path) to `app`, through `plugin` (the inside of its mapping).
+fn api_with(plugin: &str) -> String {
+    format!("name: api, upstream: app, plugins: [ {{ {plugin} }} ]")
+}
 
 // ---------------------------------------------------------------------------------------
 // headers
@@ -18,25 +19,16 @@ use std::time::Duration;
 #[tokio::test]
 async fn headers_edit_the_upstream_request_and_the_client_response() {
     let b = Backend::http("app");
-    let yaml = config(
-        &[("app", b.addr())],
-        "
-routes:
-  - name: api
-    upstream: app
-    plugins:
-      - headers:
-          request: { set: { X-Env: prod }, add: { X-Tag: b }, remove: [X-Debug] }
-          response: { set: { Cache-Control: no-store }, add: { X-Served-By: portico }, remove: [X-Backend] }
-",
-    );
-    let gw = Gateway::start(&yaml).await;
-    let r = get(
-        &gw,
-        "/",
-        &[("x-debug", "1"), ("x-env", "dev"), ("x-tag", "a")],
-    )
-    .await;
+    let gw = Config::with_app(&b)
+        .route(&api_with(
+            "headers: { request: { set: { X-Env: prod }, add: { X-Tag: b }, remove: [X-Debug] }, \
+             response: { set: { Cache-Control: no-store }, add: { X-Served-By: portico }, remove: [X-Backend] } }",
+        ))
+        .start()
+        .await;
+    let r = gw
+        .get("/", &[("x-debug", "1"), ("x-env", "dev"), ("x-tag", "a")])
+        .await;
     assert_eq!(r.status, 200);
     let h = &r.json()["headers"];
     assert_eq!(h["x-env"], "prod", "set replaces the client's value");
@@ -55,29 +47,23 @@ routes:
 #[tokio::test]
 async fn headers_removed_or_set_go_in_every_spelling_a_cgi_backend_reads_alike() {
     let b = Backend::http("app");
-    let yaml = config(
-        &[("app", b.addr())],
-        "
-routes:
-  - name: api
-    upstream: app
-    plugins:
-      - headers:
-          request: { set: { X-Env: prod }, remove: [X-Debug] }
-",
-    );
-    let gw = Gateway::start(&yaml).await;
-    let r = get(
-        &gw,
-        "/",
-        &[
-            ("x_debug", "1"),
-            ("x-debug_", "kept: another name"),
-            ("x_env", "dev"),
-            ("x_tag", "kept: not configured"),
-        ],
-    )
-    .await;
+    let gw = Config::with_app(&b)
+        .route(&api_with(
+            "headers: { request: { set: { X-Env: prod }, remove: [X-Debug] } }",
+        ))
+        .start()
+        .await;
+    let r = gw
+        .get(
+            "/",
+            &[
+                ("x_debug", "1"),
+                ("x-debug_", "kept: another name"),
+                ("x_env", "dev"),
+                ("x_tag", "kept: not configured"),
+            ],
+        )
+        .await;
     assert_eq!(r.status, 200);
     let h = &r.json()["headers"];
     assert!(h.get("x_debug").is_none(), "{h}");
@@ -93,28 +79,19 @@ routes:
 #[tokio::test]
 async fn rewrite_strip_prefix_changes_only_the_upstream_path() {
     let b = Backend::http("app");
-    let yaml = config(
-        &[("app", b.addr())],
-        "
-plugins:
-  - access_log: { path: access.log }
-routes:
-  - name: api
-    match: { path: { prefix: /api } }
-    upstream: app
-    plugins:
-      - rewrite: { strip_prefix: /api }
-",
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = Config::with_app(&b)
+        .plugin("access_log: { path: access.log }")
+        .route("name: api, match: { path: { prefix: /api } }, upstream: app, plugins: [ { rewrite: { strip_prefix: /api } } ]")
+        .start()
+        .await;
     assert_eq!(
-        get(&gw, "/api/users/7?page=2&q=a%20b", &[]).await.json()["path"],
+        gw.get("/api/users/7?page=2&q=a%20b", &[]).await.json()["path"],
         "/users/7?page=2&q=a%20b"
     );
-    assert_eq!(get(&gw, "/api", &[]).await.json()["path"], "/");
-    assert_eq!(get(&gw, "/api/", &[]).await.json()["path"], "/");
+    assert_eq!(gw.get("/api", &[]).await.json()["path"], "/");
+    assert_eq!(gw.get("/api/", &[]).await.json()["path"], "/");
     assert_eq!(
-        get(&gw, "/apix", &[]).await.status,
+        gw.get("/apix", &[]).await.status,
         404,
         "a prefix is whole segments, for the route as for the rewrite"
     );
@@ -134,30 +111,18 @@ async fn rewrite_regex_replaces_with_capture_groups() {
     // `${...}` in a config file is an environment variable; named and numbered groups are
     // written `$name` / `$1`, and a brace that must reach the regex is written `\x7B` in a
     // double-quoted string.
-    let yaml = config(
-        &[("app", b.addr())],
-        r#"
-routes:
-  - name: old
-    match: { path: { prefix: /old } }
-    upstream: app
-    plugins:
-      - rewrite: { regex: "^/old/(?P<section>[a-z]+)/(.*)$", replace: "/new/$section/$2" }
-  - name: users
-    match: { path: { prefix: /u } }
-    upstream: app
-    plugins:
-      - rewrite: { regex: "^/u/([0-9]+)$", replace: "/users/$\x7B1}x" }
-"#,
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = Config::with_app(&b)
+        .route(r#"name: old, match: { path: { prefix: /old } }, upstream: app, plugins: [ { rewrite: { regex: "^/old/(?P<section>[a-z]+)/(.*)$", replace: "/new/$section/$2" } } ]"#)
+        .route(r#"name: users, match: { path: { prefix: /u } }, upstream: app, plugins: [ { rewrite: { regex: "^/u/([0-9]+)$", replace: "/users/$\x7B1}x" } } ]"#)
+        .start()
+        .await;
     assert_eq!(
-        get(&gw, "/old/docs/a/b.html?v=1", &[]).await.json()["path"],
+        gw.get("/old/docs/a/b.html?v=1", &[]).await.json()["path"],
         "/new/docs/a/b.html?v=1"
     );
     // A path the regex does not match goes upstream unchanged.
-    assert_eq!(get(&gw, "/old/42", &[]).await.json()["path"], "/old/42");
-    assert_eq!(get(&gw, "/u/42", &[]).await.json()["path"], "/users/42x");
+    assert_eq!(gw.get("/old/42", &[]).await.json()["path"], "/old/42");
+    assert_eq!(gw.get("/u/42", &[]).await.json()["path"], "/users/42x");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -195,17 +160,10 @@ fn decode(encoding: &str, body: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn compression_encodes_by_accept_encoding() {
     let b = Backend::http("app");
-    let yaml = config(
-        &[("app", b.addr())],
-        "
-routes:
-  - name: api
-    upstream: app
-    plugins:
-      - compression: { min_size: 1500 }
-",
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = Config::with_app(&b)
+        .route(&api_with("compression: { min_size: 1500 }"))
+        .start()
+        .await;
 
     let plain = big_echo(&gw, None).await;
     assert_eq!(plain.status, 200);
@@ -287,25 +245,15 @@ async fn compression_skips_small_bodies_and_already_encoded_ones() {
     let b = Backend::http("app");
     let encoded: &'static [u8] = Box::leak(vec![b'z'; 4000].into_boxed_slice());
     let pre = encoded_backend(encoded);
-    let yaml = config(
-        &[("app", b.addr()), ("pre", pre)],
-        "
-routes:
-  - name: api
-    upstream: app
-    plugins:
-      - compression: { min_size: 1500 }
-  - name: pre
-    match: { path: { prefix: /pre } }
-    upstream: pre
-    plugins:
-      - compression: {}
-",
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = Config::with_app(&b)
+        .upstream("pre", &backends(&[pre]))
+        .route(&api_with("compression: { min_size: 1500 }"))
+        .route("name: pre, match: { path: { prefix: /pre } }, upstream: pre, plugins: [ { compression: {} } ]")
+        .start()
+        .await;
 
     // The echo of a bodiless GET is well under min_size.
-    let r = get(&gw, "/small", &[("accept-encoding", "gzip")]).await;
+    let r = gw.get("/small", &[("accept-encoding", "gzip")]).await;
     assert_eq!(r.status, 200);
     assert!(
         r.body.len() < 1500,
@@ -323,7 +271,7 @@ routes:
     // Already encoded by the backend: passed on byte for byte, whether the client accepts
     // that encoding or only another one.
     for accept in ["br, gzip", "gzip"] {
-        let r = get(&gw, "/pre", &[("accept-encoding", accept)]).await;
+        let r = gw.get("/pre", &[("accept-encoding", accept)]).await;
         assert_eq!(r.status, 200, "{accept}");
         assert_eq!(r.header("content-encoding"), Some("br"), "{accept}");
         assert_eq!(r.body, encoded, "{accept}: the body was changed");
@@ -332,19 +280,16 @@ routes:
 
 #[tokio::test]
 async fn compression_applies_to_answers_plugins_make() {
-    let yaml = config(
-        &[],
-        "
-routes:
-  - name: page
-    plugins:
-      - compression: {}
-      - respond: { body: \"PAGE_BODY\", headers: { Content-Type: text/html } }
-",
-    );
     let page = "<p>the same paragraph, over and over</p>\n".repeat(40);
-    let gw = Gateway::start(&yaml.replace("PAGE_BODY", &page.replace('\n', "\\n"))).await;
-    let r = get(&gw, "/", &[("accept-encoding", "gzip")]).await;
+    let gw = Config::new()
+        .route(&format!(
+            "name: page, plugins: [ {{ compression: {{}} }}, \
+             {{ respond: {{ body: \"{}\", headers: {{ Content-Type: text/html }} }} }} ]",
+            page.replace('\n', "\\n")
+        ))
+        .start()
+        .await;
+    let r = gw.get("/", &[("accept-encoding", "gzip")]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-encoding"), Some("gzip"));
     assert_eq!(String::from_utf8(decode("gzip", &r.body)).unwrap(), page);
@@ -404,43 +349,38 @@ fn by_id<'a>(lines: &'a [Value], id: &str) -> &'a Value {
 #[tokio::test]
 async fn access_log_writes_one_json_line_per_request_and_reopens_after_rotation() {
     let b = Backend::http("app");
-    let yaml = config_with(
-        &server("trusted_proxies: [127.0.0.1/32]"),
-        &[("app", b.addr())],
-        "
-plugins:
-  - access_log: { path: access.log }
-routes:
-  - name: api
-    match: { path: { prefix: /api } }
-    upstream: app
-  - name: fixed
-    match: { path: { prefix: /fixed } }
-    plugins:
-      - respond: { status: 201, body: \"fixed\\n\" }
-",
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = Config::with_app(&b)
+        .server("trusted_proxies: [127.0.0.1/32]")
+        .plugin("access_log: { path: access.log }")
+        .route("name: api, match: { path: { prefix: /api } }, upstream: app")
+        .route("name: fixed, match: { path: { prefix: /fixed } }, plugins: [ { respond: { status: 201, body: \"fixed\\n\" } } ]")
+        .start()
+        .await;
     let log = gw.dir().join("access.log");
     let backend = b.addr().to_string();
 
-    let proxied = get(
-        &gw,
-        "/api/items?token=s3cret",
-        &[
-            ("host", "Shop.Example.test:8080"),
-            ("x-request-id", "req-1"),
-            ("x-forwarded-for", "198.51.100.9"),
-        ],
-    )
-    .await;
+    let proxied = gw
+        .get(
+            "/api/items?token=s3cret",
+            &[
+                ("host", "Shop.Example.test:8080"),
+                ("x-request-id", "req-1"),
+                ("x-forwarded-for", "198.51.100.9"),
+            ],
+        )
+        .await;
     assert_eq!(proxied.status, 200);
-    let answered = get(&gw, "/fixed", &[("x-request-id", "req-2")]).await;
+    let answered = gw.get("/fixed", &[("x-request-id", "req-2")]).await;
     assert_eq!(answered.status, 201);
     assert_eq!(
-        send(&gw, "DELETE", "/nowhere", &[("x-request-id", "req-3")])
-            .await
-            .status,
+        gw.send(
+            "DELETE",
+            "/nowhere",
+            &[("x-request-id", "req-3")],
+            Body::empty()
+        )
+        .await
+        .status,
         404
     );
 
@@ -522,7 +462,7 @@ routes:
     // The signal task logs just before it asks the writers to reopen.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
-        get(&gw, "/api/after", &[("x-request-id", "req-4")])
+        gw.get("/api/after", &[("x-request-id", "req-4")])
             .await
             .status,
         200
@@ -541,19 +481,12 @@ routes:
 #[tokio::test]
 async fn access_log_without_a_path_writes_to_stdout() {
     let b = Backend::http("app");
-    let yaml = config(
-        &[("app", b.addr())],
-        "
-routes:
-  - name: api
-    upstream: app
-    plugins:
-      - access_log: {}
-",
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = Config::with_app(&b)
+        .route(&api_with("access_log: {}"))
+        .start()
+        .await;
     assert_eq!(
-        get(&gw, "/to-stdout", &[("x-request-id", "stdout-1")])
+        gw.get("/to-stdout", &[("x-request-id", "stdout-1")])
             .await
             .status,
         200

@@ -3,12 +3,10 @@
 //! header in front of the connection. The headers are written by hand, byte for byte, so the
 //! test does not share a parser with the gateway.
 
-mod common;
-
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -92,38 +90,26 @@ const LB6: &str = "[2001:db8::1]:443";
 /// `pp.test`), both with `proxy_protocol: true`, one route to `backend`, an access log on
 /// stdout, and `server.trusted_proxies` as given (a YAML flow sequence).
 struct Setup {
-    backend: Backend,
-    ca: TestCa,
+    site: TlsSite,
     gw: Gateway,
 }
 
 impl Setup {
     async fn start(trusted_proxies: &str) -> Setup {
-        let backend = Backend::http("app");
-        let ca = TestCa::new("proxy protocol CA");
-        let cert = ca.issue(&["pp.test"]);
-        let yaml = format!(
-            "server: {{ grace_period: 0s, shutdown_timeout: 1s, upgrade_sock: \"${{PORTICO_TEST_DIR}}/u.sock\", \
-             pid_file: \"${{PORTICO_TEST_DIR}}/p.pid\", trusted_proxies: {trusted_proxies} }}\n\
-             admin: {{ listen: 127.0.0.1:{admin} }}\n\
-             listeners:\n\
-             \x20 - {{ name: plain, listen: 127.0.0.1:{plain}, proxy_protocol: true }}\n\
-             \x20 - name: tls\n\
-             \x20   listen: 127.0.0.1:{tls}\n\
-             \x20   proxy_protocol: true\n\
-             \x20   tls: {{ certificates: [ {{ cert: \"{cert}\", key: \"{key}\" }} ] }}\n\
-             upstreams:\n  app: {{ backends: [ {{ addr: \"{backend}\" }} ] }}\n\
-             plugins:\n  - access_log: {{}}\n\
-             routes:\n  - {{ name: all, upstream: app }}\n",
-            admin = free_port(),
-            plain = free_port(),
-            tls = free_port(),
-            cert = cert.cert.display(),
-            key = cert.key.display(),
-            backend = backend.addr(),
-        );
-        let gw = Gateway::start(&yaml).await;
-        Setup { backend, ca, gw }
+        let site = TlsSite::new("proxy protocol CA", "pp.test");
+        let gw = Config::admin_only()
+            .server(&format!("trusted_proxies: {trusted_proxies}"))
+            .listener("plain", "proxy_protocol: true")
+            .listener(
+                "tls",
+                &format!("proxy_protocol: true, {}", tls(&[&site.cert], "")),
+            )
+            .app(&site.backend)
+            .plugin("access_log: {}")
+            .route("name: all, upstream: app")
+            .start()
+            .await;
+        Setup { site, gw }
     }
 
     fn plain(&self) -> SocketAddr {
@@ -135,7 +121,7 @@ impl Setup {
     }
 
     fn tls_opts(&self, alpn: &[&str]) -> TlsClientOpts {
-        TlsClientOpts::trusting(self.ca.cert_path()).alpn(alpn)
+        self.site.client(alpn)
     }
 
     /// Writes `header` on a new plain connection, then sends GET /pp with `headers` over
@@ -193,41 +179,30 @@ fn pair(real_ip: &str, xff: &str) -> (String, String) {
 async fn v1_and_v2_on_a_plain_listener_give_the_client_ip() {
     let s = Setup::start("[127.0.0.1/32]").await;
 
-    let seen = s.via_plain(&v1(sa(CLIENT4), sa(LB4)), &[]).await;
-    assert_eq!(told(&seen), pair("203.0.113.7", "203.0.113.7"), "v1 TCP4");
-    let seen = s.via_plain(&v1(sa(CLIENT6), sa(LB6)), &[]).await;
-    assert_eq!(told(&seen), pair("2001:db8::7", "2001:db8::7"), "v1 TCP6");
-    let seen = s.via_plain(&v2(sa(CLIENT4), sa(LB4), &[]), &[]).await;
-    assert_eq!(told(&seen), pair("203.0.113.7", "203.0.113.7"), "v2 IPv4");
-    let seen = s
-        .via_plain(
-            &v2(
-                sa(CLIENT6),
-                sa(LB6),
-                &[(0x02, b"pp.test"), (0xEA, b"\x01vpce-0123")],
-            ),
+    // (what, the PROXY header, the client's own headers, the address the backend is told).
+    // The client's own X-Forwarded-For is not believed: its source is not a trusted proxy.
+    let tlvs: [(u8, &[u8]); 2] = [(0x02, b"pp.test"), (0xEA, b"\x01vpce-0123")];
+    let cases: [(&str, Vec<u8>, Pairs, &str); 5] = [
+        ("v1 TCP4", v1(sa(CLIENT4), sa(LB4)), &[], "203.0.113.7"),
+        ("v1 TCP6", v1(sa(CLIENT6), sa(LB6)), &[], "2001:db8::7"),
+        ("v2 IPv4", v2(sa(CLIENT4), sa(LB4), &[]), &[], "203.0.113.7"),
+        (
+            "v2 IPv6 with TLVs",
+            v2(sa(CLIENT6), sa(LB6), &tlvs),
             &[],
-        )
-        .await;
-    assert_eq!(
-        told(&seen),
-        pair("2001:db8::7", "2001:db8::7"),
-        "v2 IPv6 with TLVs"
-    );
-
-    // The client's own X-Forwarded-For is not believed: the header's source is not a
-    // trusted proxy.
-    let seen = s
-        .via_plain(
-            &v2(sa(CLIENT4), sa(LB4), &[]),
+            "2001:db8::7",
+        ),
+        (
+            "spoofed X-Forwarded-For",
+            v2(sa(CLIENT4), sa(LB4), &[]),
             &[("x-forwarded-for", "6.6.6.6")],
-        )
-        .await;
-    assert_eq!(
-        told(&seen),
-        pair("203.0.113.7", "203.0.113.7"),
-        "spoofed X-Forwarded-For"
-    );
+            "203.0.113.7",
+        ),
+    ];
+    for (what, header, headers, client) in cases {
+        let seen = s.via_plain(&header, headers).await;
+        assert_eq!(told(&seen), pair(client, client), "{what}");
+    }
 
     // A load balancer writes the header and the request in one segment: nothing after the
     // header may be lost, and every keep-alive request on the connection carries the address.
@@ -236,7 +211,9 @@ async fn v1_and_v2_on_a_plain_listener_give_the_client_ip() {
         let mut bytes = header.clone();
         bytes.extend_from_slice(b"GET /first HTTP/1.1\r\nHost: pp.test\r\n\r\n");
         tcp.write_all(&bytes).await.unwrap();
-        let head = common::backend::read_raw_head(&mut tcp).await.unwrap();
+        let head = crate::common::backend::read_raw_head(&mut tcp)
+            .await
+            .unwrap();
         assert!(head.text.starts_with("HTTP/1.1 200"), "{}", head.text);
         let len: usize = head.header("content-length").unwrap().parse().unwrap();
         let mut body = head.rest.clone();
@@ -284,31 +261,28 @@ async fn v1_and_v2_on_a_tls_listener_give_the_client_ip() {
     let s = Setup::start("[127.0.0.1/32]").await;
     let h1 = ["http/1.1"];
 
-    let seen = s.via_tls(&v1(sa(CLIENT4), sa(LB4)), &h1, &[]).await;
-    assert_eq!(told(&seen), pair("203.0.113.7", "203.0.113.7"), "v1 TCP4");
-    assert_eq!(seen["headers"]["x-forwarded-proto"], "https");
-    let seen = s.via_tls(&v1(sa(CLIENT6), sa(LB6)), &h1, &[]).await;
-    assert_eq!(told(&seen), pair("2001:db8::7", "2001:db8::7"), "v1 TCP6");
-    let seen = s
-        .via_tls(&v2(sa(CLIENT4), sa(LB4), &[(0x02, b"pp.test")]), &h1, &[])
-        .await;
-    assert_eq!(
-        told(&seen),
-        pair("203.0.113.7", "203.0.113.7"),
-        "v2 IPv4 with a TLV"
-    );
-    let seen = s
-        .via_tls(
-            &v2(sa(CLIENT6), sa(LB6), &[]),
-            &h1,
+    // (what, the PROXY header, the client's own headers, the address the backend is told)
+    let cases: [(&str, Vec<u8>, Pairs, &str); 4] = [
+        ("v1 TCP4", v1(sa(CLIENT4), sa(LB4)), &[], "203.0.113.7"),
+        ("v1 TCP6", v1(sa(CLIENT6), sa(LB6)), &[], "2001:db8::7"),
+        (
+            "v2 IPv4 with a TLV",
+            v2(sa(CLIENT4), sa(LB4), &[(0x02, b"pp.test")]),
+            &[],
+            "203.0.113.7",
+        ),
+        (
+            "v2 IPv6, spoofed X-Forwarded-For",
+            v2(sa(CLIENT6), sa(LB6), &[]),
             &[("x-forwarded-for", "6.6.6.6")],
-        )
-        .await;
-    assert_eq!(
-        told(&seen),
-        pair("2001:db8::7", "2001:db8::7"),
-        "v2 IPv6, spoofed X-Forwarded-For"
-    );
+            "2001:db8::7",
+        ),
+    ];
+    for (what, header, headers, client) in cases {
+        let seen = s.via_tls(&header, &h1, headers).await;
+        assert_eq!(told(&seen), pair(client, client), "{what}");
+        assert_eq!(seen["headers"]["x-forwarded-proto"], "https", "{what}");
+    }
 
     // HTTP/2 (ALPN h2) takes the same way.
     let mut tcp = connect_tcp(s.tls()).await.unwrap();
@@ -360,7 +334,7 @@ async fn a_header_in_one_segment_with_the_handshake_or_longer_than_a_read() {
         let mut raw = tokio::io::BufWriter::with_capacity(4096, tcp);
         raw.write_all(&header).await.unwrap();
         let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
-        b.set_ca_file(s.ca.cert_path()).unwrap();
+        b.set_ca_file(s.site.ca.cert_path()).unwrap();
         b.set_alpn_protos(b"\x08http/1.1").unwrap();
         let ssl = b.build().configure().unwrap().into_ssl("pp.test").unwrap();
         let mut tls = tokio_openssl::SslStream::new(ssl, raw).unwrap();
@@ -486,7 +460,7 @@ async fn an_untrusted_peer_is_not_believed() {
         "access log: {}",
         s.gw.stdout_text()
     );
-    assert_eq!(s.backend.hits(), 7);
+    assert_eq!(s.site.backend.hits(), 7);
 }
 
 /// Writes `bytes` to a new connection and returns what came back before the gateway closed
@@ -575,10 +549,10 @@ async fn connections_without_a_valid_header_are_closed_before_http() {
     }
 
     assert_eq!(
-        s.backend.hits(),
+        s.site.backend.hits(),
         0,
         "a request reached the backend: {:?}",
-        s.backend.seen_paths()
+        s.site.backend.seen_paths()
     );
     for listener in ["plain", "tls"] {
         let needle = format!("listener {listener}: closing connection");
@@ -620,7 +594,7 @@ async fn a_silent_or_partial_header_is_cut_off() {
             "closed after {took:?}: too eager for a slow client"
         );
     }
-    assert_eq!(s.backend.hits(), 0);
+    assert_eq!(s.site.backend.hits(), 0);
     for listener in ["plain", "tls"] {
         let needle = format!("listener {listener}: closing connection from");
         assert!(
@@ -640,18 +614,13 @@ async fn a_silent_or_partial_header_is_cut_off() {
 async fn the_client_ip_from_the_header_reaches_ip_based_plugins() {
     // ip_filter decides on the client IP: the header's source, not the load balancer.
     let backend = Backend::http("app");
-    let yaml = format!(
-        "server: {{ grace_period: 0s, shutdown_timeout: 1s, upgrade_sock: \"${{PORTICO_TEST_DIR}}/u.sock\", \
-         pid_file: \"${{PORTICO_TEST_DIR}}/p.pid\", trusted_proxies: [127.0.0.1/32] }}\n\
-         admin: {{ listen: 127.0.0.1:{} }}\n\
-         listeners:\n  - {{ name: plain, listen: 127.0.0.1:{}, proxy_protocol: true }}\n\
-         upstreams:\n  app: {{ backends: [ {{ addr: \"{}\" }} ] }}\n\
-         routes:\n  - name: all\n    upstream: app\n    plugins:\n      - ip_filter: {{ allow: [203.0.113.0/24] }}\n",
-        free_port(),
-        free_port(),
-        backend.addr()
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = Config::admin_only()
+        .server("trusted_proxies: [127.0.0.1/32]")
+        .listener("plain", "proxy_protocol: true")
+        .app(&backend)
+        .route("name: all, upstream: app, plugins: [ { ip_filter: { allow: [203.0.113.0/24] } } ]")
+        .start()
+        .await;
     let ask = |header: Vec<u8>| {
         let addr = gw.listener("plain");
         async move {

@@ -2,27 +2,28 @@
 //! Host, streaming bodies both ways, WebSocket, TLS and HTTP/2 to the backend, and the
 //! answers Portico makes itself when a backend fails.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const SERVER: &str = "server: { grace_period: 0s, shutdown_timeout: 1s, upgrade_sock: \"${PORTICO_TEST_DIR}/u.sock\", pid_file: \"${PORTICO_TEST_DIR}/p.pid\" }\n";
+/// A plain listener `web` and one route to an upstream `app` written as `upstream` (the
+/// inside of its mapping, e.g. [`backends`]), with `route_extra` added to the route.
+fn plain(upstream: &str, route_extra: &str) -> Config {
+    Config::new()
+        .upstream("app", upstream)
+        .route(&format!("name: all, upstream: app{route_extra}"))
+}
 
-/// A plain listener `web` and one route to an upstream `app` written as `upstream` (YAML
-/// flow mapping body, e.g. `backends: [...]`).
-fn plain(upstream: &str, route_extra: &str) -> String {
-    format!(
-        "{SERVER}admin: {{ listen: 127.0.0.1:{} }}\nlisteners:\n  - {{ name: web, listen: 127.0.0.1:{} }}\n\
-         upstreams:\n  app: {{ {upstream} }}\nroutes:\n  - {{ name: all, upstream: app{route_extra} }}\n",
-        free_port(),
-        free_port()
-    )
+/// A TLS listener `tls` (`cert`) and one route to an upstream `app` written as `upstream`.
+fn over_tls(cert: &CertFiles, upstream: &str) -> Config {
+    Config::admin_only()
+        .listener("tls", &tls(&[cert], ""))
+        .upstream("app", upstream)
+        .route("name: all, upstream: app")
 }
 
 fn one(b: &Backend) -> String {
-    format!("backends: [ {{ addr: \"{}\" }} ]", b.addr())
+    backends(&[b.addr()])
 }
 
 /// HTTP/1 peers see the request id header spelled as `server.request_id_header` is, like the
@@ -55,15 +56,12 @@ async fn the_request_id_header_is_written_as_configured() {
             });
         }
     });
-    let yaml = format!(
-        "server: {{ grace_period: 0s, shutdown_timeout: 1s, upgrade_sock: \"${{PORTICO_TEST_DIR}}/u.sock\", pid_file: \"${{PORTICO_TEST_DIR}}/p.pid\", request_id_header: X-Correlation-ID }}\n\
-         admin: {{ listen: 127.0.0.1:{} }}\nlisteners:\n  - {{ name: web, listen: 127.0.0.1:{} }}\n\
-         upstreams:\n  app: {{ backends: [ {{ addr: \"{upstream_addr}\" }} ] }}\n\
-         routes:\n  - {{ name: app, upstream: app, match: {{ path: {{ prefix: /app }} }} }}\n",
-        free_port(),
-        free_port()
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = Config::new()
+        .server("request_id_header: X-Correlation-ID")
+        .upstream("app", &backends(&[upstream_addr]))
+        .route("name: app, upstream: app, match: { path: { prefix: /app } }")
+        .start()
+        .await;
     let web = gw.listener("web");
     let raw_get = |path: &'static str| async move {
         let mut s = connect_tcp(web).await.unwrap();
@@ -108,16 +106,13 @@ async fn the_request_id_header_is_written_as_configured() {
 #[tokio::test]
 async fn forwarded_headers_request_id_and_host() {
     let b = Backend::http("app");
-    let gw = Gateway::start(&plain(&one(&b), "")).await;
-    let r = http_request(
-        gw.listener("web"),
-        "GET",
-        "/p?q=1",
-        &[("host", "shop.test"), ("x-forwarded-for", "6.6.6.6")],
-        Body::empty(),
-    )
-    .await
-    .unwrap();
+    let gw = plain(&one(&b), "").start().await;
+    let r = gw
+        .get(
+            "/p?q=1",
+            &[("host", "shop.test"), ("x-forwarded-for", "6.6.6.6")],
+        )
+        .await;
     assert_eq!(r.status, 200);
     let seen = r.json();
     let h = &seen["headers"];
@@ -139,47 +134,24 @@ async fn forwarded_headers_request_id_and_host() {
     );
 
     // The client's own id is kept; an oversized one is replaced.
-    let r = http_request(
-        gw.listener("web"),
-        "GET",
-        "/",
-        &[("x-request-id", "abc-123")],
-        Body::empty(),
-    )
-    .await
-    .unwrap();
+    let r = gw.get("/", &[("x-request-id", "abc-123")]).await;
     assert_eq!(r.json()["headers"]["x-request-id"], "abc-123");
     assert_eq!(r.header("x-request-id"), Some("abc-123"));
     let long = "x".repeat(129);
-    let r = http_request(
-        gw.listener("web"),
-        "GET",
-        "/",
-        &[("x-request-id", &long)],
-        Body::empty(),
-    )
-    .await
-    .unwrap();
+    let r = gw.get("/", &[("x-request-id", &long)]).await;
     assert_ne!(r.header("x-request-id"), Some(long.as_str()));
 }
 
 #[tokio::test]
 async fn trusted_proxy_chain_is_believed_and_extended() {
     let b = Backend::http("app");
-    let yaml = plain(&one(&b), "").replace(
-        "server: {",
-        "server: { trusted_proxies: [127.0.0.0/8, 10.0.0.0/8],",
-    );
-    let gw = Gateway::start(&yaml).await;
-    let r = http_request(
-        gw.listener("web"),
-        "GET",
-        "/",
-        &[("x-forwarded-for", "203.0.113.7, 10.1.2.3")],
-        Body::empty(),
-    )
-    .await
-    .unwrap();
+    let gw = plain(&one(&b), "")
+        .server("trusted_proxies: [127.0.0.0/8, 10.0.0.0/8]")
+        .start()
+        .await;
+    let r = gw
+        .get("/", &[("x-forwarded-for", "203.0.113.7, 10.1.2.3")])
+        .await;
     let h = &r.json()["headers"];
     assert_eq!(
         h["x-real-ip"], "203.0.113.7",
@@ -191,16 +163,10 @@ async fn trusted_proxy_chain_is_believed_and_extended() {
 #[tokio::test]
 async fn upstream_host_overrides_the_clients() {
     let b = Backend::http("app");
-    let gw = Gateway::start(&plain(&format!("{}, host: internal.app", one(&b)), "")).await;
-    let r = http_request(
-        gw.listener("web"),
-        "GET",
-        "/",
-        &[("host", "public.test")],
-        Body::empty(),
-    )
-    .await
-    .unwrap();
+    let gw = plain(&format!("{}, host: internal.app", one(&b)), "")
+        .start()
+        .await;
+    let r = gw.get("/", &[("host", "public.test")]).await;
     assert_eq!(r.json()["headers"]["host"], "internal.app");
     assert_eq!(r.json()["headers"]["x-forwarded-host"], "public.test");
 }
@@ -210,15 +176,7 @@ async fn fifty_mib_upload_and_download_pass_byte_for_byte() {
     let ca = TestCa::new("bodies CA");
     let cert = ca.issue(&["big.test"]);
     let b = Backend::http("app");
-    let (admin, port) = (free_port(), free_port());
-    let yaml = format!(
-        "{SERVER}admin: {{ listen: 127.0.0.1:{admin} }}\nlisteners:\n  - name: tls\n    listen: 127.0.0.1:{port}\n    tls: {{ certificates: [ {{ cert: {}, key: {} }} ] }}\n\
-         upstreams:\n  app: {{ {} }}\nroutes:\n  - {{ name: all, upstream: app }}\n",
-        cert.cert.display(),
-        cert.key.display(),
-        one(&b)
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = over_tls(&cert, &one(&b)).start().await;
     let trust = TlsClientOpts::trusting(ca.cert_path());
     const N: u64 = 50 * 1024 * 1024;
     let started = Instant::now();
@@ -266,7 +224,7 @@ async fn fifty_mib_upload_and_download_pass_byte_for_byte() {
 #[tokio::test]
 async fn websocket_upgrade_passes_through() {
     let b = Backend::websocket_echo("ws");
-    let gw = Gateway::start(&plain(&one(&b), "")).await;
+    let gw = plain(&one(&b), "").start().await;
     let (mut stream, head) = ws_connect(gw.listener("web"), "chat.test", "/socket", None)
         .await
         .unwrap();
@@ -286,7 +244,9 @@ async fn websocket_upgrade_passes_through() {
 }
 
 async fn tls_upstream_gateway(backend: &Backend, tls: &str) -> Gateway {
-    Gateway::start(&plain(&format!("{}, tls: {{ {tls} }}", one(backend)), "")).await
+    plain(&format!("{}, tls: {{ {tls} }}", one(backend)), "")
+        .start()
+        .await
 }
 
 #[tokio::test]
@@ -383,15 +343,9 @@ async fn http2_end_to_end_to_the_backend() {
     let b = Backend::http("h2c");
     let ca = TestCa::new("h2 CA");
     let cert = ca.issue(&["grpc.test"]);
-    let (admin, port) = (free_port(), free_port());
-    let yaml = format!(
-        "{SERVER}admin: {{ listen: 127.0.0.1:{admin} }}\nlisteners:\n  - name: tls\n    listen: 127.0.0.1:{port}\n    tls: {{ certificates: [ {{ cert: {}, key: {} }} ] }}\n\
-         upstreams:\n  app: {{ {}, http2: true }}\nroutes:\n  - {{ name: all, upstream: app }}\n",
-        cert.cert.display(),
-        cert.key.display(),
-        one(&b)
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = over_tls(&cert, &format!("{}, http2: true", one(&b)))
+        .start()
+        .await;
     let r = h2_request(
         gw.listener("tls"),
         "grpc.test",
@@ -412,11 +366,10 @@ async fn http2_end_to_end_to_the_backend() {
 #[tokio::test]
 async fn a_dead_backend_gets_502_with_a_request_id_fast() {
     let port = free_port();
-    let gw = Gateway::start(&plain(
-        &format!("backends: [ {{ addr: \"127.0.0.1:{port}\" }} ], retries: 0"),
-        "",
-    ))
-    .await;
+    let dead = ([127, 0, 0, 1], port).into();
+    let gw = plain(&format!("{}, retries: 0", backends(&[dead])), "")
+        .start()
+        .await;
     let started = Instant::now();
     let r = http_get(gw.listener("web"), "/").await.unwrap();
     assert_eq!(r.status, 502);
@@ -428,80 +381,41 @@ async fn a_dead_backend_gets_502_with_a_request_id_fast() {
 #[tokio::test]
 async fn body_over_the_route_limit_is_413() {
     let b = Backend::http("app");
-    let gw = Gateway::start(&plain(&one(&b), ", max_body_bytes: 1000")).await;
-    let r = http_request(gw.listener("web"), "POST", "/", &[], vec![b'x'; 1001])
-        .await
-        .unwrap();
+    let gw = plain(&one(&b), ", max_body_bytes: 1000").start().await;
+    let r = gw.send("POST", "/", &[], vec![b'x'; 1001]).await;
     assert_eq!(r.status, 413);
     assert_eq!(b.hits(), 0, "refused up front from Content-Length");
-    let r = http_request(gw.listener("web"), "POST", "/", &[], vec![b'x'; 1000])
-        .await
-        .unwrap();
+    let r = gw.send("POST", "/", &[], vec![b'x'; 1000]).await;
     assert_eq!(r.status, 200);
     // Without Content-Length the body is counted as it streams.
-    let r = http_request(
-        gw.listener("web"),
-        "POST",
-        "/",
-        &[],
-        Body::pattern_chunked(100_000),
-    )
-    .await;
-    match r {
-        Ok(r) => assert_eq!(r.status, 413),
-        Err(e) => panic!("expected a 413 answer, got {e}"),
-    }
+    let r = gw
+        .send("POST", "/", &[], Body::pattern_chunked(100_000))
+        .await;
+    assert_eq!(r.status, 413);
 }
 
 #[tokio::test]
 async fn oversized_request_head_is_431_and_a_slow_head_is_cut_off() {
     let b = Backend::http("app");
-    let yaml = plain(&one(&b), "").replace(
-        "server: {",
-        "server: { limits: { max_header_bytes: 4096, header_timeout: 1s },",
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = plain(&one(&b), "")
+        .server("limits: { max_header_bytes: 4096, header_timeout: 1s }")
+        .start()
+        .await;
     let big = "v".repeat(5000);
-    let r = http_request(
-        gw.listener("web"),
-        "GET",
-        "/",
-        &[("x-big", &big)],
-        Body::empty(),
-    )
-    .await
-    .unwrap();
+    let r = gw.get("/", &[("x-big", &big)]).await;
     assert_eq!(r.status, 431);
     assert!(r.header("x-request-id").is_some());
     assert_eq!(b.hits(), 0);
-    let r = http_request(
-        gw.listener("web"),
-        "GET",
-        "/",
-        &[("x-small", "v")],
-        Body::empty(),
-    )
-    .await
-    .unwrap();
+    let r = gw.get("/", &[("x-small", "v")]).await;
     assert_eq!(r.status, 200);
 
     // Slowloris: a head dribbled out a byte at a time is cut off after header_timeout.
     let started = Instant::now();
     let mut s = connect_tcp(gw.listener("web")).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
-    let mut closed = false;
-    for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if s.write_all(b"X").await.is_err() {
-            closed = true;
-            break;
-        }
-        let mut buf = [0u8; 64];
-        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(1), s.read(&mut buf)).await {
-            closed = true;
-            break;
-        }
-    }
+    let closed = dribble_until_closed(&mut s, b"X", Duration::from_millis(100), 40)
+        .await
+        .is_some();
     assert!(closed, "the connection was closed");
     let took = started.elapsed();
     assert!(
@@ -520,19 +434,11 @@ async fn backend_connections_are_reused_at_high_concurrency() {
     const AT_ONCE: usize = 300;
     for pool in [None, Some(16)] {
         let backend = Backend::http("app");
-        let pool_key = pool
-            .map(|p| format!(", upstream_keepalive_pool: {p}"))
-            .unwrap_or_default();
-        let yaml = format!(
-            "server: {{ threads: 1, grace_period: 0s, shutdown_timeout: 1s, \
-             upgrade_sock: \"${{PORTICO_TEST_DIR}}/u.sock\", pid_file: \"${{PORTICO_TEST_DIR}}/p.pid\"{pool_key} }}\n\
-             admin: {{ listen: 127.0.0.1:{} }}\nlisteners:\n  - {{ name: web, listen: 127.0.0.1:{} }}\n\
-             upstreams:\n  app: {{ {} }}\nroutes:\n  - {{ name: all, upstream: app }}\n",
-            free_port(),
-            free_port(),
-            one(&backend)
-        );
-        let gw = Gateway::start(&yaml).await;
+        let mut config = plain(&one(&backend), "").server("threads: 1");
+        if let Some(p) = pool {
+            config = config.server(&format!("upstream_keepalive_pool: {p}"));
+        }
+        let gw = config.start().await;
         let web = gw.listener("web");
         // Each request waits 400 ms at the backend, so the round's requests overlap there.
         let round = || async {

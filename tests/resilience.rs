@@ -5,57 +5,26 @@
 //! Timing on a loaded 2-core machine is noisy, so every bound is the contract's own bound
 //! plus slack, waits poll with a deadline, and health checks run every 200 ms.
 
-mod common;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
-
-const SERVER: &str = "server:\n  grace_period: 0s\n  shutdown_timeout: 1s\n  \
-    upgrade_sock: ${PORTICO_TEST_DIR}/u.sock\n  pid_file: ${PORTICO_TEST_DIR}/p.pid";
 
 /// The health check interval of every test that checks.
 const INTERVAL: Duration = Duration::from_millis(200);
 
-/// The ports of one gateway, kept so that a rewritten config (for a reload) keeps them.
-#[derive(Clone, Copy)]
-struct Ports {
-    admin: u16,
-    web: u16,
-}
-
-impl Ports {
-    fn new() -> Ports {
-        Ports {
-            admin: free_port(),
-            web: free_port(),
-        }
-    }
-
-    /// A config with one plain-HTTP listener `web` sending every request to upstream `app`,
-    /// whose settings are `app` (the inside of a YAML flow mapping).
-    fn yaml(&self, app: &str) -> String {
-        format!(
-            "{SERVER}\nadmin: {{ listen: \"127.0.0.1:{}\" }}\nlisteners:\n  - {{ name: web, listen: \"127.0.0.1:{}\" }}\n\
-             upstreams:\n  app: {{ {app} }}\nroutes:\n  - {{ name: all, upstream: app }}\n",
-            self.admin, self.web
-        )
-    }
-}
-
-/// `[{ addr: 127.0.0.1:P }, ...]`
-fn list(addrs: &[SocketAddr]) -> String {
-    let items: Vec<String> = addrs
-        .iter()
-        .map(|a| format!("{{ addr: \"{a}\" }}"))
-        .collect();
-    format!("[{}]", items.join(", "))
+/// `base` (a [`Config`], whose ports a reload keeps) with one route `all` to upstream
+/// `app`, whose settings are `app` (the inside of its mapping).
+fn with_app(base: &Config, app: &str) -> String {
+    base.clone()
+        .upstream("app", app)
+        .route("name: all, upstream: app")
+        .build()
 }
 
 fn http_check(healthy_after: u32, unhealthy_after: u32) -> String {
@@ -66,15 +35,12 @@ fn http_check(healthy_after: u32, unhealthy_after: u32) -> String {
     )
 }
 
-async fn start(app: &str) -> (Gateway, Ports) {
-    let ports = Ports::new();
-    (Gateway::start(&ports.yaml(app)).await, ports)
+async fn start(app: &str) -> Gateway {
+    Gateway::start(&with_app(&Config::new(), app)).await
 }
 
 async fn get(gw: &Gateway, path: &str) -> Response {
-    http_get(gw.listener("web"), path)
-        .await
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    gw.get(path, &[]).await
 }
 
 fn backend_of(r: &Response) -> String {
@@ -126,19 +92,9 @@ async fn wait_state(gw: &Gateway, addr: SocketAddr, state: &str, limit: Duration
     }
 }
 
-/// The value of the sample `name{labels}` in `/metrics`, 0 when absent.
+/// The value of the series `name{labels}` in `/metrics`, 0 when absent.
 async fn metric(gw: &Gateway, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let text = gw.admin_get("/metrics").await.unwrap().text();
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .find(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .map(|v| v.parse().unwrap())
-        .unwrap_or(0.0)
+    gw.metrics().await.value(name, labels).unwrap_or(0.0)
 }
 
 async fn healthy_gauge(gw: &Gateway, addr: SocketAddr) -> f64 {
@@ -196,7 +152,7 @@ impl SlowBackend {
             while let Ok((mut tcp, _)) = listener.accept().await {
                 let (name, hits) = (name.clone(), counter.clone());
                 tokio::spawn(async move {
-                    while let Ok(head) = common::backend::read_raw_head(&mut tcp).await {
+                    while let Ok(head) = crate::common::backend::read_raw_head(&mut tcp).await {
                         if head.path != HEALTH_PATH {
                             hits.fetch_add(1, Ordering::SeqCst);
                         }
@@ -235,10 +191,10 @@ async fn failing_health_endpoint_takes_a_backend_out_and_passing_checks_bring_it
     let b = Backend::http("b");
     let app = format!(
         "backends: {}, {}",
-        list(&[a.addr(), b.addr()]),
+        addr_list(&[a.addr(), b.addr()]),
         http_check(healthy_after, unhealthy_after)
     );
-    let (gw, _) = start(&app).await;
+    let gw = start(&app).await;
     wait_state(&gw, a.addr(), "healthy", Duration::from_secs(5)).await;
     wait_state(&gw, b.addr(), "healthy", Duration::from_secs(5)).await;
     let seen = spread(&gw, "/", 10).await;
@@ -326,9 +282,9 @@ async fn tcp_check_follows_a_backend_stopped_and_restarted_on_its_port() {
     let port = a.addr().port();
     let app = format!(
         "backends: {}, health_check: {{ kind: tcp, interval: 200ms, timeout: 500ms, healthy_after: 2, unhealthy_after: 2 }}",
-        list(&[a.addr(), b.addr()])
+        addr_list(&[a.addr(), b.addr()])
     );
-    let (gw, _) = start(&app).await;
+    let gw = start(&app).await;
     wait_state(&gw, a.addr(), "healthy", Duration::from_secs(5)).await;
     wait_state(&gw, b.addr(), "healthy", Duration::from_secs(5)).await;
 
@@ -371,11 +327,11 @@ async fn http_checks_go_over_the_pools_tls_with_its_sni_and_ca() {
     let wrong = Backend::https("wrong", &ca.issue(&["other.internal"]));
     let app = format!(
         "backends: {}, tls: {{ sni: app.internal, ca: \"{}\" }}, {}",
-        list(&[good.addr(), wrong.addr()]),
+        addr_list(&[good.addr(), wrong.addr()]),
         ca.cert_path().display(),
         http_check(2, 2)
     );
-    let (gw, _) = start(&app).await;
+    let gw = start(&app).await;
     wait_state(&gw, good.addr(), "healthy", Duration::from_secs(5)).await;
     // A certificate that does not match the SNI fails the check, as it would a request.
     wait_state(&gw, wrong.addr(), "unhealthy", Duration::from_secs(5)).await;
@@ -398,9 +354,10 @@ async fn new_backends_wait_for_their_first_check_and_a_reload_keeps_health() {
     let a = Backend::http("a");
     let b = Backend::http("b");
     b.set_healthy(false); // failing from the start: never sent traffic
-    let app = |addrs: &[SocketAddr]| format!("backends: {}, {}", list(addrs), http_check(2, 2));
-    let ports = Ports::new();
-    let mut gw = Gateway::start(&ports.yaml(&app(&[a.addr(), b.addr()]))).await;
+    let app =
+        |addrs: &[SocketAddr]| format!("backends: {}, {}", addr_list(addrs), http_check(2, 2));
+    let ports = Config::new();
+    let mut gw = Gateway::start(&with_app(&ports, &app(&[a.addr(), b.addr()]))).await;
 
     // The very first requests are answered, never 503 "not checked yet".
     let first = get(&gw, "/").await;
@@ -465,7 +422,10 @@ async fn new_backends_wait_for_their_first_check_and_a_reload_keeps_health() {
     let c = Backend::http("c");
     let d = Backend::http("d");
     d.set_healthy(false);
-    gw.rewrite_config(&ports.yaml(&app(&[a.addr(), b.addr(), c.addr(), d.addr()])));
+    gw.rewrite_config(&with_app(
+        &ports,
+        &app(&[a.addr(), b.addr(), c.addr(), d.addr()]),
+    ));
     let reload = gw.admin_post("/reload").await.unwrap();
     assert_eq!(reload.status, 200, "{}", reload.text());
     assert_eq!(backend_status(&gw, a.addr()).await["state"], "healthy");
@@ -483,7 +443,7 @@ async fn new_backends_wait_for_their_first_check_and_a_reload_keeps_health() {
     assert_eq!(d.hits(), 0);
 
     // A reload that drops the checks: the backend they held out takes traffic again.
-    gw.rewrite_config(&ports.yaml(&format!("backends: {}", list(&[a.addr(), d.addr()]))));
+    gw.rewrite_config(&with_app(&ports, &backends(&[a.addr(), d.addr()])));
     assert_eq!(gw.admin_post("/reload").await.unwrap().status, 200);
     wait_state(&gw, d.addr(), "healthy", Duration::from_secs(2)).await;
     let seen = spread(&gw, "/", 4).await;
@@ -493,7 +453,7 @@ async fn new_backends_wait_for_their_first_check_and_a_reload_keeps_health() {
     // on the strength of what was known before it left.
     b.set_healthy(false);
     let b_hits = b.hits();
-    gw.rewrite_config(&ports.yaml(&app(&[a.addr(), b.addr()])));
+    gw.rewrite_config(&with_app(&ports, &app(&[a.addr(), b.addr()])));
     assert_eq!(gw.admin_post("/reload").await.unwrap().status, 200);
     let seen = spread(&gw, "/", 6).await;
     assert_eq!(seen.get("a"), Some(&6), "{seen:?}");
@@ -511,9 +471,9 @@ async fn killing_a_backend_mid_stream_fails_no_request() {
     let mut b = Backend::http("b");
     let c = Backend::http("c");
     // No active checks: retries and passive ejection alone must hide the loss.
-    let (gw, _) = start(&format!(
+    let gw = start(&format!(
         "backends: {}",
-        list(&[a.addr(), b.addr(), c.addr()])
+        addr_list(&[a.addr(), b.addr(), c.addr()])
     ))
     .await;
     let web = gw.listener("web");
@@ -574,9 +534,9 @@ async fn post_is_never_repeated_after_a_reset_but_a_get_is() {
     let ok = Backend::http("ok");
     let app = format!(
         "backends: {}, passive: {{ failures: 100, eject_for: 30s }}",
-        list(&[reset.addr(), ok.addr()])
+        addr_list(&[reset.addr(), ok.addr()])
     );
-    let (gw, _) = start(&app).await;
+    let gw = start(&app).await;
     let web = gw.listener("web");
 
     // Round robin starts at the first backend: the resetting one.
@@ -616,9 +576,9 @@ async fn retries_never_try_a_backend_twice() {
     // retries: 2 with 3 backends that all fail: each is tried exactly once.
     let app = format!(
         "backends: {}, retries: 2, passive: {{ failures: 100, eject_for: 30s }}",
-        list(&addrs[..3])
+        addr_list(&addrs[..3])
     );
-    let (gw, _) = start(&app).await;
+    let gw = start(&app).await;
     let t = Instant::now();
     let r = get(&gw, "/once").await;
     let took = t.elapsed();
@@ -642,9 +602,9 @@ async fn retries_never_try_a_backend_twice() {
     // retries: 1 with 4: two attempts, on two different backends.
     let app = format!(
         "backends: {}, retries: 1, passive: {{ failures: 100, eject_for: 30s }}",
-        list(&addrs)
+        addr_list(&addrs)
     );
-    let (gw, _) = start(&app).await;
+    let gw = start(&app).await;
     let before: u64 = dead.iter().map(|b| b.hits()).sum();
     assert_eq!(get(&gw, "/twice").await.status, 502);
     let per: Vec<usize> = dead
@@ -664,9 +624,9 @@ async fn connection_refused_is_retried_on_another_backend() {
     for b in &mut gone {
         b.stop().await;
     }
-    let (gw, _) = start(&format!(
+    let gw = start(&format!(
         "backends: {}, passive: {{ failures: 100, eject_for: 30s }}",
-        list(&addrs)
+        addr_list(&addrs)
     ))
     .await;
     let t = Instant::now();
@@ -682,9 +642,9 @@ async fn connection_refused_is_retried_on_another_backend() {
     let ok = Backend::http("ok");
     let app = format!(
         "backends: {}, passive: {{ failures: 100, eject_for: 30s }}",
-        list(&[addrs[0], ok.addr()])
+        addr_list(&[addrs[0], ok.addr()])
     );
-    let (gw, _) = start(&app).await;
+    let gw = start(&app).await;
     let seen = spread(&gw, "/", 10).await;
     assert_eq!(seen.get("ok"), Some(&10), "{seen:?}");
     let refused = attempts(&gw, addrs[0], "connect_error").await;
@@ -701,10 +661,10 @@ async fn read_timeout_answers_504() {
     c.set_healthy(false);
     let app = format!(
         "backends: {}, timeouts: {{ read: 300ms }}, passive: {{ failures: 100, eject_for: 30s }}, {}",
-        list(&[a.addr(), b.addr(), c.addr()]),
+        addr_list(&[a.addr(), b.addr(), c.addr()]),
         http_check(2, 2)
     );
-    let (gw, _) = start(&app).await;
+    let gw = start(&app).await;
     wait_state(&gw, c.addr(), "unhealthy", Duration::from_secs(2)).await;
     let t = Instant::now();
     let r = get(&gw, "/sleep/4000").await;
@@ -732,11 +692,11 @@ async fn backup_serves_only_while_every_primary_is_down_then_503_at_once() {
     let c = Backend::http("backup");
     let app = format!(
         "backends: {}, backup: {}, {}",
-        list(&[a.addr(), b.addr()]),
-        list(&[c.addr()]),
+        addr_list(&[a.addr(), b.addr()]),
+        addr_list(&[c.addr()]),
         http_check(2, 2)
     );
-    let (gw, _) = start(&app).await;
+    let gw = start(&app).await;
     for addr in [a.addr(), b.addr(), c.addr()] {
         wait_state(&gw, addr, "healthy", Duration::from_secs(5)).await;
     }
@@ -799,10 +759,10 @@ async fn backup_takes_over_when_every_primary_refuses() {
     p2.stop().await;
     let app = format!(
         "backends: {}, backup: {}",
-        list(&primaries),
-        list(&[backup.addr()])
+        addr_list(&primaries),
+        addr_list(&[backup.addr()])
     );
-    let (gw, _) = start(&app).await;
+    let gw = start(&app).await;
     let seen = spread(&gw, "/", 8).await;
     assert_eq!(seen.get("backup"), Some(&8), "{seen:?}");
     for p in primaries {
@@ -822,9 +782,9 @@ async fn passive_ejection_without_active_checks_then_one_probe() {
     let a_addr = a.addr();
     let app = format!(
         "backends: {}, passive: {{ failures: 2, eject_for: 2s }}",
-        list(&[a_addr, b.addr()])
+        addr_list(&[a_addr, b.addr()])
     );
-    let (gw, _) = start(&app).await;
+    let gw = start(&app).await;
     assert_eq!(spread(&gw, "/", 4).await.get("a"), Some(&2));
     assert_eq!(healthy_gauge(&gw, a_addr).await, 1.0);
 
@@ -892,10 +852,10 @@ async fn with_active_checks_a_passively_ejected_backend_rejoins_once_checks_pass
     let a_addr = a.addr();
     let app = format!(
         "backends: {}, passive: {{ failures: 1, eject_for: 60s, count_5xx: true }}, {}",
-        list(&[a_addr, b.addr()]),
+        addr_list(&[a_addr, b.addr()]),
         http_check(2, 3)
     );
-    let (gw, _) = start(&app).await;
+    let gw = start(&app).await;
     assert_eq!(spread(&gw, "/", 4).await.get("a"), Some(&2));
 
     // a dies: its first failed attempt (retried on b) ejects it, before the checks notice.
@@ -953,9 +913,9 @@ async fn count_5xx_ejects_and_with_every_backend_out_503_comes_at_once() {
     let b = Backend::http("b");
     let app = format!(
         "backends: {}, passive: {{ failures: 2, eject_for: 30s, count_5xx: true }}",
-        list(&[a.addr(), b.addr()])
+        addr_list(&[a.addr(), b.addr()])
     );
-    let (gw, _) = start(&app).await;
+    let gw = start(&app).await;
     // A 5xx answer is passed on (a response arrived: nothing to retry), and counted.
     for _ in 0..4 {
         assert_eq!(get(&gw, "/status/500").await.status, 500);
@@ -983,10 +943,10 @@ async fn only_the_probe_ends_an_ejection() {
     let b = Backend::http("backup");
     let app = format!(
         "backends: {}, backup: {}, passive: {{ failures: 2, eject_for: 30s, count_5xx: true }}",
-        list(&[a.addr()]),
-        list(&[b.addr()])
+        addr_list(&[a.addr()]),
+        addr_list(&[b.addr()])
     );
-    let (gw, _) = start(&app).await;
+    let gw = start(&app).await;
     let web = gw.listener("web");
     // A slow request is under way on a when two 5xx answers eject it...
     let slow = tokio::spawn(http_get(web, "/sleep/1500"));
@@ -1018,9 +978,9 @@ async fn least_conn_sends_most_requests_to_the_fast_backends() {
     let f2 = Backend::http("f2");
     let app = format!(
         "backends: {}, balance: least_conn",
-        list(&[slow.addr, f1.addr(), f2.addr()])
+        addr_list(&[slow.addr, f1.addr(), f2.addr()])
     );
-    let (gw, _) = start(&app).await;
+    let gw = start(&app).await;
     let web = gw.listener("web");
     let tasks: Vec<_> = (0..CLIENTS)
         .map(|_| {
@@ -1061,7 +1021,7 @@ async fn least_conn_respects_weights() {
         a.addr(),
         b.addr()
     );
-    let (gw, _) = start(&app).await;
+    let gw = start(&app).await;
     // 16 requests held open together: in flight per unit of weight stays level, 12 to 4.
     let web = gw.listener("web");
     let tasks: Vec<_> = (0..16)
@@ -1149,12 +1109,12 @@ async fn consistent_hash_keeps_keys_and_moves_about_one_nth() {
     let app = |addrs: &[SocketAddr]| {
         format!(
             "backends: {}, balance: consistent_hash, hash_key: \"header:X-Key\", {}",
-            list(addrs),
+            addr_list(addrs),
             http_check(2, 2)
         )
     };
-    let ports = Ports::new();
-    let mut gw = Gateway::start(&ports.yaml(&app(&addrs))).await;
+    let ports = Config::new();
+    let mut gw = Gateway::start(&with_app(&ports, &app(&addrs))).await;
     for a in &addrs {
         wait_state(&gw, *a, "healthy", Duration::from_secs(5)).await;
     }
@@ -1208,7 +1168,7 @@ async fn consistent_hash_keeps_keys_and_moves_about_one_nth() {
     // Removed from the config by a reload: the same keys move, the rest stay.
     let mut rest = addrs.clone();
     rest.remove(2);
-    gw.rewrite_config(&ports.yaml(&app(&rest)));
+    gw.rewrite_config(&with_app(&ports, &app(&rest)));
     assert_eq!(gw.admin_post("/reload").await.unwrap().status, 200);
     let reloaded = key_map(&gw, &keys).await;
     let moved_by_reload: Vec<usize> = (0..keys.len())
@@ -1226,9 +1186,9 @@ async fn first_requests_wait_for_the_first_checks_instead_of_503() {
     let slow = SlowBackend::start("slow", 0, Duration::from_millis(400));
     let app = format!(
         "backends: {}, health_check: {{ path: /healthz, interval: 5s, timeout: 2s }}",
-        list(&[slow.addr])
+        addr_list(&[slow.addr])
     );
-    let (gw, _) = start(&app).await;
+    let gw = start(&app).await;
     let r = get(&gw, "/").await;
     assert_eq!(
         (r.status, backend_of(&r)),
@@ -1245,9 +1205,9 @@ async fn a_probe_the_client_abandoned_does_not_keep_the_backend_out() {
     let a_addr = a.addr();
     let app = format!(
         "backends: {}, passive: {{ failures: 1, eject_for: 1s }}",
-        list(&[a_addr, b.addr()])
+        addr_list(&[a_addr, b.addr()])
     );
-    let (gw, _) = start(&app).await;
+    let gw = start(&app).await;
     a.stop().await;
     assert_eq!(spread(&gw, "/", 2).await.get("b"), Some(&2));
     assert_eq!(backend_status(&gw, a_addr).await["state"], "ejected");
@@ -1291,33 +1251,46 @@ const HOSTS_LINE_LEN: usize = "127.0.0.11 moving.portico.test".len();
 struct PrivateHosts {
     hosts: std::path::PathBuf,
     nsswitch: std::path::PathBuf,
+    /// `unshare`'s options: `-m` (root, or CAP_SYS_ADMIN), else `-r -m` (a user namespace,
+    /// which Debian allows any user).
+    unshare: &'static [&'static str],
 }
 
 impl PrivateHosts {
-    /// None (the test is skipped, and says so) where mount namespaces are not allowed: a
-    /// non-root user, or a container without CAP_SYS_ADMIN. `.ci/run` reports which it is.
+    /// The first way that works here. Where none does (a container without CAP_SYS_ADMIN
+    /// and without user namespaces) the test fails, or with `PORTICO_TEST_SKIP` naming
+    /// `mount-namespaces` says loudly that it did not run (see [`machine_allows`]).
     fn new(dir: &TestDir) -> Option<PrivateHosts> {
-        let hosts = PrivateHosts {
-            hosts: dir.write("hosts", " ".repeat(HOSTS_LINE_LEN + 21)),
-            nsswitch: dir.write("nsswitch.conf", "hosts: files\n"),
-        };
-        // The very wrapper portico will run under, around `true`: any step it cannot take
-        // here (unshare, either bind mount) skips the test instead of failing it.
-        let wrapper = hosts.wrapper();
-        let allowed = std::process::Command::new(&wrapper[0])
-            .args(&wrapper[1..])
-            .arg("true")
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !allowed {
-            eprintln!(
-                "SKIPPED: no private /etc/hosts here (`unshare -m` and bind mounts need root \
-                 and CAP_SYS_ADMIN)"
-            );
+        if !tools_present(&["unshare"]) {
             return None;
         }
-        Some(hosts)
+        let hosts = dir.write("hosts", " ".repeat(HOSTS_LINE_LEN + 21));
+        let nsswitch = dir.write("nsswitch.conf", "hosts: files\n");
+        // The very wrapper portico will run under, around `true`: every step it takes
+        // (unshare, either bind mount) must work here.
+        let works = |private: &PrivateHosts| {
+            let wrapper = private.wrapper();
+            std::process::Command::new(&wrapper[0])
+                .args(&wrapper[1..])
+                .arg("true")
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let found = [&["-m"][..], &["-r", "-m"]]
+            .into_iter()
+            .map(|unshare| PrivateHosts {
+                hosts: hosts.clone(),
+                nsswitch: nsswitch.clone(),
+                unshare,
+            })
+            .find(works);
+        let why = "no private /etc/hosts here: neither `unshare -m` nor `unshare -r -m` with \
+                   bind mounts is allowed (root or CAP_SYS_ADMIN, or user namespaces, needed)";
+        if !machine_allows("mount-namespaces", found.is_some(), why) {
+            return None;
+        }
+        found
     }
 
     /// Writes the file in place: the bind mount follows the inode, so it must not be replaced.
@@ -1337,15 +1310,16 @@ impl PrivateHosts {
     fn wrapper(&self) -> Vec<String> {
         let script = "mount --bind \"$0\" /etc/hosts && mount --bind \"$1\" /etc/nsswitch.conf \
                       && shift && exec \"$@\"";
-        vec![
-            "unshare".into(),
-            "-m".into(),
+        let mut wrapper = vec!["unshare".to_string()];
+        wrapper.extend(self.unshare.iter().map(|o| o.to_string()));
+        wrapper.extend([
             "sh".into(),
             "-c".into(),
             script.into(),
             self.hosts.display().to_string(),
             self.nsswitch.display().to_string(),
-        ]
+        ]);
+        wrapper
     }
 }
 
@@ -1362,11 +1336,11 @@ async fn a_backend_given_by_name_follows_its_address_and_survives_failed_lookups
     let _b = Backend::http_at("b", [127, 0, 0, 12].into(), port);
     let name = format!("moving.portico.test:{port}");
     hosts.set("127.0.0.11 moving.portico.test");
-    let ports = Ports::new();
+    let ports = Config::new();
     let app = format!(
         "backends: [{{ addr: \"{name}\" }}], dns_refresh: 1s, passive: {{ failures: 1, eject_for: 60s }}"
     );
-    let gw = Gateway::start_under(dir, &ports.yaml(&app), &hosts.wrapper()).await;
+    let gw = Gateway::start_under(dir, &with_app(&ports, &app), &hosts.wrapper()).await;
     assert_eq!(backend_of(&get(&gw, "/").await), "a");
     let st = status_of(&gw, &name).await;
     assert_eq!(st["address"], format!("127.0.0.11:{port}"), "{st}");

@@ -6,14 +6,63 @@
 //! The HTTP/2 cases (connection-specific headers, a content-length that disagrees with the
 //! DATA frames) go over TLS with ALPN h2.
 
-mod common;
-#[path = "hostile/mod.rs"]
-mod hostile;
-
+use crate::common::h2_frames::*;
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
-use hostile::*;
 use std::time::Duration;
+
+/// One hostile request of `tests/tools/smuggle-cases.txt`.
+pub struct Case {
+    pub name: String,
+    pub what: String,
+    pub bytes: Vec<u8>,
+}
+
+pub fn smuggle_cases() -> Vec<Case> {
+    include_str!("tools/smuggle-cases.txt")
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let mut parts = l.splitn(3, '\t');
+            let (name, what, bytes) = (
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+                parts.next().expect("three tab-separated fields"),
+            );
+            Case {
+                name: name.into(),
+                what: what.into(),
+                bytes: unescape(bytes),
+            }
+        })
+        .collect()
+}
+
+/// `\r \n \t \0 \\ \xHH` escapes to bytes.
+pub fn unescape(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 1 < b.len() {
+            let (byte, used) = match b[i + 1] {
+                b'r' => (b'\r', 2),
+                b'n' => (b'\n', 2),
+                b't' => (b'\t', 2),
+                b'0' => (0, 2),
+                b'\\' => (b'\\', 2),
+                b'x' => (u8::from_str_radix(&s[i + 2..i + 4], 16).expect("\\xHH"), 4),
+                other => panic!("unknown escape \\{}", other as char),
+            };
+            out.push(byte);
+            i += used;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
 
 struct Setup {
     _ca: TestCa,
@@ -24,7 +73,15 @@ struct Setup {
 async fn setup() -> Setup {
     let ca = TestCa::new("smuggling CA");
     let backend = Backend::http("app");
-    let gw = Gateway::start(&config(&ca, &[&backend], "", "")).await;
+    let gw = Config::new()
+        .listener("tls", &tls(&[&ca.issue(&["t.test", "localhost"])], ""))
+        .upstream(
+            "app",
+            &format!("{}, retries: 0", backends(&[backend.addr()])),
+        )
+        .route("name: all, upstream: app")
+        .start()
+        .await;
     Setup {
         _ca: ca,
         gw,
@@ -102,15 +159,7 @@ async fn every_hostile_http1_request_is_refused() {
         failures.join("\n")
     );
     // Refusing is not breaking: the gateway still serves.
-    let r = http_request(
-        s.gw.listener("web"),
-        "GET",
-        "/after",
-        &[("host", "t.test")],
-        Body::empty(),
-    )
-    .await
-    .unwrap();
+    let r = s.gw.get("/after", &[("host", "t.test")]).await;
     assert_eq!(r.status, 200);
 }
 

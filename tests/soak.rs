@@ -40,6 +40,16 @@ enum Kind {
     Upload,
 }
 
+impl Kind {
+    const ALL: [Kind; 5] = [
+        Kind::Http1,
+        Kind::Tls,
+        Kind::Http2,
+        Kind::WebSocket,
+        Kind::Upload,
+    ];
+}
+
 struct Op {
     kind: Kind,
     start: Instant,
@@ -65,50 +75,34 @@ impl Log {
     }
 }
 
-fn config(
-    ca: &TestCa,
-    ports: &[u16; 2],
-    ws: &Backend,
-    admin: u16,
-    web: u16,
-    tls: u16,
-    variant: u32,
-) -> String {
-    let cert = ca.issue(&["soak.test"]);
-    format!(
-        "server: {{ grace_period: 0s, shutdown_timeout: 1s, upgrade_sock: \"${{PORTICO_TEST_DIR}}/u.sock\", pid_file: \"${{PORTICO_TEST_DIR}}/p.pid\" }}\n\
-         admin: {{ listen: 127.0.0.1:{admin} }}\n\
-         listeners:\n  - {{ name: web, listen: 127.0.0.1:{web} }}\n\
-         \x20 - name: tls\n    listen: 127.0.0.1:{tls}\n    tls: {{ certificates: [ {{ cert: {}, key: {} }} ] }}\n\
-         upstreams:\n\
-         \x20 app:\n    backends: [ {{ addr: \"127.0.0.1:{}\" }}, {{ addr: \"127.0.0.1:{}\" }} ]\n\
-         \x20   health_check: {{ path: /healthz, interval: 500ms, timeout: 300ms, healthy_after: 1, unhealthy_after: 1 }}\n\
-         \x20   passive: {{ eject_for: 1s }}\n\
-         \x20 ws: {{ backends: [ {{ addr: \"{}\" }} ] }}\n\
-         routes:\n\
-         \x20 - {{ name: ws, upstream: ws, match: {{ path: {{ prefix: /ws }} }} }}\n\
-         \x20 - name: app\n    upstream: app\n    plugins:\n      - headers: {{ response: {{ set: {{ X-Soak-Config: \"{variant}\" }} }} }}\n",
-        cert.cert.display(),
-        cert.key.display(),
-        ports[0],
-        ports[1],
-        ws.addr()
-    )
+/// The soak's gateway: a plain listener `web` and a TLS one `tls`, the pool `app` of the two
+/// backends on `ports` (checked every 500 ms) and the WebSocket backend `ws`. No routes yet:
+/// [`with_routes`] adds them, one variant per reload.
+fn config(ca: &TestCa, ports: &[u16; 2], ws: &Backend) -> Config {
+    let pool: Vec<std::net::SocketAddr> =
+        ports.iter().map(|p| ([127, 0, 0, 1], *p).into()).collect();
+    Config::new()
+        .listener("tls", &tls(&[&ca.issue(&["soak.test"])], ""))
+        .upstream(
+            "app",
+            &format!(
+                "{}, health_check: {{ path: /healthz, interval: 500ms, timeout: 300ms, healthy_after: 1, \
+                 unhealthy_after: 1 }}, passive: {{ eject_for: 1s }}",
+                backends(&pool)
+            ),
+        )
+        .upstream("ws", &backends(&[ws.addr()]))
 }
 
-/// (RSS in KiB, open file descriptors) of a process.
-fn sample(pid: u32) -> (u64, usize) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    (rss, fds)
+/// `config` with its routes, the `app` one marking its answers with `variant`.
+fn with_routes(config: &Config, variant: u32) -> String {
+    config
+        .clone()
+        .route("name: ws, upstream: ws, match: { path: { prefix: /ws } }")
+        .route(&format!(
+            "name: app, upstream: app, plugins: [ {{ headers: {{ response: {{ set: {{ X-Soak-Config: \"{variant}\" }} }} }} }} ]"
+        ))
+        .build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -122,8 +116,8 @@ async fn mixed_load_with_backend_restarts_and_reloads() {
     let mut backends = [Backend::http("a"), Backend::http("b")];
     let ports = [backends[0].port(), backends[1].port()];
     let ws = Backend::websocket_echo("ws");
-    let (admin, web, tls) = (free_port(), free_port(), free_port());
-    let mut gw = Gateway::start(&config(&ca, &ports, &ws, admin, web, tls, 0)).await;
+    let base = config(&ca, &ports, &ws);
+    let mut gw = Gateway::start(&with_routes(&base, 0)).await;
     let pid = gw.pid();
     let (web, tls) = (gw.listener("web"), gw.listener("tls"));
 
@@ -136,7 +130,10 @@ async fn mixed_load_with_backend_restarts_and_reloads() {
             .status,
         200
     );
-    let (rss_start, fds_start) = sample(pid);
+    let Usage {
+        rss_kib: rss_start,
+        fds: fds_start,
+    } = gw.usage();
     eprintln!(
         "soak: {secs} s; portico pid {pid}: RSS {rss_start} KiB, {fds_start} fds before the load"
     );
@@ -169,7 +166,8 @@ async fn mixed_load_with_backend_restarts_and_reloads() {
     while started.elapsed() < duration {
         let now = Instant::now();
         if now >= next_sample {
-            samples.push((started.elapsed(), sample(pid)));
+            let usage = gw.usage();
+            samples.push((started.elapsed(), (usage.rss_kib, usage.fds)));
             next_sample += Duration::from_secs(if secs > 300 { 10 } else { 2 });
         }
         if now >= next_kill {
@@ -182,15 +180,7 @@ async fn mixed_load_with_backend_restarts_and_reloads() {
         }
         if now >= next_reload {
             variant += 1;
-            gw.rewrite_config(&config(
-                &ca,
-                &ports,
-                &ws,
-                admin,
-                web.port(),
-                tls.port(),
-                variant,
-            ));
+            gw.rewrite_config(&with_routes(&base, variant));
             let r = gw.admin_post("/reload").await.expect("POST /reload");
             assert_eq!(r.status, 200, "reload {variant}: {}", r.text());
             reloads += 1;
@@ -204,20 +194,17 @@ async fn mixed_load_with_backend_restarts_and_reloads() {
     }
     // Let closed client connections and idle upstream ones settle.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let (rss_end, fds_end) = sample(pid);
+    let Usage {
+        rss_kib: rss_end,
+        fds: fds_end,
+    } = gw.usage();
     samples.push((started.elapsed(), (rss_end, fds_end)));
 
     // What happened.
     let ops = log.ops.lock().unwrap();
     let kills = log.kills.lock().unwrap();
     let mut summary = String::new();
-    for kind in [
-        Kind::Http1,
-        Kind::Tls,
-        Kind::Http2,
-        Kind::WebSocket,
-        Kind::Upload,
-    ] {
+    for kind in Kind::ALL {
         let of: Vec<&Op> = ops.iter().filter(|o| o.kind == kind).collect();
         let failed = of.iter().filter(|o| o.error.is_some()).count();
         summary.push_str(&format!(
@@ -274,13 +261,7 @@ async fn mixed_load_with_backend_restarts_and_reloads() {
         unexcused.len(),
         unexcused.join("\n")
     );
-    for kind in [
-        Kind::Http1,
-        Kind::Tls,
-        Kind::Http2,
-        Kind::WebSocket,
-        Kind::Upload,
-    ] {
+    for kind in Kind::ALL {
         assert!(
             ops.iter().any(|o| o.kind == kind && o.error.is_none()),
             "no successful {kind:?} request at all"

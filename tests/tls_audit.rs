@@ -5,9 +5,7 @@
 //! Certificates here come from the `openssl` command (as an operator would make them), with
 //! a lifetime of 90 days: sslyze's check refuses leaves valid for more than 366.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use openssl::ssl::{
     SslConnector, SslConnectorBuilder, SslMethod, SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
@@ -18,8 +16,6 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
-
-const SERVER: &str = "server: { grace_period: 0s, shutdown_timeout: 1s, upgrade_sock: \"${PORTICO_TEST_DIR}/u.sock\", pid_file: \"${PORTICO_TEST_DIR}/p.pid\" }\n";
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
@@ -40,7 +36,11 @@ struct Pki {
 }
 
 impl Pki {
-    fn new() -> Pki {
+    /// `None` where openssl is missing and the test is opted out (see [`tools_present`]).
+    fn new() -> Option<Pki> {
+        if !tools_present(&["openssl"]) {
+            return None;
+        }
         let dir = TestDir::new();
         openssl(
             dir.path(),
@@ -66,7 +66,7 @@ impl Pki {
                 "keyUsage=critical,keyCertSign,cRLSign",
             ],
         );
-        Pki { dir }
+        Some(Pki { dir })
     }
 
     fn ca(&self) -> PathBuf {
@@ -186,15 +186,15 @@ async fn gateway(certs: &[(PathBuf, PathBuf, String)], backend: &Backend) -> Gat
         .iter()
         .map(|(c, k, extra)| format!("{{ cert: {}, key: {}{extra} }}", c.display(), k.display()))
         .collect();
-    let yaml = format!(
-        "{SERVER}admin: {{ listen: 127.0.0.1:{} }}\nlisteners:\n  - name: tls\n    listen: 127.0.0.1:{}\n    tls: {{ certificates: [ {} ] }}\n\
-         upstreams:\n  app: {{ backends: [ {{ addr: \"{}\" }} ] }}\nroutes:\n  - {{ name: all, upstream: app }}\n",
-        free_port(),
-        free_port(),
-        entries.join(", "),
-        backend.addr()
-    );
-    Gateway::start(&yaml).await
+    Config::admin_only()
+        .listener(
+            "tls",
+            &format!("tls: {{ certificates: [ {} ] }}", entries.join(", ")),
+        )
+        .app(backend)
+        .route("name: all, upstream: app")
+        .start()
+        .await
 }
 
 fn client(configure: impl FnOnce(&mut SslConnectorBuilder)) -> SslConnector {
@@ -202,6 +202,16 @@ fn client(configure: impl FnOnce(&mut SslConnectorBuilder)) -> SslConnector {
     b.set_verify(SslVerifyMode::NONE);
     configure(&mut b);
     b.build()
+}
+
+/// A gateway whose listener `tls` serves one EC leaf for `ec.test`, with the PKI (its files)
+/// and the backend it needs; `None` where openssl is missing and the test is opted out.
+async fn ec_gateway() -> Option<(Pki, Backend, Gateway)> {
+    let pki = Pki::new()?;
+    let backend = Backend::http("app");
+    let (chain, key) = pki.leaf("ec.test", false);
+    let gw = gateway(&[(chain, key, String::new())], &backend).await;
+    Some((pki, backend, gw))
 }
 
 async fn handshake(
@@ -240,7 +250,9 @@ async fn request(stream: &mut SslStream<TcpStream>) -> String {
 
 #[tokio::test]
 async fn only_tls_1_2_and_1_3_with_forward_secret_aead_suites() {
-    let pki = Pki::new();
+    let Some(pki) = Pki::new() else {
+        return;
+    };
     let backend = Backend::http("app");
     let (ec_chain, ec_key) = pki.leaf("ec.test", false);
     let (rsa_chain, rsa_key) = pki.leaf("rsa.test", true);
@@ -334,10 +346,9 @@ async fn only_tls_1_2_and_1_3_with_forward_secret_aead_suites() {
 
 #[tokio::test]
 async fn the_server_chooses_the_cipher_suite() {
-    let pki = Pki::new();
-    let backend = Backend::http("app");
-    let (chain, key) = pki.leaf("ec.test", false);
-    let gw = gateway(&[(chain, key, String::new())], &backend).await;
+    let Some((_pki, _backend, gw)) = ec_gateway().await else {
+        return;
+    };
     let addr = gw.listener("tls");
     let negotiated = |version: SslVersion, list: &'static str| {
         let c = client(move |b| {
@@ -389,10 +400,9 @@ async fn the_server_chooses_the_cipher_suite() {
 
 #[tokio::test]
 async fn sessions_resume_on_tls_1_2_and_1_3() {
-    let pki = Pki::new();
-    let backend = Backend::http("app");
-    let (chain, key) = pki.leaf("ec.test", false);
-    let gw = gateway(&[(chain, key, String::new())], &backend).await;
+    let Some((_pki, _backend, gw)) = ec_gateway().await else {
+        return;
+    };
     let addr = gw.listener("tls");
     for version in [SslVersion::TLS1_2, SslVersion::TLS1_3] {
         let latest: Arc<Mutex<Option<openssl::ssl::SslSession>>> = Arc::default();
@@ -448,7 +458,9 @@ async fn sessions_resume_on_tls_1_2_and_1_3() {
 
 #[tokio::test]
 async fn an_ocsp_response_is_stapled_when_configured() {
-    let pki = Pki::new();
+    let Some(pki) = Pki::new() else {
+        return;
+    };
     let backend = Backend::http("app");
     let (chain, key) = pki.leaf("stapled.test", false);
     let staple = pki.ocsp_good("stapled.test");
@@ -491,13 +503,17 @@ async fn an_ocsp_response_is_stapled_when_configured() {
         (&junk, "is not a DER OCSP response"),
         (&staple, "about another certificate"),
     ] {
-        let yaml = format!(
-            "{SERVER}listeners:\n  - name: tls\n    listen: 127.0.0.1:{}\n    tls: {{ certificates: [ {{ cert: {}, key: {}, ocsp_staple: {} }} ] }}\n",
-            free_port(),
-            other_chain.display(),
-            other_key.display(),
-            bad.display()
-        );
+        let yaml = Config::admin_only()
+            .listener(
+                "tls",
+                &format!(
+                    "tls: {{ certificates: [ {{ cert: {}, key: {}, ocsp_staple: {} }} ] }}",
+                    other_chain.display(),
+                    other_key.display(),
+                    bad.display()
+                ),
+            )
+            .build();
         let (code, stderr) = validate_config(&yaml).await;
         assert_eq!(code, 1, "{stderr}");
         assert!(
@@ -507,34 +523,14 @@ async fn an_ocsp_response_is_stapled_when_configured() {
     }
 }
 
-/// The Python to run sslyze with: `PORTICO_SSLYZE_PYTHON`, else the venv `.ci/run` makes
-/// (`target/sslyze-venv`), else `python3`.
-fn sslyze_python() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("PORTICO_SSLYZE_PYTHON").map(PathBuf::from),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("target/sslyze-venv/bin/python")),
-        Some(PathBuf::from("python3")),
-    ];
-    candidates.into_iter().flatten().find(|py| {
-        Command::new(py)
-            .args(["-c", "import sslyze"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    })
-}
-
 #[tokio::test]
 async fn sslyze_finds_the_default_listener_mozilla_intermediate_compliant() {
     let Some(python) = sslyze_python() else {
-        let msg = "sslyze is not installed (pip install sslyze, or run .ci/run): the Mozilla intermediate check DID NOT RUN";
-        assert!(
-            std::env::var_os("PORTICO_REQUIRE_SSLYZE").is_none(),
-            "{msg}"
-        );
-        eprintln!("\n!!!!! SKIPPED: {msg} !!!!!\n");
         return;
     };
-    let pki = Pki::new();
+    let Some(pki) = Pki::new() else {
+        return;
+    };
     let backend = Backend::http("app");
     let (chain, key) = pki.leaf("localhost", false);
     let staple = pki.ocsp_good("localhost");

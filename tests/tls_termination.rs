@@ -1,9 +1,7 @@
 //! TLS as a client sees it: the certificate chosen by SNI, protocol versions, ALPN, client
 //! certificates, and the plain-HTTP listener that redirects to HTTPS.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 struct Setup {
     ca: TestCa,
@@ -11,31 +9,19 @@ struct Setup {
     backend: Backend,
 }
 
-const SERVER: &str = "server: { grace_period: 0s, shutdown_timeout: 1s, upgrade_sock: \"${PORTICO_TEST_DIR}/u.sock\", pid_file: \"${PORTICO_TEST_DIR}/p.pid\" }\n";
-
-/// A TLS listener with three certificates (the first is the default) and extra TLS keys.
+/// A TLS listener with three certificates (the first is the default) and more `tls` entries.
 async fn setup(tls_extra: &str) -> Setup {
     let ca = TestCa::new("termination CA");
     let first = ca.issue(&["default.test"]);
     let second = ca.issue(&["api.test", "www.api.test"]);
     let wild = ca.issue(&["*.wild.test"]);
     let backend = Backend::http("app");
-    let (admin, port) = (free_port(), free_port());
-    let yaml = format!(
-        "{SERVER}admin: {{ listen: 127.0.0.1:{admin} }}\n\
-         listeners:\n  - name: tls\n    listen: 127.0.0.1:{port}\n    tls:\n      certificates:\n\
-         \x20       - {{ cert: {}, key: {} }}\n        - {{ cert: {}, key: {} }}\n        - {{ cert: {}, key: {} }}\n{tls_extra}\
-         upstreams:\n  app: {{ backends: [ {{ addr: \"{}\" }} ] }}\n\
-         routes:\n  - {{ name: all, upstream: app }}\n",
-        first.cert.display(),
-        first.key.display(),
-        second.cert.display(),
-        second.key.display(),
-        wild.cert.display(),
-        wild.key.display(),
-        backend.addr()
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = Config::admin_only()
+        .listener("tls", &tls(&[&first, &second, &wild], tls_extra))
+        .app(&backend)
+        .route("name: all, upstream: app")
+        .start()
+        .await;
     Setup { ca, gw, backend }
 }
 
@@ -108,7 +94,7 @@ async fn tls_1_1_is_refused_and_1_2_and_1_3_are_served() {
 
 #[tokio::test]
 async fn min_version_1_3_refuses_1_2() {
-    let s = setup("      min_version: \"1.3\"\n").await;
+    let s = setup("min_version: \"1.3\"").await;
     let addr = s.gw.listener("tls");
     let trust = TlsClientOpts::trusting(s.ca.cert_path());
     assert!(
@@ -150,7 +136,7 @@ async fn alpn_offers_h2_and_http_1_1() {
 
 #[tokio::test]
 async fn alpn_http_1_1_only_never_negotiates_h2() {
-    let s = setup("      alpn: [http/1.1]\n").await;
+    let s = setup("alpn: [http/1.1]").await;
     let trust = TlsClientOpts::trusting(s.ca.cert_path());
     let c = tls_connect(
         s.gw.listener("tls"),
@@ -166,7 +152,7 @@ async fn alpn_http_1_1_only_never_negotiates_h2() {
 async fn client_ca_requires_a_client_certificate() {
     let client_ca = TestCa::new("clients CA");
     let s = setup(&format!(
-        "      client_ca: {}\n",
+        "client_ca: \"{}\"",
         client_ca.cert_path().display()
     ))
     .await;
@@ -197,14 +183,13 @@ async fn client_ca_requires_a_client_certificate() {
 
 #[tokio::test]
 async fn plain_listener_redirects_to_https_keeping_host_path_and_query() {
-    let (admin, http, https) = (free_port(), free_port(), free_port());
-    let yaml = format!(
-        "{SERVER}admin: {{ listen: 127.0.0.1:{admin} }}\n\
-         listeners:\n  - {{ name: http, listen: 127.0.0.1:{http}, redirect_https: {https} }}\n  - {{ name: http443, listen: 127.0.0.1:{}, redirect_https: 443 }}\n\
-         routes: []\n",
-        free_port()
-    );
-    let gw = Gateway::start(&yaml).await;
+    let https = free_port();
+    let gw = Config::admin_only()
+        .listener("http", &format!("redirect_https: {https}"))
+        .listener("http443", "redirect_https: 443")
+        .yaml("routes: []\n")
+        .start()
+        .await;
     let r = http_request(
         gw.listener("http"),
         "GET",

@@ -8,7 +8,9 @@
 //! gateway::run(registry);
 //! ```
 
+pub mod acme;
 pub mod config;
+pub mod fleet;
 pub mod lifecycle;
 mod listener;
 pub mod log_reopen;

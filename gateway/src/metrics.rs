@@ -11,8 +11,8 @@
 
 use arc_swap::ArcSwap;
 use prometheus::{
-    register_histogram_vec, register_int_counter_vec, register_int_gauge_vec, Histogram,
-    HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
+    register_gauge_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge_vec,
+    GaugeVec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
 };
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
@@ -105,6 +105,22 @@ pub static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     )
     .unwrap()
 });
+pub static CERTIFICATE_EXPIRY: LazyLock<GaugeVec> = LazyLock::new(|| {
+    register_gauge_vec!(
+        "portico_certificate_expiry_seconds",
+        "Seconds until a served certificate expires, by listener and the certificate's first name (files and ACME).",
+        &["listener", "name"]
+    )
+    .unwrap()
+});
+pub static ACME_ORDERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "portico_acme_orders_total",
+        "ACME certificate orders placed by this instance, by result (failure includes a CA that could not be reached).",
+        &["result"]
+    )
+    .unwrap()
+});
 
 /// Creates every metric so that the exposition lists them all from the first scrape,
 /// even those still at zero.
@@ -114,7 +130,9 @@ pub fn init() {
         .set(1);
     for r in ["success", "failure"] {
         CONFIG_RELOADS.with_label_values(&[r]);
+        ACME_ORDERS.with_label_values(&[r]);
     }
+    LazyLock::force(&CERTIFICATE_EXPIRY);
     LazyLock::force(&REQUESTS);
     LazyLock::force(&REQUEST_DURATION);
     LazyLock::force(&UPSTREAM_REQUESTS);

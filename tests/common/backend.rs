@@ -499,10 +499,7 @@ pub(crate) struct RawHead {
 
 impl RawHead {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        super::find_header(&self.headers, name)
     }
 }
 

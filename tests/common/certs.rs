@@ -9,7 +9,7 @@ use rcgen::{
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
 
-use super::TestDir;
+use super::{Backend, TestDir, TlsClientOpts};
 
 /// A certificate and its private key, as PEM files.
 #[derive(Clone, Debug)]
@@ -213,4 +213,31 @@ fn file_stem(name: &str) -> String {
             }
         })
         .collect()
+}
+
+/// What a test of a TLS listener puts around the gateway: a backend `app`, a throw-away CA,
+/// and a server certificate of it for one host.
+pub struct TlsSite {
+    pub backend: Backend,
+    pub ca: TestCa,
+    pub cert: CertFiles,
+}
+
+impl TlsSite {
+    /// The CA is named `ca_name` (in certificates and error messages), the certificate is for
+    /// `host`.
+    pub fn new(ca_name: &str, host: &str) -> TlsSite {
+        let ca = TestCa::new(ca_name);
+        let cert = ca.issue(&[host]);
+        TlsSite {
+            backend: Backend::http("app"),
+            ca,
+            cert,
+        }
+    }
+
+    /// Client options that trust the CA and offer `alpn`.
+    pub fn client(&self, alpn: &[&str]) -> TlsClientOpts {
+        TlsClientOpts::trusting(self.ca.cert_path()).alpn(alpn)
+    }
 }

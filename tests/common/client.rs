@@ -233,13 +233,21 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
+/// Header (or label) pairs as a table of cases holds them.
+pub type Pairs<'a> = &'a [(&'a str, &'a str)];
+
+/// The first value of header `name` (any case) among `headers`.
+pub fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
 impl Response {
     /// The first value of header `name` (any case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        find_header(&self.headers, name)
     }
 
     /// Every value of header `name` (any case), in order.
@@ -567,34 +575,116 @@ pub async fn raw_connect(addr: SocketAddr, tls_sni: Option<&str>) -> Result<RawS
     })
 }
 
-/// Reads until the peer closes, an error (e.g. a reset), or `limit` passes; returns what
-/// arrived by then.
+/// Reads until the peer closes (or resets), an error, or `limit` passes: what arrived by
+/// then, and whether the peer closed.
+pub async fn read_until_close<R: AsyncRead + Unpin + ?Sized>(
+    stream: &mut R,
+    limit: Duration,
+) -> (Vec<u8>, bool) {
+    let mut received = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (received, true),
+            Ok(Ok(n)) => received.extend_from_slice(&chunk[..n]),
+            Err(_) => return (received, false),
+        }
+    }
+}
+
+/// [`read_until_close`]'s bytes.
 pub async fn read_to_close<R: AsyncRead + Unpin + ?Sized>(
     stream: &mut R,
     limit: Duration,
 ) -> Vec<u8> {
-    let mut received = Vec::new();
-    let deadline = tokio::time::Instant::now() + limit;
-    let mut chunk = [0u8; 16 * 1024];
-    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
-        if n == 0 {
-            break;
-        }
-        received.extend_from_slice(&chunk[..n]);
-    }
-    received
+    read_until_close(stream, limit).await.0
 }
 
-/// Sends exactly `bytes` and returns whatever comes back until the peer closes or 3 s pass.
-/// For hostile input: nothing is parsed or fixed up. Panics only when it cannot connect.
-pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], tls_sni: Option<&str>) -> Vec<u8> {
+/// Slowloris: writes `line` every `every`, at most `times` times, until the peer closes the
+/// connection (a failed write, or the end of its stream). `Some(time since the first line)`
+/// when it closed, `None` when it was still open after the last line.
+pub async fn dribble_until_closed<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
+    stream: &mut S,
+    line: &[u8],
+    every: Duration,
+    times: usize,
+) -> Option<Duration> {
+    let start = std::time::Instant::now();
+    for _ in 0..times {
+        tokio::time::sleep(every).await;
+        let sent = stream.write_all(line).await.is_ok() && stream.flush().await.is_ok();
+        if !sent || read_until_close(stream, Duration::from_millis(1)).await.1 {
+            return Some(start.elapsed());
+        }
+    }
+    None
+}
+
+/// What came back from a raw exchange.
+#[derive(Debug)]
+pub struct Exchange {
+    pub bytes: Vec<u8>,
+    /// The peer closed (or reset) the connection before the wait ran out.
+    pub closed: bool,
+    pub elapsed: Duration,
+}
+
+impl Exchange {
+    /// The status of the first response, if one came.
+    pub fn status(&self) -> Option<u16> {
+        statuses(&self.bytes).first().copied()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+}
+
+/// The status of every HTTP/1 response in `bytes` (a response line at its start or after a
+/// CRLF).
+pub fn statuses(bytes: &[u8]) -> Vec<u16> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = Vec::new();
+    for (i, _) in text.match_indices("HTTP/1.") {
+        if i == 0 || text[..i].ends_with("\r\n") {
+            if let Some(code) = text.get(i + 9..i + 12).and_then(|c| c.parse().ok()) {
+                out.push(code);
+            }
+        }
+    }
+    out
+}
+
+/// Sends exactly `bytes` (over TLS with ALPN http/1.1 when `tls_sni` is given) and collects
+/// the answer until the peer closes the connection or `limit` passes. For hostile input:
+/// nothing is parsed or fixed up. Panics only when it cannot connect.
+pub async fn exchange(
+    addr: SocketAddr,
+    bytes: &[u8],
+    tls_sni: Option<&str>,
+    limit: Duration,
+) -> Exchange {
+    let start = std::time::Instant::now();
     let mut stream = raw_connect(addr, tls_sni)
         .await
-        .unwrap_or_else(|e| panic!("raw_exchange: cannot connect to {addr}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
     // A peer may close before taking everything: what it answered still counts.
     let _ = tokio::time::timeout(IO_TIMEOUT, stream.write_all(bytes)).await;
     let _ = tokio::time::timeout(IO_TIMEOUT, stream.flush()).await;
-    read_to_close(&mut stream, Duration::from_secs(3)).await
+    let (bytes, closed) = read_until_close(&mut stream, limit).await;
+    Exchange {
+        bytes,
+        closed,
+        elapsed: start.elapsed(),
+    }
+}
+
+/// [`exchange`] with 3 s to answer, its bytes.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], tls_sni: Option<&str>) -> Vec<u8> {
+    exchange(addr, bytes, tls_sni, Duration::from_secs(3))
+        .await
+        .bytes
 }
 
 /// The key [`ws_connect`] sends (the example key of RFC 6455).

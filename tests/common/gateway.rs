@@ -33,6 +33,13 @@ pub const SIGKILL: i32 = 9;
 pub const SIGUSR1: i32 = 10;
 pub const SIGTERM: i32 = 15;
 
+/// A process's resident memory (KiB) and open file descriptors, from /proc.
+#[derive(Clone, Copy, Debug)]
+pub struct Usage {
+    pub rss_kib: u64,
+    pub fds: usize,
+}
+
 /// A running `portico` process.
 pub struct Gateway {
     child: Child,
@@ -217,6 +224,22 @@ impl Gateway {
         self.child.id()
     }
 
+    /// What the process holds now: its resident memory and its open file descriptors.
+    pub fn usage(&self) -> Usage {
+        let pid = self.pid();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let rss_kib = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        Usage { rss_kib, fds }
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
@@ -278,6 +301,25 @@ impl Gateway {
             .find(|(n, _)| n == name)
             .map(|(_, addr)| *addr)
             .unwrap_or_else(|| panic!("no listener named {name:?} in the config"))
+    }
+
+    /// `method path` with `headers` and `body` on a new connection to the listener `web`
+    /// (the one [`super::Config::new`] makes); panics when no answer comes.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Body>,
+    ) -> Response {
+        http_request(self.listener("web"), method, path, headers, body)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// `GET path` with `headers` to the listener `web` (see [`Gateway::send`]).
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        self.send("GET", path, headers, Body::empty()).await
     }
 
     pub fn admin_addr(&self) -> SocketAddr {

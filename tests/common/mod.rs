@@ -1,16 +1,25 @@
-//! Black-box test harness for Portico.
+//! The test kit: what a black-box test of Portico needs around the real `portico` binary,
+//! and nothing from the gateway crates themselves, so the tests exercise only what users
+//! see (the contract in docs/configuration.md, PLUGINS.md and docs/operations.md).
 //!
-//! Every integration test file includes it with `mod common;` and then `use common::*;`.
-//! It provides what a test needs around the real `portico` binary, and nothing from the
-//! gateway crates themselves, so the tests exercise only the public contract (SPEC.md):
+//! The three test binaries (tests/blackbox.rs, tests/soak.rs, tests/ha_pair.rs) include it
+//! with `mod common;`, and their modules `use crate::common::*;`:
 //!
+//! - [`config`]: gateway configs built in a few lines ([`Config`]);
+//! - [`gateway`]: starting, signalling, reconfiguring and stopping the `portico` process;
 //! - [`certs`]: a throw-away CA and leaf/client certificates made at test time (rcgen);
 //! - [`backend`]: small upstream servers running inside the test process (HTTP, HTTPS, mTLS,
 //!   WebSocket echo, a resetting one) that describe every request they see;
 //! - [`client`]: TLS, HTTP/1.1, HTTP/2 and raw-socket clients;
-//! - [`gateway`]: starting, signalling, reconfiguring and stopping the `portico` process;
+//! - [`h2_frames`]: HTTP/2 frame by frame, for what a client library will not send;
 //! - [`body`]: request bodies, including the deterministic byte pattern used to check large
-//!   uploads and downloads end to end without holding them in memory.
+//!   uploads and downloads end to end without holding them in memory;
+//! - [`metrics`]: reading `/metrics` ([`Metrics`]) and checking it with promtool;
+//! - [`load`]: a steady stream of requests from concurrent clients, counted ([`Load`]);
+//! - [`tools`]: the programs some tests run (Redis, Prometheus, HAProxy, ...): a missing one
+//!   fails the test with the line that installs it;
+//! - [`pebble`]: a real ACME CA (Pebble and its DNS server), for tests/acme.rs (imported by
+//!   name: it is shared with the gateway crate's own ACME tests).
 //!
 //! Every wait is bounded (see [`IO_TIMEOUT`]) so that a broken gateway fails a test instead
 //! of hanging the whole suite.
@@ -22,12 +31,21 @@ pub mod backend;
 pub mod body;
 pub mod certs;
 pub mod client;
+pub mod config;
 pub mod gateway;
+pub mod h2_frames;
+pub mod load;
+pub mod metrics;
+pub mod pebble;
+pub mod tools;
 
-// Flat re-exports so a test needs only `use common::*;`. A test file that uses nothing
-// from one of them would warn about it otherwise.
+// Flat re-exports so a test needs only `use crate::common::*;` (the HTTP/2 framing, whose
+// short names would crowd that, is imported on its own). A binary that uses nothing from
+// one of them would warn about it otherwise.
 #[allow(unused_imports)]
-pub use {backend::*, body::*, certs::*, client::*, gateway::*};
+pub use {
+    backend::*, body::*, certs::*, client::*, config::*, gateway::*, load::*, metrics::*, tools::*,
+};
 
 use std::collections::HashSet;
 use std::future::Future;

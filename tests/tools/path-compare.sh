@@ -13,29 +13,13 @@
 # Needs nginx, haproxy and python3 on PATH (the Debian packages are enough; nothing runs as a
 # service or needs root). PORTICO_BIN overrides target/debug/portico.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-root=$PWD
-portico=${PORTICO_BIN:-$root/target/debug/portico}
-nginx=$(command -v nginx || echo /usr/sbin/nginx)
-haproxy=$(command -v haproxy || echo /usr/sbin/haproxy)
-for bin in "$portico" "$nginx" "$haproxy"; do
-  [ -x "$bin" ] || { echo "missing $bin (build Portico with 'cargo build --bin portico'; apt-get install nginx haproxy)" >&2; exit 2; }
-done
-
-work=$(mktemp -d /tmp/path-compare.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-origin_port=$(port); portico_port=$(port); admin_port=$(port); nginx_port=$(port); haproxy_port=$(port)
+work_name=path-compare
+source "$(dirname "$0")/compare-common.sh"
 
 # The origin: logs each request's target exactly as received, answers 200 and closes.
 cat > "$work/origin.py" <<'PY'
 import socket, sys, threading
+from compare_common import serve_forever
 port, log = int(sys.argv[1]), sys.argv[2]
 lock = threading.Lock()
 def serve(conn):
@@ -55,41 +39,17 @@ def serve(conn):
         pass
     finally:
         conn.close()
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", port))
-s.listen(64)
-while True:
-    c, _ = s.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
+serve_forever(port, serve)
 PY
-: > "$work/origin.log"
-python3 "$work/origin.py" "$origin_port" "$work/origin.log" & pids+=($!)
+start_origin
 
-mkdir -p "$work/nginx"
-cat > "$work/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx/error.log;
-events {}
-http {
-  access_log off;
-  client_body_temp_path $work/nginx/body;
-  proxy_temp_path $work/nginx/proxy;
-  fastcgi_temp_path $work/nginx/fastcgi;
-  uwsgi_temp_path $work/nginx/uwsgi;
-  scgi_temp_path $work/nginx/scgi;
-  server {
+start_nginx "  server {
     listen 127.0.0.1:$nginx_port;
     location /admin { return 401; }
     location / { proxy_pass http://127.0.0.1:$origin_port; proxy_set_header Host \$host; }
-  }
-}
-EOF
-"$nginx" -p "$work/nginx" -c "$work/nginx.conf" 2>"$work/nginx/stderr.log" & pids+=($!)
+  }"
 
-cat > "$work/haproxy.cfg" <<EOF
+start_haproxy <<EOF
 global
   maxconn 256
 defaults
@@ -104,47 +64,22 @@ frontend fe
 backend be
   server origin 127.0.0.1:$origin_port
 EOF
-"$haproxy" -f "$work/haproxy.cfg" -db 2>"$work/haproxy.log" & pids+=($!)
 
-cat > "$work/portico.yaml" <<EOF
-server: { grace_period: 0s, shutdown_timeout: 1s, upgrade_sock: $work/portico.sock, pid_file: $work/portico.pid }
-admin: { listen: 127.0.0.1:$admin_port }
-listeners:
-  - { name: web, listen: 127.0.0.1:$portico_port }
+start_portico_and_wait warn <<EOF
 upstreams:
   origin: { backends: [ { addr: "127.0.0.1:$origin_port" } ], retries: 0 }
 routes:
   - { name: admin, upstream: origin, match: { path: { prefix: /admin } }, plugins: [ { key_auth: { keys: { ci: secret } } } ] }
   - { name: public, upstream: origin, match: { path: { prefix: / } } }
 EOF
-RUST_LOG=warn "$portico" -c "$work/portico.yaml" 2>"$work/portico.log" >/dev/null & pids+=($!)
-
-for p in $origin_port $portico_port $nginx_port $haproxy_port; do
-  for _ in $(seq 50); do
-    python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $p), 0.2)" 2>/dev/null && break
-    sleep 0.1
-  done
-done
 
 python3 - "$root/tests/tools/path-cases.txt" "$work" "$portico_port" "$nginx_port" "$haproxy_port" <<'PY'
 import socket, sys, time, re, os
+from compare_common import unescape
 from urllib.parse import unquote_to_bytes
 cases_file, work = sys.argv[1], sys.argv[2]
 proxies = [("Portico", int(sys.argv[3])), ("nginx", int(sys.argv[4])), ("HAProxy", int(sys.argv[5]))]
 log = os.path.join(work, "origin.log")
-
-def unescape(s):
-    out, i = bytearray(), 0
-    esc = {"r": 13, "n": 10, "t": 9, "0": 0, "\\": 92}
-    while i < len(s):
-        if s[i] == "\\" and i + 1 < len(s):
-            if s[i + 1] == "x":
-                out.append(int(s[i + 2:i + 4], 16)); i += 4
-            else:
-                out.append(esc[s[i + 1]]); i += 2
-        else:
-            out += s[i].encode(); i += 1
-    return bytes(out)
 
 def servlet_reads_admin(target):
     # Drop ;parameters per segment (servlet containers), decode, read \ as / (Windows

@@ -102,10 +102,11 @@ fn main() {
         h2: true,
         http1: true,
     };
-    let settings = tls::listener_settings(resolver, TlsVersion::Tls12, alpn).unwrap_or_else(|e| {
-        eprintln!("TLS settings: {e}");
-        std::process::exit(1);
-    });
+    let settings =
+        tls::listener_settings(resolver, TlsVersion::Tls12, alpn, None).unwrap_or_else(|e| {
+            eprintln!("TLS settings: {e}");
+            std::process::exit(1);
+        });
 
     let conf = ServerConf {
         threads: 1,

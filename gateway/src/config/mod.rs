@@ -1,6 +1,7 @@
 //! The configuration file: its model, how it is read, and the errors it can have.
 //! Turning a config into something that serves is `snapshot`'s job.
 
+pub mod acme;
 mod duration;
 mod error;
 mod load;
@@ -9,6 +10,7 @@ mod model;
 mod values;
 mod warnings;
 
+pub use acme::{AcmeConfig, Challenge};
 pub use duration::{parse_duration, Dur};
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{load_file, load_str, resolve, Source};

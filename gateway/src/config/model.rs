@@ -43,6 +43,9 @@ pub struct ServerConfig {
     pub upstream_keepalive_pool: usize,
     /// How a request's path is read before routing (docs/security.md, "One reading").
     pub path: PathConfig,
+    /// With `-c etcd://…`: where the last valid config is kept for a start while etcd is
+    /// down (docs/deployment.md, "When etcd is down"). Unused with a config file.
+    pub config_cache: String,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +64,7 @@ impl Default for ServerConfig {
             // (benches/README.md), leaving TIME_WAIT sockets that can exhaust source ports.
             upstream_keepalive_pool: 1024,
             path: PathConfig::default(),
+            config_cache: "./portico-config-cache.yaml".into(),
         }
     }
 }
@@ -174,6 +178,8 @@ pub struct ListenerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTlsConfig {
+    /// May be left out when `acme` is set.
+    #[serde(default)]
     pub certificates: Vec<CertificateConfig>,
     #[serde(default = "default_min_version")]
     pub min_version: Parsed<TlsVersion>,
@@ -185,6 +191,9 @@ pub struct ListenerTlsConfig {
     /// `None` when left out, so that `client_auth` without `client_ca` can be refused.
     #[serde(default)]
     pub client_auth: Option<ClientAuthMode>,
+    /// A certificate obtained and renewed automatically (docs/acme.md).
+    #[serde(default)]
+    pub acme: Option<super::AcmeConfig>,
 }
 
 /// `listeners[].tls.client_auth`.

@@ -39,6 +39,8 @@ pub struct Ctx {
     pub(super) probe: Option<Probe>,
     /// How far the `request_body` hooks have seen the body (see `body.rs`).
     pub(super) body: BodySeen,
+    /// An ACME HTTP-01 request, answered before anything else (acme/answer.rs).
+    pub(super) acme_challenge: bool,
     /// Counts this request as in flight until the context is dropped (after logging), so
     /// that a draining process waits for it.
     _in_flight: InFlight,
@@ -72,6 +74,7 @@ impl Ctx {
             last_error: None,
             probe: None,
             body: BodySeen::default(),
+            acme_challenge: false,
             _in_flight: in_flight,
         }
     }

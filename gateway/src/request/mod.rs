@@ -73,6 +73,11 @@ impl ProxyHttp for Gateway {
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         read::connection(session, ctx, &self.lifecycle);
         let matching = read::request(session, ctx)?;
+        // The CA's HTTP-01 request is answered before anything else (docs/acme.md).
+        if !self.tls && crate::acme::is_http01(session.req_header().uri.path()) {
+            ctx.acme_challenge = true;
+            return Ok(());
+        }
         if self.redirect_https.is_some() {
             return Ok(());
         }
@@ -84,6 +89,11 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if ctx.acme_challenge {
+            ctx.state.status = crate::acme::answer_http01(session).await?;
+            ctx.answered = true;
+            return Ok(true);
+        }
         if let Some(port) = self.redirect_https {
             let resp = answer::to_https(session, ctx, port);
             answer::write(session, ctx, resp).await?;

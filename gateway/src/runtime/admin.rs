@@ -77,7 +77,15 @@ impl ServeHttp for Admin {
             }
             ("GET" | "HEAD", "/metrics") if protect_metrics && !authorized => unauthorized(),
             ("GET" | "HEAD", "/metrics") => {
-                self.shared.snapshot.load().publish_backend_health();
+                let snap = self.shared.snapshot.load();
+                snap.publish_backend_health();
+                let listeners: Vec<&str> = snap
+                    .config
+                    .listeners
+                    .iter()
+                    .map(|l| l.name.as_str())
+                    .collect();
+                crate::acme::refresh_metrics(&listeners, &self.shared.cert_resolvers);
                 reply(
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",
@@ -176,10 +184,19 @@ fn status(shared: &Shared) -> serde_json::Value {
             .collect();
         upstreams.insert(name.clone(), json!({ "backends": backends }));
     }
+    let names: Vec<&str> = snap
+        .config
+        .listeners
+        .iter()
+        .map(|l| l.name.as_str())
+        .collect();
     json!({
+        "source": shared.origin.kind(),
+        "revision": shared.origin.revision(),
         "version": snap.version,
         "loaded_at": rfc3339(snap.loaded_at),
         "listeners": listeners,
+        "certificates": crate::acme::status_json(&names, &shared.cert_resolvers),
         "routes": routes,
         "upstreams": upstreams,
     })

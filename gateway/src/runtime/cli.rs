@@ -3,15 +3,19 @@
 use std::path::PathBuf;
 
 pub(super) struct Args {
+    /// A file, or `etcd://…` (fleet/source.rs).
     pub config: PathBuf,
     pub test: bool,
+    /// `-t --push etcd://…`: where to store the config once `-t` accepts it.
+    pub push: Option<String>,
     pub upgrade: bool,
     pub daemon: bool,
 }
 
-pub(super) const USAGE: &str = "usage: portico [-c FILE] [-t] [-u] [-d]
-  -c, --config FILE   the config file (default: conf/portico.yaml)
+pub(super) const USAGE: &str = "usage: portico [-c FILE|etcd://HOST:PORT[,HOST:PORT]/KEY] [-t [--push etcd://HOST:PORT/KEY]] [-u] [-d]
+  -c, --config FILE   the config file (default: conf/portico.yaml), or a key in etcd to follow
   -t, --test          check the config and exit: 0 valid, 1 invalid
+      --push URL      with -t: store the config at that etcd key if valid; prints the revision
   -u, --upgrade       take over the listening sockets of the running instance
   -d, --daemon        run in the background
   -V, --version       print the version";
@@ -20,6 +24,7 @@ pub(super) fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         config: PathBuf::from("conf/portico.yaml"),
         test: false,
+        push: None,
         upgrade: false,
         daemon: false,
     };
@@ -31,6 +36,8 @@ pub(super) fn parse_args() -> Result<Args, String> {
             }
             s if s.starts_with("--config=") => args.config = s["--config=".len()..].into(),
             "-t" | "--test" => args.test = true,
+            "--push" => args.push = Some(it.next().ok_or("--push needs an etcd:// URL")?),
+            s if s.starts_with("--push=") => args.push = Some(s["--push=".len()..].into()),
             "-u" | "--upgrade" => args.upgrade = true,
             "-d" | "--daemon" => args.daemon = true,
             "-h" | "--help" => {
@@ -43,6 +50,11 @@ pub(super) fn parse_args() -> Result<Args, String> {
             }
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
+    }
+    if args.push.is_some() && !args.test {
+        return Err(format!(
+            "--push goes with -t: the config is stored only if valid\n{USAGE}"
+        ));
     }
     Ok(args)
 }

@@ -11,7 +11,9 @@ mod shared;
 mod shutdown;
 mod signals;
 
+use crate::acme;
 use crate::config;
+use crate::fleet::Origin;
 use crate::lifecycle::Lifecycle;
 use crate::listener::{ListenerApp, ProxyHeaderBeforeTls};
 use crate::metrics;
@@ -47,37 +49,50 @@ pub fn run(registry: Registry) -> ! {
             std::process::exit(2);
         }
     };
-    // Resolve now: a daemon changes its working directory to `/`.
-    let config_path = std::fs::canonicalize(&args.config).unwrap_or_else(|_| args.config.clone());
     let health = HealthBook::default();
-    let snap = match config::load_file(&config_path)
-        .and_then(|src| snapshot::compile(&src, &registry, &health))
-    {
+    let (origin, fetched) = match Origin::open(&args.config) {
+        Ok(opened) => opened,
+        Err(errors) => not_started(&args.config.display(), &errors),
+    };
+    let snap = match snapshot::compile(&fetched.source, &registry, &health) {
         Ok(s) => s,
-        Err(errors) => {
-            for e in &errors.0 {
-                eprintln!("{e}");
-            }
-            eprintln!(
-                "{}: {} error(s), not started",
-                config_path.display(),
-                errors.0.len()
-            );
-            std::process::exit(1);
-        }
+        Err(errors) => not_started(&origin, &errors),
     };
     if args.test {
         for w in &snap.warnings {
             eprintln!("{w}");
         }
-        println!("{}: ok (version {})", config_path.display(), snap.version);
+        match &args.push {
+            Some(url) => match origin.push(url) {
+                Ok(revision) => {
+                    eprintln!("{origin}: ok (version {}), stored in {url}", snap.version);
+                    println!("{revision}");
+                }
+                Err(e) => {
+                    eprintln!("{origin}: ok, but not stored: {e}");
+                    std::process::exit(1);
+                }
+            },
+            None => println!("{origin}: ok (version {})", snap.version),
+        }
         std::process::exit(0);
     }
+    origin.applied(&fetched);
+    let base = fetched.source.base_dir.clone();
     for w in &snap.warnings {
         log::warn!("config: {w}");
     }
     metrics::init();
-    serve(args, config_path, snap, registry, health)
+    serve(args, origin, base, snap, registry, health)
+}
+
+/// Prints a config's errors and exits 1.
+fn not_started(config: &dyn std::fmt::Display, errors: &config::ConfigErrors) -> ! {
+    for e in &errors.0 {
+        eprintln!("{e}");
+    }
+    eprintln!("{config}: {} error(s), not started", errors.0.len());
+    std::process::exit(1);
 }
 
 fn server_conf(snap: &Snapshot, base: &std::path::Path, daemon: bool) -> ServerConf {
@@ -105,15 +120,12 @@ fn server_conf(snap: &Snapshot, base: &std::path::Path, daemon: bool) -> ServerC
 
 fn serve(
     args: Args,
-    config_path: PathBuf,
+    origin: Origin,
+    base: PathBuf,
     snap: Snapshot,
     registry: Registry,
     health: HealthBook,
 ) -> ! {
-    let base = config_path
-        .parent()
-        .map(|p| p.to_path_buf())
-        .unwrap_or_default();
     let conf = server_conf(&snap, &base, args.daemon);
     let opt = Opt {
         upgrade: args.upgrade,
@@ -138,6 +150,13 @@ fn serve(
             );
         }
     }
+    let listeners: Vec<&str> = snap
+        .config
+        .listeners
+        .iter()
+        .map(|l| l.name.as_str())
+        .collect();
+    acme::go_live(&listeners, &snap.acme, &cert_resolvers);
     let upkeep = background_service(
         "upstream upkeep",
         Upkeep::new(snap.pools.values().cloned().collect()),
@@ -146,7 +165,7 @@ fn serve(
         snapshot: Arc::new(ArcSwap::from_pointee(snap)),
         registry,
         health,
-        config_path,
+        origin,
         lifecycle: Lifecycle::new(),
         cert_resolvers,
         upkeep: upkeep.task(),
@@ -184,7 +203,8 @@ fn serve(
                     }));
                 }
                 let resolver = shared.cert_resolvers[&l.name].clone();
-                match tls::listener_settings(resolver, *t.min_version, *t.alpn) {
+                let challenge: Arc<dyn tls::HandshakeChallenge> = Arc::new(acme::TlsAlpn01);
+                match tls::listener_settings(resolver, *t.min_version, *t.alpn, Some(challenge)) {
                     Ok(settings) => listeners.add_listener(endpoint(*l.listen).tls(settings)),
                     Err(e) => {
                         eprintln!("listeners: {}: {e}", l.name);
@@ -244,11 +264,12 @@ fn serve(
     admin.add_dependencies(&listener_services);
     admin.add_dependency(&signals);
     server.add_service(upkeep);
+    server.add_service(background_service("acme", acme::Service));
 
     log::info!(
         "portico {} starting: config {} version {}",
         env!("CARGO_PKG_VERSION"),
-        shared.config_path.display(),
+        shared.origin,
         snap.version
     );
     let upgrade_sock = PathBuf::from(&conf.upgrade_sock);

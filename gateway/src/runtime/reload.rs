@@ -1,27 +1,64 @@
-//! Reload: re-read the config file, compile a new snapshot off the request path, and swap it
-//! in one step. An invalid file changes nothing.
+//! Reload: re-read the config (the file, or the key in etcd), compile a new snapshot off the
+//! request path, and swap it in one step. An invalid config changes nothing. A config
+//! followed in etcd comes here with every new revision (docs/deployment.md, "A fleet").
 
 use super::shared::Shared;
 use crate::config::{self, ConfigErrors, ListenerConfig};
+use crate::fleet::Fetched;
 use crate::metrics;
 use crate::snapshot::{self, Snapshot};
 use std::sync::Arc;
 
-/// Reloads from the config file. On success returns the new version.
+/// Reloads from the config's origin (SIGHUP, `POST /reload`). On success returns the new
+/// version.
 pub fn reload(shared: &Shared) -> Result<String, ConfigErrors> {
     // One reload at a time; requests never wait on this lock.
     let _guard = shared.reload_lock.lock().unwrap();
-    match load_and_check(shared) {
-        Ok(snap) => {
+    let fetched = shared.origin.fetch();
+    reload_with(shared, fetched)
+}
+
+/// Follows the config's origin, if it is a key in etcd: each new revision is reloaded here.
+/// Runs in the process that serves (after a daemon's fork).
+pub fn follow(shared: &Arc<Shared>) {
+    let on = shared.clone();
+    shared.origin.follow(move |fetched| {
+        let _guard = on.reload_lock.lock().unwrap();
+        reload_with(&on, fetched)
+    });
+}
+
+fn reload_with(
+    shared: &Shared,
+    fetched: Result<Fetched, ConfigErrors>,
+) -> Result<String, ConfigErrors> {
+    let checked = fetched.and_then(|f| load_and_check(shared, &f).map(|snap| (f, snap)));
+    match checked {
+        Ok((fetched, _)) if shared.origin.is_stale(&fetched) => {
+            // A reload's read crossed a newer revision the follower applied first.
+            let version = shared.snapshot.load().version.clone();
+            log::info!(
+                "{}: revision {:?} is older than the one served; kept",
+                shared.origin,
+                fetched.revision()
+            );
+            Ok(version)
+        }
+        Ok((fetched, snap)) => {
             let version = snap.version.clone();
             for w in &snap.warnings {
                 log::warn!("config: {w}");
             }
+            shared.origin.serving(&fetched);
             apply(shared, snap);
+            shared.origin.applied(&fetched);
             metrics::CONFIG_RELOADS
                 .with_label_values(&["success"])
                 .inc();
-            log::info!("config reloaded: version {version}");
+            match fetched.revision() {
+                Some(r) => log::info!("config reloaded: version {version}, etcd revision {r}"),
+                None => log::info!("config reloaded: version {version}"),
+            }
             Ok(version)
         }
         Err(e) => {
@@ -36,9 +73,9 @@ pub fn reload(shared: &Shared) -> Result<String, ConfigErrors> {
     }
 }
 
-fn load_and_check(shared: &Shared) -> Result<Arc<Snapshot>, ConfigErrors> {
-    let src = config::load_file(&shared.config_path)?;
-    let snap = snapshot::compile(&src, &shared.registry, &shared.health)?;
+fn load_and_check(shared: &Shared, fetched: &Fetched) -> Result<Arc<Snapshot>, ConfigErrors> {
+    let src = &fetched.source;
+    let snap = snapshot::compile(src, &shared.registry, &shared.health)?;
     let current = shared.snapshot.load();
     let mut problems = config::Problems::new(&src.lines);
     // Sockets are bound once; a change to them needs a new process (`portico -u`).
@@ -158,6 +195,13 @@ fn apply(shared: &Shared, snap: Arc<Snapshot>) {
             resolver.replace(store.clone());
         }
     }
+    let listeners: Vec<&str> = snap
+        .config
+        .listeners
+        .iter()
+        .map(|l| l.name.as_str())
+        .collect();
+    crate::acme::go_live(&listeners, &snap.acme, &shared.cert_resolvers);
     shared.upkeep.update(snap.pools.values().cloned().collect());
     snap.publish_metrics();
     shared.snapshot.store(snap.clone());

@@ -1,5 +1,6 @@
 //! What the running instance's parts share.
 
+use crate::fleet::Origin;
 use crate::lifecycle::Lifecycle;
 use crate::plugin::Registry;
 use crate::snapshot::{HealthBook, Snapshot};
@@ -7,7 +8,6 @@ use crate::tls::CertResolver;
 use crate::upstream;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 /// What the listeners' services, the admin endpoints, signals and reload share.
@@ -15,7 +15,8 @@ pub(crate) struct Shared {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub registry: Registry,
     pub health: HealthBook,
-    pub config_path: PathBuf,
+    /// The config file, or the key in etcd that is followed (fleet/origin.rs).
+    pub origin: Origin,
     /// Draining, winding down, requests in flight, listeners settled.
     pub lifecycle: Arc<Lifecycle>,
     pub cert_resolvers: HashMap<String, Arc<CertResolver>>,

@@ -32,13 +32,15 @@ impl BackgroundService for Signals {
         // reload can replace them (SIGHUP is handled only from here on, and the admin
         // endpoints wait for this service).
         self.shared.snapshot.load().start_plugins();
+        // A config in etcd is followed from here on (threads do not survive a daemon's fork).
+        super::reload::follow(&self.shared);
         ready.notify_ready();
         let mut stopping = false;
         // Keeps going until the process exits: a log rotation during a long drain still works.
         loop {
             tokio::select! {
                 _ = hup.recv() => {
-                    log::info!("SIGHUP: reloading {}", self.shared.config_path.display());
+                    log::info!("SIGHUP: reloading {}", self.shared.origin);
                     let shared = self.shared.clone();
                     let _ = tokio::task::spawn_blocking(move || super::reload::reload(&shared)).await;
                 }

@@ -71,10 +71,10 @@ pub(super) fn compile(
             }
             (None, None) => None,
         };
-        if t.certificates.is_empty() {
+        if t.certificates.is_empty() && t.acme.is_none() {
             p.add(
                 format!("{at}.tls.certificates"),
-                "at least one certificate is required",
+                "at least one certificate is required (or acme)",
             );
         }
         let mut loaded = Vec::new();
@@ -95,7 +95,7 @@ pub(super) fn compile(
                 Err(e) => p.add(format!("{at}.tls.certificates[{j}]"), e),
             }
         }
-        if !loaded.is_empty() {
+        if !loaded.is_empty() || t.acme.is_some() {
             let store = CertStore::new(loaded).with_client_auth(client_auth);
             certs.insert(l.name.clone(), Arc::new(store));
         }

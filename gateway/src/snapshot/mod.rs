@@ -14,7 +14,7 @@ mod upstreams;
 
 pub use health_book::HealthBook;
 
-use crate::config::{self, Config, ConfigError, ConfigErrors, Problems, Source};
+use crate::config::{self, AcmeConfig, Config, ConfigError, ConfigErrors, Problems, Source};
 use crate::metrics;
 use crate::net::ip::canonical_ip;
 use crate::plugin::{Chain, Chains, Registry};
@@ -36,6 +36,8 @@ pub struct Snapshot {
     pub global: Chain,
     /// Certificates per listener name.
     pub certs: HashMap<String, Arc<CertStore>>,
+    /// `tls.acme` per listener name, checked and with its paths resolved.
+    pub acme: HashMap<String, AcmeConfig>,
     pub trusted_proxies: Vec<IpNet>,
     pub request_id_header: http::HeaderName,
     /// The same name as the config spells it, which is how HTTP/1 peers see it written (a
@@ -117,6 +119,7 @@ pub fn compile(
 
     server::check(cfg, &mut p);
     let certs = listeners::compile(cfg, base, &mut p);
+    let acme = crate::acme::check_listeners(cfg, base, &mut p);
     let pools = upstreams::compile(cfg, base, health, &mut p);
     let global = chains::compile(&cfg.plugins, "plugins", None, registry, base, &mut p);
     let routes = routes::compile(cfg, &pools, registry, base, &mut p);
@@ -132,6 +135,7 @@ pub fn compile(
         pools,
         global,
         certs,
+        acme,
         trusted_proxies,
         request_id_wire: bytes::Bytes::from(cfg.server.request_id_header.clone()),
         request_id_header,

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// One certificate chain and its key, with the names it serves.
+#[derive(Clone)]
 pub struct CertifiedKey {
     pub names: Vec<String>,
     pub chain: Vec<X509>,
@@ -53,6 +54,11 @@ impl CertStore {
     pub fn with_client_auth(mut self, client_auth: Option<Arc<ClientAuth>>) -> Self {
         self.client_auth = client_auth;
         self
+    }
+
+    /// Every certificate, the default first.
+    pub fn certs(&self) -> &[CertifiedKey] {
+        &self.certs
     }
 
     /// An exact name first, then a wildcard covering one label (as TLS wildcards do), then

@@ -10,6 +10,7 @@
 //! decrypts every session it ever protected). OCSP responses are stapled when configured.
 
 mod certs;
+mod challenge;
 pub mod client_auth;
 pub mod client_cert;
 mod connection;
@@ -18,6 +19,7 @@ mod settings;
 mod sni;
 
 pub use certs::{generate_dev_cert, load_certified_key, with_ocsp_staple, CertStore, CertifiedKey};
+pub use challenge::HandshakeChallenge;
 pub use client_auth::ClientAuth;
 pub use client_cert::ClientCert;
 pub use connection::TlsConnection;

@@ -1,6 +1,7 @@
 //! A TLS listener's settings: versions, ciphers, groups, session resumption, ALPN, and the
 //! callbacks that pick certificates and staple OCSP responses.
 
+use super::challenge::{select_alpn, HandshakeChallenge};
 use super::sni::{CertResolver, SniCallback};
 use crate::config::{Alpn, TlsVersion};
 use foreign_types::ForeignTypeRef;
@@ -37,14 +38,20 @@ const CLASSIC_GROUPS: &str = "X25519:P-256:P-384";
 /// Builds the TLS settings of a listener.
 ///
 /// Client certificates are asked for per connection, from the resolver's store (see
-/// [`super::ClientAuth`]), not here.
+/// [`super::ClientAuth`]), not here. `challenge`, if any, answers the handshakes that are
+/// a CA's challenge (ACME's TLS-ALPN-01) before the listener's own ALPN and certificates.
 pub fn listener_settings(
     resolver: Arc<CertResolver>,
     min_version: TlsVersion,
     alpn: Alpn,
+    challenge: Option<Arc<dyn HandshakeChallenge>>,
 ) -> Result<TlsSettings, String> {
-    let mut settings = TlsSettings::with_callbacks(Box::new(SniCallback(resolver.clone())))
-        .map_err(|e| e.to_string())?;
+    let callback = SniCallback {
+        resolver: resolver.clone(),
+        challenge: challenge.clone(),
+    };
+    let mut settings =
+        TlsSettings::with_callbacks(Box::new(callback)).map_err(|e| e.to_string())?;
     // TLS 1.0 and 1.1 are never offered, whatever the config says.
     let min = match min_version {
         TlsVersion::Tls13 => SslVersion::TLS1_3,
@@ -122,10 +129,19 @@ pub fn listener_settings(
             }
         })
         .map_err(|e| e.to_string())?;
-    match (alpn.h2, alpn.http1) {
-        (true, true) => settings.set_alpn(ALPN::H2H1),
-        (true, false) => settings.set_alpn(ALPN::H2),
-        _ => settings.set_alpn(ALPN::H1),
+    let alpn = match (alpn.h2, alpn.http1) {
+        (true, true) => ALPN::H2H1,
+        (true, false) => ALPN::H2,
+        _ => ALPN::H1,
+    };
+    settings.set_alpn(alpn.clone());
+    if let Some(challenge) = challenge {
+        // Pingora's choice, unless the handshake is a challenge (answered by the
+        // certificate callback, which OpenSSL runs after this one).
+        settings.set_alpn_select_callback(move |_, offered| match challenge.alpn(offered) {
+            Some(protocol) => Ok(protocol),
+            None => select_alpn(&alpn, offered),
+        });
     }
     Ok(settings)
 }

@@ -1,7 +1,8 @@
 //! Choosing a certificate per handshake by SNI, from a store a reload replaces, and what the
 //! handshake leaves for the connection's requests.
 
-use super::certs::CertStore;
+use super::certs::{CertStore, CertifiedKey};
+use super::challenge::HandshakeChallenge;
 use super::client_cert::ClientCert;
 use super::connection::TlsConnection;
 use super::session_cache::SessionCache;
@@ -13,7 +14,7 @@ use pingora_core::protocols::tls::TlsRef;
 use pingora_core::tls::ext;
 use pingora_core::tls::ssl::{NameType, SslVerifyMode};
 use std::any::Any;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Sessions kept for resumption per listener (OpenSSL's default cache size), each valid for
 /// OpenSSL's default session lifetime.
@@ -25,15 +26,71 @@ pub struct CertResolver {
     pub(super) store: ArcSwap<CertStore>,
     /// The listener's TLS sessions, for resumption.
     pub(super) sessions: Arc<SessionCache>,
+    /// What `store` is made of: the configured certificates and those obtained over ACME
+    /// (docs/acme.md), kept apart so that a reload's store keeps the ACME ones. Locked only
+    /// when either changes, never by a handshake.
+    parts: Mutex<StoreParts>,
+}
+
+struct StoreParts {
+    configured: Arc<CertStore>,
+    /// Served before the configured certificates (an issued ACME certificate wins for its
+    /// names and is the default).
+    first: Vec<CertifiedKey>,
+    /// Served after them (a placeholder: the default only when nothing is configured).
+    last: Vec<CertifiedKey>,
+}
+
+impl StoreParts {
+    fn merged(&self) -> Arc<CertStore> {
+        if self.first.is_empty() && self.last.is_empty() {
+            return self.configured.clone();
+        }
+        let certs = self
+            .first
+            .iter()
+            .chain(self.configured.certs())
+            .chain(&self.last)
+            .cloned()
+            .collect();
+        Arc::new(CertStore::new(certs).with_client_auth(self.configured.client_auth.clone()))
+    }
 }
 
 impl CertResolver {
     pub fn new(listener: &str, store: Arc<CertStore>) -> Self {
         CertResolver {
             listener: listener.into(),
-            store: ArcSwap::new(store),
+            store: ArcSwap::new(store.clone()),
             sessions: Arc::new(SessionCache::new(SESSION_CACHE_SIZE)),
+            parts: Mutex::new(StoreParts {
+                configured: store,
+                first: Vec::new(),
+                last: Vec::new(),
+            }),
         }
+    }
+
+    /// The configured certificates (`tls.certificates`), without the ACME ones.
+    pub fn configured(&self) -> Arc<CertStore> {
+        self.parts.lock().unwrap().configured.clone()
+    }
+
+    /// Serves certificates obtained over ACME around the configured ones from the next
+    /// handshake on: `first` before them, `last` after (acme/fleet.rs).
+    pub fn set_acme(&self, first: Vec<CertifiedKey>, last: Vec<CertifiedKey>) {
+        let mut parts = self.parts.lock().unwrap();
+        parts.first = first;
+        parts.last = last;
+        self.swap(parts.merged());
+    }
+
+    /// Replaces only the certificates served after the configured ones: a new ACME
+    /// placeholder leaves an earlier issued certificate in front until its own is issued.
+    pub fn set_acme_last(&self, last: Vec<CertifiedKey>) {
+        let mut parts = self.parts.lock().unwrap();
+        parts.last = last;
+        self.swap(parts.merged());
     }
 
     /// Serves `store` from the next handshake on. A resumed TLS session keeps the client
@@ -42,6 +99,12 @@ impl CertResolver {
     /// they were made under (see [`CertResolver::session_context`]), and when those change
     /// the cache is emptied as well, its sessions being of no more use.
     pub fn replace(&self, store: Arc<CertStore>) {
+        let mut parts = self.parts.lock().unwrap();
+        parts.configured = store;
+        self.swap(parts.merged());
+    }
+
+    fn swap(&self, store: Arc<CertStore>) {
         let fingerprint = |s: &CertStore| s.client_auth.as_ref().map(|a| a.fingerprint);
         let changed = fingerprint(&self.store.load()) != fingerprint(&store);
         self.store.store(store);
@@ -68,13 +131,22 @@ impl CertResolver {
     }
 }
 
-/// The handle Pingora's listener holds on a [`CertResolver`].
-pub(super) struct SniCallback(pub(super) Arc<CertResolver>);
+/// The handle Pingora's listener holds on a [`CertResolver`], and on what answers the CA's
+/// challenge handshakes, if anything does.
+pub(super) struct SniCallback {
+    pub(super) resolver: Arc<CertResolver>,
+    pub(super) challenge: Option<Arc<dyn HandshakeChallenge>>,
+}
 
 #[async_trait]
 impl TlsAccept for SniCallback {
     async fn certificate_callback(&self, ssl: &mut TlsRef) {
-        let store = self.0.store.load();
+        if let Some(challenge) = &self.challenge {
+            if challenge.answer(ssl).await {
+                return;
+            }
+        }
+        let store = self.resolver.store.load();
         let sni = ssl.servername(NameType::HOST_NAME).map(str::to_string);
         let Some(ck) = store.pick(sni.as_deref()) else {
             return;
@@ -89,7 +161,7 @@ impl TlsAccept for SniCallback {
         if let Err(e) = result {
             log::error!(
                 "listener {}: cannot set certificate for {sni:?}: {e}",
-                self.0.listener
+                self.resolver.listener
             );
         }
         if let Some(auth) = &store.client_auth {
@@ -97,7 +169,7 @@ impl TlsAccept for SniCallback {
                 // Without the checks the client would get in unchecked: no handshake.
                 log::error!(
                     "listener {}: cannot set up client certificate checks: {e}",
-                    self.0.listener
+                    self.resolver.listener
                 );
                 ssl.set_verify_callback(
                     SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
