@@ -17,6 +17,7 @@ mod config_validation;
 mod edge_headers;
 mod edge_identity;
 mod edge_paths;
+mod fleet;
 mod harness_selftest;
 mod limits;
 mod operations;
