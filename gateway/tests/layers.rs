@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 /// Bottom to top. A module may import from its own layer's other modules and from any layer
 /// below, never from one above. The crate root (`lib.rs`) only declares and re-exports.
 ///
-/// `acme` (certificates from an ACME CA: config, metrics, tls) and `fleet` (config only) are
-/// placed although they may not exist yet: they come from other branches, and the checker
-/// accepts a layer's name without a module.
+/// `acme` (certificates from an ACME CA) uses config, metrics and tls; `tls` reaches it only
+/// through `tls::HandshakeChallenge`, which the runtime hands it. `fleet` (the config from
+/// etcd) uses config only. The checker accepts a layer's name without a module.
 const LAYERS: &[&[&str]] = &[
     &["config"],
     &["metrics", "log_reopen"],
