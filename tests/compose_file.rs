@@ -170,7 +170,7 @@ fn installed(program: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-const SERVICES: [&str; 7] = [
+const SERVICES: [&str; 8] = [
     "haproxy",
     "portico-1",
     "portico-2",
@@ -178,6 +178,7 @@ const SERVICES: [&str; 7] = [
     "backend-2",
     "redis",
     "prometheus",
+    "grafana",
 ];
 
 /// Service keys this file may use: compose rejects unknown ones, and a typo here would
