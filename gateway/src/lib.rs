@@ -12,6 +12,7 @@ pub mod admin;
 pub mod client_auth;
 pub mod client_cert;
 pub mod config;
+mod explain;
 pub mod forwarded;
 pub mod framing;
 mod leftover;

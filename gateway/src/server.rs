@@ -73,13 +73,17 @@ struct Args {
     test: bool,
     upgrade: bool,
     daemon: bool,
+    explain: Option<crate::explain::Request>,
 }
 
-const USAGE: &str = "usage: portico [-c FILE] [-t] [-u] [-d]
+const USAGE: &str = "usage: portico [-c FILE] [-t] [-u] [-d] [--explain ...]
   -c, --config FILE   the config file (default: conf/portico.yaml)
   -t, --test          check the config and exit: 0 valid, 1 invalid
   -u, --upgrade       take over the listening sockets of the running instance
   -d, --daemon        run in the background
+      --explain 'METHOD URL' [-H 'Name: value']... [--listener NAME] [--client-ip IP] [--json]
+                      print how that request would be handled and exit: 0 a route
+                      matches, 3 none would, 1 invalid config; nothing is started
   -V, --version       print the version";
 
 fn parse_args() -> Result<Args, String> {
@@ -88,7 +92,9 @@ fn parse_args() -> Result<Args, String> {
         test: false,
         upgrade: false,
         daemon: false,
+        explain: None,
     };
+    let mut explain = crate::explain::Request::default();
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -99,6 +105,13 @@ fn parse_args() -> Result<Args, String> {
             "-t" | "--test" => args.test = true,
             "-u" | "--upgrade" => args.upgrade = true,
             "-d" | "--daemon" => args.daemon = true,
+            "--explain" => explain.line = it.next().ok_or("--explain needs 'METHOD URL'")?,
+            "-H" | "--header" => explain
+                .headers
+                .push(it.next().ok_or("-H needs 'Name: value'")?),
+            "--listener" => explain.listener = Some(it.next().ok_or("--listener needs a name")?),
+            "--client-ip" => explain.client_ip = Some(it.next().ok_or("--client-ip needs an IP")?),
+            "--json" => explain.json = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -110,6 +123,18 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
+    let explaining = !explain.line.is_empty();
+    if !explaining
+        && (explain.json
+            || explain.listener.is_some()
+            || explain.client_ip.is_some()
+            || !explain.headers.is_empty())
+    {
+        return Err(format!(
+            "-H, --listener, --client-ip and --json go with --explain\n{USAGE}"
+        ));
+    }
+    args.explain = explaining.then_some(explain);
     Ok(args)
 }
 
@@ -142,6 +167,9 @@ pub fn run(registry: Registry) -> ! {
             std::process::exit(1);
         }
     };
+    if let Some(request) = &args.explain {
+        crate::explain::run(&snap, request);
+    }
     if args.test {
         for w in &snap.warnings {
             eprintln!("{w}");
