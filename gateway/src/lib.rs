@@ -29,6 +29,7 @@ pub mod route;
 mod server;
 pub mod snapshot;
 pub mod tls;
+pub mod traces;
 pub mod upstream;
 
 pub use listener::read_proxy_header;

@@ -57,6 +57,8 @@ pub struct Ctx {
     /// ejection expired; settled when its outcome is reported, freed if the request ends
     /// without one.
     probe: Option<Probe>,
+    /// With `server.tracing`: the request's server span and its current attempt's span.
+    trace: Option<crate::traces::RequestTrace>,
     /// Counts this request as in flight until the context is dropped (after logging), so
     /// that a draining process waits for it.
     _in_flight: crate::server::InFlight,
@@ -174,6 +176,7 @@ impl ProxyHttp for Gateway {
             answered: false,
             last_error: None,
             probe: None,
+            trace: None,
             _in_flight: crate::server::InFlight::start(),
         }
     }
@@ -238,6 +241,7 @@ impl ProxyHttp for Gateway {
             ctx.state.route = Some(route.name.clone());
             ctx.state.upstream = route.upstream.as_ref().map(|p| p.name.clone());
         }
+        ctx.trace = crate::traces::begin(session, &mut ctx.state);
         let chains = chains_of(&snap, ctx.route);
         chains.early_request(session, &mut ctx.state).await;
         Ok(())
@@ -366,6 +370,9 @@ impl ProxyHttp for Gateway {
         pool.backends[i].inflight.fetch_add(1, Ordering::Relaxed);
         ctx.inflight = true;
         ctx.state.backend = Some(pool.backends[i].addr.clone());
+        if let Some(trace) = &mut ctx.trace {
+            trace.attempt(&pool.backends[i].addr);
+        }
         if ctx.state.upstream_started.is_none() {
             ctx.state.upstream_started = Some(Instant::now());
         }
@@ -403,6 +410,9 @@ impl ProxyHttp for Gateway {
         chains
             .upstream_request(session, upstream, &mut ctx.state)
             .await;
+        if let Some(trace) = &ctx.trace {
+            trace.inject(upstream);
+        }
         Ok(())
     }
 
@@ -427,6 +437,9 @@ impl ProxyHttp for Gateway {
         }
         if let Some(t) = ctx.state.upstream_started {
             ctx.state.upstream_time = Some(t.elapsed());
+        }
+        if let Some(trace) = &mut ctx.trace {
+            trace.attempt_status(resp.status.as_u16());
         }
         Ok(())
     }
@@ -484,6 +497,9 @@ impl ProxyHttp for Gateway {
                 .with_label_values(&[&pool.name, &pool.backends[i].addr, outcome])
                 .inc();
             pool.report_failure(i, &e.to_string(), ctx.probe.take());
+            if let Some(trace) = &mut ctx.trace {
+                trace.end_attempt(Some(outcome));
+            }
             // Nothing was sent, so any request may go to another backend.
             e.set_retry(ctx.tried.len() <= pool.retries && ctx.tried.len() < pool.backends.len());
         }
@@ -508,6 +524,9 @@ impl ProxyHttp for Gateway {
                     .with_label_values(&[&pool.name, &pool.backends[i].addr, outcome])
                     .inc();
                 pool.report_failure(i, &e.to_string(), ctx.probe.take());
+                if let Some(trace) = &mut ctx.trace {
+                    trace.end_attempt(Some(outcome));
+                }
             }
             // Repeat only what is safe to repeat: an idempotent method whose body is still
             // whole in the retry buffer, before any response reached the client.
@@ -607,6 +626,9 @@ impl ProxyHttp for Gateway {
             None => metrics::unmatched(),
         };
         route_metrics.record(method, ctx.state.status, ctx.state.elapsed());
+        if let Some(trace) = ctx.trace.take() {
+            trace.finish(ctx.state.status);
+        }
         let snap = ctx.snapshot.clone();
         let chains = chains_of(&snap, ctx.route);
         chains.log(session, &ctx.state).await;
