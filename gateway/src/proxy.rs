@@ -57,8 +57,9 @@ pub struct Ctx {
     /// ejection expired; settled when its outcome is reported, freed if the request ends
     /// without one.
     probe: Option<Probe>,
-    /// With `server.tracing`: the request's server span and its current attempt's span.
-    trace: Option<crate::traces::RequestTrace>,
+    /// With `server.tracing`: the request's server span and its current attempt's span
+    /// (boxed: the context stays as small as without tracing).
+    trace: Option<Box<crate::traces::RequestTrace>>,
     /// Counts this request as in flight until the context is dropped (after logging), so
     /// that a draining process waits for it.
     _in_flight: crate::server::InFlight,

@@ -268,7 +268,7 @@ impl RequestTrace {
     }
 
     /// Ends the request: the status the client got (0: none).
-    pub fn finish(mut self, status: u16) {
+    pub fn finish(mut self: Box<Self>, status: u16) {
         self.end_attempt(None);
         if status > 0 {
             self.server
@@ -286,7 +286,7 @@ impl RequestTrace {
 pub fn begin(
     session: &pingora_proxy::Session,
     state: &mut crate::plugin::RequestState,
-) -> Option<RequestTrace> {
+) -> Option<Box<RequestTrace>> {
     let tracer = tracer()?;
     let req = session.req_header();
     let trace = RequestTrace::start(
@@ -302,5 +302,5 @@ pub fn begin(
         },
     );
     state.trace = Some(trace.ids());
-    Some(trace)
+    Some(Box::new(trace))
 }
