@@ -14,6 +14,7 @@ pub mod client_auth;
 pub mod client_cert;
 pub mod config;
 pub mod fleet;
+mod explain;
 pub mod forwarded;
 pub mod framing;
 mod leftover;
@@ -30,6 +31,7 @@ pub mod route;
 mod server;
 pub mod snapshot;
 pub mod tls;
+pub mod traces;
 pub mod upstream;
 
 pub use listener::read_proxy_header;

@@ -59,6 +59,9 @@ pub struct Ctx {
     probe: Option<Probe>,
     /// An ACME HTTP-01 request, answered before anything else (acme/answer.rs).
     acme_challenge: bool,
+    /// With `server.tracing`: the request's server span and its current attempt's span
+    /// (boxed: the context stays as small as without tracing).
+    trace: Option<Box<crate::traces::RequestTrace>>,
     /// Counts this request as in flight until the context is dropped (after logging), so
     /// that a draining process waits for it.
     _in_flight: crate::server::InFlight,
@@ -177,6 +180,7 @@ impl ProxyHttp for Gateway {
             last_error: None,
             probe: None,
             acme_challenge: false,
+            trace: None,
             _in_flight: crate::server::InFlight::start(),
         }
     }
@@ -245,6 +249,7 @@ impl ProxyHttp for Gateway {
             ctx.state.route = Some(route.name.clone());
             ctx.state.upstream = route.upstream.as_ref().map(|p| p.name.clone());
         }
+        ctx.trace = crate::traces::begin(session, &mut ctx.state);
         let chains = chains_of(&snap, ctx.route);
         chains.early_request(session, &mut ctx.state).await;
         Ok(())
@@ -378,6 +383,9 @@ impl ProxyHttp for Gateway {
         pool.backends[i].inflight.fetch_add(1, Ordering::Relaxed);
         ctx.inflight = true;
         ctx.state.backend = Some(pool.backends[i].addr.clone());
+        if let Some(trace) = &mut ctx.trace {
+            trace.attempt(&pool.backends[i].addr);
+        }
         if ctx.state.upstream_started.is_none() {
             ctx.state.upstream_started = Some(Instant::now());
         }
@@ -415,6 +423,9 @@ impl ProxyHttp for Gateway {
         chains
             .upstream_request(session, upstream, &mut ctx.state)
             .await;
+        if let Some(trace) = &ctx.trace {
+            trace.inject(upstream);
+        }
         Ok(())
     }
 
@@ -439,6 +450,9 @@ impl ProxyHttp for Gateway {
         }
         if let Some(t) = ctx.state.upstream_started {
             ctx.state.upstream_time = Some(t.elapsed());
+        }
+        if let Some(trace) = &mut ctx.trace {
+            trace.attempt_status(resp.status.as_u16());
         }
         Ok(())
     }
@@ -496,6 +510,9 @@ impl ProxyHttp for Gateway {
                 .with_label_values(&[&pool.name, &pool.backends[i].addr, outcome])
                 .inc();
             pool.report_failure(i, &e.to_string(), ctx.probe.take());
+            if let Some(trace) = &mut ctx.trace {
+                trace.end_attempt(Some(outcome));
+            }
             // Nothing was sent, so any request may go to another backend.
             e.set_retry(ctx.tried.len() <= pool.retries && ctx.tried.len() < pool.backends.len());
         }
@@ -520,6 +537,9 @@ impl ProxyHttp for Gateway {
                     .with_label_values(&[&pool.name, &pool.backends[i].addr, outcome])
                     .inc();
                 pool.report_failure(i, &e.to_string(), ctx.probe.take());
+                if let Some(trace) = &mut ctx.trace {
+                    trace.end_attempt(Some(outcome));
+                }
             }
             // Repeat only what is safe to repeat: an idempotent method whose body is still
             // whole in the retry buffer, before any response reached the client.
@@ -619,6 +639,9 @@ impl ProxyHttp for Gateway {
             None => metrics::unmatched(),
         };
         route_metrics.record(method, ctx.state.status, ctx.state.elapsed());
+        if let Some(trace) = ctx.trace.take() {
+            trace.finish(ctx.state.status);
+        }
         let snap = ctx.snapshot.clone();
         let chains = chains_of(&snap, ctx.route);
         chains.log(session, &ctx.state).await;

@@ -76,14 +76,18 @@ struct Args {
     push: Option<String>,
     upgrade: bool,
     daemon: bool,
+    explain: Option<crate::explain::Request>,
 }
 
-const USAGE: &str = "usage: portico [-c FILE|etcd://HOST:PORT[,HOST:PORT]/KEY] [-t [--push etcd://HOST:PORT/KEY]] [-u] [-d]
+const USAGE: &str = "usage: portico [-c FILE|etcd://HOST:PORT[,HOST:PORT]/KEY] [-t [--push etcd://HOST:PORT/KEY]] [-u] [-d] [--explain ...]
   -c, --config FILE   the config file (default: conf/portico.yaml), or a key in etcd to follow
   -t, --test          check the config and exit: 0 valid, 1 invalid
       --push URL      with -t: store the config at that etcd key if valid; prints the revision
   -u, --upgrade       take over the listening sockets of the running instance
   -d, --daemon        run in the background
+      --explain 'METHOD URL' [-H 'Name: value']... [--listener NAME] [--client-ip IP] [--json]
+                      print how that request would be handled and exit: 0 a route
+                      matches, 3 none would, 1 invalid config; nothing is started
   -V, --version       print the version";
 
 fn parse_args() -> Result<Args, String> {
@@ -93,7 +97,9 @@ fn parse_args() -> Result<Args, String> {
         push: None,
         upgrade: false,
         daemon: false,
+        explain: None,
     };
+    let mut explain = crate::explain::Request::default();
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -106,6 +112,13 @@ fn parse_args() -> Result<Args, String> {
             s if s.starts_with("--push=") => args.push = Some(s["--push=".len()..].into()),
             "-u" | "--upgrade" => args.upgrade = true,
             "-d" | "--daemon" => args.daemon = true,
+            "--explain" => explain.line = it.next().ok_or("--explain needs 'METHOD URL'")?,
+            "-H" | "--header" => explain
+                .headers
+                .push(it.next().ok_or("-H needs 'Name: value'")?),
+            "--listener" => explain.listener = Some(it.next().ok_or("--listener needs a name")?),
+            "--client-ip" => explain.client_ip = Some(it.next().ok_or("--client-ip needs an IP")?),
+            "--json" => explain.json = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -122,6 +135,18 @@ fn parse_args() -> Result<Args, String> {
             "--push goes with -t: the config is stored only if valid\n{USAGE}"
         ));
     }
+    let explaining = !explain.line.is_empty();
+    if !explaining
+        && (explain.json
+            || explain.listener.is_some()
+            || explain.client_ip.is_some()
+            || !explain.headers.is_empty())
+    {
+        return Err(format!(
+            "-H, --listener, --client-ip and --json go with --explain\n{USAGE}"
+        ));
+    }
+    args.explain = explaining.then_some(explain);
     Ok(args)
 }
 
@@ -144,6 +169,9 @@ pub fn run(registry: Registry) -> ! {
         Ok(s) => s,
         Err(errors) => not_started(&origin, &errors),
     };
+    if let Some(request) = &args.explain {
+        crate::explain::run(&snap, request);
+    }
     if args.test {
         for w in &snap.warnings {
             eprintln!("{w}");
@@ -615,6 +643,14 @@ impl BackgroundService for Signals {
         }
         // A config in etcd is followed from here on (threads do not survive a daemon's fork).
         crate::reload::follow(&self.shared);
+        if let Some(cfg) = self.shared.snapshot.load().config.server.tracing.clone() {
+            // Here, after a `-d` fork, and on a thread of its own: the exporter's blocking
+            // HTTP client must not be built inside the async runtime.
+            let started = std::thread::spawn(move || crate::traces::start(&cfg)).join();
+            if let Ok(Err(e)) = started {
+                log::error!("tracing is off: {e}");
+            }
+        }
         ready.notify_ready();
         let mut stopping = false;
         // Keeps going until the process exits: a log rotation during a long drain still works.

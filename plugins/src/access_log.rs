@@ -6,7 +6,8 @@
 //!
 //! Each line has exactly the fields `ts` (when the request started, RFC 3339 UTC),
 //! `request_id`, `client_ip`, `method`, `host`, `path`, `status`, `route`, `upstream`,
-//! `backend`, `bytes_sent`, `duration_ms`, `upstream_ms`. `path` is logged without its query
+//! `backend`, `bytes_sent`, `duration_ms`, `upstream_ms`, and with `server.tracing` also
+//! `trace_id` and `span_id` (docs/operations.md). `path` is logged without its query
 //! string: query strings carry API keys and tokens (`?api_key=`), and a log is the last place
 //! a secret should land.
 //!
@@ -63,6 +64,8 @@ struct Record<'a> {
     bytes_sent: u64,
     duration_ms: f64,
     upstream_ms: Option<f64>,
+    /// With `server.tracing`: the trace id and the server span id.
+    trace: Option<(&'a str, &'a str)>,
 }
 
 impl<'a> Record<'a> {
@@ -81,6 +84,7 @@ impl<'a> Record<'a> {
             bytes_sent: state.bytes_sent,
             duration_ms: millis(state.elapsed()),
             upstream_ms: state.upstream_time.map(millis),
+            trace: state.trace.as_ref().map(|(t, s)| (t.as_str(), s.as_str())),
         }
     }
 
@@ -123,6 +127,12 @@ impl<'a> Record<'a> {
         match self.upstream_ms {
             Some(ms) => write_f64(&mut out, ms),
             None => out.extend_from_slice(b"null"),
+        }
+        if let Some((trace_id, span_id)) = self.trace {
+            out.extend_from_slice(b",\"trace_id\":");
+            write_str(&mut out, trace_id);
+            out.extend_from_slice(b",\"span_id\":");
+            write_str(&mut out, span_id);
         }
         out.extend_from_slice(b"}\n");
         out
@@ -455,6 +465,10 @@ mod tests {
         bytes_sent: u64,
         duration_ms: f64,
         upstream_ms: Option<f64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        trace_id: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        span_id: Option<&'a str>,
     }
 
     fn reference(r: &Record) -> Vec<u8> {
@@ -472,6 +486,8 @@ mod tests {
             bytes_sent: r.bytes_sent,
             duration_ms: r.duration_ms,
             upstream_ms: r.upstream_ms,
+            trace_id: r.trace.map(|t| t.0),
+            span_id: r.trace.map(|t| t.1),
         })
         .unwrap();
         line.push(b'\n');
@@ -500,6 +516,7 @@ mod tests {
                 bytes_sent: u64::MAX,
                 duration_ms: 0.0,
                 upstream_ms: Some(0.001),
+                trace: Some(("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")),
             },
             Record {
                 started_at: UNIX_EPOCH + Duration::from_nanos(1_700_000_000_999_999_999),
@@ -515,6 +532,7 @@ mod tests {
                 bytes_sent: 0,
                 duration_ms: 123_456_789.123,
                 upstream_ms: Some(1e-3 * 7.0),
+                trace: None,
             },
             Record {
                 started_at: UNIX_EPOCH - Duration::from_millis(1),
