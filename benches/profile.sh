@@ -19,6 +19,8 @@
 # CACHE_SIM=1 also simulates caches and branch prediction (callgrind's model, not the CPU's:
 # this VM has no hardware counters) and prints misses per request; instructions alone
 # understate a change that touches more code or data (benches/README.md, "The floor and pingap").
+# TRACING=1 turns on server.tracing with sample_ratio 1.0, every span exported to the nginx
+# origin (which answers the OTLP posts with 200): the cost of tracing every request.
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -77,6 +79,7 @@ http {
         root $WORK;
         location = /small { default_type text/plain; return 200 "hello from the origin, a short text body\n"; }
         location = /1m { default_type application/octet-stream; }
+        location = /v1/traces { return 200; }
     }
 }
 EOF
@@ -89,8 +92,10 @@ if [[ $PLUGINS == 5 ]]; then
   - rate_limit: { per_second: 1000000000, burst: 1000000000, key: client_ip }
   - access_log: { path: /dev/null }"
 fi
+tracing=
+[[ ${TRACING:-0} == 1 ]] && tracing=", tracing: { sample_ratio: 1.0, otlp: { endpoint: \"http://127.0.0.1:$((PORT_BASE + 80))\" } }"
 cat >"$WORK/portico.yaml" <<EOF
-server: { threads: 1, grace_period: 1s, shutdown_timeout: 1s, pid_file: $WORK/portico.pid, upgrade_sock: $WORK/portico.sock }
+server: { threads: 1, grace_period: 1s, shutdown_timeout: 1s, pid_file: $WORK/portico.pid, upgrade_sock: $WORK/portico.sock$tracing }
 admin: { listen: 127.0.0.1:$((PORT_BASE + 901)) }
 listeners:
   - { name: https, listen: 127.0.0.1:$((PORT_BASE + 443)), tls: { certificates: [ { cert: $WORK/cert.pem, key: $WORK/key.pem } ] } }

@@ -148,6 +148,9 @@ async fn run(program: &str, args: &[&str], env: &BTreeMap<String, String>) -> (b
 /// The services of the `fleet` profile: etcd, the one-shot push, two instances following it.
 const FLEET_SERVICES: [&str; 4] = ["etcd", "fleet-push", "portico-fleet-1", "portico-fleet-2"];
 
+/// Grafana, with the dashboard provisioned (deploy/grafana/).
+const DASHBOARD_SERVICES: [&str; 1] = ["grafana"];
+
 /// Service keys this file may use: compose rejects unknown ones, and a typo here would
 /// otherwise only show on a machine with Docker.
 const SERVICE_KEYS: [&str; 15] = [
@@ -187,7 +190,11 @@ fn the_compose_file_has_the_ha_topology() {
     let names: BTreeSet<&str> = services.keys().map(|k| k.as_str().unwrap()).collect();
     assert_eq!(
         names,
-        HA_SERVICES.into_iter().chain(FLEET_SERVICES).collect(),
+        HA_SERVICES
+            .into_iter()
+            .chain(FLEET_SERVICES)
+            .chain(DASHBOARD_SERVICES)
+            .collect(),
         "services"
     );
     let networks = compose["networks"]

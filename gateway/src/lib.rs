@@ -22,6 +22,7 @@ pub mod route;
 mod runtime;
 pub mod snapshot;
 pub mod tls;
+pub mod traces;
 pub mod upstream;
 
 pub use net::proxy_header::read_proxy_header;

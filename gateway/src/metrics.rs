@@ -97,6 +97,13 @@ pub static CONFIG_RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
     .unwrap()
 });
+pub static TRACING_SPANS_DROPPED: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    prometheus::register_int_counter!(
+        "portico_tracing_spans_dropped_total",
+        "Spans dropped because max_queue spans already waited for export."
+    )
+    .unwrap()
+});
 pub static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!(
         "portico_build_info",
@@ -141,6 +148,7 @@ pub fn init() {
     LazyLock::force(&DOWNSTREAM_CONNECTIONS);
     LazyLock::force(&TLS_HANDSHAKE_ERRORS);
     LazyLock::force(&PLUGIN_REJECTIONS);
+    LazyLock::force(&TRACING_SPANS_DROPPED);
 }
 
 pub fn set_backend_health(upstream: &str, backend: &str, healthy: bool) {

@@ -16,12 +16,15 @@ use std::path::{Path, PathBuf};
 ///
 /// `acme` (certificates from an ACME CA) uses config, metrics and tls; `tls` reaches it only
 /// through `tls::HandshakeChallenge`, which the runtime hands it. `fleet` (the config from
-/// etcd) uses config only. The checker accepts a layer's name without a module.
+/// etcd) uses config only. `traces` (a request's spans) uses config, metrics and the plugin
+/// API's request state; `request` starts and ends its spans. The checker accepts a layer's
+/// name without a module.
 const LAYERS: &[&[&str]] = &[
     &["config"],
     &["metrics", "log_reopen"],
     &["net", "lifecycle"],
     &["tls", "upstream", "plugin"],
+    &["traces"],
     &["acme"],
     &["route"],
     &["snapshot"],

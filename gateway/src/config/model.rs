@@ -46,6 +46,8 @@ pub struct ServerConfig {
     /// With `-c etcd://…`: where the last valid config is kept for a start while etcd is
     /// down (docs/deployment.md, "When etcd is down"). Unused with a config file.
     pub config_cache: String,
+    /// OpenTelemetry traces (docs/operations.md, "Tracing"); `None`: off.
+    pub tracing: Option<TracingConfig>,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +67,50 @@ impl Default for ServerConfig {
             upstream_keepalive_pool: 1024,
             path: PathConfig::default(),
             config_cache: "./portico-config-cache.yaml".into(),
+            tracing: None,
+        }
+    }
+}
+
+/// `server.tracing`: spans exported over OTLP/HTTP (protobuf) in batches.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    pub otlp: OtlpConfig,
+    /// The share of requests without a parent that are sampled; a parent's flag is followed.
+    pub sample_ratio: f64,
+    pub service_name: String,
+    /// Spans waiting for export at most; beyond that they are dropped and counted.
+    pub max_queue: usize,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            otlp: OtlpConfig::default(),
+            sample_ratio: 0.01,
+            service_name: "portico".into(),
+            max_queue: 2048,
+        }
+    }
+}
+
+/// `server.tracing.otlp`: where spans go.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// The collector's OTLP/HTTP base address; spans are posted to `/v1/traces` below it.
+    pub endpoint: String,
+    pub timeout: Dur,
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        OtlpConfig {
+            endpoint: "http://127.0.0.1:4318".into(),
+            timeout: Dur::secs(2),
+            headers: BTreeMap::new(),
         }
     }
 }

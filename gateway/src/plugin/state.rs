@@ -69,6 +69,8 @@ pub struct RequestState {
     /// }
     /// ```
     pub client_cert: Option<Arc<ClientCert>>,
+    /// With `server.tracing`: the trace id and the request's server span id, in hex.
+    pub trace: Option<(String, String)>,
 }
 
 /// A rate limit as the client is told about it; see [`RequestState::rate_limit`].
@@ -97,6 +99,7 @@ impl RequestState {
             status: 0,
             bytes_sent: 0,
             vars: Vec::new(),
+            trace: None,
             rate_limit: None,
             extensions: http::Extensions::new(),
             client_cert: None,

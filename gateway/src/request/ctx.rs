@@ -6,6 +6,7 @@ use crate::lifecycle::InFlight;
 use crate::plugin::{RequestState, Response};
 use crate::route::{RequestKey, Route};
 use crate::snapshot::Snapshot;
+use crate::traces::RequestTrace;
 use crate::upstream::{Pool, Probe};
 use pingora_core::{Error, ErrorType, Result};
 use pingora_proxy::Session;
@@ -41,6 +42,9 @@ pub struct Ctx {
     pub(super) body: BodySeen,
     /// An ACME HTTP-01 request, answered before anything else (acme/answer.rs).
     pub(super) acme_challenge: bool,
+    /// With `server.tracing`: the request's server span and its current attempt's span
+    /// (boxed: the context stays as small as without tracing).
+    pub(super) trace: Option<Box<RequestTrace>>,
     /// Counts this request as in flight until the context is dropped (after logging), so
     /// that a draining process waits for it.
     _in_flight: InFlight,
@@ -75,6 +79,7 @@ impl Ctx {
             probe: None,
             body: BodySeen::default(),
             acme_challenge: false,
+            trace: None,
             _in_flight: in_flight,
         }
     }

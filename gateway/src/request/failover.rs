@@ -54,6 +54,9 @@ pub(super) async fn pick(session: &mut Session, ctx: &mut Ctx) -> Result<Box<Htt
     pool.backends[i].inflight.fetch_add(1, Ordering::Relaxed);
     ctx.inflight = true;
     ctx.state.backend = Some(pool.backends[i].addr.clone());
+    if let Some(trace) = &mut ctx.trace {
+        trace.attempt(&pool.backends[i].addr);
+    }
     if ctx.state.upstream_started.is_none() {
         ctx.state.upstream_started = Some(Instant::now());
     }
@@ -86,6 +89,9 @@ pub(super) fn answered(resp: &ResponseHeader, ctx: &mut Ctx) {
     if let Some(t) = ctx.state.upstream_started {
         ctx.state.upstream_time = Some(t.elapsed());
     }
+    if let Some(trace) = &mut ctx.trace {
+        trace.attempt_status(resp.status.as_u16());
+    }
 }
 
 /// The attempt could not connect: nothing was sent, so any request may go to another
@@ -101,6 +107,9 @@ pub(super) fn connect_failed(ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
             .with_label_values(&[&pool.name, &pool.backends[i].addr, outcome])
             .inc();
         pool.report_failure(i, &e.to_string(), ctx.probe.take());
+        if let Some(trace) = &mut ctx.trace {
+            trace.end_attempt(Some(outcome));
+        }
         e.set_retry(ctx.tried.len() <= pool.retries && ctx.tried.len() < pool.backends.len());
     }
     ctx.last_error = Some(e.etype().clone());
@@ -124,6 +133,9 @@ pub(super) fn proxy_failed(
                 .with_label_values(&[&pool.name, &pool.backends[i].addr, outcome])
                 .inc();
             pool.report_failure(i, &e.to_string(), ctx.probe.take());
+            if let Some(trace) = &mut ctx.trace {
+                trace.end_attempt(Some(outcome));
+            }
         }
         // Repeat only what is safe to repeat: an idempotent method whose body is still
         // whole in the retry buffer (and as the client sent it: no `request_body` hook

@@ -82,6 +82,7 @@ impl ProxyHttp for Gateway {
             return Ok(());
         }
         ctx.choose_route(self.index, session, matching.as_deref());
+        ctx.trace = crate::traces::begin(session, &mut ctx.state);
         let snap = ctx.snapshot.clone();
         let chains = snap.chains(ctx.route);
         chains.early_request(session, &mut ctx.state).await;
@@ -163,6 +164,9 @@ impl ProxyHttp for Gateway {
         chains
             .upstream_request(session, upstream, &mut ctx.state)
             .await;
+        if let Some(trace) = &ctx.trace {
+            trace.inject(upstream);
+        }
         Ok(())
     }
 
@@ -274,6 +278,9 @@ impl ProxyHttp for Gateway {
             None => metrics::unmatched(),
         };
         route_metrics.record(method, ctx.state.status, ctx.state.elapsed());
+        if let Some(trace) = ctx.trace.take() {
+            trace.finish(ctx.state.status);
+        }
         let snap = ctx.snapshot.clone();
         snap.chains(ctx.route).log(session, &ctx.state).await;
         // After the request was logged and counted, so its duration does not include this.

@@ -49,6 +49,15 @@ struct Candidate {
 }
 
 impl Candidate {
+    fn rank(&self, host: u32) -> Rank {
+        Rank {
+            priority: self.priority,
+            host,
+            path: self.path,
+            conditions: self.conditions,
+        }
+    }
+
     fn new(route: &Route, i: usize) -> Self {
         Candidate {
             route: i,
@@ -268,17 +277,12 @@ impl Index {
         let routes = &table.routes;
         let mut best: Option<(Rank, usize)> = None;
         // Returns whether the route's conditions matched (then it was weighed).
-        let mut consider = |c: &Candidate, host_rank: u32| {
+        self.visit(routes, key, &mut |c: &Candidate, host_rank: u32| {
             let i = c.route;
             if c.conditions > 0 && !table.conditions_match(&routes[i], key) {
                 return false;
             }
-            let rank = Rank {
-                priority: c.priority,
-                host: host_rank,
-                path: c.path,
-                conditions: c.conditions,
-            };
+            let rank = c.rank(host_rank);
             let better = match &best {
                 None => true,
                 // Equal ranks keep the earlier route: candidates arrive out of file order.
@@ -292,8 +296,19 @@ impl Index {
                 best = Some((rank, i));
             }
             true
-        };
+        });
+        best.map(|(_, i)| i)
+    }
 
+    /// Calls `consider` with each route whose host and path rules match `key`, and the rank
+    /// its host gives it. Within one index list it stops at the first route for which
+    /// `consider` returns true (the lists are best first).
+    fn visit(
+        &self,
+        routes: &[Route],
+        key: &RequestKey,
+        consider: &mut impl FnMut(&Candidate, u32) -> bool,
+    ) {
         if let Some(idx) = self.exact_hosts.get(key.host) {
             // Exact hosts outrank every wildcard: 2^31 plus the length keeps the order.
             idx.for_each_match(routes, key.path, &mut |c| consider(c, 1 << 31));
@@ -314,7 +329,58 @@ impl Index {
         }
         self.any_host
             .for_each_match(routes, key.path, &mut |c| consider(c, 0));
-        best.map(|(_, i)| i)
+    }
+}
+
+/// How one route whose host and path rules match a request ranks for it: what
+/// `portico --explain` shows. The fields compare in this order, then file order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Rank {
+    pub priority: i64,
+    /// 0: the route names no host; 1 + the suffix length: a wildcard; 2^31: exact.
+    pub host: u32,
+    /// (4 exact, 3 prefix, 2 regex, 1 any; the prefix's length).
+    pub path: (u8, usize),
+    /// Method and header conditions (methods count once).
+    pub conditions: u32,
+}
+
+/// A route that was weighed for a request ([`RouteTable::weigh`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Weighed {
+    /// Its position in [`RouteTable::routes`].
+    pub route: usize,
+    pub rank: Rank,
+    /// Whether its method and header conditions hold; a route whose conditions fail is out.
+    pub conditions_match: bool,
+}
+
+impl RouteTable {
+    /// Every route on `listener` whose host and path rules match `key`, found by the same
+    /// index walk as [`RouteTable::lookup`], with its rank (for `portico --explain`; not for
+    /// the request path, which stops at each list's first match).
+    pub fn weigh(&self, listener: usize, key: &RequestKey) -> Vec<Weighed> {
+        let mut out = Vec::new();
+        let Some(&at) = self.by_listener.get(listener) else {
+            return out;
+        };
+        self.indexes[at].visit(&self.routes, key, &mut |c: &Candidate, host: u32| {
+            // A route listed under several hosts is weighed once, at its best host.
+            let weighed = Weighed {
+                route: c.route,
+                rank: c.rank(host),
+                conditions_match: c.conditions == 0
+                    || self.conditions_match(&self.routes[c.route], key),
+            };
+            match out.iter_mut().find(|w: &&mut Weighed| w.route == c.route) {
+                Some(w) if w.rank < weighed.rank => *w = weighed,
+                Some(_) => {}
+                None => out.push(weighed),
+            }
+            false
+        });
+        out.sort_by_key(|w| w.route);
+        out
     }
 }
 
@@ -330,14 +396,6 @@ impl RouteTable {
                 .any(|v| v.as_bytes() == want.as_bytes())
         })
     }
-}
-
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
-struct Rank {
-    priority: i64,
-    host: u32,
-    path: (u8, usize),
-    conditions: u32,
 }
 
 /// How many method and header conditions a route has, for ranking (methods count once).

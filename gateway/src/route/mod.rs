@@ -3,7 +3,7 @@
 
 mod index;
 
-pub use index::RouteTable;
+pub use index::{Rank, RouteTable, Weighed};
 
 use crate::plugin::Chain;
 use crate::upstream::Pool;

@@ -4,6 +4,7 @@
 
 mod admin;
 mod cli;
+mod explain;
 mod logging;
 mod reload;
 mod services;
@@ -58,6 +59,9 @@ pub fn run(registry: Registry) -> ! {
         Ok(s) => s,
         Err(errors) => not_started(&origin, &errors),
     };
+    if let Some(request) = &args.explain {
+        explain::run(&snap, request);
+    }
     if args.test {
         for w in &snap.warnings {
             eprintln!("{w}");

@@ -34,6 +34,14 @@ impl BackgroundService for Signals {
         self.shared.snapshot.load().start_plugins();
         // A config in etcd is followed from here on (threads do not survive a daemon's fork).
         super::reload::follow(&self.shared);
+        if let Some(cfg) = self.shared.snapshot.load().config.server.tracing.clone() {
+            // Here, after a `-d` fork, and on a thread of its own: the exporter's blocking
+            // HTTP client must not be built inside the async runtime.
+            let started = std::thread::spawn(move || crate::traces::start(&cfg)).join();
+            if let Ok(Err(e)) = started {
+                log::error!("tracing is off: {e}");
+            }
+        }
         ready.notify_ready();
         let mut stopping = false;
         // Keeps going until the process exits: a log rotation during a long drain still works.

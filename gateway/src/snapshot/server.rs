@@ -8,6 +8,20 @@ pub(super) fn check(cfg: &Config, p: &mut Problems) {
     if cfg.server.threads == Some(0) {
         p.add("server.threads", "must be at least 1");
     }
+    if let Some(t) = &cfg.server.tracing {
+        if !(0.0..=1.0).contains(&t.sample_ratio) {
+            p.add("server.tracing.sample_ratio", "must be between 0 and 1");
+        }
+        if t.max_queue == 0 {
+            p.add("server.tracing.max_queue", "must be at least 1");
+        }
+        if !t.otlp.endpoint.starts_with("http://") {
+            p.add(
+                "server.tracing.otlp.endpoint",
+                format!("{:?} is not an http:// address", t.otlp.endpoint),
+            );
+        }
+    }
     if cfg.server.upstream_keepalive_pool == 0 {
         // Pingora's pool cannot be turned off by size: at 0 it warns on every request.
         p.add("server.upstream_keepalive_pool", "must be at least 1");

@@ -22,6 +22,8 @@ pub(super) struct Record<'a> {
     bytes_sent: u64,
     duration_ms: f64,
     upstream_ms: Option<f64>,
+    /// With `server.tracing`: the trace id and the server span id.
+    trace: Option<(&'a str, &'a str)>,
 }
 
 impl<'a> Record<'a> {
@@ -40,6 +42,7 @@ impl<'a> Record<'a> {
             bytes_sent: state.bytes_sent,
             duration_ms: millis(state.elapsed()),
             upstream_ms: state.upstream_time.map(millis),
+            trace: state.trace.as_ref().map(|(t, s)| (t.as_str(), s.as_str())),
         }
     }
 
@@ -82,6 +85,12 @@ impl<'a> Record<'a> {
         match self.upstream_ms {
             Some(ms) => write_f64(&mut out, ms),
             None => out.extend_from_slice(b"null"),
+        }
+        if let Some((trace_id, span_id)) = self.trace {
+            out.extend_from_slice(b",\"trace_id\":");
+            write_str(&mut out, trace_id);
+            out.extend_from_slice(b",\"span_id\":");
+            write_str(&mut out, span_id);
         }
         out.extend_from_slice(b"}\n");
         out
@@ -284,6 +293,10 @@ mod tests {
         bytes_sent: u64,
         duration_ms: f64,
         upstream_ms: Option<f64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        trace_id: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        span_id: Option<&'a str>,
     }
 
     fn reference(r: &Record) -> Vec<u8> {
@@ -301,6 +314,8 @@ mod tests {
             bytes_sent: r.bytes_sent,
             duration_ms: r.duration_ms,
             upstream_ms: r.upstream_ms,
+            trace_id: r.trace.map(|t| t.0),
+            span_id: r.trace.map(|t| t.1),
         })
         .unwrap();
         line.push(b'\n');
@@ -329,6 +344,7 @@ mod tests {
                 bytes_sent: u64::MAX,
                 duration_ms: 0.0,
                 upstream_ms: Some(0.001),
+                trace: Some(("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")),
             },
             Record {
                 started_at: UNIX_EPOCH + Duration::from_nanos(1_700_000_000_999_999_999),
@@ -344,6 +360,7 @@ mod tests {
                 bytes_sent: 0,
                 duration_ms: 123_456_789.123,
                 upstream_ms: Some(1e-3 * 7.0),
+                trace: None,
             },
             Record {
                 started_at: UNIX_EPOCH - Duration::from_millis(1),

@@ -6,7 +6,8 @@
 //!
 //! Each line has exactly the fields `ts` (when the request started, RFC 3339 UTC),
 //! `request_id`, `client_ip`, `method`, `host`, `path`, `status`, `route`, `upstream`,
-//! `backend`, `bytes_sent`, `duration_ms`, `upstream_ms`. `path` is logged without its query
+//! `backend`, `bytes_sent`, `duration_ms`, `upstream_ms`, and with `server.tracing` also
+//! `trace_id` and `span_id` (docs/operations.md). `path` is logged without its query
 //! string: query strings carry API keys and tokens (`?api_key=`), and a log is the last place
 //! a secret should land.
 //!
