@@ -1,5 +1,6 @@
-//! A gateway binary with one plugin of its own next to the built-ins: the shape of any
-//! user's Portico build. Run it like `portico`:
+//! A gateway binary with plugins of its own next to the built-ins: the shape of any user's
+//! Portico build. `hello` below works on requests and responses; `forbidden_word`
+//! (forbidden_word.rs) on the request body as it streams. Run it like `portico`:
 //!
 //! ```sh
 //! cargo run -p hello-plugin -- -c examples/hello-plugin/hello.yaml
@@ -11,6 +12,8 @@
 //! plugins:
 //!   - hello: { name: world }          # answers /hello, greets every other response
 //! ```
+
+mod forbidden_word;
 
 use async_trait::async_trait;
 use gateway::{
@@ -86,6 +89,7 @@ fn main() {
     let mut registry = gateway::Registry::new();
     plugins::register_builtins(&mut registry);
     registry.register::<Hello>();
+    registry.register::<forbidden_word::ForbiddenWord>();
     gateway::run(registry)
 }
 

@@ -212,3 +212,148 @@ fn a_bad_config_of_the_example_plugin_fails_validation() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// What the backend of the body test read of one request: its head, the body bytes that
+/// arrived, and whether they were all the head's `Content-Length` announced.
+struct Received {
+    head: String,
+    body: Vec<u8>,
+    complete: bool,
+}
+
+/// A backend on a free port that reads each request (head, then a `Content-Length` body),
+/// records it, and answers 200 with the body's length; a connection closed before the body
+/// was complete is recorded too.
+fn body_backend() -> (u16, std::sync::mpsc::Receiver<Received>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let _ = conn.set_read_timeout(Some(TIMEOUT));
+                let mut raw = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n");
+                    let Some(end) = head_end else {
+                        match conn.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => raw.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+                    let length: usize = head
+                        .lines()
+                        .filter_map(|l| l.split_once(':'))
+                        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                        .map_or(0, |(_, v)| v.trim().parse().unwrap());
+                    let mut body = raw.split_off(end + 4);
+                    while body.len() < length {
+                        match conn.read(&mut chunk) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => body.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let complete = body.len() >= length;
+                    raw = body.split_off(length.min(body.len()));
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{}",
+                        body.len().to_string().len(),
+                        body.len()
+                    );
+                    let _ = tx.send(Received {
+                        head,
+                        body,
+                        complete,
+                    });
+                    if !complete || conn.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, rx)
+}
+
+/// Sends `POST /upload` with a `Content-Length` body in `pieces`, one write each, 200 ms
+/// apart (so the gateway reads them as separate pieces), and reads the answer to the end.
+fn post_in_pieces(port: u16, pieces: &[&str]) -> String {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let length: usize = pieces.iter().map(|p| p.len()).sum();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: hello.test\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).unwrap();
+    for piece in pieces {
+        std::thread::sleep(Duration::from_millis(200));
+        // The gateway may have answered and closed already: what it did is in the answer.
+        if tcp.write_all(piece.as_bytes()).is_err() {
+            break;
+        }
+    }
+    let mut raw = Vec::new();
+    let _ = tcp.read_to_end(&mut raw);
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+#[test]
+fn the_request_body_hook_sees_each_piece_before_the_backend_and_can_refuse() {
+    let (backend, received) = body_backend();
+    let gw = Gateway::start(
+        "body",
+        &format!(
+            "upstreams: {{ app: {{ backends: [ {{ addr: \"127.0.0.1:{backend}\" }} ], retries: 0 }} }}\n\
+             routes:\n\
+             \x20 - name: upload\n\
+             \x20   upstream: app\n\
+             \x20   plugins: [ {{ forbidden_word: {{ word: forbidden }} }} ]\n"
+        ),
+    );
+
+    // A body without the word goes through whole, in its pieces.
+    let answer = post_in_pieces(gw.http, &["all fine ", "and dandy"]);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\n18"), "{answer}");
+    let seen = received.recv_timeout(TIMEOUT).unwrap();
+    assert!(seen.head.starts_with("POST /upload HTTP/1.1"), "{}", seen.head);
+    assert_eq!(
+        (seen.complete, &seen.body[..]),
+        (true, &b"all fine and dandy"[..])
+    );
+
+    // The word split across two pieces: found when the second arrives. The client gets the
+    // plugin's answer and the connection closes; the backend never gets the whole body.
+    let answer = post_in_pieces(gw.http, &["this is forb", "idden, and more", " after it"]);
+    assert!(answer.starts_with("HTTP/1.1 422"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert!(answer.ends_with("the body holds a forbidden word\n"), "{answer}");
+    if let Ok(seen) = received.recv_timeout(Duration::from_secs(2)) {
+        assert!(!seen.complete, "the backend got the refused body whole");
+        assert!(
+            !String::from_utf8_lossy(&seen.body).contains("idden"),
+            "the piece that completed the word reached the backend: {:?}",
+            String::from_utf8_lossy(&seen.body)
+        );
+    }
+
+    // Counted like any plugin's answer.
+    let metrics = request(gw.admin, "/metrics", &[]).unwrap().body;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("portico_plugin_rejections_total{")
+                && l.contains("plugin=\"forbidden_word\"")
+                && l.contains("route=\"upload\"")
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
+}
