@@ -7,6 +7,21 @@ use std::process::{Command, Stdio};
 
 use super::{require_tool, Gateway};
 
+/// The families an operator watches, as docs/operations.md ("Metrics") lists them: traffic,
+/// upstream outcomes, health, retries, connections, handshakes, plugin refusals, reloads.
+/// `operations.rs` checks the binary exposes them; `dashboard.rs` that a panel shows each.
+pub const OPERATOR_METRICS: [&str; 9] = [
+    "portico_requests_total",
+    "portico_request_duration_seconds",
+    "portico_upstream_requests_total",
+    "portico_upstream_backend_healthy",
+    "portico_upstream_retries_total",
+    "portico_downstream_connections",
+    "portico_tls_handshake_errors_total",
+    "portico_plugin_rejections_total",
+    "portico_config_reloads_total",
+];
+
 /// One sample line: `name{label="value",...} number`.
 #[derive(Clone, Debug)]
 struct Sample {

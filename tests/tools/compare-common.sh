@@ -53,9 +53,22 @@ EOF
   "$nginx" -p "$work/nginx" -c "$work/nginx.conf" 2>"$work/nginx/stderr.log" & pids+=($!)
 }
 
-# Starts HAProxy in the foreground with the config on stdin.
+# Starts HAProxy in the foreground: the shared `global` and `defaults` (HTTP mode, short
+# timeouts), then the lines on stdin (more `defaults` lines first, if any, then the frontend
+# and backend).
 start_haproxy() {
-  cat > "$work/haproxy.cfg"
+  {
+    cat <<EOF
+global
+  maxconn 256
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 5s
+  timeout server 5s
+EOF
+    cat
+  } > "$work/haproxy.cfg"
   "$haproxy" -f "$work/haproxy.cfg" -db 2>"$work/haproxy.log" & pids+=($!)
 }
 

@@ -18,28 +18,21 @@ source "$(dirname "$0")/compare-common.sh"
 
 # The origin: logs each request's target exactly as received, answers 200 and closes.
 cat > "$work/origin.py" <<'PY'
-import socket, sys, threading
-from compare_common import serve_forever
-port, log = int(sys.argv[1]), sys.argv[2]
-lock = threading.Lock()
+from compare_common import read_head, record, serve_forever
 def serve(conn):
-    buf = b""
     try:
-        while b"\r\n\r\n" not in buf:
-            data = conn.recv(65536)
-            if not data:
-                return
-            buf += data
+        buf = read_head(conn, b"")
+        if buf is None:
+            return
         parts = buf.split(b"\r\n", 1)[0].split(b" ")
         target = parts[1] if len(parts) > 1 else b"?"
-        with lock, open(log, "ab") as f:
-            f.write(target.replace(b"\n", b"\\n") + b"\n")
+        record(target.replace(b"\n", b"\\n"))
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
     except Exception:
         pass
     finally:
         conn.close()
-serve_forever(port, serve)
+serve_forever(serve)
 PY
 start_origin
 
@@ -50,13 +43,6 @@ start_nginx "  server {
   }"
 
 start_haproxy <<EOF
-global
-  maxconn 256
-defaults
-  mode http
-  timeout connect 2s
-  timeout client 5s
-  timeout server 5s
 frontend fe
   bind 127.0.0.1:$haproxy_port
   http-request deny deny_status 401 if { path_beg /admin }
@@ -75,7 +61,7 @@ EOF
 
 python3 - "$root/tests/tools/path-cases.txt" "$work" "$portico_port" "$nginx_port" "$haproxy_port" <<'PY'
 import socket, sys, time, re, os
-from compare_common import unescape
+from compare_common import send_and_read, unescape
 from urllib.parse import unquote_to_bytes
 cases_file, work = sys.argv[1], sys.argv[2]
 proxies = [("Portico", int(sys.argv[3])), ("nginx", int(sys.argv[4])), ("HAProxy", int(sys.argv[5]))]
@@ -99,24 +85,7 @@ def servlet_reads_admin(target):
     return kept[:1] == [b"admin"]
 
 def exchange(port, payload):
-    s = socket.create_connection(("127.0.0.1", port), 2)
-    try:
-        s.sendall(payload)
-    except OSError:
-        pass
-    data, deadline = b"", time.time() + 2
-    s.settimeout(0.2)
-    while time.time() < deadline:
-        try:
-            chunk = s.recv(65536)
-        except socket.timeout:
-            continue
-        except OSError:
-            break
-        if not chunk:
-            break
-        data += chunk
-    s.close()
+    data, _ = send_and_read(port, payload)
     m = re.match(rb"HTTP/1\.[01] (\d{3}) ", data)
     return int(m.group(1)) if m else None
 

@@ -18,22 +18,14 @@ source "$(dirname "$0")/compare-common.sh"
 # The origin: parses each request strictly (CRLF heads; Transfer-Encoding chunked, else
 # Content-Length), logs "METHOD PATH" per request, answers 200, keeps the connection open.
 cat > "$work/origin.py" <<'PY'
-import socket, sys, threading
-from compare_common import serve_forever
-port, log = int(sys.argv[1]), sys.argv[2]
-lock = threading.Lock()
-def record(line):
-    with lock, open(log, "a") as f:
-        f.write(line + "\n")
+from compare_common import read_head, record, serve_forever
 def serve(conn):
     buf = b""
     try:
         while True:
-            while b"\r\n\r\n" not in buf:
-                data = conn.recv(65536)
-                if not data:
-                    return
-                buf += data
+            buf = read_head(conn, buf)
+            if buf is None:
+                return
             head, buf = buf.split(b"\r\n\r\n", 1)
             lines = head.split(b"\r\n")
             parts = lines[0].split(b" ")
@@ -41,7 +33,7 @@ def serve(conn):
             for l in lines[1:]:
                 k, _, v = l.partition(b":")
                 headers.setdefault(k.strip().lower(), []).append(v.strip())
-            record("%s %s" % (parts[0].decode("latin1"), parts[1].decode("latin1") if len(parts) > 1 else "?"))
+            record(parts[0] + b" " + (parts[1] if len(parts) > 1 else b"?"))
             te = b",".join(headers.get(b"transfer-encoding", [])).lower()
             if te.split(b",")[-1].strip() == b"chunked":
                 while True:
@@ -73,7 +65,7 @@ def serve(conn):
         pass
     finally:
         conn.close()
-serve_forever(port, serve)
+serve_forever(serve)
 PY
 start_origin
 
@@ -84,13 +76,6 @@ start_nginx "  upstream origin { server 127.0.0.1:$origin_port; keepalive 8; }
   }"
 
 start_haproxy <<EOF
-global
-  maxconn 256
-defaults
-  mode http
-  timeout connect 2s
-  timeout client 5s
-  timeout server 5s
   option http-keep-alive
 frontend fe
   bind 127.0.0.1:$haproxy_port
@@ -108,7 +93,7 @@ EOF
 
 python3 - "$root/tests/tools/smuggle-cases.txt" "$work" "$portico_port" "$nginx_port" "$haproxy_port" <<'PY'
 import socket, sys, time, re, os
-from compare_common import unescape
+from compare_common import send_and_read, unescape
 cases_file, work = sys.argv[1], sys.argv[2]
 proxies = [("Portico", int(sys.argv[3])), ("nginx", int(sys.argv[4])), ("HAProxy", int(sys.argv[5]))]
 log = os.path.join(work, "origin.log")
@@ -118,26 +103,7 @@ def size(path):
     return os.path.getsize(path) if os.path.exists(path) else 0
 
 def exchange(port, payload):
-    s = socket.create_connection(("127.0.0.1", port), 2)
-    try:
-        s.sendall(payload)
-    except OSError:
-        pass
-    data, closed, deadline = b"", False, time.time() + 2
-    s.settimeout(0.2)
-    while time.time() < deadline:
-        try:
-            chunk = s.recv(65536)
-        except socket.timeout:
-            continue
-        except OSError:
-            closed = True
-            break
-        if not chunk:
-            closed = True
-            break
-        data += chunk
-    s.close()
+    data, closed = send_and_read(port, payload)
     statuses = re.findall(rb"HTTP/1\.[01] (\d{3}) ", data)
     return [int(x) for x in statuses], closed
 
@@ -152,7 +118,7 @@ for line in open(cases_file):
         before, plog = size(log), size(portico_log)
         statuses, closed = exchange(port, unescape(raw))
         time.sleep(0.3)
-        with open(log) as f:
+        with open(log, errors="replace") as f:
             f.seek(before)
             seen = [l.strip() for l in f if l.strip()]
         cell = ", ".join(map(str, statuses)) if statuses else ("closed" if closed else "no answer")
