@@ -79,12 +79,7 @@ impl ServeHttp for Admin {
             ("GET" | "HEAD", "/metrics") => {
                 let snap = self.shared.snapshot.load();
                 snap.publish_backend_health();
-                let listeners: Vec<&str> = snap
-                    .config
-                    .listeners
-                    .iter()
-                    .map(|l| l.name.as_str())
-                    .collect();
+                let listeners = snap.listener_names();
                 crate::acme::refresh_metrics(&listeners, &self.shared.cert_resolvers);
                 reply(
                     StatusCode::OK,

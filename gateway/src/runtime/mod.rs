@@ -154,12 +154,7 @@ fn serve(
             );
         }
     }
-    let listeners: Vec<&str> = snap
-        .config
-        .listeners
-        .iter()
-        .map(|l| l.name.as_str())
-        .collect();
+    let listeners = snap.listener_names();
     acme::go_live(&listeners, &snap.acme, &cert_resolvers);
     let upkeep = background_service(
         "upstream upkeep",

@@ -195,12 +195,7 @@ fn apply(shared: &Shared, snap: Arc<Snapshot>) {
             resolver.replace(store.clone());
         }
     }
-    let listeners: Vec<&str> = snap
-        .config
-        .listeners
-        .iter()
-        .map(|l| l.name.as_str())
-        .collect();
+    let listeners = snap.listener_names();
     crate::acme::go_live(&listeners, &snap.acme, &shared.cert_resolvers);
     shared.upkeep.update(snap.pools.values().cloned().collect());
     snap.publish_metrics();

@@ -52,6 +52,12 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The listeners' names, in config order (what the certificate managers and their metrics
+    /// are keyed by).
+    pub fn listener_names(&self) -> Vec<&str> {
+        self.config.listeners.iter().map(|l| l.name.as_str()).collect()
+    }
+
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
         let ip = canonical_ip(ip);
         self.trusted_proxies.iter().any(|n| n.contains(&ip))
