@@ -14,9 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # program:Debian package. The build (Pingora builds zlib-ng with cmake and a vendored OpenSSL
-# with perl and make); the programs the tests run beside Portico; and what the coming
-# features' tests will use (an ACME server, etcd, protoc, libclang), installed now so that
-# the pipeline is ready for them.
+# with perl and make; etcd-client compiles etcd's API with protoc); the programs the tests run
+# beside Portico (HAProxy, Redis, Prometheus, Pebble, etcd); clang, for a BoringSSL build.
 tools=(
     cmake:cmake cc:build-essential make:make perl:perl curl:curl
     openssl:openssl python3:python3 unshare:util-linux
@@ -27,8 +26,11 @@ need=()
 for tool in "${tools[@]}"; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
 done
-# No program to look for: a library, and the venv module sslyze is installed with.
-dpkg-query -W -f '${Status}' libclang-dev 2>/dev/null | grep -q 'ok installed' || need+=(libclang-dev)
+# No program to look for: libraries (the protobuf well-known types etcd-client's build compiles
+# against; libclang), and the venv module sslyze is installed with.
+for lib in libprotobuf-dev libclang-dev; do
+    dpkg-query -W -f '${Status}' "$lib" 2>/dev/null | grep -q 'ok installed' || need+=("$lib")
+done
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 
 if [ ${#need[@]} -gt 0 ]; then
