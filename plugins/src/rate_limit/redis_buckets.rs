@@ -206,18 +206,38 @@ mod tests {
     use gateway::config::Dur;
     use std::process::{Child, Command, Stdio};
 
-    /// A throw-away redis-server on a free port, stopped on drop; `None` when the machine
-    /// has no redis-server (the test then says so and passes).
+    /// A throw-away redis-server on a free port, stopped on drop.
     struct Server(Child, u16);
 
     impl Server {
+        /// `None` only when redis-server is not installed and `PORTICO_TEST_SKIP` names it
+        /// outside CI (the rule of tests/README.md: a test whose tool is missing fails with the
+        /// install line, and is left out only knowingly).
         fn start() -> Option<Server> {
+            let installed = Command::new("redis-server")
+                .arg("--version")
+                .stdout(Stdio::null())
+                .status()
+                .is_ok();
+            if !installed {
+                let skip = std::env::var("PORTICO_TEST_SKIP").unwrap_or_default();
+                let named = skip.split(',').any(|s| s.trim() == "redis-server");
+                let ci = std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"));
+                assert!(
+                    named && !ci,
+                    "`redis-server` is not installed, and this test needs it: apt-get install -y \
+                     redis-server. Or set PORTICO_TEST_SKIP=redis-server to leave it out \
+                     knowingly (ignored under CI=true)"
+                );
+                eprintln!("NOT RUN: the Redis rate limit test (PORTICO_TEST_SKIP={skip})");
+                return None;
+            }
             let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .ok()?
+                .unwrap()
                 .local_addr()
-                .ok()?
+                .unwrap()
                 .port();
-            Server::start_on(port)
+            Some(Server::start_on(port).expect("redis-server starts"))
         }
 
         fn start_on(port: u16) -> Option<Server> {
@@ -308,7 +328,6 @@ mod tests {
     #[tokio::test]
     async fn the_bucket_lives_in_redis_and_outages_follow_on_error() {
         let Some(server) = Server::start() else {
-            eprintln!("redis-server not available: skipping the Redis rate limit test");
             return;
         };
         let a = buckets(server.1, OnError::Deny, Some("t-shared"));
