@@ -203,7 +203,10 @@ async fn every_metric_the_dashboard_names_is_one_portico_exposes() {
     }
 
     // It covers what an operator looks at: each of these is on some panel.
-    for name in OPERATOR_METRICS.into_iter().chain(["portico_certificate_expiry_seconds"]) {
+    for name in OPERATOR_METRICS
+        .into_iter()
+        .chain(["portico_certificate_expiry_seconds"])
+    {
         assert!(named.contains(name), "no panel shows {name}");
     }
     let exprs = all_expressions().join("\n");

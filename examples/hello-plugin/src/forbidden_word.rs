@@ -12,9 +12,7 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use gateway::{
-    BuildContext, Flow, Hooks, Plugin, PluginConfig, RequestState, Response, Session,
-};
+use gateway::{BuildContext, Flow, Hooks, Plugin, PluginConfig, RequestState, Response, Session};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -50,7 +48,10 @@ impl Plugin for ForbiddenWord {
         let Some(piece) = body else {
             return Flow::Continue;
         };
-        let mut seen = state.extensions.remove::<Tail>().map_or(Vec::new(), |t| t.0);
+        let mut seen = state
+            .extensions
+            .remove::<Tail>()
+            .map_or(Vec::new(), |t| t.0);
         seen.extend_from_slice(piece);
         if seen.windows(self.word.len()).any(|w| w == self.word) {
             return Flow::Respond(Response::text(422, "the body holds a forbidden word\n"));

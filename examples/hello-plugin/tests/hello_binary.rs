@@ -321,7 +321,11 @@ fn the_request_body_hook_sees_each_piece_before_the_backend_and_can_refuse() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.ends_with("\r\n\r\n18"), "{answer}");
     let seen = received.recv_timeout(TIMEOUT).unwrap();
-    assert!(seen.head.starts_with("POST /upload HTTP/1.1"), "{}", seen.head);
+    assert!(
+        seen.head.starts_with("POST /upload HTTP/1.1"),
+        "{}",
+        seen.head
+    );
     assert_eq!(
         (seen.complete, &seen.body[..]),
         (true, &b"all fine and dandy"[..])
@@ -335,7 +339,10 @@ fn the_request_body_hook_sees_each_piece_before_the_backend_and_can_refuse() {
         answer.to_ascii_lowercase().contains("connection: close"),
         "{answer}"
     );
-    assert!(answer.ends_with("the body holds a forbidden word\n"), "{answer}");
+    assert!(
+        answer.ends_with("the body holds a forbidden word\n"),
+        "{answer}"
+    );
     if let Ok(seen) = received.recv_timeout(Duration::from_secs(2)) {
         assert!(!seen.complete, "the backend got the refused body whole");
         assert!(

@@ -55,7 +55,11 @@ impl Snapshot {
     /// The listeners' names, in config order (what the certificate managers and their metrics
     /// are keyed by).
     pub fn listener_names(&self) -> Vec<&str> {
-        self.config.listeners.iter().map(|l| l.name.as_str()).collect()
+        self.config
+            .listeners
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect()
     }
 
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
