@@ -225,6 +225,17 @@ async fn each_error_starts_with_the_deepest_key_path() {
             first.ends_with(&format!("(line {line})")),
             "{yaml}\nwant line {line}, got: {stderr}"
         );
+        // `-t` prints errors only: every line starts with a key path, none is a summary.
+        for l in stderr.lines() {
+            let path = l.split(": ").next().unwrap_or_default();
+            assert!(
+                !path.is_empty()
+                    && path
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_.[]-".contains(c)),
+                "a line that is not an error with its key path: {l:?}\n{stderr}"
+            );
+        }
     }
 }
 

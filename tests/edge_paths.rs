@@ -479,6 +479,21 @@ async fn host_is_read_one_way() {
             "{headers:?}: {a:?}"
         );
     }
+    // The backend is told the host as routed: the trailing dot dropped, the client's case
+    // and port kept (Host and X-Forwarded-Host alike).
+    for (headers, host) in [
+        ("Host: API.Test.:8080\r\n", "API.Test:8080"),
+        ("Host: t.test.\r\n", "t.test"),
+    ] {
+        let a = raw(&s, "web", None, &get(b"/x", headers)).await;
+        let seen = a.echoed();
+        let told = |name: &str| seen["headers"][name].as_str().map(str::to_string);
+        assert_eq!(
+            (told("host"), told("x-forwarded-host")),
+            (Some(host.to_string()), Some(host.to_string())),
+            "{a:?}"
+        );
+    }
     // HTTP/1.0 without Host: served by the routes without hosts.
     let a = raw(&s, "web", None, &request(b"GET /x HTTP/1.0", "")).await;
     assert_eq!(
@@ -580,6 +595,7 @@ async fn http2_routes_by_authority_and_reads_paths_the_same_way() {
         "{}",
         r.text()
     );
+    assert_eq!(r.json()["headers"]["host"], "api.test", "{}", r.text());
     let r = api.get("/x").await.unwrap();
     assert_eq!((r.status, r.header("x-route")), (200, Some("api")));
     // A Host beside :authority must say the same.

@@ -102,10 +102,15 @@ pub fn read(req: &mut RequestHeader, cfg: &PathConfig) -> Result<Reading, Refusa
             return Err(Refusal::HostDisagrees);
         }
     }
-    let host = match authority.or(host_header) {
-        Some(named) => parse_host(named).ok_or(Refusal::MalformedHost)?,
-        None => String::new(),
+    let (host, dotted) = match authority.or(host_header) {
+        Some(named) => read_host(named).ok_or(Refusal::MalformedHost)?,
+        None => (String::new(), false),
     };
+    if dotted {
+        // Rare, and needs the request's own header mutable: done first, the rest reads on.
+        drop_trailing_dot(req)?;
+        return read(req, cfg);
+    }
     if path_and_query == b"*" {
         // The server as a whole: routed as its root would be, forwarded as `*`.
         return Ok(Reading {
@@ -185,6 +190,38 @@ fn set_target(req: &mut RequestHeader, target: &[u8]) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// `api.example.com.` (a fully qualified name) is the host `api.example.com`: the request's
+/// `Host` and authority lose the dot, so that plugins, the log and the backend read the host
+/// routes matched (`api.example.com.:8443` keeps its port and case: `api.example.com:8443`).
+fn drop_trailing_dot(req: &mut RequestHeader) -> Result<(), Refusal> {
+    fn without_dot(raw: &[u8]) -> Vec<u8> {
+        // A name has no `:` but the port's, and the dot is the name's last byte.
+        let end = raw.iter().position(|&c| c == b':').unwrap_or(raw.len());
+        let mut out = raw.to_vec();
+        if end > 0 && raw[end - 1] == b'.' {
+            out.remove(end - 1);
+        }
+        out
+    }
+    if let Some(h) = req.headers.get(header::HOST) {
+        let value = http::HeaderValue::from_bytes(&without_dot(h.as_bytes()))
+            .map_err(|_| Refusal::MalformedHost)?;
+        req.insert_header(header::HOST, value)
+            .map_err(|_| Refusal::MalformedHost)?;
+    }
+    if let Some(a) = req.uri.authority() {
+        let authority = http::uri::Authority::try_from(without_dot(a.as_str().as_bytes()))
+            .map_err(|_| Refusal::MalformedHost)?;
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = req.uri.scheme().cloned();
+        parts.authority = Some(authority);
+        parts.path_and_query = req.uri.path_and_query().cloned();
+        let uri = http::Uri::from_parts(parts).map_err(|_| Refusal::MalformedHost)?;
+        req.set_uri(uri);
+    }
+    Ok(())
+}
+
 /// The host named by a `Host` header or an authority, as routes compare it: lowercased,
 /// without the port and a trailing dot (`API.example.com.:8443` is `api.example.com`).
 /// `None` when it is malformed: empty, a port that is not 1-65535 in digits, an empty label,
@@ -197,6 +234,12 @@ fn set_target(req: &mut RequestHeader, target: &[u8]) -> Result<(), Refusal> {
 /// assert_eq!(parse_host(b"a:xx"), None);
 /// ```
 pub fn parse_host(raw: &[u8]) -> Option<String> {
+    read_host(raw).map(|(host, _)| host)
+}
+
+/// [`parse_host`], and whether the name ended in a dot.
+fn read_host(raw: &[u8]) -> Option<(String, bool)> {
+    let mut dotted = false;
     let (name, port) = if raw.first() == Some(&b'[') {
         let end = raw.iter().position(|&c| c == b']')?;
         std::str::from_utf8(&raw[1..end])
@@ -224,7 +267,10 @@ pub fn parse_host(raw: &[u8]) -> Option<String> {
         let name = &raw[..end];
         let name = match name.strip_suffix(b".") {
             Some(b"") => return None,
-            Some(shorter) => shorter,
+            Some(shorter) => {
+                dotted = true;
+                shorter
+            }
             // Empty.
             None if label_start => return None,
             None => name,
@@ -248,7 +294,7 @@ pub fn parse_host(raw: &[u8]) -> Option<String> {
     // Only ASCII is left, so lowercasing byte by byte keeps it UTF-8.
     let mut host = String::with_capacity(name.len());
     host.extend(name.iter().map(|&c| c.to_ascii_lowercase() as char));
-    Some(host)
+    Some((host, dotted))
 }
 
 #[cfg(test)]
@@ -273,6 +319,31 @@ mod tests {
         let mut req = request("GET", target.as_bytes(), Version::HTTP_11, headers);
         let reading = read(&mut req, &PathConfig::default())?;
         Ok((reading, String::from_utf8(req.raw_path().to_vec()).unwrap()))
+    }
+
+    /// The Host (and an absolute-form authority) lose a trailing dot, keeping case and port.
+    #[test]
+    fn a_trailing_dot_leaves_the_host_the_request_carries() {
+        for (host, sent) in [
+            ("API.Test.:8080", "API.Test:8080"),
+            ("api.test.", "api.test"),
+            ("api.test", "api.test"),
+        ] {
+            let mut req = request("GET", b"/x", Version::HTTP_11, &[("host", host)]);
+            let reading = read(&mut req, &PathConfig::default()).unwrap();
+            assert_eq!(reading.host, "api.test");
+            assert_eq!(req.headers.get(header::HOST).unwrap(), sent);
+        }
+        let mut req = request(
+            "GET",
+            b"http://api.test.:81/x",
+            Version::HTTP_11,
+            &[("host", "api.test.:81")],
+        );
+        let reading = read(&mut req, &PathConfig::default()).unwrap();
+        assert_eq!(reading.host, "api.test");
+        assert_eq!(req.headers.get(header::HOST).unwrap(), "api.test:81");
+        assert_eq!(req.raw_path(), b"/x");
     }
 
     #[test]
