@@ -106,13 +106,11 @@ pub fn read(req: &mut RequestHeader, cfg: &PathConfig) -> Result<Reading, Refusa
         Some(named) => read_host(named).ok_or(Refusal::MalformedHost)?,
         None => (String::new(), false),
     };
-    if dotted {
-        // Rare, and needs the request's own header mutable: done first, the rest reads on.
-        drop_trailing_dot(req)?;
-        return read(req, cfg);
-    }
     if path_and_query == b"*" {
         // The server as a whole: routed as its root would be, forwarded as `*`.
+        if dotted {
+            drop_trailing_dot(req)?;
+        }
         return Ok(Reading {
             host,
             matching: Some("/".into()),
@@ -128,6 +126,9 @@ pub fn read(req: &mut RequestHeader, cfg: &PathConfig) -> Result<Reading, Refusa
         path::normalize(if path.is_empty() { b"/" } else { path }, cfg)?.into_parts();
     if target_authority.is_none() && matches!(path, Cow::Borrowed(_)) {
         // The common case: the request already says what it means.
+        if dotted {
+            drop_trailing_dot(req)?;
+        }
         return Ok(Reading { host, matching });
     }
     let mut target = Vec::with_capacity(path.len() + query.len());
@@ -144,6 +145,9 @@ pub fn read(req: &mut RequestHeader, cfg: &PathConfig) -> Result<Reading, Refusa
     if let Some(h) = add_host {
         req.insert_header(header::HOST, h)
             .map_err(|_| Refusal::MalformedHost)?;
+    }
+    if dotted {
+        drop_trailing_dot(req)?;
     }
     Ok(Reading { host, matching })
 }
