@@ -65,7 +65,21 @@ impl ServeHttp for Admin {
             };
             (authorized, admin.protect_metrics)
         };
+        // As on the listeners (docs/security.md): two credentials are two readings of who
+        // asks, whichever endpoint it is.
+        let repeated_credentials = req
+            .headers
+            .get_all(http::header::AUTHORIZATION)
+            .iter()
+            .nth(1)
+            .is_some();
         let _ = session.drain_request_body().await;
+        if repeated_credentials {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "more than one Authorization header\n",
+            );
+        }
         match (method.as_str(), path.as_str()) {
             ("GET" | "HEAD", "/healthz") => text(StatusCode::OK, "ok\n"),
             ("GET" | "HEAD", "/readyz") => {
@@ -122,9 +136,8 @@ fn unauthorized() -> Response<Vec<u8>> {
     r
 }
 
-/// Whether the request carries `Authorization: Bearer TOKEN` with this token, once. Two
-/// `Authorization` headers are refused, whichever holds the token: a proxy in front may have
-/// checked the other one. Compared as SHA-256 digests in constant time, so neither the
+/// Whether the request carries `Authorization: Bearer TOKEN` with this token, once (two
+/// `Authorization` headers never reach here: they are a 400). Compared as SHA-256 digests in constant time, so neither the
 /// token's length nor how much of a guess was right shows in the time to answer.
 fn bearer_matches(headers: &http::HeaderMap, token: &str) -> bool {
     let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
