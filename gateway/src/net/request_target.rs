@@ -74,11 +74,21 @@ pub struct Reading {
     pub matching: Option<String>,
 }
 
+/// Whether a request carries more than one `Authorization` header: two credentials are two
+/// readings of who asks (an auth plugin or the admin token would check one, a backend or a
+/// proxy in front maybe the other), refused wherever Portico reads credentials.
+pub fn repeated_credentials(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .nth(1)
+        .is_some()
+}
+
 /// Checks `req` and rewrites its target to the one reading (only when that differs from
 /// what was sent). See the module documentation.
 pub fn read(req: &mut RequestHeader, cfg: &PathConfig) -> Result<Reading, Refusal> {
-    let mut credentials = req.headers.get_all(header::AUTHORIZATION).iter();
-    if credentials.next().is_some() && credentials.next().is_some() {
+    if repeated_credentials(&req.headers) {
         return Err(Refusal::RepeatedAuthorization);
     }
     let mut hosts = req.headers.get_all(header::HOST).iter();

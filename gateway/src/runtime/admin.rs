@@ -7,6 +7,7 @@
 
 use super::shared::Shared;
 use crate::metrics;
+use crate::net::request_target::{self, Refusal};
 use async_trait::async_trait;
 use http::{Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
@@ -65,20 +66,12 @@ impl ServeHttp for Admin {
             };
             (authorized, admin.protect_metrics)
         };
-        // As on the listeners (docs/security.md): two credentials are two readings of who
-        // asks, whichever endpoint it is.
-        let repeated_credentials = req
-            .headers
-            .get_all(http::header::AUTHORIZATION)
-            .iter()
-            .nth(1)
-            .is_some();
+        // As on the listeners (docs/security.md), whichever endpoint it is.
+        let repeated = request_target::repeated_credentials(&req.headers);
         let _ = session.drain_request_body().await;
-        if repeated_credentials {
-            return text(
-                StatusCode::BAD_REQUEST,
-                "more than one Authorization header\n",
-            );
+        if repeated {
+            let reason = Refusal::RepeatedAuthorization.reason();
+            return text(StatusCode::BAD_REQUEST, &format!("{reason}\n"));
         }
         match (method.as_str(), path.as_str()) {
             ("GET" | "HEAD", "/healthz") => text(StatusCode::OK, "ok\n"),
@@ -136,12 +129,12 @@ fn unauthorized() -> Response<Vec<u8>> {
     r
 }
 
-/// Whether the request carries `Authorization: Bearer TOKEN` with this token, once (two
-/// `Authorization` headers never reach here: they are a 400). Compared as SHA-256 digests in constant time, so neither the
-/// token's length nor how much of a guess was right shows in the time to answer.
+/// Whether the request carries `Authorization: Bearer TOKEN` with this token (a request with
+/// two `Authorization` headers is answered 400 before this is asked). Compared as SHA-256
+/// digests in constant time, so neither the token's length nor how much of a guess was right
+/// shows in the time to answer.
 fn bearer_matches(headers: &http::HeaderMap, token: &str) -> bool {
-    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
-    let (Some(value), None) = (values.next(), values.next()) else {
+    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
         return false;
     };
     let presented = value
