@@ -398,7 +398,8 @@ fn every_config_gets_the_variables_it_uses() {
             .collect();
         assert!(mounts.contains(&("./conf/ha/portico.yaml", "/etc/portico/portico.yaml")));
         assert_eq!(p["command"][1], "/etc/portico/portico.yaml");
-        // A non-loopback admin listener needs a token (SPEC); Prometheus reaches /metrics.
+        // A non-loopback admin listener needs a token (docs/configuration.md, `admin`);
+        // Prometheus reaches /metrics.
         assert!(env["PORTICO_ADMIN_LISTEN"].starts_with("0.0.0.0:"));
         assert!(!env["PORTICO_ADMIN_TOKEN"].is_empty());
     }

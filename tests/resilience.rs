@@ -1,6 +1,6 @@
 //! Upstream resilience through the real binary: active and passive health, retries and
 //! failover, backups, balancing, timeouts, and what `/status` and `/metrics` say about each
-//! backend (SPEC.md, `upstreams`).
+//! backend (docs/upstreams.md).
 //!
 //! Timing on a loaded 2-core machine is noisy, so every bound is the contract's own bound
 //! plus slack, waits poll with a deadline, and health checks run every 200 ms.

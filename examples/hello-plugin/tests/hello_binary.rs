@@ -88,6 +88,20 @@ impl Gateway {
             .unwrap_or_else(|| panic!("GET {path} failed: {}", self.stderr()))
     }
 
+    /// `/metrics` counts exactly one answer of `plugin` on `route`.
+    fn assert_one_rejection(&self, plugin: &str, route: &str) {
+        let metrics = request(self.admin, "/metrics", &[]).unwrap().body;
+        let labels = [format!("plugin=\"{plugin}\""), format!("route=\"{route}\"")];
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("portico_plugin_rejections_total{")
+                    && labels.iter().all(|label| l.contains(label.as_str()))
+                    && l.ends_with(" 1")),
+            "{metrics}"
+        );
+    }
+
     fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
     }
@@ -180,16 +194,7 @@ fn the_example_plugin_runs_next_to_the_builtins() {
     assert_eq!((r.status, r.body.as_str()), (200, "locked stuff\n"));
 
     // Its answers are counted like a built-in's.
-    let metrics = request(gw.admin, "/metrics", &[]).unwrap().body;
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("portico_plugin_rejections_total{")
-                && l.contains("plugin=\"hello\"")
-                && l.contains("route=\"everything\"")
-                && l.ends_with(" 1")),
-        "{metrics}"
-    );
+    gw.assert_one_rejection("hello", "everything");
 }
 
 #[test]
@@ -353,14 +358,5 @@ fn the_request_body_hook_sees_each_piece_before_the_backend_and_can_refuse() {
     }
 
     // Counted like any plugin's answer.
-    let metrics = request(gw.admin, "/metrics", &[]).unwrap().body;
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("portico_plugin_rejections_total{")
-                && l.contains("plugin=\"forbidden_word\"")
-                && l.contains("route=\"upload\"")
-                && l.ends_with(" 1")),
-        "{metrics}"
-    );
+    gw.assert_one_rejection("forbidden_word", "upload");
 }
