@@ -556,7 +556,7 @@ fn tls_with_a_ca_and_client_certificates() {
                 client_cert: client.clone(),
                 ..Access::default()
             },
-            "certificate verify failed",
+            "unable to get local issuer certificate",
         ),
         (
             "no client certificate",

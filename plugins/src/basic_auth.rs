@@ -105,7 +105,7 @@ impl BasicAuth {
 
     /// Who this header value authenticates, checking bcrypt only on a first sight.
     async fn authenticate(&self, header: &str) -> Verdict {
-        let key = openssl::sha::sha256(header.as_bytes());
+        let key = boring::sha::sha256(header.as_bytes());
         if let Some(user) = self.lock().get(&key) {
             return Verdict::User(user.clone());
         }

@@ -160,7 +160,7 @@ mod tests {
         ] {
             assert!(!plugin(no).unwrap().admits(&c), "{no}");
         }
-        let hex: Vec<String> = openssl::sha::sha256(&der)
+        let hex: Vec<String> = boring::sha::sha256(&der)
             .iter()
             .map(|b| format!("{b:02X}"))
             .collect();

@@ -485,7 +485,7 @@ mod tests {
     /// Writes a public key to a fresh folder, returning the folder and the private key PEM.
     fn key_files(
         name: &str,
-        key: &openssl::pkey::PKey<openssl::pkey::Private>,
+        key: &boring::pkey::PKey<boring::pkey::Private>,
     ) -> (PathBuf, Vec<u8>) {
         let dir = std::env::temp_dir().join(format!("portico-jwt-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -495,8 +495,7 @@ mod tests {
 
     #[test]
     fn rs256_with_a_public_key_file() {
-        let key =
-            openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+        let key = boring::pkey::PKey::from_rsa(boring::rsa::Rsa::generate(2048).unwrap()).unwrap();
         let (dir, private) = key_files("rsa", &key);
         let p = plugin(
             "{ algorithms: [RS256], public_key: public.pem }",
@@ -533,9 +532,9 @@ mod tests {
     #[test]
     fn es256_with_a_public_key_file() {
         let group =
-            openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();
-        let key = openssl::pkey::PKey::from_ec_key(openssl::ec::EcKey::generate(&group).unwrap())
-            .unwrap();
+            boring::ec::EcGroup::from_curve_name(boring::nid::Nid::X9_62_PRIME256V1).unwrap();
+        let key =
+            boring::pkey::PKey::from_ec_key(boring::ec::EcKey::generate(&group).unwrap()).unwrap();
         let (dir, private) = key_files("ec", &key);
         let p = plugin(
             "{ algorithms: [ES256], public_key: public.pem }",

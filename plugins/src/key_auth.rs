@@ -48,11 +48,11 @@ pub struct KeyAuth {
 impl KeyAuth {
     /// The name of the key `presented`, if it is one.
     fn consumer(&self, presented: &str) -> Option<&str> {
-        let digest = openssl::sha::sha256(presented.as_bytes());
+        let digest = boring::sha::sha256(presented.as_bytes());
         let mut found = None;
         // No early exit: every key is compared, whichever matches.
         for (name, key) in &self.keys {
-            if openssl::memcmp::eq(&digest, key) {
+            if boring::memcmp::eq(&digest, key) {
                 found = Some(name.as_str());
             }
         }
@@ -208,7 +208,7 @@ impl PluginConfig for KeyAuth {
                     "keys.{name}: the key has leading or trailing spaces"
                 ));
             }
-            let digest = openssl::sha::sha256(key.as_bytes());
+            let digest = boring::sha::sha256(key.as_bytes());
             if let Some((other, _)) = keys.iter().find(|(_, d)| *d == digest) {
                 return Err(format!("keys.{name}: the same key as {other}"));
             }

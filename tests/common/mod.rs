@@ -41,9 +41,10 @@ pub mod tools;
 
 // Flat re-exports so a test needs only `use crate::common::*;` (the HTTP/2 framing, whose
 // short names would crowd that, is imported on its own). A binary that uses nothing from
-// one of them would warn about it otherwise.
+// one of them would warn about it otherwise. `self::`: a bare `gateway` would also name the
+// gateway crate, and naming it links it (with its BoringSSL) into binaries that link OpenSSL.
 #[allow(unused_imports)]
-pub use {
+pub use self::{
     backend::*, body::*, certs::*, client::*, config::*, gateway::*, load::*, metrics::*, tools::*,
 };
 

@@ -6,7 +6,7 @@ use super::fleet::{http01_live, live};
 use super::{http01_token, offers_acme_tls, Challenge, ACME_TLS_ALPN};
 use crate::tls::HandshakeChallenge;
 use async_trait::async_trait;
-use openssl::ssl::SslRef;
+use boring::ssl::SslRef;
 use pingora_http::ResponseHeader;
 
 /// Whether a plain listener's request is the CA's HTTP-01 request: a live manager uses
@@ -67,7 +67,7 @@ pub async fn answer_tls_alpn01(ssl: &mut SslRef) -> bool {
         return false;
     }
     let Some(sni) = ssl
-        .servername(openssl::ssl::NameType::HOST_NAME)
+        .servername(boring::ssl::NameType::HOST_NAME)
         .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
     else {
         return false;
@@ -85,9 +85,9 @@ pub async fn answer_tls_alpn01(ssl: &mut SslRef) -> bool {
         log::warn!("acme: a TLS-ALPN-01 handshake for {sni:?}, but no challenge is pending for it");
         return false;
     };
-    openssl::x509::X509::from_pem(cert.as_bytes())
+    boring::x509::X509::from_pem(cert.as_bytes())
         .and_then(|c| {
-            let k = openssl::pkey::PKey::private_key_from_pem(key.as_bytes())?;
+            let k = boring::pkey::PKey::private_key_from_pem(key.as_bytes())?;
             pingora_core::tls::ext::ssl_use_certificate(ssl, &c)?;
             pingora_core::tls::ext::ssl_use_private_key(ssl, &k)
         })

@@ -1,9 +1,9 @@
 //! A certificate as the manager hands it out: its chain and key in PEM, and what `/status`,
 //! the expiry metric and the renewal schedule read from it.
 
-use openssl::asn1::{Asn1Time, Asn1TimeRef};
-use openssl::pkey::PKey;
-use openssl::x509::X509;
+use boring::asn1::{Asn1Time, Asn1TimeRef};
+use boring::pkey::PKey;
+use boring::x509::X509;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A certificate chain (leaf first) and its private key.
@@ -157,7 +157,7 @@ pub fn directory_id(directory: &str) -> String {
 }
 
 fn short_hash(text: &str) -> String {
-    let digest = openssl::sha::sha256(text.as_bytes());
+    let digest = boring::sha::sha256(text.as_bytes());
     digest[..12].iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -182,7 +182,7 @@ mod tests {
     fn the_tls_alpn01_certificate_carries_the_digest_in_a_critical_extension() {
         let digest = [0xabu8; 32];
         let (cert, _) = tls_alpn01_certificate("a.example", &digest).unwrap();
-        let x509 = openssl::x509::X509::from_pem(cert.as_bytes()).unwrap();
+        let x509 = boring::x509::X509::from_pem(cert.as_bytes()).unwrap();
         let der = x509.to_der().unwrap();
         // id-pe-acmeIdentifier 1.3.6.1.5.5.7.1.31, critical, OCTET STRING of the digest.
         let oid = [

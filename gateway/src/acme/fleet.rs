@@ -111,11 +111,11 @@ fn install(listener: &str, resolver: &CertResolver, certificate: &Certificate) {
 
 fn certified_key(c: &Certificate) -> Result<CertifiedKey, String> {
     let chain =
-        openssl::x509::X509::stack_from_pem(c.chain_pem.as_bytes()).map_err(|e| e.to_string())?;
+        boring::x509::X509::stack_from_pem(c.chain_pem.as_bytes()).map_err(|e| e.to_string())?;
     if chain.is_empty() {
         return Err("an empty chain".into());
     }
-    let key = openssl::pkey::PKey::private_key_from_pem(c.key_pem.as_bytes())
+    let key = boring::pkey::PKey::private_key_from_pem(c.key_pem.as_bytes())
         .map_err(|e| e.to_string())?;
     Ok(CertifiedKey {
         names: c.names.clone(),

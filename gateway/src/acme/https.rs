@@ -6,19 +6,19 @@
 //! and a fresh connection never meets one the CA closed while it sat idle (a POST sent on
 //! such a connection would fail halfway, its nonce spent).
 
+use boring::ssl::{SslConnector, SslMethod, SslVersion};
+use boring::x509::X509;
 use bytes::Bytes;
 use http::{header, Request, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use instant_acme::{BodyWrapper, BytesResponse, Error, HttpClient};
-use openssl::ssl::{SslConnector, SslMethod, SslVersion};
-use openssl::x509::X509;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio_openssl::SslStream;
+use tokio_boring::SslStreamBuilder;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// From the connection to the last byte of the answer.
@@ -34,8 +34,8 @@ impl HttpsClient {
     /// Trusts the system's CA certificates, and those in `ca` when given (a private ACME
     /// server's). TLS 1.2 at least; the directory's name is verified.
     pub fn new(ca: Option<&Path>) -> Result<Self, String> {
-        let mut builder = SslConnector::builder(SslMethod::tls_client())
-            .map_err(|e| format!("TLS client: {e}"))?;
+        let mut builder =
+            SslConnector::builder(SslMethod::tls()).map_err(|e| format!("TLS client: {e}"))?;
         builder
             .set_min_proto_version(Some(SslVersion::TLS1_2))
             .map_err(|e| format!("TLS client: {e}"))?;
@@ -104,8 +104,7 @@ async fn send(
         .map_err(|_| format!("cannot connect within {CONNECT_TIMEOUT:?}"))??;
     let _ = tcp.set_nodelay(true);
     let ssl = tls.configure()?.into_ssl(host)?;
-    let mut stream = SslStream::new(ssl, tcp)?;
-    Pin::new(&mut stream).connect().await?;
+    let stream = SslStreamBuilder::new(ssl, tcp).connect().await?;
 
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;

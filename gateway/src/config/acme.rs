@@ -167,7 +167,7 @@ impl AcmeConfig {
         if let Some(ca) = &self.ca {
             match std::fs::read(ca) {
                 Err(e) => err("ca", format!("cannot read {}: {e}", ca.display())),
-                Ok(pem) => match openssl::x509::X509::stack_from_pem(&pem) {
+                Ok(pem) => match boring::x509::X509::stack_from_pem(&pem) {
                     Ok(certs) if !certs.is_empty() => {}
                     _ => err("ca", format!("{} holds no PEM certificate", ca.display())),
                 },

@@ -9,10 +9,9 @@ use super::access::{Access, ENV_CA, ENV_CERT, ENV_KEY};
 use super::error::causes;
 use super::source::{EtcdEndpoint, EtcdSource};
 use super::FleetError;
+use boring::ssl::{SslConnector, SslFiletype, SslMethod, SslVersion};
 use etcd_client::{Client, ConnectOptions};
 use hyper_util::rt::TokioIo;
-use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVersion};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -81,10 +80,10 @@ impl Dialer {
 }
 
 fn tls_connector(access: &Access) -> Result<SslConnector, FleetError> {
-    let file_error = |var: &str, path: &std::path::Path, e: openssl::error::ErrorStack| {
+    let file_error = |var: &str, path: &std::path::Path, e: boring::error::ErrorStack| {
         FleetError::Access(format!("{var}={}: {e}", path.display()))
     };
-    let mut builder = SslConnector::builder(SslMethod::tls_client())
+    let mut builder = SslConnector::builder(SslMethod::tls())
         .map_err(|e| FleetError::Access(format!("TLS setup: {e}")))?;
     if let Some(ca) = &access.ca {
         builder
@@ -137,11 +136,12 @@ fn connector(
                 .configure()
                 .and_then(|c| c.into_ssl(endpoint.host()))
                 .map_err(std::io::Error::other)?;
-            let mut stream =
-                tokio_openssl::SslStream::new(ssl, tcp).map_err(std::io::Error::other)?;
-            Pin::new(&mut stream).connect().await.map_err(|e| {
-                std::io::Error::other(format!("TLS handshake with {endpoint}: {}", causes(&e)))
-            })?;
+            let stream = tokio_boring::SslStreamBuilder::new(ssl, tcp)
+                .connect()
+                .await
+                .map_err(|e| {
+                    std::io::Error::other(format!("TLS handshake with {endpoint}: {}", causes(&e)))
+                })?;
             Ok(TokioIo::new(Box::new(stream) as Box<dyn Io>))
         }
     })

@@ -144,9 +144,9 @@ fn bearer_matches(headers: &http::HeaderMap, token: &str) -> bool {
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim());
     presented.is_some_and(|t| {
-        openssl::memcmp::eq(
-            &openssl::sha::sha256(t.as_bytes()),
-            &openssl::sha::sha256(token.as_bytes()),
+        boring::memcmp::eq(
+            &boring::sha::sha256(t.as_bytes()),
+            &boring::sha::sha256(token.as_bytes()),
         )
     })
 }

@@ -2,12 +2,18 @@
 //! a listener's certificates indexed by the names they serve.
 
 use super::client_auth::ClientAuth;
+use const_oid::db::rfc5912::{ID_SHA_1, ID_SHA_256};
+use const_oid::db::rfc6960::ID_PKIX_OCSP_BASIC;
+use der::{Decode, Encode};
 use pingora_core::tls::nid::Nid;
 use pingora_core::tls::pkey::{PKey, Private};
 use pingora_core::tls::x509::X509;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use x509_cert::Certificate;
+use x509_ocsp::{BasicOcspResponse, CertStatus, OcspResponse, OcspResponseStatus, SingleResponse};
 
 /// One certificate chain and its key, with the names it serves.
 #[derive(Clone)]
@@ -133,38 +139,27 @@ pub fn with_ocsp_staple(
     mut ck: CertifiedKey,
     staple: Option<&Path>,
 ) -> Result<CertifiedKey, String> {
-    use openssl::ocsp::{OcspCertId, OcspCertStatus, OcspResponse, OcspResponseStatus};
     let Some(path) = staple else { return Ok(ck) };
     let der = std::fs::read(path)
         .map_err(|e| format!("cannot read OCSP staple {}: {e}", path.display()))?;
-    let resp = OcspResponse::from_der(&der)
-        .map_err(|e| format!("{} is not a DER OCSP response: {e}", path.display()))?;
-    if resp.status() != OcspResponseStatus::SUCCESSFUL {
-        return Err(format!(
-            "{} is not a successful OCSP response",
-            path.display()
-        ));
-    }
-    let basic = resp
-        .basic()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let basic = basic_ocsp_response(&der)
+        .map_err(|e| format!("{} is not a DER OCSP response: {e}", path.display()))?
+        .ok_or_else(|| format!("{} is not a successful OCSP response", path.display()))?;
     // The response names the certificate by its issuer: checkable when the chain has it.
     if let (Some(leaf), Some(issuer)) = (ck.chain.first(), ck.chain.get(1)) {
-        let id = OcspCertId::from_cert(openssl::hash::MessageDigest::sha1(), leaf, issuer)
-            .map_err(|e| e.to_string())?;
-        let Some(status) = basic.find_status(&id) else {
+        let Some(single) = ocsp_status_of(&basic, leaf, issuer)? else {
             return Err(format!(
                 "{} is an OCSP response about another certificate",
                 path.display()
             ));
         };
-        if status.status == OcspCertStatus::REVOKED {
+        if let CertStatus::Revoked(_) = single.cert_status {
             return Err(format!(
                 "{} says the certificate is revoked",
                 path.display()
             ));
         }
-        if let Err(e) = status.check_validity(300, None) {
+        if let Err(e) = ocsp_current(single, OCSP_LEEWAY) {
             log::warn!(
                 "OCSP staple {} is outdated, not stapling it: {e}",
                 path.display()
@@ -174,6 +169,86 @@ pub fn with_ocsp_staple(
     }
     ck.ocsp = Some(der);
     Ok(ck)
+}
+
+/// How far the clocks of the responder and of this machine may disagree (OpenSSL's
+/// `openssl ocsp -validity_period` default is the same five minutes).
+const OCSP_LEEWAY: Duration = Duration::from_secs(300);
+
+/// The basic response inside an OCSP response (RFC 6960 4.2.1), or `None` when the responder
+/// answered with an error status instead.
+fn basic_ocsp_response(der: &[u8]) -> Result<Option<BasicOcspResponse>, der::Error> {
+    let response = OcspResponse::from_der(der)?;
+    if response.response_status != OcspResponseStatus::Successful {
+        return Ok(None);
+    }
+    match response.response_bytes {
+        Some(bytes) if bytes.response_type == ID_PKIX_OCSP_BASIC => {
+            BasicOcspResponse::from_der(bytes.response.as_bytes()).map(Some)
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The answer in `basic` about `leaf`, issued by `issuer`: the one whose certificate id has
+/// the leaf's serial number and the issuer's name and key, hashed by SHA-1 (what `openssl
+/// ocsp` asks with) or SHA-256.
+fn ocsp_status_of<'a>(
+    basic: &'a BasicOcspResponse,
+    leaf: &X509,
+    issuer: &X509,
+) -> Result<Option<&'a SingleResponse>, String> {
+    let parse = |c: &X509| -> Result<Certificate, String> {
+        let der = c.to_der().map_err(|e| e.to_string())?;
+        Certificate::from_der(&der).map_err(|e| e.to_string())
+    };
+    let (leaf, issuer) = (parse(leaf)?, parse(issuer)?);
+    let name = issuer
+        .tbs_certificate
+        .subject
+        .to_der()
+        .map_err(|e| e.to_string())?;
+    let key = issuer
+        .tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .raw_bytes();
+    let serial = &leaf.tbs_certificate.serial_number;
+    Ok(basic.tbs_response_data.responses.iter().find(|single| {
+        let id = &single.cert_id;
+        let hash: fn(&[u8]) -> Vec<u8> = if id.hash_algorithm.oid == ID_SHA_1 {
+            |b| boring::sha::sha1(b).to_vec()
+        } else if id.hash_algorithm.oid == ID_SHA_256 {
+            |b| boring::sha::sha256(b).to_vec()
+        } else {
+            return false;
+        };
+        id.serial_number == *serial
+            && id.issuer_name_hash.as_bytes() == hash(&name)
+            && id.issuer_key_hash.as_bytes() == hash(key)
+    }))
+}
+
+/// Whether an answer is current: issued before now and not past its next update, each
+/// within `leeway`.
+fn ocsp_current(single: &SingleResponse, leeway: Duration) -> Result<(), String> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let this_update = single.this_update.0.to_unix_duration();
+    if this_update > now + leeway {
+        return Err("its thisUpdate is in the future".into());
+    }
+    if let Some(next) = &single.next_update {
+        let next = next.0.to_unix_duration();
+        if next < this_update {
+            return Err("its nextUpdate is before its thisUpdate".into());
+        }
+        if next + leeway < now {
+            return Err("its nextUpdate has passed".into());
+        }
+    }
+    Ok(())
 }
 
 /// Writes a self-signed development certificate for `localhost` when none exists yet, so the

@@ -3,32 +3,27 @@
 //! (`tls.rs`), so a reload replaces it with the certificates, and applied to each handshake.
 
 use crate::config::ClientAuthMode;
+use boring::error::ErrorStack;
+use boring::ssl::{SslRef, SslVerifyMode};
+use boring::stack::Stack;
+use boring::x509::store::{X509Store, X509StoreBuilder};
+use boring::x509::{X509Name, X509};
 use foreign_types::ForeignType;
-use openssl::error::ErrorStack;
-use openssl::ssl::{SslRef, SslVerifyMode};
-use openssl::stack::Stack;
-use openssl::x509::store::{X509Store, X509StoreBuilder};
-use openssl::x509::{X509Name, X509NameRef, X509};
 use std::path::Path;
 
 /// How a listener checks client certificates (`tls.client_ca`, `tls.client_auth`).
 ///
 /// Applied to each connection in the certificate callback rather than to the listener's
-/// OpenSSL context, which is built once: so a reload that changes the CA file (its path or
+/// TLS context, which is built once: so a reload that changes the CA file (its path or
 /// only its contents) or the mode applies to the next handshake.
 pub struct ClientAuth {
     /// The CAs that client certificates must chain to.
     store: X509Store,
-    /// Their subjects, sent to the client to help it pick a certificate.
-    names: Vec<X509Name>,
+    /// Their subjects (DER), sent to the client to help it pick a certificate.
+    names: Vec<Vec<u8>>,
     required: bool,
     /// SHA-256 of the CA file and the mode, so that a reload can tell a change.
     pub(crate) fingerprint: [u8; 32],
-}
-
-extern "C" {
-    /// Not in `openssl-sys`; the OpenSSL that Pingora links provides it (>= 1.1.0).
-    fn X509_STORE_up_ref(store: *mut openssl_sys::X509_STORE) -> std::ffi::c_int;
 }
 
 impl ClientAuth {
@@ -43,11 +38,11 @@ impl ClientAuth {
         let mut store = X509StoreBuilder::new().map_err(|e| e.to_string())?;
         let mut names = Vec::new();
         for ca in cas {
-            names.push(ca.subject_name().to_owned().map_err(|e| e.to_string())?);
+            names.push(ca.subject_name().to_der().map_err(|e| e.to_string())?);
             store.add_cert(ca).map_err(|e| e.to_string())?;
         }
         let required = mode == ClientAuthMode::Required;
-        let mut hasher = openssl::sha::Sha256::new();
+        let mut hasher = boring::sha::Sha256::new();
         hasher.update(&pem);
         hasher.update(&[required as u8]);
         Ok(ClientAuth {
@@ -59,13 +54,13 @@ impl ClientAuth {
     }
 
     /// Asks this connection's client for a certificate and checks it against the CAs.
-    /// `optional` is OpenSSL's SSL_VERIFY_PEER without FAIL_IF_NO_PEER_CERT: a client may
+    /// `optional` is SSL_VERIFY_PEER without FAIL_IF_NO_PEER_CERT: a client may
     /// send none, but one it sends must verify.
     pub(crate) fn apply(&self, ssl: &mut SslRef) -> Result<(), ErrorStack> {
         // SAFETY: the store is alive (borrowed from self); the reference taken here is owned
         // by the `X509Store` made from it, which hands it to the connection, which frees it.
         let store = unsafe {
-            if X509_STORE_up_ref(self.store.as_ptr()) != 1 {
+            if boring_sys::X509_STORE_up_ref(self.store.as_ptr()) != 1 {
                 return Err(ErrorStack::get());
             }
             X509Store::from_ptr(self.store.as_ptr())
@@ -73,7 +68,7 @@ impl ClientAuth {
         ssl.set_verify_cert_store(store)?;
         let mut list = Stack::new()?;
         for n in &self.names {
-            list.push(X509NameRef::to_owned(n)?)?;
+            list.push(X509Name::from_der(n)?)?;
         }
         ssl.set_client_ca_list(list);
         let mode = if self.required {

@@ -5,12 +5,12 @@
 //!
 //! [`RequestState::client_cert`]: crate::plugin::RequestState::client_cert
 
-use foreign_types::ForeignTypeRef;
+use boring::asn1::Asn1Object;
+use boring::nid::Nid;
+use boring::ssl::SslRef;
+use boring::x509::{X509NameRef, X509Ref, X509};
+use foreign_types::ForeignType;
 use http::HeaderValue;
-use openssl::asn1::Asn1Object;
-use openssl::nid::Nid;
-use openssl::ssl::SslRef;
-use openssl::x509::{X509NameRef, X509Ref, X509VerifyResult, X509};
 use std::fmt::Write;
 
 /// A client's verified certificate (the leaf), as plugins see it.
@@ -55,7 +55,7 @@ impl ClientCert {
     /// verified (with `client_ca`, one that does not verify ends the handshake anyway).
     pub(crate) fn from_handshake(ssl: &SslRef) -> Option<ClientCert> {
         let cert = ssl.peer_certificate()?;
-        if ssl.verify_result() != X509VerifyResult::OK {
+        if ssl.verify_result().is_err() {
             return None;
         }
         ClientCert::read(&cert)
@@ -65,7 +65,7 @@ impl ClientCert {
 
     fn read(cert: &X509Ref) -> Result<ClientCert, String> {
         let der = cert.to_der().map_err(|e| e.to_string())?;
-        let sha256 = openssl::sha::sha256(&der);
+        let sha256 = boring::sha::sha256(&der);
         let subject = rfc4514(cert.subject_name())?;
         let subject_dn = subject.parse()?;
         let (mut uris, mut dns_names) = (Vec::new(), Vec::new());
@@ -165,42 +165,12 @@ fn hex(bytes: &[u8]) -> String {
 /// `X509_NAME_print_ex`'s `XN_FLAG_RFC2253`: RFC 2253/4514 escaping (also of control
 /// characters and bytes above 0x7f), most specific name first, `,` and `+` without spaces,
 /// short attribute names, unknown attribute types dumped as `#` and DER hex.
-const XN_FLAG_RFC2253: std::ffi::c_ulong = 0x0111_0317;
-
-extern "C" {
-    /// Not in `openssl-sys`; the OpenSSL that Pingora links provides it.
-    fn X509_NAME_print_ex(
-        out: *mut openssl_sys::BIO,
-        nm: *const openssl_sys::X509_NAME,
-        indent: std::ffi::c_int,
-        flags: std::ffi::c_ulong,
-    ) -> std::ffi::c_int;
-}
-
-/// A name as an RFC 4514 string, written by OpenSSL (as `openssl x509 -nameopt RFC2253` and
-/// Envoy write it). Its escaping keeps it within visible ASCII.
+///
+/// A name as an RFC 4514 string, written by the TLS library (as `openssl x509 -nameopt
+/// RFC2253` and Envoy write it). Its escaping keeps it within visible ASCII.
 fn rfc4514(name: &X509NameRef) -> Result<String, String> {
-    // SAFETY: a memory BIO owned here and freed before returning; the name is borrowed for
-    // the call; the bytes are copied out of the BIO before it is freed.
-    unsafe {
-        let bio = openssl_sys::BIO_new(openssl_sys::BIO_s_mem());
-        if bio.is_null() {
-            return Err("out of memory".into());
-        }
-        let n = X509_NAME_print_ex(bio, name.as_ptr(), 0, XN_FLAG_RFC2253);
-        let mut data: *mut std::ffi::c_char = std::ptr::null_mut();
-        let len = openssl_sys::BIO_get_mem_data(bio, &mut data);
-        let text = if n < 0 || len < 0 || (len > 0 && data.is_null()) {
-            None
-        } else if len == 0 {
-            Some(String::new())
-        } else {
-            let bytes = std::slice::from_raw_parts(data as *const u8, len as usize);
-            Some(String::from_utf8_lossy(bytes).into_owned())
-        };
-        openssl_sys::BIO_free_all(bio);
-        text.ok_or_else(|| "cannot print the certificate's subject".into())
-    }
+    name.print_ex(boring_sys::XN_FLAG_RFC2253)
+        .ok_or_else(|| "cannot print the certificate's subject".into())
 }
 
 /// A distinguished name in the form X.509 names are compared in (RFC 5280 section 7.1, as
@@ -383,8 +353,12 @@ fn attribute_type(name: &str) -> Result<Vec<u8>, String> {
     });
     let name = known.and_then(|nid| nid.short_name().ok()).unwrap_or(name);
     let obj = Asn1Object::from_str(name)
-        .map_err(|_| format!("{name:?} is not an attribute type OpenSSL knows"))?;
-    Ok(obj.as_slice().to_vec())
+        .map_err(|_| format!("{name:?} is not an attribute type the TLS library knows"))?;
+    // SAFETY: the object is alive for the call; its encoding is copied out before it is freed.
+    Ok(unsafe {
+        let data = boring_sys::OBJ_get0_data(obj.as_ptr());
+        std::slice::from_raw_parts(data, boring_sys::OBJ_length(obj.as_ptr())).to_vec()
+    })
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
@@ -489,7 +463,7 @@ mod tests {
         assert_eq!(c.subject_dn(), &dn(r"cn=billing, o=example\, inc."));
         assert_eq!(c.uris, ["spiffe://example.org/billing"]);
         assert_eq!(c.dns_names, ["billing.internal", "b.internal"]);
-        let hash = hex(&openssl::sha::sha256(cert.der()));
+        let hash = hex(&boring::sha::sha256(cert.der()));
         assert_eq!(c.fingerprint(), hash);
         assert_eq!(
             c.xfcc().to_str().unwrap(),

@@ -4,36 +4,35 @@
 use super::challenge::{select_alpn, HandshakeChallenge};
 use super::sni::{CertResolver, SniCallback};
 use crate::config::{Alpn, TlsVersion};
+use boring::ssl::SelectCertError;
 use foreign_types::ForeignTypeRef;
-use openssl::error::ErrorStack;
-use openssl::ssl::ClientHelloResponse;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::ALPN;
 use pingora_core::tls::ssl::{NameType, SslOptions, SslSessionCacheMode, SslVersion};
 use std::sync::Arc;
 
-extern "C" {
-    /// Not in `openssl-sys` (only the context's); the OpenSSL that Pingora links provides it.
-    fn SSL_set_session_id_context(
-        ssl: *mut openssl_sys::SSL,
-        sid_ctx: *const u8,
-        len: std::ffi::c_uint,
-    ) -> std::ffi::c_int;
-}
-
 /// TLS 1.2 suites: ECDHE only (forward secrecy), AEAD only, in the server's order of
-/// preference. TLS 1.3 suites are all forward-secret AEADs (Mozilla's list, left as it is).
-pub const TLS12_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
-ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:\
-ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+/// preference. Each bracket is one rank in which the client's order decides (BoringSSL's
+/// equal-preference groups): AES-128-GCM first, unless the client lists ChaCha20 first (a
+/// client without AES hardware does).
+pub const TLS12_CIPHERS: &str = "[ECDHE-ECDSA-AES128-GCM-SHA256|ECDHE-ECDSA-CHACHA20-POLY1305]:\
+[ECDHE-RSA-AES128-GCM-SHA256|ECDHE-RSA-CHACHA20-POLY1305]:\
+ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384";
+
+/// TLS 1.3 suites, in the same order as TLS 1.2's: AES-128-GCM or ChaCha20 (the client's
+/// choice), then AES-256-GCM. BoringSSL's own server order would follow the client's for all
+/// three. Each with its flag: whether it ranks with the next one.
+const TLS13_CIPHERS: [(u16, u32); 3] = [
+    (
+        boring_sys::SSL_CIPHER_AES_128_GCM_SHA256 as u16,
+        boring_sys::SSL_CIPHER_FLAG_EQUAL_PREFERENCE_WITH_NEXT as u32,
+    ),
+    (boring_sys::SSL_CIPHER_CHACHA20_POLY1305_SHA256 as u16, 0),
+    (boring_sys::SSL_CIPHER_AES_256_GCM_SHA384 as u16, 0),
+];
 
 /// Key exchange groups: Mozilla's (X25519, P-256, P-384) after the hybrid post-quantum one.
-/// OpenSSL's default list would add X448, P-521 and finite-field groups.
 pub const GROUPS: &str = "X25519MLKEM768:X25519:P-256:P-384";
-
-/// The same without the hybrid group, for an OpenSSL older than 3.5 (a build against the
-/// system's library with `OPENSSL_NO_VENDOR=1`), which does not know it.
-const CLASSIC_GROUPS: &str = "X25519:P-256:P-384";
 
 /// Builds the TLS settings of a listener.
 ///
@@ -63,52 +62,65 @@ pub fn listener_settings(
     settings
         .set_cipher_list(TLS12_CIPHERS)
         .map_err(|e| e.to_string())?;
-    if settings.set_groups_list(GROUPS).is_err() {
-        settings
-            .set_groups_list(CLASSIC_GROUPS)
-            .map_err(|e| e.to_string())?;
+    let (ids, flags): (Vec<u16>, Vec<u32>) = TLS13_CIPHERS.into_iter().unzip();
+    // SAFETY: the context is the one being built; BoringSSL copies both arrays.
+    let set = unsafe {
+        boring_sys::SSL_CTX_set1_tls13_ciphers(
+            settings.as_ptr(),
+            ids.as_ptr(),
+            flags.as_ptr(),
+            ids.len(),
+        )
+    };
+    if set != 1 {
+        return Err("cannot set the TLS 1.3 cipher suites".into());
     }
-    // PRIORITIZE_CHACHA: a client that lists ChaCha20 first (no AES hardware) still gets it.
-    settings.set_options(
-        SslOptions::CIPHER_SERVER_PREFERENCE
-            | SslOptions::PRIORITIZE_CHACHA
-            | SslOptions::NO_RENEGOTIATION
-            | SslOptions::NO_TICKET
-            | SslOptions::NO_COMPRESSION,
-    );
-    // OpenSSL reads whatever has arrived into its own record buffer in one call, so the
+    settings
+        .set_curves_list(GROUPS)
+        .map_err(|e| e.to_string())?;
+    // BoringSSL never renegotiates as a server and has no TLS compression: nothing to turn off.
+    settings.set_options(SslOptions::CIPHER_SERVER_PREFERENCE);
+    // The library reads whatever has arrived into its own record buffer in one call, so the
     // listener needs no read buffer of its own under TLS (see `server.rs`); without it, each
     // record would take two reads (header, then body).
     settings.set_read_ahead(true);
-    // Resumption from a server-side cache: TLS 1.2 session ids, TLS 1.3 stateful tickets.
+    // Resumption (docs/security.md, "TLS"): session tickets, sealed with keys BoringSSL makes
+    // itself and replaces every 48 hours, for TLS 1.3 (BoringSSL resumes TLS 1.3 from tickets
+    // only) and TLS 1.2 clients that take them; TLS 1.2 session ids from Portico's cache.
     settings.set_session_cache_mode(SslSessionCacheMode::SERVER | SslSessionCacheMode::NO_INTERNAL);
-    // One TLS 1.3 ticket per handshake instead of OpenSSL's two: this cache lets a ticket be
-    // presented again (see `SessionCache`), so a second one only doubles the work of every
-    // full handshake (serializing and storing the session) and the cache's memory.
-    settings.set_num_tickets(1).map_err(|e| e.to_string())?;
+    // One TLS 1.3 ticket per handshake instead of the library's two: a ticket may be presented
+    // again, so a second one only doubles the work of every full handshake.
+    // SAFETY: the context is the one being built, not yet shared.
+    unsafe { boring_sys::SSL_CTX_set_num_tickets(settings.as_ptr(), 1) };
     let cache = resolver.sessions.clone();
     let store = cache.clone();
     settings.set_new_session_callback(move |_, session| store.insert(session));
     // SAFETY: the sessions handed back were all made by this same context (the callback
-    // above), which is what OpenSSL requires of a session returned here.
-    unsafe { settings.set_get_session_callback(move |_, id| cache.get(id)) };
+    // above), which is what the library requires of a session returned here.
+    unsafe { settings.set_get_session_callback(move |_, id| Ok(cache.get(id))) };
     // Needed for resumption when client certificates are verified. Set again per handshake,
     // before the session is looked up, from the current checks (`session_context`).
     settings
         .set_session_id_context(&resolver.session_context())
         .map_err(|e| e.to_string())?;
     let contexts = resolver.clone();
-    settings.set_client_hello_callback(move |ssl, _alert| {
+    // BoringSSL runs this callback before it decides whether to resume: a session (or ticket)
+    // made under other checks is refused here, whatever its age.
+    settings.set_select_certificate_callback(move |mut hello| {
         let context = contexts.session_context();
-        // SAFETY: `ssl` is the live connection's, borrowed for the call; OpenSSL copies the
-        // 32 bytes (its maximum context length).
+        // SAFETY: the connection is live and borrowed for the call; BoringSSL copies the 32
+        // bytes (its maximum context length).
         let set = unsafe {
-            SSL_set_session_id_context(ssl.as_ptr(), context.as_ptr(), context.len() as _)
+            boring_sys::SSL_set_session_id_context(
+                hello.ssl_mut().as_ptr(),
+                context.as_ptr(),
+                context.len(),
+            )
         };
         if set == 1 {
-            Ok(ClientHelloResponse::SUCCESS)
+            Ok(())
         } else {
-            Err(ErrorStack::get())
+            Err(SelectCertError::ERROR)
         }
     });
     let staples = resolver.clone();
@@ -121,7 +133,7 @@ pub fn listener_settings(
             };
             // A reload between choosing the certificate and this call could pick another one.
             match (&ck.ocsp, ssl.certificate()) {
-                (Some(der), Some(served)) if *served == *ck.chain[0] => {
+                (Some(der), Some(served)) if same_certificate(served, &ck.chain[0]) => {
                     ssl.set_ocsp_status(der)?;
                     Ok(true)
                 }
@@ -137,11 +149,22 @@ pub fn listener_settings(
     settings.set_alpn(alpn.clone());
     if let Some(challenge) = challenge {
         // Pingora's choice, unless the handshake is a challenge (answered by the
-        // certificate callback, which OpenSSL runs after this one).
+        // certificate callback, which the library runs after this one).
         settings.set_alpn_select_callback(move |_, offered| match challenge.alpn(offered) {
             Some(protocol) => Ok(protocol),
             None => select_alpn(&alpn, offered),
         });
     }
     Ok(settings)
+}
+
+/// Whether two certificates are the same one (the library's types have no equality).
+fn same_certificate(a: &boring::x509::X509Ref, b: &boring::x509::X509Ref) -> bool {
+    match (
+        a.digest(boring::hash::MessageDigest::sha256()),
+        b.digest(boring::hash::MessageDigest::sha256()),
+    ) {
+        (Ok(a), Ok(b)) => *a == *b,
+        _ => false,
+    }
 }

@@ -122,7 +122,7 @@ impl CertResolver {
     /// same context, so one made before the checks changed never resumes after, not even
     /// one whose handshake was under way while the cache was emptied.
     pub(super) fn session_context(&self) -> [u8; 32] {
-        let mut h = openssl::sha::Sha256::new();
+        let mut h = boring::sha::Sha256::new();
         h.update(self.listener.as_bytes());
         if let Some(auth) = &self.store.load().client_auth {
             h.update(&auth.fingerprint);

@@ -6,10 +6,10 @@
 
 #![allow(dead_code)]
 
+use boring::pkey::PKey;
+use boring::ssl::{AlpnError, NameType, SslAcceptor, SslContext, SslMethod};
+use boring::x509::X509;
 use gateway::acme::{Acme, AcmeConfig, ACME_TLS_ALPN, HTTP01_PREFIX};
-use openssl::pkey::PKey;
-use openssl::ssl::{AlpnError, NameType, SslAcceptor, SslContext, SslMethod};
-use openssl::x509::X509;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -173,8 +173,7 @@ pub async fn serve_tls_alpn01(
                 let Some(default) = contexts.values().next().cloned() else {
                     return;
                 };
-                let mut acceptor =
-                    SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
+                let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
                 acceptor.set_alpn_select_callback(select_acme_tls);
                 acceptor.set_servername_callback(move |ssl, _| {
                     let sni = ssl
@@ -183,12 +182,14 @@ pub async fn serve_tls_alpn01(
                         .to_string();
                     let ctx = contexts.get(&sni).unwrap_or(&default);
                     ssl.set_ssl_context(ctx)
-                        .map_err(|_| openssl::ssl::SniError::ALERT_FATAL)
+                        .map_err(|_| boring::ssl::SniError::ALERT_FATAL)
                 });
                 let acceptor = acceptor.build();
-                let ssl = openssl::ssl::Ssl::new(acceptor.context()).unwrap();
-                let mut stream = tokio_openssl::SslStream::new(ssl, conn).unwrap();
-                if std::pin::Pin::new(&mut stream).accept().await.is_ok() {
+                let ssl = boring::ssl::Ssl::new(acceptor.context()).unwrap();
+                let accepted = tokio_boring::SslStreamBuilder::new(ssl, conn)
+                    .accept()
+                    .await;
+                if let Ok(mut stream) = accepted {
                     let _ = stream.shutdown().await;
                 }
             });
@@ -198,17 +199,17 @@ pub async fn serve_tls_alpn01(
 }
 
 fn select_acme_tls<'a>(
-    _: &mut openssl::ssl::SslRef,
+    _: &mut boring::ssl::SslRef,
     offered: &'a [u8],
 ) -> Result<&'a [u8], AlpnError> {
     // The protocol list in wire format: its length, then its name.
     const OURS: &[u8] = b"\x0aacme-tls/1";
     debug_assert_eq!(&OURS[1..], ACME_TLS_ALPN);
-    openssl::ssl::select_next_proto(OURS, offered).ok_or(AlpnError::NOACK)
+    boring::ssl::select_next_proto(OURS, offered).ok_or(AlpnError::NOACK)
 }
 
 fn challenge_context(cert: &str, key: &str) -> SslContext {
-    let mut ctx = SslContext::builder(SslMethod::tls_server()).unwrap();
+    let mut ctx = SslContext::builder(SslMethod::tls()).unwrap();
     ctx.set_certificate(&X509::from_pem(cert.as_bytes()).unwrap())
         .unwrap();
     ctx.set_private_key(&PKey::private_key_from_pem(key.as_bytes()).unwrap())
