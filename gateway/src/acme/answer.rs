@@ -49,8 +49,7 @@ pub async fn answer_http01(session: &mut pingora_proxy::Session) -> pingora_core
     Ok(status)
 }
 
-/// In the ALPN callback, which OpenSSL runs before the certificate callback: whether to
-/// choose `acme-tls/1`, i.e. the client offers it (only the CA does) and a live manager
+/// When the ClientHello arrives, and in the ALPN callback: whether to choose `acme-tls/1`, i.e. the client offers it (only the CA does) and a live manager
 /// uses TLS-ALPN-01. A scan of the offered list, no allocation.
 pub fn tls_alpn01_wanted(offered: &[u8]) -> bool {
     offers_acme_tls(offered)
@@ -59,11 +58,12 @@ pub fn tls_alpn01_wanted(offered: &[u8]) -> bool {
             .any(|s| s.acme.challenge() == Challenge::TlsAlpn01)
 }
 
-/// In the certificate callback: when `acme-tls/1` was chosen, serves the challenge
+/// In the certificate callback: when the ClientHello offered `acme-tls/1` and it is wanted
+/// (see [`tls_alpn01_wanted`]; the ALPN choice itself comes after), serves the challenge
 /// certificate for the SNI from storage and returns true; false otherwise (the listener's
 /// own certificates are then served).
 pub async fn answer_tls_alpn01(ssl: &mut SslRef) -> bool {
-    if ssl.selected_alpn_protocol() != Some(ACME_TLS_ALPN) {
+    if !crate::tls::is_challenge(ssl) {
         return false;
     }
     let Some(sni) = ssl

@@ -5,23 +5,50 @@
 //! [`super::listener_settings`] by the runtime, so that `tls` does not depend on `acme`.
 
 use async_trait::async_trait;
+use boring::ex_data::Index;
+use boring::ssl::{Ssl, SslRef};
 use pingora_core::listeners::ALPN;
 use pingora_core::protocols::tls::TlsRef;
 use pingora_core::tls::ssl::{select_next_proto, AlpnError};
+use std::sync::OnceLock;
 
 /// Answers the challenge handshakes of a TLS listener.
 #[async_trait]
 pub trait HandshakeChallenge: Send + Sync {
-    /// In the ALPN callback, which OpenSSL runs before the certificate callback: the
-    /// protocol to choose when the ClientHello's offered list (wire format: each protocol
-    /// preceded by its length) makes it a challenge, `None` for any other handshake. Runs
-    /// for every handshake: a scan of the list, no allocation.
+    /// The protocol to choose when the ClientHello's offered list (wire format: each protocol
+    /// preceded by its length) makes it a challenge, `None` for any other handshake. Asked
+    /// twice per handshake: when the ClientHello arrives (which marks the connection, see
+    /// [`is_challenge`]) and in the ALPN callback. A scan of the list, no allocation.
     fn alpn(&self, offered: &[u8]) -> Option<&'static [u8]>;
 
-    /// In the certificate callback: when the handshake is a challenge, serves its
+    /// In the certificate callback, for a connection marked as a challenge: serves its
     /// certificate and returns true; false otherwise (the listener's own certificates are
     /// then served).
     async fn answer(&self, ssl: &mut TlsRef) -> bool;
+}
+
+/// The connections whose ClientHello was a challenge. BoringSSL asks for the certificate
+/// before it negotiates ALPN, so the certificate callback cannot read the protocol chosen: the
+/// ClientHello callback marks the connection instead.
+fn challenge_index() -> Index<Ssl, ()> {
+    static INDEX: OnceLock<Index<Ssl, ()>> = OnceLock::new();
+    *INDEX.get_or_init(|| Ssl::new_ex_index().expect("a TLS ex_data index"))
+}
+
+/// Marks the connection as a challenge handshake (from the ClientHello callback).
+pub(super) fn mark_challenge(ssl: &mut SslRef) {
+    ssl.set_ex_data(challenge_index(), ());
+}
+
+/// Whether the connection's ClientHello was a challenge (see [`HandshakeChallenge::alpn`]).
+pub fn is_challenge(ssl: &SslRef) -> bool {
+    ssl.ex_data(challenge_index()).is_some()
+}
+
+/// The protocol list of a ClientHello's ALPN extension, as the ALPN callback is handed it
+/// (without the extension's own two-byte length).
+pub(super) fn offered_alpn(extension: &[u8]) -> &[u8] {
+    extension.get(2..).unwrap_or_default()
 }
 
 /// Pingora's ALPN choice for `alpn` (its callbacks are private): the server's preference

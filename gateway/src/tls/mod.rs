@@ -1,13 +1,13 @@
 //! TLS termination: certificates chosen by SNI from a store that a reload can replace, and
 //! the listener's TLS settings (versions, ALPN, client certificates).
 //!
-//! The settings start from Mozilla's "intermediate" profile (OpenSSL through Pingora) and are
-//! then narrowed: TLS 1.2 and 1.3 only; on TLS 1.2 only ECDHE key exchange with AES-GCM or
-//! ChaCha20-Poly1305 (forward secrecy, AEAD); the curves Mozilla lists (plus the hybrid
-//! post-quantum X25519MLKEM768 for clients that offer it); the server's cipher order; no
-//! renegotiation; and resumption through a server-side session cache instead of session
-//! tickets, whose key OpenSSL would keep for the process's whole life (a stolen ticket key
-//! decrypts every session it ever protected). OCSP responses are stapled when configured.
+//! The library is BoringSSL, through Pingora (docs/security.md, "The TLS library"). The
+//! settings start from Mozilla's "intermediate" profile and are then narrowed: TLS 1.2 and 1.3
+//! only; on TLS 1.2 only ECDHE key exchange with AES-GCM or ChaCha20-Poly1305 (forward
+//! secrecy, AEAD); the curves Mozilla lists (plus the hybrid post-quantum X25519MLKEM768 for
+//! clients that offer it); the server's cipher order; no renegotiation; resumption from
+//! tickets under keys BoringSSL rotates, and from a server-side cache for TLS 1.2 session ids.
+//! OCSP responses are stapled when configured.
 
 mod certs;
 mod challenge;
@@ -19,7 +19,7 @@ mod settings;
 mod sni;
 
 pub use certs::{generate_dev_cert, load_certified_key, with_ocsp_staple, CertStore, CertifiedKey};
-pub use challenge::HandshakeChallenge;
+pub use challenge::{is_challenge, HandshakeChallenge};
 pub use client_auth::ClientAuth;
 pub use client_cert::ClientCert;
 pub use connection::TlsConnection;

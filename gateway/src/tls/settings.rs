@@ -1,10 +1,10 @@
 //! A TLS listener's settings: versions, ciphers, groups, session resumption, ALPN, and the
 //! callbacks that pick certificates and staple OCSP responses.
 
-use super::challenge::{select_alpn, HandshakeChallenge};
+use super::challenge::{mark_challenge, offered_alpn, select_alpn, HandshakeChallenge};
 use super::sni::{CertResolver, SniCallback};
 use crate::config::{Alpn, TlsVersion};
-use boring::ssl::SelectCertError;
+use boring::ssl::{ExtensionType, SelectCertError};
 use foreign_types::ForeignTypeRef;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::ALPN;
@@ -106,7 +106,16 @@ pub fn listener_settings(
     let contexts = resolver.clone();
     // BoringSSL runs this callback before it decides whether to resume: a session (or ticket)
     // made under other checks is refused here, whatever its age.
+    // It also marks a CA's challenge handshake, before the certificate callback needs to know.
+    let early = challenge.clone();
     settings.set_select_certificate_callback(move |mut hello| {
+        let challenged = early.as_ref().is_some_and(|c| {
+            let alpn = hello.get_extension(ExtensionType::APPLICATION_LAYER_PROTOCOL_NEGOTIATION);
+            c.alpn(offered_alpn(alpn.unwrap_or_default())).is_some()
+        });
+        if challenged {
+            mark_challenge(hello.ssl_mut());
+        }
         let context = contexts.session_context();
         // SAFETY: the connection is live and borrowed for the call; BoringSSL copies the 32
         // bytes (its maximum context length).
@@ -148,8 +157,8 @@ pub fn listener_settings(
     };
     settings.set_alpn(alpn.clone());
     if let Some(challenge) = challenge {
-        // Pingora's choice, unless the handshake is a challenge (answered by the
-        // certificate callback, which the library runs after this one).
+        // Pingora's choice, unless the handshake is a challenge (whose certificate the
+        // certificate callback has served by now, told by the ClientHello callback's mark).
         settings.set_alpn_select_callback(move |_, offered| match challenge.alpn(offered) {
             Some(protocol) => Ok(protocol),
             None => select_alpn(&alpn, offered),
