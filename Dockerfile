@@ -1,8 +1,8 @@
 # syntax=docker/dockerfile:1
 #
-# Portico's image. Built from this repository in the official Rust image (Pingora needs
-# cmake; its `openssl` feature builds a vendored OpenSSL with the C compiler, make and perl
-# that image already has; etcd-client needs protoc), run from a slim Debian holding the binary, CA certificates and
+# Portico's image. Built from this repository in the official Rust image (Pingora's
+# `boringssl` feature builds BoringSSL with cmake and generates its bindings with libclang;
+# etcd-client needs protoc), run from a slim Debian holding the binary, CA certificates and
 # curl (for container health checks) only.
 #
 #   docker build -t portico .
@@ -12,9 +12,9 @@
 
 FROM rust:1-bookworm AS build
 # protoc and the protobuf well-known types: etcd-client (config from etcd) compiles etcd's API
-# definitions at build time.
+# definitions at build time. cmake, clang and libclang-dev: BoringSSL and its bindings.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends cmake protobuf-compiler libprotobuf-dev \
+ && apt-get install -y --no-install-recommends cmake clang libclang-dev protobuf-compiler libprotobuf-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

@@ -13,9 +13,10 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# program:Debian package. The build (Pingora builds zlib-ng with cmake and a vendored OpenSSL
-# with perl and make; etcd-client compiles etcd's API with protoc); the programs the tests run
-# beside Portico (HAProxy, Redis, Prometheus, Pebble, etcd); clang, for a BoringSSL build.
+# program:Debian package. The build (Pingora builds zlib-ng and BoringSSL with cmake, BoringSSL's
+# bindings with clang and libclang; the tests' OpenSSL clients with perl and make; etcd-client
+# compiles etcd's API with protoc); the programs the tests run beside Portico (HAProxy, Redis,
+# Prometheus, Pebble, etcd).
 tools=(
     cmake:cmake cc:build-essential make:make perl:perl curl:curl
     openssl:openssl python3:python3 unshare:util-linux
