@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
@@ -125,6 +126,12 @@ impl Pki {
 
     /// A DER OCSP response from the CA saying `name`'s certificate is good for a week.
     fn ocsp_good(&self, name: &str) -> PathBuf {
+        self.ocsp(name, false)
+    }
+
+    /// A DER OCSP response from the CA, for a week, saying `name`'s certificate is good, or
+    /// revoked.
+    fn ocsp(&self, name: &str, revoked: bool) -> PathBuf {
         let d = self.dir.path();
         let crt = format!("{name}.crt");
         let serial = Command::new("openssl")
@@ -138,10 +145,16 @@ impl Pki {
             .to_string();
         std::fs::write(
             d.join("index.txt"),
-            format!("V\t301231000000Z\t\t{serial}\tunknown\t/CN={name}\n"),
+            match revoked {
+                false => format!("V\t301231000000Z\t\t{serial}\tunknown\t/CN={name}\n"),
+                true => format!("R\t301231000000Z\t240101000000Z\t{serial}\tunknown\t/CN={name}\n"),
+            },
         )
         .unwrap();
-        let out = format!("{name}.ocsp.der");
+        let out = format!(
+            "{name}.{}.ocsp.der",
+            if revoked { "revoked" } else { "good" }
+        );
         openssl(
             d,
             &[
@@ -387,7 +400,24 @@ async fn the_server_chooses_the_cipher_suite() {
         .await,
         "TLS_AES_128_GCM_SHA256"
     );
-    // A client that puts ChaCha20 first (no AES hardware) gets it.
+    // OpenSSL's own client order (AES-256, ChaCha20, AES-128) still gets AES-128.
+    assert_eq!(
+        negotiated(
+            SslVersion::TLS1_3,
+            "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"
+        )
+        .await,
+        "TLS_AES_128_GCM_SHA256"
+    );
+    assert_eq!(
+        negotiated(
+            SslVersion::TLS1_2,
+            "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256"
+        )
+        .await,
+        "ECDHE-ECDSA-AES128-GCM-SHA256"
+    );
+    // A client that puts ChaCha20 first (no AES hardware) gets it, in both versions.
     assert_eq!(
         negotiated(
             SslVersion::TLS1_2,
@@ -395,6 +425,14 @@ async fn the_server_chooses_the_cipher_suite() {
         )
         .await,
         "ECDHE-ECDSA-CHACHA20-POLY1305"
+    );
+    assert_eq!(
+        negotiated(
+            SslVersion::TLS1_3,
+            "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"
+        )
+        .await,
+        "TLS_CHACHA20_POLY1305_SHA256"
     );
 }
 
@@ -404,7 +442,13 @@ async fn sessions_resume_on_tls_1_2_and_1_3() {
         return;
     };
     let addr = gw.listener("tls");
-    for version in [SslVersion::TLS1_2, SslVersion::TLS1_3] {
+    // TLS 1.2 twice: from a ticket, and by session id from the gateway's cache for a client
+    // that takes no tickets. TLS 1.3 resumes from tickets only.
+    for (version, tickets_off) in [
+        (SslVersion::TLS1_2, false),
+        (SslVersion::TLS1_2, true),
+        (SslVersion::TLS1_3, false),
+    ] {
         let latest: Arc<Mutex<Option<openssl::ssl::SslSession>>> = Arc::default();
         let tickets = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (slot, count) = (latest.clone(), tickets.clone());
@@ -412,6 +456,9 @@ async fn sessions_resume_on_tls_1_2_and_1_3() {
             b.set_min_proto_version(Some(version)).unwrap();
             b.set_max_proto_version(Some(version)).unwrap();
             b.set_session_cache_mode(SslSessionCacheMode::CLIENT);
+            if tickets_off {
+                b.set_options(openssl::ssl::SslOptions::NO_TICKET);
+            }
             b.set_new_session_callback(move |_, s| {
                 count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 *slot.lock().unwrap() = Some(s)
@@ -420,12 +467,12 @@ async fn sessions_resume_on_tls_1_2_and_1_3() {
         let mut first = handshake(&c, addr, "ec.test", None).await.unwrap();
         assert!(request(&mut first).await.starts_with("HTTP/1.1 200"));
         assert!(!first.ssl().session_reused());
-        // One session per full handshake (TLS 1.3: one ticket, not OpenSSL's default two,
-        // as the server's cache lets a ticket be presented again).
+        // One session per full handshake (TLS 1.3: one ticket, not the library's default two:
+        // a ticket may be presented again).
         assert_eq!(
             tickets.load(std::sync::atomic::Ordering::Relaxed),
             1,
-            "{version:?}: sessions issued by one full handshake"
+            "{version:?} (tickets off: {tickets_off}): sessions issued by one full handshake"
         );
         let _ = first.shutdown().await;
         for round in 0..4 {
@@ -435,11 +482,11 @@ async fn sessions_resume_on_tls_1_2_and_1_3() {
                 .unwrap();
             assert!(
                 s.ssl().session_reused(),
-                "{version:?} round {round}: not resumed"
+                "{version:?} (tickets off: {tickets_off}) round {round}: not resumed"
             );
             // Every other connection is closed by the client while idle, as browsers do:
-            // then the gateway never sends its own close_notify, and OpenSSL's built-in
-            // cache would forget the session.
+            // then the gateway never sends its own close_notify, and a TLS library's built-in
+            // cache may forget the session.
             if round % 2 == 0 {
                 assert!(request(&mut s).await.starts_with("HTTP/1.1 200"));
             } else {
@@ -454,6 +501,34 @@ async fn sessions_resume_on_tls_1_2_and_1_3() {
             let _ = s.shutdown().await;
         }
     }
+}
+
+/// A client that leaves Nagle's algorithm on (no TCP_NODELAY, as the tokio socket here does)
+/// writes its request after its Finished and holds it until the server ACKs the Finished. The
+/// server sends nothing of its own there (BoringSSL keeps the TLS 1.3 ticket until the first
+/// write), so without an ACK at once the kernel's delayed ACK added 40 ms to every new
+/// connection's first request. The fastest of five must be well under that.
+#[tokio::test]
+async fn a_nagle_client_gets_its_first_answer_without_the_delayed_ack() {
+    let Some((_pki, _backend, gw)) = ec_gateway().await else {
+        return;
+    };
+    let c = client(|_| {});
+    let mut fastest = Duration::MAX;
+    for _ in 0..5 {
+        let mut s = handshake(&c, gw.listener("tls"), "ec.test", None)
+            .await
+            .unwrap();
+        assert_eq!(s.ssl().version_str(), "TLSv1.3");
+        assert!(!s.get_ref().nodelay().unwrap(), "the client keeps Nagle on");
+        let start = std::time::Instant::now();
+        assert!(request(&mut s).await.starts_with("HTTP/1.1 200"));
+        fastest = fastest.min(start.elapsed());
+    }
+    assert!(
+        fastest < Duration::from_millis(35),
+        "first request took at least {fastest:?}"
+    );
 }
 
 #[tokio::test]
@@ -496,12 +571,15 @@ async fn an_ocsp_response_is_stapled_when_configured() {
         assert_eq!(*got.lock().unwrap(), want, "{sni}");
     }
 
-    // A file that is no OCSP response, or one about another certificate, stops the config.
+    // A file that is no OCSP response, one about another certificate, or one saying the
+    // certificate is revoked, stops the config.
     let (other_chain, other_key) = pki.leaf("other.test", false);
     let junk = pki.dir.write("junk.der", b"not DER");
+    let revoked = pki.ocsp("other.test", true);
     for (bad, message) in [
         (&junk, "is not a DER OCSP response"),
         (&staple, "about another certificate"),
+        (&revoked, "says the certificate is revoked"),
     ] {
         let yaml = Config::admin_only()
             .listener(

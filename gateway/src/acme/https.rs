@@ -1,4 +1,4 @@
-//! The ACME client's HTTPS: instant-acme's `HttpClient` over hyper and the OpenSSL the
+//! The ACME client's HTTPS: instant-acme's `HttpClient` over hyper and the BoringSSL the
 //! listeners use, so that no second TLS library is built. The one file to change if the TLS
 //! library changes.
 //!
@@ -39,7 +39,7 @@ impl HttpsClient {
         builder
             .set_min_proto_version(Some(SslVersion::TLS1_2))
             .map_err(|e| format!("TLS client: {e}"))?;
-        // The OpenSSL built into the binary looks for CA certificates where it was built to,
+        // The BoringSSL built into the binary looks for CA certificates where it was built to,
         // not where this system keeps them: find them as Pingora's upstream connector does.
         let system = openssl_probe::probe();
         if system.cert_file.is_some() || system.cert_dir.is_some() {

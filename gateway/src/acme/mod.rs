@@ -64,7 +64,7 @@ pub fn http01_token(path: &str) -> Option<&str> {
 }
 
 /// Whether a ClientHello's ALPN list (wire format: each protocol preceded by its length, as
-/// OpenSSL hands it to the client hello callback) offers `acme-tls/1`.
+/// the ALPN callback is handed it) offers `acme-tls/1`.
 pub fn offers_acme_tls(alpn_wire: &[u8]) -> bool {
     let mut rest = alpn_wire;
     while let Some((&len, tail)) = rest.split_first() {

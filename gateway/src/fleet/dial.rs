@@ -1,9 +1,8 @@
 //! The connection to one etcd member: TCP, then TLS for `etcds://`, then gRPC (HTTP/2).
 //!
-//! TLS is dialled here with the `openssl` crate the gateway already links, rather than through
+//! TLS is dialled here with the `boring` crate the gateway already links, rather than through
 //! etcd-client's TLS features: `tls` brings rustls (a second TLS stack in the binary) and
-//! `tls-openssl` its own OpenSSL glue, which a BoringSSL build could not swap. Here the TLS code
-//! is a handful of calls that move with the rest of the gateway's (docs/fleet.md).
+//! `tls-openssl` OpenSSL, which cannot be linked beside BoringSSL (docs/fleet.md).
 
 use super::access::{Access, ENV_CA, ENV_CERT, ENV_KEY};
 use super::error::causes;

@@ -60,6 +60,27 @@ impl Closing {
     }
 }
 
+/// Acknowledges at once what the client has sent. BoringSSL keeps a TLS 1.3 connection's
+/// session ticket until the server first writes, so after the handshake the server is silent
+/// and the kernel delays its ACK of the client's Finished by up to 40 ms; a client with
+/// Nagle's algorithm on (no TCP_NODELAY, as many libraries leave it) holds its first request
+/// until that ACK comes. One system call per TLS 1.3 connection, instead of 40 ms on the
+/// first request of such clients (`tests/tls_audit.rs` has one).
+fn ack_now(stream: &Stream) {
+    let on: libc::c_int = 1;
+    // SAFETY: the descriptor is this live connection's; the option value is a c_int that
+    // outlives the call. A failure only leaves the kernel's delayed ACK in place.
+    unsafe {
+        libc::setsockopt(
+            stream.id(),
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 /// Decrements the connection gauge however the connection ends.
 struct Open(prometheus::IntGauge);
 
@@ -130,6 +151,12 @@ impl ServerApp for ListenerApp {
                 return None;
             }
         };
+        if stream
+            .get_ssl_digest()
+            .is_some_and(|tls| tls.version == "TLSv1.3")
+        {
+            ack_now(&stream);
+        }
         let h2c = self.proxy.server_options().is_some_and(|o| o.h2c);
         if stream.selected_alpn_proto() == Some(pingora_core::protocols::ALPN::H2) || h2c {
             // HTTP/2 multiplexes requests on tasks of their own and has its own idle timer.

@@ -15,15 +15,8 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, ReadBuf};
 
-/// A TLS connection as Pingora's OpenSSL listener hands it over.
+/// A TLS connection as Pingora's BoringSSL listener hands it over.
 type TlsStream = pingora_core::protocols::tls::SslStream<L4Stream>;
-
-extern "C" {
-    /// OpenSSL: whether the connection holds unprocessed input, decrypted or not (with
-    /// read-ahead a whole next record can sit in its buffer while the socket is empty).
-    /// Not in `openssl-sys`; the library Pingora links provides it (OpenSSL >= 1.1.0).
-    fn SSL_has_pending(ssl: *const std::ffi::c_void) -> std::ffi::c_int;
-}
 
 /// Whether Pingora carries bytes of the next request over from the previous one (pipelined
 /// requests). Pingora 0.9.1 has no accessor for it, so this reads the settings' `Debug` form;
@@ -59,10 +52,12 @@ fn holds_pipelined_request(settings: &HttpPersistentSettings) -> bool {
     seek.found == Some(true)
 }
 
+/// Whether the connection holds input the library has taken from the socket but not handed
+/// on, decrypted or not (part of a record, or what is left of one).
 fn tls_has_pending(tls: &TlsStream) -> bool {
     use foreign_types::ForeignTypeRef;
     // SAFETY: the pointer is the live `SSL` of this stream, borrowed for the call.
-    unsafe { SSL_has_pending(tls.ssl().as_ptr() as *const std::ffi::c_void) == 1 }
+    unsafe { boring_sys::SSL_has_pending(tls.ssl().as_ptr()) == 1 }
 }
 
 impl ListenerApp {
@@ -155,7 +150,7 @@ impl ListenerApp {
     /// and put back in front of it (Pingora's rewind buffer), so nothing is lost; on a busy
     /// connection the request is already there and this costs a copy of its TLS records, no
     /// extra system call. Neither kind of listener has a read buffer of its own in which
-    /// bytes could hide (`endpoint` in runtime/services.rs); a TLS connection's OpenSSL buffer is
+    /// bytes could hide (`endpoint` in runtime/services.rs); a TLS connection's library buffer is
     /// checked.
     async fn next_request(
         &self,

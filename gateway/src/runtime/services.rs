@@ -20,7 +20,7 @@ use std::time::Duration;
 pub(super) const SETTLE: Duration = Duration::from_secs(1);
 
 /// A listening endpoint without Pingora's L4 read buffer (64 KiB per connection, resident
-/// for its whole life): OpenSSL reads ahead into its own under TLS, Pingora reads a request
+/// for its whole life): the TLS library reads records into its own under TLS, Pingora reads a request
 /// head into its own, and a PROXY header is read in large reads with the rest put back (see
 /// `benches/README.md` for what it costs and saves).
 pub(super) fn endpoint(addr: std::net::SocketAddr) -> ListenerConfig {

@@ -11,6 +11,7 @@
 
 mod certs;
 mod challenge;
+mod ciphers;
 pub mod client_auth;
 pub mod client_cert;
 mod connection;
@@ -20,9 +21,10 @@ mod sni;
 
 pub use certs::{generate_dev_cert, load_certified_key, with_ocsp_staple, CertStore, CertifiedKey};
 pub use challenge::{is_challenge, HandshakeChallenge};
+pub use ciphers::TLS12_CIPHERS;
 pub use client_auth::ClientAuth;
 pub use client_cert::ClientCert;
 pub use connection::TlsConnection;
 pub use session_cache::SessionCache;
-pub use settings::{listener_settings, GROUPS, TLS12_CIPHERS};
+pub use settings::{listener_settings, GROUPS};
 pub use sni::CertResolver;

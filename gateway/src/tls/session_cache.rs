@@ -1,4 +1,5 @@
-//! The server-side TLS session cache that resumption uses instead of session tickets.
+//! The server-side TLS session cache: resumption by session id, for the TLS 1.2 clients that
+//! take no session tickets (the others, and every TLS 1.3 client, resume from tickets).
 
 use pingora_core::tls::ssl::SslSession;
 use std::collections::{HashMap, VecDeque};
@@ -6,14 +7,12 @@ use std::sync::Mutex;
 
 /// TLS sessions kept for resumption, shared by the listener's threads.
 ///
-/// OpenSSL's built-in cache forgets a session whenever its connection ends without the
-/// server's close_notify, which is how most HTTP connections end (the client closes an idle
-/// keep-alive connection), and marks the session object itself as not resumable: resumption
-/// would hardly ever work. This one keeps each session serialized (as nginx's shared cache
-/// does), hands out a fresh copy per lookup, and keeps it until it expires (OpenSSL checks
-/// the lifetime on every lookup) or `capacity` newer ones pushed it out. The lock is taken once or twice per full handshake and once per resumption, never
-/// per request. A TLS 1.3 ticket may be presented more than once; without 0-RTT (off) that
-/// is harmless, and resumption still runs a fresh (EC)DHE exchange.
+/// Each session is kept serialized (as nginx's shared cache does), handed out as a fresh copy
+/// per lookup, and kept until it expires (the library checks the lifetime on every lookup) or
+/// `capacity` newer ones pushed it out; a library's built-in cache may forget a session whose
+/// connection ended without the server's close_notify, which is how most HTTP connections end
+/// (the client closes an idle keep-alive connection). The lock is taken once per full
+/// handshake that makes a session id and once per resumption by id, never per request.
 pub struct SessionCache {
     capacity: usize,
     inner: Mutex<Sessions>,

@@ -2,6 +2,7 @@
 //! callbacks that pick certificates and staple OCSP responses.
 
 use super::challenge::{mark_challenge, offered_alpn, select_alpn, HandshakeChallenge};
+use super::ciphers::{client_prefers_chacha, prefer_chacha, set_server_order};
 use super::sni::{CertResolver, SniCallback};
 use crate::config::{Alpn, TlsVersion};
 use boring::ssl::{ExtensionType, SelectCertError};
@@ -10,26 +11,6 @@ use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::ALPN;
 use pingora_core::tls::ssl::{NameType, SslOptions, SslSessionCacheMode, SslVersion};
 use std::sync::Arc;
-
-/// TLS 1.2 suites: ECDHE only (forward secrecy), AEAD only, in the server's order of
-/// preference. Each bracket is one rank in which the client's order decides (BoringSSL's
-/// equal-preference groups): AES-128-GCM first, unless the client lists ChaCha20 first (a
-/// client without AES hardware does).
-pub const TLS12_CIPHERS: &str = "[ECDHE-ECDSA-AES128-GCM-SHA256|ECDHE-ECDSA-CHACHA20-POLY1305]:\
-[ECDHE-RSA-AES128-GCM-SHA256|ECDHE-RSA-CHACHA20-POLY1305]:\
-ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384";
-
-/// TLS 1.3 suites, in the same order as TLS 1.2's: AES-128-GCM or ChaCha20 (the client's
-/// choice), then AES-256-GCM. BoringSSL's own server order would follow the client's for all
-/// three. Each with its flag: whether it ranks with the next one.
-const TLS13_CIPHERS: [(u16, u32); 3] = [
-    (
-        boring_sys::SSL_CIPHER_AES_128_GCM_SHA256 as u16,
-        boring_sys::SSL_CIPHER_FLAG_EQUAL_PREFERENCE_WITH_NEXT as u32,
-    ),
-    (boring_sys::SSL_CIPHER_CHACHA20_POLY1305_SHA256 as u16, 0),
-    (boring_sys::SSL_CIPHER_AES_256_GCM_SHA384 as u16, 0),
-];
 
 /// Key exchange groups: Mozilla's (X25519, P-256, P-384) after the hybrid post-quantum one.
 pub const GROUPS: &str = "X25519MLKEM768:X25519:P-256:P-384";
@@ -59,22 +40,7 @@ pub fn listener_settings(
     settings
         .set_min_proto_version(Some(min))
         .map_err(|e| e.to_string())?;
-    settings
-        .set_cipher_list(TLS12_CIPHERS)
-        .map_err(|e| e.to_string())?;
-    let (ids, flags): (Vec<u16>, Vec<u32>) = TLS13_CIPHERS.into_iter().unzip();
-    // SAFETY: the context is the one being built; BoringSSL copies both arrays.
-    let set = unsafe {
-        boring_sys::SSL_CTX_set1_tls13_ciphers(
-            settings.as_ptr(),
-            ids.as_ptr(),
-            flags.as_ptr(),
-            ids.len(),
-        )
-    };
-    if set != 1 {
-        return Err("cannot set the TLS 1.3 cipher suites".into());
-    }
+    set_server_order(&mut settings)?;
     settings
         .set_curves_list(GROUPS)
         .map_err(|e| e.to_string())?;
@@ -104,11 +70,15 @@ pub fn listener_settings(
         .set_session_id_context(&resolver.session_context())
         .map_err(|e| e.to_string())?;
     let contexts = resolver.clone();
-    // BoringSSL runs this callback before it decides whether to resume: a session (or ticket)
-    // made under other checks is refused here, whatever its age.
-    // It also marks a CA's challenge handshake, before the certificate callback needs to know.
+    // BoringSSL runs this callback before it picks a suite or decides whether to resume: here a
+    // ChaCha20-first client gets ChaCha20 first; a session (or ticket) made under other checks
+    // is refused, whatever its age; a CA's challenge handshake is marked, before the
+    // certificate callback needs to know.
     let early = challenge.clone();
     settings.set_select_certificate_callback(move |mut hello| {
+        if client_prefers_chacha(&hello) && !prefer_chacha(hello.ssl_mut()) {
+            return Err(SelectCertError::ERROR);
+        }
         let challenged = early.as_ref().is_some_and(|c| {
             let alpn = hello.get_extension(ExtensionType::APPLICATION_LAYER_PROTOCOL_NEGOTIATION);
             c.alpn(offered_alpn(alpn.unwrap_or_default())).is_some()

@@ -16,8 +16,8 @@ use pingora_core::tls::ssl::{NameType, SslVerifyMode};
 use std::any::Any;
 use std::sync::{Arc, Mutex};
 
-/// Sessions kept for resumption per listener (OpenSSL's default cache size), each valid for
-/// OpenSSL's default session lifetime.
+/// Sessions kept for resumption by session id per listener (the TLS library's default cache
+/// size), each valid for the library's default session lifetime.
 const SESSION_CACHE_SIZE: usize = 20480;
 
 /// The SNI callback of one listener; reload swaps the store it reads.
@@ -118,7 +118,7 @@ impl CertResolver {
     }
 
     /// The TLS session id context of a handshake starting now: the listener's name and its
-    /// current client certificate checks. OpenSSL resumes only a session made under the
+    /// current client certificate checks. BoringSSL resumes only a session (or ticket) made under the
     /// same context, so one made before the checks changed never resumes after, not even
     /// one whose handshake was under way while the cache was emptied.
     pub(super) fn session_context(&self) -> [u8; 32] {
