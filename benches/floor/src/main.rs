@@ -120,8 +120,9 @@ fn main() {
         peer: HttpPeer::new(args.upstream, false, String::new()),
     };
     let mut service = pingora_proxy::http_proxy_service(&server.configuration, floor);
-    // Portico's listener buffers (gateway/src/runtime/services.rs, `endpoint`): the TLS library
-    // reads records into its own buffer, so no L4 read buffer; Pingora's default write buffer.
+    // Portico's listener buffers (gateway/src/runtime/services.rs, `endpoint`): no L4 read
+    // buffer, Pingora's default write buffer. Without Portico's parking between requests this
+    // costs the floor a second read per request on BoringSSL (benches/README.md).
     service.add_listener(
         ListenerConfig::tcp(args.listen)
             .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE))

@@ -20,9 +20,11 @@ use std::time::Duration;
 pub(super) const SETTLE: Duration = Duration::from_secs(1);
 
 /// A listening endpoint without Pingora's L4 read buffer (64 KiB per connection, resident
-/// for its whole life): the TLS library reads records into its own under TLS, Pingora reads a request
-/// head into its own, and a PROXY header is read in large reads with the rest put back (see
-/// `benches/README.md` for what it costs and saves).
+/// for its whole life). BoringSSL has no read-ahead: it reads a record's header, then its body;
+/// between requests the listener reads the next request's first bytes itself, in one call, and
+/// puts them back in front of the stream (`listener/h1.rs`), so a request in one record costs
+/// one read. Pingora reads a request head into its own buffer, and a PROXY header is read in
+/// large reads with the rest put back (see `benches/README.md` for what it costs and saves).
 pub(super) fn endpoint(addr: std::net::SocketAddr) -> ListenerConfig {
     ListenerConfig::tcp(addr.to_string())
         .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE))

@@ -21,10 +21,9 @@ mod sni;
 
 pub use certs::{generate_dev_cert, load_certified_key, with_ocsp_staple, CertStore, CertifiedKey};
 pub use challenge::{is_challenge, HandshakeChallenge};
-pub use ciphers::TLS12_CIPHERS;
 pub use client_auth::ClientAuth;
 pub use client_cert::ClientCert;
 pub use connection::TlsConnection;
 pub use session_cache::SessionCache;
-pub use settings::{listener_settings, GROUPS};
+pub use settings::listener_settings;
 pub use sni::CertResolver;

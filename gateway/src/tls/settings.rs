@@ -13,7 +13,7 @@ use pingora_core::tls::ssl::{NameType, SslOptions, SslSessionCacheMode, SslVersi
 use std::sync::Arc;
 
 /// Key exchange groups: Mozilla's (X25519, P-256, P-384) after the hybrid post-quantum one.
-pub const GROUPS: &str = "X25519MLKEM768:X25519:P-256:P-384";
+const GROUPS: &str = "X25519MLKEM768:X25519:P-256:P-384";
 
 /// Builds the TLS settings of a listener.
 ///
@@ -46,10 +46,6 @@ pub fn listener_settings(
         .map_err(|e| e.to_string())?;
     // BoringSSL never renegotiates as a server and has no TLS compression: nothing to turn off.
     settings.set_options(SslOptions::CIPHER_SERVER_PREFERENCE);
-    // The library reads whatever has arrived into its own record buffer in one call, so the
-    // listener needs no read buffer of its own under TLS (see `server.rs`); without it, each
-    // record would take two reads (header, then body).
-    settings.set_read_ahead(true);
     // Resumption (docs/security.md, "TLS"): session tickets, sealed with keys BoringSSL makes
     // itself and replaces every 48 hours, for TLS 1.3 (BoringSSL resumes TLS 1.3 from tickets
     // only) and TLS 1.2 clients that take them; TLS 1.2 session ids from Portico's cache.
