@@ -1,7 +1,9 @@
 //! The server-side TLS session cache: resumption by session id, for the TLS 1.2 clients that
 //! take no session tickets (the others, and every TLS 1.3 client, resume from tickets).
 
-use pingora_core::tls::ssl::SslSession;
+use boring::ssl::SslInfoCallbackMode;
+use foreign_types::{ForeignType, ForeignTypeRef};
+use pingora_core::tls::ssl::{SslRef, SslSession, SslVersion};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
@@ -33,9 +35,50 @@ impl SessionCache {
         }
     }
 
-    pub fn insert(&self, session: SslSession) {
-        let id = session.id().to_vec();
-        let Ok(der) = session.to_der() else { return };
+    /// The listener's info callback: keeps the session of a full TLS 1.2 handshake that has a
+    /// session id at the one moment the client's Finished has been verified and the server's is
+    /// not yet written.
+    ///
+    /// The library's own hook (the new-session callback) runs only after the server's Finished
+    /// is on the wire, and a client that reconnects at once (sslyze does, from five threads)
+    /// could ask for the session before it was kept, and get a full handshake. BoringSSL names
+    /// that moment by the handshake state the client's Finished leads to; a resumed handshake
+    /// passes that state too, before the client's Finished, and is skipped (its session is kept
+    /// already). A session given a ticket has no id and is not kept.
+    pub fn on_handshake_step(&self, ssl: &SslRef, mode: SslInfoCallbackMode) {
+        if mode != SslInfoCallbackMode::ACCEPT_LOOP
+            || ssl.state_string_long() != "TLS server send_server_finished"
+            || ssl.session_reused()
+            || ssl.version2() != Some(SslVersion::TLS1_2)
+        {
+            return;
+        }
+        let Some(session) = ssl.session() else { return };
+        let id = session.id();
+        if id.is_empty() {
+            return;
+        }
+        // Until the handshake ends the library marks its session not resumable, and its usual
+        // serialization writes a placeholder for such a session; the ticket form is the whole
+        // session but its id, which `get` puts back.
+        let mut bytes = std::ptr::null_mut();
+        let mut len = 0;
+        // SAFETY: the session is live for the call; on success the library hands over `bytes`,
+        // freed below with its own allocator.
+        if unsafe {
+            boring_sys::SSL_SESSION_to_bytes_for_ticket(session.as_ptr(), &mut bytes, &mut len)
+        } != 1
+        {
+            return;
+        }
+        // SAFETY: `bytes` holds `len` bytes written by the library.
+        let der = unsafe { std::slice::from_raw_parts(bytes, len) }.to_vec();
+        // SAFETY: allocated by the library above, not used after.
+        unsafe { boring_sys::OPENSSL_free(bytes.cast()) };
+        self.insert(id.to_vec(), der);
+    }
+
+    fn insert(&self, id: Vec<u8>, der: Vec<u8>) {
         let mut s = self.inner.lock().unwrap();
         while s.by_id.len() >= self.capacity {
             let Some(oldest) = s.order.pop_front() else {
@@ -50,7 +93,12 @@ impl SessionCache {
 
     pub fn get(&self, id: &[u8]) -> Option<SslSession> {
         let der = self.inner.lock().unwrap().by_id.get(id).cloned()?;
-        SslSession::from_der(&der).ok()
+        let session = SslSession::from_der(&der).ok()?;
+        // SAFETY: the session was just made here and is not shared; the library copies the id
+        // (at most 32 bytes, as every id it made is).
+        let set =
+            unsafe { boring_sys::SSL_SESSION_set1_id(session.as_ptr(), id.as_ptr(), id.len()) };
+        (set == 1).then_some(session)
     }
 
     pub fn len(&self) -> usize {

@@ -56,7 +56,7 @@ pub fn listener_settings(
     unsafe { boring_sys::SSL_CTX_set_num_tickets(settings.as_ptr(), 1) };
     let cache = resolver.sessions.clone();
     let store = cache.clone();
-    settings.set_new_session_callback(move |_, session| store.insert(session));
+    settings.set_info_callback(move |ssl, mode, _| store.on_handshake_step(ssl, mode));
     // SAFETY: the sessions handed back were all made by this same context (the callback
     // above), which is what the library requires of a session returned here.
     unsafe { settings.set_get_session_callback(move |_, id| Ok(cache.get(id))) };
