@@ -3,6 +3,7 @@
 
 use super::challenge::{mark_challenge, offered_alpn, select_alpn, HandshakeChallenge};
 use super::ciphers::{client_prefers_chacha, prefer_chacha, set_server_order};
+use super::session_cache::keep_sessions;
 use super::sni::{CertResolver, SniCallback};
 use crate::config::{Alpn, TlsVersion};
 use boring::ssl::{ExtensionType, SelectCertError};
@@ -55,8 +56,7 @@ pub fn listener_settings(
     // SAFETY: the context is the one being built, not yet shared.
     unsafe { boring_sys::SSL_CTX_set_num_tickets(settings.as_ptr(), 1) };
     let cache = resolver.sessions.clone();
-    let store = cache.clone();
-    settings.set_info_callback(move |ssl, mode, _| store.on_handshake_step(ssl, mode));
+    keep_sessions(&mut settings, cache.clone());
     // SAFETY: the sessions handed back were all made by this same context (the callback
     // above), which is what the library requires of a session returned here.
     unsafe { settings.set_get_session_callback(move |_, id| Ok(cache.get(id))) };
