@@ -121,6 +121,9 @@ fn server_conf(snap: &Snapshot, base: &std::path::Path, daemon: bool) -> ServerC
         // Portico bounds retries per upstream itself.
         max_retries: 16,
         upstream_keepalive_pool_size: s.upstream_keepalive_pool,
+        // Upstream timeouts of a second or more on tokio's timer rather than Pingora's, which
+        // keeps a cancelled deadline until it passes (docs/deployment.md, "Timers").
+        fast_timeout_to_tokio_threshold_seconds: Some(0),
         ..Default::default()
     }
 }
