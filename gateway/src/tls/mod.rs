@@ -24,6 +24,5 @@ pub use challenge::{is_challenge, HandshakeChallenge};
 pub use client_auth::ClientAuth;
 pub use client_cert::ClientCert;
 pub use connection::TlsConnection;
-pub use session_cache::SessionCache;
 pub use settings::listener_settings;
 pub use sni::CertResolver;

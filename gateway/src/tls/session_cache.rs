@@ -90,14 +90,6 @@ impl SessionCache {
         (set == 1).then_some(session)
     }
 
-    pub fn len(&self) -> usize {
-        self.inner.lock().unwrap().by_id.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Forgets every session.
     pub fn clear(&self) {
         let mut s = self.inner.lock().unwrap();
