@@ -276,6 +276,36 @@ async fn an_idle_keepalive_connection_is_closed_after_idle_timeout() {
     }
 }
 
+/// A kept-alive HTTP/1 connection waits on one clock (listener/h1.rs): after the first
+/// request it is moved from `header_timeout` to `idle_timeout` (here later, which tokio's timer
+/// does without re-arming), and after a request that outlasted it (the clock ran out while
+/// the backend answered) it is set again. Both must give the next request its full
+/// `idle_timeout`, and still close the connection when that passes.
+#[tokio::test]
+async fn the_connection_clock_follows_each_request() {
+    let (_ca, gw, _backend) = start("header_timeout: 1s, idle_timeout: 3s").await;
+    let opts = TlsClientOpts::insecure().alpn(&["http/1.1"]);
+    for name in ["web", "tls"] {
+        let addr = gw.listener(name);
+        let mut conn = match name {
+            "web" => HttpConn::plain(addr).await.unwrap(),
+            _ => HttpConn::tls(addr, "t.test", &opts).await.unwrap(),
+        };
+        assert_eq!(conn.get("/first").await.unwrap().status, 200, "{name}");
+        // Past the first head's 1 s, within the 3 s idle time.
+        tokio::time::sleep(Duration::from_millis(1800)).await;
+        assert_eq!(conn.get("/second").await.unwrap().status, 200, "{name}");
+        // A request slower than the clock: it runs out while the backend answers.
+        let slow = conn.get("/sleep/3500").await.unwrap();
+        assert_eq!(slow.status, 200, "{name}");
+        tokio::time::sleep(Duration::from_millis(1800)).await;
+        assert_eq!(conn.get("/after-slow").await.unwrap().status, 200, "{name}");
+        // And idle past 3 s: closed.
+        tokio::time::sleep(Duration::from_millis(4000)).await;
+        assert!(conn.get("/too-late").await.is_err(), "{name}: still open");
+    }
+}
+
 /// The listeners of [`start`]'s gateway, with the SNI a raw client sends to each.
 const BOTH_LISTENERS: [(&str, Option<&str>); 2] = [("tls", Some("t.test")), ("web", None)];
 

@@ -12,8 +12,9 @@ use pingora_core::server::ShutdownWatch;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncRead, ReadBuf};
+use tokio::time::Sleep;
 
 /// A TLS connection as Pingora's BoringSSL listener hands it over.
 type TlsStream = pingora_core::protocols::tls::SslStream<L4Stream>;
@@ -99,6 +100,11 @@ impl ListenerApp {
     /// each head on a clock: the first must be complete within `header_timeout` of the
     /// connection's start, each later one within `idle_timeout` of the previous request's end.
     /// A slow head on a kept-alive connection holds it no longer than an idle one would.
+    ///
+    /// One timer serves the connection's whole life: waiting for a request and waiting for its
+    /// head end at the same deadline, and moving a deadline later is an atomic store in
+    /// tokio's timer, where a timer made and dropped per wait takes the timer's lock twice
+    /// (`benches/README.md`, optimisation log).
     pub(super) async fn serve_h1(
         self: &Arc<Self>,
         mut stream: Stream,
@@ -106,32 +112,40 @@ impl ListenerApp {
         header_timeout: Duration,
         idle_timeout: Duration,
     ) {
-        let mut deadline = Instant::now() + header_timeout;
+        let clock = tokio::time::sleep(header_timeout);
+        tokio::pin!(clock);
+        let mut within = header_timeout;
         let mut settings = None;
         loop {
-            let Some(next) = self.next_request(stream, deadline, settings.as_ref()).await else {
+            let Some(next) = self
+                .next_request(stream, clock.as_mut(), settings.as_ref())
+                .await
+            else {
                 return;
             };
-            let limit = deadline.saturating_duration_since(Instant::now());
             // Boxed, with the session made inside: a request's state (~900 bytes, the session
             // among it) then exists only while the request is under way, instead of in the
             // future of every parked connection.
+            let head_clock = clock.as_mut();
             let served = Box::pin(connection::watch_head(async move {
                 let session = self.h1_session(next, settings, shutdown, idle_timeout);
                 tokio::select! {
                     r = self.proxy.process_new_http(session, shutdown) => Some(r),
-                    _ = head_watchdog(limit) => None,
+                    _ = head_watchdog(head_clock) => None,
                 }
             }));
             match served.await {
                 Some(Some(reused)) => {
                     (stream, settings) = reused.consume();
-                    deadline = Instant::now() + idle_timeout;
+                    clock
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + idle_timeout);
+                    within = idle_timeout;
                 }
                 Some(None) => return,
                 None => {
                     log::debug!(
-                        "listener {}: no complete request head within {limit:?}, closing",
+                        "listener {}: no complete request head within {within:?}, closing",
                         self.name
                     );
                     return;
@@ -155,7 +169,7 @@ impl ListenerApp {
     async fn next_request(
         &self,
         stream: Stream,
-        deadline: Instant,
+        deadline: Pin<&mut Sleep>,
         settings: Option<&HttpPersistentSettings>,
     ) -> Option<Stream> {
         if stream.as_any().is::<TlsStream>() {
@@ -183,7 +197,7 @@ impl ListenerApp {
     async fn until_bytes(
         &self,
         raw: &mut L4Stream,
-        deadline: Instant,
+        deadline: Pin<&mut Sleep>,
         settings: Option<&HttpPersistentSettings>,
     ) -> bool {
         let mut idle = false;
@@ -213,7 +227,7 @@ impl ListenerApp {
         tokio::select! {
             biased;
             arrived = arrived => arrived,
-            _ = tokio::time::sleep_until(deadline.into()) => {
+            _ = deadline => {
                 log::debug!("listener {}: no request in time, closing", self.name);
                 false
             }

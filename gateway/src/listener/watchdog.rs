@@ -2,12 +2,15 @@
 
 use crate::net::connection;
 use crate::tls::TlsConnection;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Sleep;
 
-/// Resolves when `limit` passes before a request head was read; never otherwise.
-pub(super) async fn head_watchdog(limit: Duration) {
-    tokio::time::sleep(limit).await;
+/// Resolves when `clock` (the connection's deadline for this head) runs out before the
+/// request head was read; never otherwise.
+pub(super) async fn head_watchdog(clock: Pin<&mut Sleep>) {
+    clock.await;
     if connection::head_seen() {
         std::future::pending::<()>().await;
     }
