@@ -82,8 +82,11 @@ pub(super) fn answered(resp: &ResponseHeader, ctx: &mut Ctx) {
         } else {
             pool.report_success(i, probe);
         }
-        metrics::UPSTREAM_REQUESTS
-            .with_label_values(&[&pool.name, &backend.addr, "ok"])
+        backend
+            .answered
+            .get_or_init(|| {
+                metrics::UPSTREAM_REQUESTS.with_label_values(&[&pool.name, &backend.addr, "ok"])
+            })
             .inc();
     }
     if let Some(t) = ctx.state.upstream_started {

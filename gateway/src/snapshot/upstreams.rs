@@ -192,6 +192,7 @@ fn compile_pool(
                 backup,
                 health: h,
                 inflight: Default::default(),
+                answered: Default::default(),
             });
         }
     }

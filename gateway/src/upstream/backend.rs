@@ -3,9 +3,10 @@
 use super::health::Health;
 use arc_swap::ArcSwap;
 use pingora_core::upstreams::peer::HttpPeer;
+use prometheus::IntCounter;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 pub struct Backend {
     /// As written in the config; the `backend` label and `/status` key.
@@ -18,6 +19,10 @@ pub struct Backend {
     pub health: Arc<Health>,
     /// Requests in flight, for `least_conn`.
     pub inflight: AtomicUsize,
+    /// Its `portico_upstream_requests_total{outcome="ok"}` series, looked up on its first
+    /// answer (so a snapshot a reload rejects leaves no series behind) instead of by three
+    /// labels on every answer.
+    pub answered: OnceLock<IntCounter>,
 }
 
 /// Where a backend is reached now.

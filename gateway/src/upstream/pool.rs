@@ -247,6 +247,7 @@ mod tests {
                     backup,
                     health: Arc::new(Health::new(false)),
                     inflight: AtomicUsize::new(0),
+                    answered: Default::default(),
                 }
             })
             .collect();
