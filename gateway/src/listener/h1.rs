@@ -102,9 +102,9 @@ impl ListenerApp {
     /// A slow head on a kept-alive connection holds it no longer than an idle one would.
     ///
     /// One timer serves the connection's whole life: waiting for a request and waiting for its
-    /// head end at the same deadline, and moving a deadline later is an atomic store in
-    /// tokio's timer, where a timer made and dropped per wait takes the timer's lock twice
-    /// (`benches/README.md`, optimisation log).
+    /// head end at the same deadline, and moving a deadline later is one atomic
+    /// compare-exchange in tokio's timer, where a timer made and dropped per wait takes the
+    /// timer's lock twice (`benches/README.md`, optimisation log).
     pub(super) async fn serve_h1(
         self: &Arc<Self>,
         mut stream: Stream,
