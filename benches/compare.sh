@@ -29,6 +29,7 @@
 #   comparisons; ALT_LABEL names its row)  HOLD=1 (start and check everything, then keep it
 #   running until interrupted, to profile by hand)  QUIET_WAIT=1200 QUIET_LOAD=0.7 (wait for a quiet
 #   machine first)  PORT_BASE=18000  OUT=benches/results  KEEP=1 (keep the work dir)
+#   FLOOR_TIMEOUTS=1 (the floor with Portico's default timeouts: benches/floor/src/main.rs)
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -11,7 +11,9 @@
 # The second form counts the floor (benches/floor: the same job on Pingora alone, built by
 # `cargo build --release -p portico-floor`) in the same setting, so that the two counts give
 # what Portico adds per request; a binary named portico-floor is started as the floor
-# (KIND=floor|portico overrides the guess).
+# (KIND=floor|portico overrides the guess). FLOOR_TIMEOUTS=1 gives the floor Portico's default
+# upstream and HTTP/2 idle timeouts (benches/floor/src/main.rs), to tell what Pingora's timers
+# cost for them from what the rest of Portico costs.
 #
 # Env: REQUESTS=2000 CONNS=10 STREAMS=1 PROTO=h1|h2 PLUGINS=0|5 PATH_=/small OUT=dir (keeps the
 # callgrind file there, for callgrind_annotate or kcachegrind). CONNS=REQUESTS gives one

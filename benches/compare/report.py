@@ -16,7 +16,12 @@ TARGETS = [
     ("portico", "Portico"),
     ("portico5", "Portico + 5 plugins"),
     ("alt", os.environ.get("ALT_LABEL") or "Portico (PORTICO_ALT)"),
-    ("floor", "floor (Pingora alone)"),
+    (
+        "floor",
+        "floor + Portico's timeouts"
+        if os.environ.get("FLOOR_TIMEOUTS") == "1"
+        else "floor (Pingora alone)",
+    ),
     ("pingap", "pingap"),
     ("nginx", "nginx"),
     ("haproxy", "HAProxy"),

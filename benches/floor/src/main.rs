@@ -11,6 +11,12 @@
 //! allocator. Nothing else: no routing, plugins, metrics, health checks, limits or parking of
 //! idle connections; Pingora's own HTTP/1 and HTTP/2 loops serve the connections.
 //!
+//! `--timeouts` (or `FLOOR_TIMEOUTS=1`) adds Portico's default timeouts as Portico sets them:
+//! upstream connect 2 s (4 s in all), read and write 30 s, pooled connections idle 60 s, all on
+//! tokio's timer, and HTTP/2 connections idle 60 s. Pingora arms a timer for each of them per
+//! request, so the pair of floors shows what the contract's timeouts cost in Pingora and what
+//! the rest of Portico costs (benches/README.md, "What the timeouts cost").
+//!
 //! ```text
 //! portico-floor --listen 127.0.0.1:8443 --upstream 127.0.0.1:8080 --cert cert.pem --key key.pem
 //! ```
@@ -21,6 +27,7 @@ use async_trait::async_trait;
 use gateway::config::{Alpn, TlsVersion};
 use gateway::tls::{self, CertResolver, CertStore};
 use http::{header, HeaderName, HeaderValue};
+use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
@@ -43,18 +50,24 @@ struct Args {
     upstream: SocketAddr,
     cert: PathBuf,
     key: PathBuf,
+    timeouts: bool,
 }
 
 const USAGE: &str =
-    "usage: portico-floor --listen ADDR --upstream ADDR --cert FILE --key FILE (or FLOOR_LISTEN, FLOOR_UPSTREAM, FLOOR_CERT, FLOOR_KEY)";
+    "usage: portico-floor --listen ADDR --upstream ADDR --cert FILE --key FILE [--timeouts] (or FLOOR_LISTEN, FLOOR_UPSTREAM, FLOOR_CERT, FLOOR_KEY, FLOOR_TIMEOUTS=1)";
 
 fn parse_args() -> std::result::Result<Args, String> {
     let env = |k: &str| std::env::var(k).ok();
     let (mut listen, mut upstream) = (env("FLOOR_LISTEN"), env("FLOOR_UPSTREAM"));
     let (mut cert, mut key) = (env("FLOOR_CERT"), env("FLOOR_KEY"));
+    let mut timeouts = env("FLOOR_TIMEOUTS").is_some_and(|v| v == "1");
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let slot = match a.as_str() {
+            "--timeouts" => {
+                timeouts = true;
+                continue;
+            }
             "--listen" => &mut listen,
             "--upstream" => &mut upstream,
             "--cert" => &mut cert,
@@ -75,6 +88,7 @@ fn parse_args() -> std::result::Result<Args, String> {
         upstream,
         cert: cert.into(),
         key: key.into(),
+        timeouts,
     })
 }
 
@@ -112,14 +126,36 @@ fn main() {
         threads: 1,
         // Portico's default `server.upstream_keepalive_pool` (Pingora's is 128).
         upstream_keepalive_pool_size: 1024,
+        // Portico runs timeouts of a second or more on tokio's timer (docs/deployment.md,
+        // "Timers"); without `--timeouts` the floor is as it was, on Pingora's defaults.
+        fast_timeout_to_tokio_threshold_seconds: if args.timeouts {
+            Some(0)
+        } else {
+            ServerConf::default().fast_timeout_to_tokio_threshold_seconds
+        },
         ..Default::default()
     };
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
-    let floor = Floor {
-        peer: HttpPeer::new(args.upstream, false, String::new()),
-    };
-    let mut service = pingora_proxy::http_proxy_service(&server.configuration, floor);
+    let mut peer = HttpPeer::new(args.upstream, false, String::new());
+    let upstream = gateway::config::TimeoutsConfig::default();
+    let idle = gateway::config::LimitsConfig::default().idle_timeout.get();
+    if args.timeouts {
+        // As gateway/src/snapshot/upstreams.rs sets them from an upstream's `timeouts`.
+        peer.options.connection_timeout = Some(upstream.connect.get());
+        peer.options.total_connection_timeout = Some(upstream.connect.get() * 2);
+        peer.options.read_timeout = Some(upstream.read.get());
+        peer.options.write_timeout = Some(upstream.write.get());
+        peer.options.idle_timeout = Some(upstream.idle.get());
+    }
+    let mut service = pingora_proxy::http_proxy_service(&server.configuration, Floor { peer });
+    if args.timeouts {
+        let mut options = HttpServerOptions::default();
+        options.h2_idle_timeout = Some(idle);
+        if let Some(proxy) = service.app_logic_mut() {
+            proxy.server_options = Some(options);
+        }
+    }
     // Portico's listener buffers (gateway/src/runtime/services.rs, `endpoint`): no L4 read
     // buffer, Pingora's default write buffer. Without Portico's parking between requests this
     // costs the floor a second read per request on BoringSSL (benches/README.md).
