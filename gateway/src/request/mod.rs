@@ -50,7 +50,12 @@ pub struct Gateway {
 
 #[async_trait]
 impl ProxyHttp for Gateway {
-    type CTX = Ctx;
+    /// Boxed: Pingora keeps the context in its request future, which it moves into a box of
+    /// its own per request (and per HTTP/2 stream), and that future holds room for the
+    /// context three times over; inline, the 568-byte context made it ~1.6 KiB larger to copy
+    /// and to keep per request in flight (benches/README.md, "The timeouts, and the request
+    /// context").
+    type CTX = Box<Ctx>;
 
     /// Pingora's response compression (off until a plugin switches it on), then the module
     /// that ends the brotli streams it leaves open (see `plugin::brotli_end`).
@@ -61,16 +66,16 @@ impl ProxyHttp for Gateway {
         modules.add_module(crate::plugin::BrotliEnd::builder());
     }
 
-    fn new_ctx(&self) -> Ctx {
+    fn new_ctx(&self) -> Box<Ctx> {
         let snapshot = self.snapshot.load_full();
-        Ctx::new(
+        Box::new(Ctx::new(
             snapshot,
             self.listener.clone(),
             self.lifecycle.request_started(),
-        )
+        ))
     }
 
-    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Box<Ctx>) -> Result<()> {
         read::connection(session, ctx, &self.lifecycle);
         let matching = read::request(session, ctx)?;
         // The CA's HTTP-01 request is answered before anything else (docs/acme.md).
@@ -89,7 +94,7 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Box<Ctx>) -> Result<bool> {
         if ctx.acme_challenge {
             ctx.state.status = crate::acme::answer_http01(session).await?;
             ctx.answered = true;
@@ -133,12 +138,16 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         body::filter(session, body, end_of_stream, ctx).await
     }
 
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut Box<Ctx>,
+    ) -> Result<Box<HttpPeer>> {
         failover::pick(session, ctx).await
     }
 
@@ -146,7 +155,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         upstream: &mut RequestHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         let snap = ctx.snapshot.clone();
         let peer = session
@@ -174,7 +183,7 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         failover::answered(resp, ctx);
         Ok(())
@@ -184,7 +193,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         resp: &mut ResponseHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         if self.lifecycle.is_winding_down() {
             session.set_keepalive(None);
@@ -207,7 +216,7 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         body: &mut Option<Bytes>,
         eos: bool,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<Option<std::time::Duration>> {
         if !(ctx.snapshot.global.is_empty() && ctx.route().is_none_or(|r| r.chain.is_empty())) {
             let snap = ctx.snapshot.clone();
@@ -221,7 +230,7 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         _peer: &HttpPeer,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
         e: Box<Error>,
     ) -> Box<Error> {
         failover::connect_failed(ctx, e)
@@ -232,17 +241,22 @@ impl ProxyHttp for Gateway {
         peer: &HttpPeer,
         session: &mut Session,
         e: Box<Error>,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
         _client_reused: bool,
     ) -> Box<Error> {
         failover::proxy_failed(peer, session, e, ctx)
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Box<Ctx>,
+    ) -> FailToProxy {
         answer::failure(session, e, ctx).await
     }
 
-    fn request_summary(&self, session: &Session, ctx: &Ctx) -> String {
+    fn request_summary(&self, session: &Session, ctx: &Box<Ctx>) -> String {
         // Pingora's error lines quote this; the query string may carry secrets (API keys,
         // tokens), so it is left out, as in the access log.
         let req = session.req_header();
@@ -255,7 +269,7 @@ impl ProxyHttp for Gateway {
         )
     }
 
-    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Box<Ctx>, e: &Error) -> bool {
         // A client going away mid-response is not an operator's problem, nor is a plugin
         // refusing a request body.
         let client_gone = e.esource() == &ErrorSource::Downstream
@@ -266,7 +280,7 @@ impl ProxyHttp for Gateway {
         client_gone || answer::is_plugin_answer(e)
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Box<Ctx>) {
         ctx.release_inflight();
         if let Some(resp) = session.response_written() {
             ctx.state.status = resp.status.as_u16();
