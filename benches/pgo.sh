@@ -14,7 +14,8 @@
 # instrumented and add their runs to the profile.
 #
 # Needs llvm-profdata from rustc's own LLVM (`rustup component add llvm-tools`) and what
-# compare.sh needs (nginx as the origin, wrk, h2load). Env: PGO_DATA=target/pgo-data.
+# compare.sh runs (nginx as the origin, wrk, h2load; it installs what is missing). Env:
+# PGO_DATA=target/pgo-data.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
