@@ -470,3 +470,112 @@ async fn backend_connections_are_reused_at_high_concurrency() {
         }
     }
 }
+
+/// A backend head that fills Pingora's header maps (eleven headers, one repeated), in mixed
+/// case, behind `rate_limit` and `headers`, which add response headers after it: an HTTP/2
+/// client gets every header the backend sent (repeats in order) and every one added, and an
+/// HTTP/1.1 client on the same listener still gets the backend's spelling. (For HTTP/2 clients
+/// Portico drops the spellings before adding headers: PLUGINS.md, the `response` hook.)
+#[tokio::test]
+async fn response_headers_reach_http2_and_http1_clients_whole() {
+    const HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\
+        X-Backend-Spelling: A\r\nSet-Cookie: one=1\r\nset-cookie: two=2\r\nCache-Control: no-store\r\n\
+        ETag: \"v1\"\r\nX-A: 1\r\nX-B: 2\r\nX-C: 3\r\nVary: Accept\r\n\r\nok";
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = upstream.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    head.clear();
+                    if s.write_all(HEAD.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let ca = TestCa::new("response head CA");
+    let cert = ca.issue(&["shop.test"]);
+    let gw = Config::admin_only()
+        .listener("tls", &tls(&[&cert], ""))
+        .upstream("app", &backends(&[upstream_addr]))
+        .route(
+            "name: all, upstream: app, plugins: [ \
+             { rate_limit: { per_second: 100, burst: 100 } }, \
+             { headers: { response: { set: { X-Served-By: portico, X-Frame-Options: DENY } } } } ]",
+        )
+        .start()
+        .await;
+    let opts = TlsClientOpts::trusting(ca.cert_path());
+
+    for _ in 0..3 {
+        let r = h2_request(gw.listener("tls"), "shop.test", &opts, "shop.test", "/")
+            .await
+            .unwrap();
+        assert_eq!((r.status, r.version.as_str()), (200, "HTTP/2.0"));
+        assert_eq!(r.text(), "ok");
+        let all = |name: &str| -> Vec<&str> {
+            r.headers
+                .iter()
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        assert_eq!(all("set-cookie"), ["one=1", "two=2"], "{:?}", r.headers);
+        for (name, value) in [
+            ("content-type", "text/plain"),
+            ("x-backend-spelling", "A"),
+            ("cache-control", "no-store"),
+            ("etag", "\"v1\""),
+            ("x-a", "1"),
+            ("x-b", "2"),
+            ("x-c", "3"),
+            ("vary", "Accept"),
+            ("ratelimit-limit", "200"),
+            ("x-served-by", "portico"),
+            ("x-frame-options", "DENY"),
+        ] {
+            assert_eq!(all(name), [value], "{name}: {:?}", r.headers);
+        }
+        assert!(r.header("ratelimit-remaining").is_some(), "{:?}", r.headers);
+        assert!(r.header("x-request-id").is_some_and(|id| !id.is_empty()));
+        assert!(r.header("date").is_some());
+    }
+
+    // HTTP/1.1 over the same listener: the backend's spelling, as it wrote it.
+    let mut conn = tls_connect(
+        gw.listener("tls"),
+        "shop.test",
+        &opts.clone().alpn(&["http/1.1"]),
+    )
+    .await
+    .unwrap();
+    let s = conn.stream();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    for line in [
+        "\r\nX-Backend-Spelling: A\r\n",
+        "\r\nSet-Cookie: one=1\r\n",
+        "\r\nset-cookie: two=2\r\n",
+        "\r\nETag: \"v1\"\r\n",
+        "\r\nRateLimit-Limit: 200\r\n",
+    ] {
+        assert!(answer.contains(line), "{line:?} in {answer}");
+    }
+}

@@ -16,6 +16,7 @@ mod failover;
 mod leftover;
 mod local_error;
 mod read;
+mod response_head;
 
 pub use ctx::Ctx;
 pub use local_error::LocalError;
@@ -199,6 +200,9 @@ impl ProxyHttp for Gateway {
             session.set_keepalive(None);
         }
         ctx.responded = true;
+        if session.as_downstream().is_http2() {
+            response_head::for_http2(resp);
+        }
         resp.insert_header(
             ctx.snapshot.request_id_wire.clone(),
             ctx.request_id_value()?,
