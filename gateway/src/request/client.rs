@@ -6,19 +6,41 @@
 //! a backend can believe about the client"): from any other peer the ones Portico does not
 //! write itself are removed and the ones it does write are replaced.
 
+use super::head::{BareRequest, Head};
 use crate::net::ip::canonical_ip;
 use crate::plugin::RequestState;
 use crate::snapshot::Snapshot;
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora_http::RequestHeader;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
-static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+/// A header Portico writes: its name, and its spelling on an HTTP/1 wire.
+struct Named {
+    name: HeaderName,
+    wire: Bytes,
+}
+
+impl Named {
+    const fn new(name: &'static str, wire: &'static str) -> Named {
+        Named {
+            name: HeaderName::from_static(name),
+            wire: Bytes::from_static(wire.as_bytes()),
+        }
+    }
+
+    fn set(&self, head: &mut impl Head, value: HeaderValue) -> pingora_core::Result<()> {
+        head.set(&self.name, &self.wire, value)
+    }
+}
+
+static X_FORWARDED_FOR: Named = Named::new("x-forwarded-for", "X-Forwarded-For");
+static X_FORWARDED_PROTO: Named = Named::new("x-forwarded-proto", "X-Forwarded-Proto");
+static X_FORWARDED_HOST: Named = Named::new("x-forwarded-host", "X-Forwarded-Host");
+static X_FORWARDED_PORT: Named = Named::new("x-forwarded-port", "X-Forwarded-Port");
+static X_REAL_IP: Named = Named::new("x-real-ip", "X-Real-IP");
+static FORWARDED: Named = Named::new("forwarded", "Forwarded");
+static HOST: Named = Named::new("host", "Host");
 
 /// Headers about the client or the original request that Portico does not write itself
 /// (X-Forwarded-Port is replaced, not only removed): a backend behind a proxy may believe
@@ -55,7 +77,7 @@ pub fn client_ip(
     }
     let mut client = peer;
     let mut found = false;
-    for hop in forwarded_for(req).rev() {
+    for hop in forwarded_for(&req.headers).rev() {
         let ip = hop_address(hop).ok_or(NotAnAddress)?;
         if !found {
             client = canonical_ip(ip);
@@ -67,9 +89,9 @@ pub fn client_ip(
 
 /// The entries of every X-Forwarded-For line, as one list, in order; empty list elements
 /// (`a,,b`) are skipped, as RFC 9110 5.6.1 asks of a recipient.
-fn forwarded_for(req: &RequestHeader) -> impl DoubleEndedIterator<Item = &[u8]> {
-    req.headers
-        .get_all(&X_FORWARDED_FOR)
+fn forwarded_for(headers: &HeaderMap) -> impl DoubleEndedIterator<Item = &[u8]> {
+    headers
+        .get_all(&X_FORWARDED_FOR.name)
         .iter()
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))
         .map(|s| s.trim_ascii())
@@ -127,10 +149,36 @@ pub fn request_id(req: &RequestHeader, header: &http::HeaderName) -> String {
 ///
 /// This runs on every request, so values are built without the formatter: the peer's
 /// address text is made once for both X-Forwarded-For and X-Real-IP, the Host value and the
-/// listener's port are shared rather than copied.
+/// listener's port are shared rather than copied; and an HTTP/2 client's request, which keeps
+/// no spellings, is edited as bare parts (`head::BareRequest`).
 pub fn set_upstream_headers(
     snap: &Snapshot,
     upstream: &mut RequestHeader,
+    peer: Option<IpAddr>,
+    state: &RequestState,
+    tls: bool,
+    listener_port: &HeaderValue,
+    request_id: &HeaderValue,
+) -> pingora_core::Result<()> {
+    if BareRequest::can_take(upstream) {
+        let mut bare = BareRequest::take(upstream);
+        set_client_headers(
+            snap,
+            bare.parts(),
+            peer,
+            state,
+            tls,
+            listener_port,
+            request_id,
+        )
+    } else {
+        set_client_headers(snap, upstream, peer, state, tls, listener_port, request_id)
+    }
+}
+
+fn set_client_headers<H: Head>(
+    snap: &Snapshot,
+    upstream: &mut H,
     peer: Option<IpAddr>,
     state: &RequestState,
     tls: bool,
@@ -141,22 +189,21 @@ pub fn set_upstream_headers(
     let trusted = !snap.trusted_proxies.is_empty() && snap.is_trusted(peer);
     // One pass over the request's names rather than a lookup per claim: this runs on every
     // request, and a request from a client seldom carries any of them.
-    if !trusted && upstream.headers.keys().any(|k| CLIENT_CLAIMS.contains(k)) {
+    if !trusted && upstream.headers().keys().any(|k| CLIENT_CLAIMS.contains(k)) {
         for name in &CLIENT_CLAIMS {
-            upstream.remove_header(name);
+            upstream.remove(name);
         }
     }
     // Whether a trusted peer already said it; never for anyone else.
-    let stated = |upstream: &RequestHeader, name: &HeaderName| {
-        trusted && upstream.headers.contains_key(name)
-    };
+    let stated =
+        |upstream: &H, named: &Named| trusted && upstream.headers().contains_key(&named.name);
 
     let peer_value = ip_value(peer);
     // A trusted peer's chain is kept and extended; anyone else's is replaced, so a client
     // cannot plant addresses in it.
     let xff = if stated(upstream, &X_FORWARDED_FOR) {
         let mut chain = Vec::with_capacity(64);
-        for hop in forwarded_for(upstream) {
+        for hop in forwarded_for(upstream.headers()) {
             chain.extend_from_slice(hop);
             chain.extend_from_slice(b", ");
         }
@@ -165,45 +212,43 @@ pub fn set_upstream_headers(
     } else {
         peer_value.clone()
     };
-    upstream.insert_header("X-Forwarded-For", xff)?;
+    X_FORWARDED_FOR.set(upstream, xff)?;
 
     let proto = if tls { "https" } else { "http" };
     if !stated(upstream, &X_FORWARDED_PROTO) {
-        upstream.insert_header("X-Forwarded-Proto", HeaderValue::from_static(proto))?;
+        X_FORWARDED_PROTO.set(upstream, HeaderValue::from_static(proto))?;
     }
-    let host = match upstream.uri.authority() {
+    let host = match upstream.uri().authority() {
         Some(a) => {
             // An HTTP/2 client sends no Host header, only the :authority; an HTTP/1.1 backend
             // needs the Host header.
             let h = HeaderValue::from_str(a.as_str()).map_err(|_| bad_value("Host"))?;
-            if !upstream.headers.contains_key(http::header::HOST) {
-                upstream.insert_header(http::header::HOST, h.clone())?;
+            if !upstream.headers().contains_key(&HOST.name) {
+                HOST.set(upstream, h.clone())?;
             }
             Some(h)
         }
         // The client's own Host value, shared with the request rather than copied.
         None => upstream
-            .headers
-            .get(http::header::HOST)
+            .headers()
+            .get(&HOST.name)
             .filter(|h| h.to_str().is_ok())
             .cloned(),
     };
     if !stated(upstream, &X_FORWARDED_HOST) {
         match &host {
-            Some(h) => upstream.insert_header("X-Forwarded-Host", h.clone())?,
+            Some(h) => X_FORWARDED_HOST.set(upstream, h.clone())?,
             // No host to tell (an HTTP/1.0 request without Host): then not the client's.
-            None => {
-                upstream.remove_header(&X_FORWARDED_HOST);
-            }
+            None => upstream.remove(&X_FORWARDED_HOST.name),
         }
     }
     if !stated(upstream, &X_FORWARDED_PORT) {
-        upstream.insert_header("X-Forwarded-Port", listener_port.clone())?;
+        X_FORWARDED_PORT.set(upstream, listener_port.clone())?;
     }
     if stated(upstream, &FORWARDED) {
-        let list = forwarded_list(upstream, peer, proto, host.as_ref());
-        upstream.insert_header(
-            "Forwarded",
+        let list = forwarded_list(upstream.headers(), peer, proto, host.as_ref());
+        FORWARDED.set(
+            upstream,
             HeaderValue::from_bytes(&list).map_err(|_| bad_value("Forwarded"))?,
         )?;
     }
@@ -213,22 +258,25 @@ pub fn set_upstream_headers(
     } else {
         ip_value(state.client_ip)
     };
-    upstream.insert_header("X-Real-IP", real_ip)?;
-    upstream.insert_header(snap.request_id_wire.clone(), request_id.clone())?;
-    Ok(())
+    X_REAL_IP.set(upstream, real_ip)?;
+    upstream.set(
+        &snap.request_id_header,
+        &snap.request_id_wire,
+        request_id.clone(),
+    )
 }
 
 /// Every `Forwarded` line the trusted peer sent, as one list, with Portico's element
 /// appended: `for=<peer>;proto=<scheme>;host=<host>` (RFC 7239 section 4). One line rather
 /// than a new one, since many frameworks read only the first.
 fn forwarded_list(
-    upstream: &RequestHeader,
+    headers: &HeaderMap,
     peer: IpAddr,
     proto: &str,
     host: Option<&HeaderValue>,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
-    for v in upstream.headers.get_all(&FORWARDED) {
+    for v in headers.get_all(&FORWARDED.name) {
         let v = v.as_bytes().trim_ascii();
         if !v.is_empty() {
             out.extend_from_slice(v);

@@ -13,10 +13,10 @@ mod body;
 pub mod client;
 mod ctx;
 mod failover;
+mod head;
 mod leftover;
 mod local_error;
 mod read;
-mod response_head;
 
 pub use ctx::Ctx;
 pub use local_error::LocalError;
@@ -200,13 +200,12 @@ impl ProxyHttp for Gateway {
             session.set_keepalive(None);
         }
         ctx.responded = true;
+        let id = ctx.request_id_value()?;
         if session.as_downstream().is_http2() {
-            response_head::for_http2(resp);
+            head::for_http2_client(resp, &ctx.snapshot.request_id_header, id);
+        } else {
+            resp.insert_header(ctx.snapshot.request_id_wire.clone(), id)?;
         }
-        resp.insert_header(
-            ctx.snapshot.request_id_wire.clone(),
-            ctx.request_id_value()?,
-        )?;
         ctx.state.status = resp.status.as_u16();
         let snap = ctx.snapshot.clone();
         snap.chains(ctx.route)
