@@ -552,22 +552,12 @@ async fn response_headers_reach_http2_and_http1_clients_whole() {
     }
 
     // HTTP/1.1 over the same listener: the backend's spelling, as it wrote it.
-    let mut conn = tls_connect(
+    let answer = raw_exchange(
         gw.listener("tls"),
-        "shop.test",
-        &opts.clone().alpn(&["http/1.1"]),
+        b"GET / HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n",
+        Some("shop.test"),
     )
-    .await
-    .unwrap();
-    let s = conn.stream();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer))
-        .await
-        .expect("an answer in time")
-        .unwrap();
+    .await;
     let answer = String::from_utf8_lossy(&answer);
     for line in [
         "\r\nX-Backend-Spelling: A\r\n",
