@@ -25,8 +25,9 @@
 #   PORTICO_BIN=path FLOOR_BIN=path (skip the build)  PINGAP_BIN=path (skip the install)
 #   PINGAP_VERSION=0.13.1 PINGAP_CACHE=benches/cache (where `cargo install` puts pingap; the
 #   first install compiles for a long while, niced)  PORTICO_ALT=path (add target "alt": another Portico
-#   binary with the plain config, or the five plugins with ALT_PLUGINS=5, for before/after
-#   comparisons; ALT_LABEL names its row)  HOLD=1 (start and check everything, then keep it
+#   binary with the plain config, or the five plugins with ALT_PLUGINS=5, or one more server
+#   key with ALT_SERVER="header_case: normalize", for before/after comparisons; ALT_LABEL names
+#   its row)  HOLD=1 (start and check everything, then keep it
 #   running until interrupted, to profile by hand)  QUIET_WAIT=1200 QUIET_LOAD=0.7 (wait for a quiet
 #   machine first)  PORT_BASE=18000  OUT=benches/results  KEEP=1 (keep the work dir)
 #   FLOOR_TIMEOUTS=1 (the floor with Portico's default timeouts: benches/floor/src/main.rs)
@@ -322,7 +323,7 @@ plugins:
     portico_config portico5 $P_PORTICO5 $((PORT_BASE + 902)) "$five" >"$WORK/portico5.yaml"
     local alt_plugins=""
     [[ ${ALT_PLUGINS:-0} == 5 ]] && alt_plugins=$five
-    portico_config alt $P_ALT $((PORT_BASE + 903)) "$alt_plugins" >"$WORK/alt.yaml"
+    portico_config alt $P_ALT $((PORT_BASE + 903)) "$alt_plugins" "${ALT_SERVER:-}" >"$WORK/alt.yaml"
 
     # pingap (its conf/*.toml documents every key): one server thread, the certificate as
     # its default, HTTP/2 on, the four forwarded headers, and its request_id plugin, which
@@ -374,9 +375,10 @@ EOF
 }
 
 portico_config() {
-    local name=$1 port=$2 admin=$3 plugins=$4
+    local name=$1 port=$2 admin=$3 plugins=$4 server=${5:-}
     cat <<EOF
 server:
+  ${server}
   threads: 1
   grace_period: 1s
   shutdown_timeout: 1s

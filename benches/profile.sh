@@ -23,6 +23,7 @@
 # understate a change that touches more code or data (benches/README.md, "The floor and pingap").
 # TRACING=1 turns on server.tracing with sample_ratio 1.0, every span exported to the nginx
 # origin (which answers the OTLP posts with 200): the cost of tracing every request.
+# HEADER_CASE=normalize sets server.header_case (docs/configuration.md) to count its saving.
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -94,10 +95,11 @@ if [[ $PLUGINS == 5 ]]; then
   - rate_limit: { per_second: 1000000000, burst: 1000000000, key: client_ip }
   - access_log: { path: /dev/null }"
 fi
-tracing=
-[[ ${TRACING:-0} == 1 ]] && tracing=", tracing: { sample_ratio: 1.0, otlp: { endpoint: \"http://127.0.0.1:$((PORT_BASE + 80))\" } }"
+server_extra=
+[[ -n ${HEADER_CASE:-} ]] && server_extra+=", header_case: $HEADER_CASE"
+[[ ${TRACING:-0} == 1 ]] && server_extra+=", tracing: { sample_ratio: 1.0, otlp: { endpoint: \"http://127.0.0.1:$((PORT_BASE + 80))\" } }"
 cat >"$WORK/portico.yaml" <<EOF
-server: { threads: 1, grace_period: 1s, shutdown_timeout: 1s, pid_file: $WORK/portico.pid, upgrade_sock: $WORK/portico.sock$tracing }
+server: { threads: 1, grace_period: 1s, shutdown_timeout: 1s, pid_file: $WORK/portico.pid, upgrade_sock: $WORK/portico.sock$server_extra }
 admin: { listen: 127.0.0.1:$((PORT_BASE + 901)) }
 listeners:
   - { name: https, listen: 127.0.0.1:$((PORT_BASE + 443)), tls: { certificates: [ { cert: $WORK/cert.pem, key: $WORK/key.pem } ] } }

@@ -471,6 +471,118 @@ async fn backend_connections_are_reused_at_high_concurrency() {
     }
 }
 
+/// `server.header_case: normalize`: names reach an HTTP/1 backend and an HTTP/1.1 client in
+/// Pingora's form without spellings (a dozen common ones titled, the rest lower case), the
+/// ones Portico and the plugins add too, and the values, repeats, order and the backend's own
+/// reason phrase are as before. Portico's own answers (a 404) are written the same way.
+#[tokio::test]
+async fn header_case_normalize_writes_names_lower_case_both_ways() {
+    const HEAD: &str =
+        "HTTP/1.1 200 Fine Thanks\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\
+        X-Backend-Spelling: A\r\nSet-Cookie: one=1\r\nset-cookie: two=2\r\n\r\nok";
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = upstream.accept().await {
+            let seen_tx = seen_tx.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = seen_tx.send(String::from_utf8_lossy(&head).into_owned());
+                    head.clear();
+                    if s.write_all(HEAD.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let ca = TestCa::new("header case CA");
+    let cert = ca.issue(&["shop.test"]);
+    let gw = Config::admin_only()
+        .server("header_case: normalize")
+        .listener("tls", &tls(&[&cert], ""))
+        .upstream("app", &backends(&[upstream_addr]))
+        .route(
+            "name: all, match: { hosts: [shop.test] }, upstream: app, plugins: [ \
+             { headers: { request: { set: { X-Plugin-Said: yes } }, \
+                          response: { set: { X-Served-By: portico } } } } ]",
+        )
+        .start()
+        .await;
+
+    let answer = raw_exchange(
+        gw.listener("tls"),
+        b"GET /x HTTP/1.1\r\nHost: shop.test\r\nX-Client-Spelling: B\r\nUser-Agent: t\r\n\
+          Connection: close\r\n\r\n",
+        Some("shop.test"),
+    )
+    .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200 Fine Thanks\r\n"),
+        "{answer}"
+    );
+    for line in [
+        "\r\nContent-Type: text/plain\r\n",
+        "\r\nx-backend-spelling: A\r\n",
+        "\r\nSet-Cookie: one=1\r\n",
+        "\r\nSet-Cookie: two=2\r\n",
+        "\r\nx-served-by: portico\r\n",
+        "\r\nx-request-id: ",
+    ] {
+        assert!(answer.contains(line), "{line:?} in {answer}");
+    }
+    assert!(answer.find("one=1") < answer.find("two=2"), "{answer}");
+    assert!(!answer.contains("X-Backend-Spelling"), "{answer}");
+
+    let request = seen.recv().await.unwrap();
+    assert!(request.starts_with("GET /x HTTP/1.1\r\n"), "{request}");
+    for line in [
+        "\r\nHost: shop.test\r\n",
+        "\r\nx-client-spelling: B\r\n",
+        "\r\nuser-agent: t\r\n",
+        "\r\nx-forwarded-for: 127.0.0.1\r\n",
+        "\r\nx-forwarded-proto: https\r\n",
+        "\r\nx-real-ip: 127.0.0.1\r\n",
+        "\r\nx-plugin-said: yes\r\n",
+        "\r\nx-request-id: ",
+    ] {
+        assert!(request.contains(line), "{line:?} in {request}");
+    }
+    assert!(!request.contains("X-Client-Spelling"), "{request}");
+
+    // Portico's own answer: no route for this host.
+    let answer = raw_exchange(
+        gw.listener("tls"),
+        b"GET / HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n",
+        Some("shop.test"),
+    )
+    .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 404 "), "{answer}");
+    assert!(answer.contains("\r\nx-request-id: "), "{answer}");
+    assert!(answer.contains("\r\nContent-Length: "), "{answer}");
+
+    // Any other value is refused, with its key and line.
+    let yaml = "listeners:\n  - { name: web, listen: \"127.0.0.1:1\" }\n\
+                server:\n  header_case: lower\n";
+    let (code, out) = validate_config(yaml).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("server.header_case") && out.contains("(line 4)"),
+        "{out}"
+    );
+}
+
 /// A backend head that fills Pingora's header maps (eleven headers, one repeated), in mixed
 /// case, behind `rate_limit` and `headers`, which add response headers after it: an HTTP/2
 /// client gets every header the backend sent (repeats in order) and every one added, and an

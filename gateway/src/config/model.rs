@@ -43,6 +43,8 @@ pub struct ServerConfig {
     pub upstream_keepalive_pool: usize,
     /// How a request's path is read before routing (docs/security.md, "One reading").
     pub path: PathConfig,
+    /// How header names are written to HTTP/1 peers (docs/configuration.md, `header_case`).
+    pub header_case: HeaderCase,
     /// With `-c etcd://…`: where the last valid config is kept for a start while etcd is
     /// down (docs/deployment.md, "When etcd is down"). Unused with a config file.
     pub config_cache: String,
@@ -66,6 +68,7 @@ impl Default for ServerConfig {
             // (benches/README.md), leaving TIME_WAIT sockets that can exhaust source ports.
             upstream_keepalive_pool: 1024,
             path: PathConfig::default(),
+            header_case: HeaderCase::Preserve,
             config_cache: "./portico-config-cache.yaml".into(),
             tracing: None,
         }
@@ -144,6 +147,23 @@ pub enum EscapedSlashes {
     Keep,
     /// `%2F` becomes `/` before dot segments are removed.
     Decode,
+}
+
+/// `server.header_case`: how header names are written on an HTTP/1 wire, to backends and to
+/// clients that speak HTTP/1 (HTTP/2 names are lower case whatever this says).
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HeaderCase {
+    /// Each name as the client or the backend spelled it (Portico's own in their usual
+    /// spelling), as nginx does: Pingora then keeps a second map of spellings beside every
+    /// request's and response's headers.
+    #[default]
+    Preserve,
+    /// Lower case, but for a dozen common names in their usual spelling (`Host`,
+    /// `Content-Length`, …: Pingora's form of a head without spellings), as HAProxy and Envoy
+    /// write names by default. No map of spellings is kept, which makes every header Portico,
+    /// Pingora and the plugins set cheaper (benches/README.md, "Header names for HTTP/1 peers").
+    Normalize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

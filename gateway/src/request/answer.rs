@@ -7,6 +7,7 @@ use super::ctx::Ctx;
 use super::failover::is_timeout;
 use super::leftover;
 use super::local_error::{error_response, LocalError};
+use crate::config::HeaderCase;
 use crate::metrics;
 use crate::plugin::Response;
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
@@ -18,7 +19,11 @@ use pingora_proxy::{FailToProxy, Session};
 /// the connection stays open (see `leftover`).
 pub(super) async fn write(session: &mut Session, ctx: &mut Ctx, resp: Response) -> Result<()> {
     leftover::read_small_body(session).await;
-    let mut header = ResponseHeader::build(resp.status, Some(resp.headers.len() + 3))?;
+    let size = Some(resp.headers.len() + 3);
+    let mut header = match ctx.snapshot.config.server.header_case {
+        HeaderCase::Preserve => ResponseHeader::build(resp.status, size)?,
+        HeaderCase::Normalize => ResponseHeader::build_no_case(resp.status, size)?,
+    };
     for (k, v) in &resp.headers {
         header.append_header(k.clone(), v.as_str())?;
     }

@@ -149,8 +149,9 @@ pub fn request_id(req: &RequestHeader, header: &http::HeaderName) -> String {
 ///
 /// This runs on every request, so values are built without the formatter: the peer's
 /// address text is made once for both X-Forwarded-For and X-Real-IP, the Host value and the
-/// listener's port are shared rather than copied; and an HTTP/2 client's request, which keeps
-/// no spellings, is edited as bare parts (`head::BareRequest`).
+/// listener's port are shared rather than copied; and a request that keeps no spellings (an
+/// HTTP/2 client's, or any with `server.header_case: normalize`) is edited as bare parts
+/// (`head::BareRequest`).
 pub fn set_upstream_headers(
     snap: &Snapshot,
     upstream: &mut RequestHeader,
@@ -160,7 +161,7 @@ pub fn set_upstream_headers(
     listener_port: &HeaderValue,
     request_id: &HeaderValue,
 ) -> pingora_core::Result<()> {
-    if BareRequest::can_take(upstream) {
+    if BareRequest::can_take(upstream, snap.config.server.header_case) {
         let mut bare = BareRequest::take(upstream);
         set_client_headers(
             snap,

@@ -3,13 +3,15 @@
 //!
 //! Pingora keeps a second map beside a head's headers for HTTP/1 peers: each name as the
 //! client or the backend spelled it. An HTTP/2 client's request has none (HTTP/2 names are
-//! lower case), and for an HTTP/2 client the response's has no reader. Every header set
-//! through Pingora's `insert_header` is parsed from its name and the name copied, into both
-//! maps when there are two, and each map grows on its own when the head filled it. Where no
-//! spelling is kept, Portico sets its own headers on the bare parts under ready-made names
-//! after making room once (benches/README.md, "The heads for HTTP/2 clients"). Plugins still
-//! get Pingora's form.
+//! lower case), for an HTTP/2 client the response's has no reader, and with
+//! `server.header_case: normalize` no spelling is kept at all. Every header set through
+//! Pingora's `insert_header` is parsed from its name and the name copied, into both maps when
+//! there are two, and each map grows on its own when the head filled it. Where no spelling is
+//! kept, Portico sets its own headers on the bare parts under ready-made names after making
+//! room once (benches/README.md, "The heads for HTTP/2 clients"). Plugins still get Pingora's
+//! form.
 
+use crate::config::HeaderCase;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use pingora_core::Result;
@@ -61,9 +63,9 @@ impl Head for http::request::Parts {
     }
 }
 
-/// An HTTP/2 client's request as bare parts while Portico sets its headers: made only when
-/// nothing of the request is lost that way (see [`BareRequest::can_take`]), and put back into
-/// Pingora's form when dropped.
+/// A request as bare parts while Portico sets its headers: made only when nothing of the
+/// request is lost that way (see [`BareRequest::can_take`]), and put back into Pingora's form,
+/// without spellings, when dropped.
 pub(super) struct BareRequest<'a> {
     req: &'a mut RequestHeader,
     parts: Option<http::request::Parts>,
@@ -72,10 +74,10 @@ pub(super) struct BareRequest<'a> {
 }
 
 impl<'a> BareRequest<'a> {
-    /// No spellings kept, and a target the URI says the same way: Pingora's `From` keeps
-    /// neither.
-    pub(super) fn can_take(req: &RequestHeader) -> bool {
-        !req.has_case() && target_is_the_uris(req)
+    /// No spellings to keep (an HTTP/2 client's request, or any with `header_case:
+    /// normalize`), and a target the URI says the same way: Pingora's `From` keeps neither.
+    pub(super) fn can_take(req: &RequestHeader, case: HeaderCase) -> bool {
+        (case == HeaderCase::Normalize || !req.has_case()) && target_is_the_uris(req)
     }
 
     pub(super) fn take(req: &'a mut RequestHeader) -> BareRequest<'a> {
@@ -118,14 +120,24 @@ fn target_is_the_uris(req: &RequestHeader) -> bool {
     req.raw_path_is_utf8() && req.raw_path() == from_uri
 }
 
-/// For an HTTP/2 client: drops the response's map of spellings, makes room for the headers
-/// added next, and sets the request id (`name`) on the bare parts.
-pub(super) fn for_http2_client(resp: &mut ResponseHeader, name: &HeaderName, id: HeaderValue) {
+/// For an HTTP/2 client, or any with `header_case: normalize`: drops the response's map of
+/// spellings, makes room for the headers added next, and sets the request id (`name`) on the
+/// bare parts. A reason phrase of the backend's own (`200 Fine`) is kept for an HTTP/1
+/// client; `From` would put the status's usual one in its place.
+pub(super) fn without_spellings(resp: &mut ResponseHeader, name: &HeaderName, id: HeaderValue) {
+    let own_reason = resp
+        .get_reason_phrase()
+        .filter(|r| Some(*r) != resp.status.canonical_reason())
+        .map(str::to_owned);
     let empty = ResponseHeader::from(http::Response::new(()).into_parts().0);
     let mut parts = http::response::Parts::from(std::mem::replace(resp, empty));
     parts.headers.reserve(ADDED_HEADERS);
     parts.headers.insert(name.clone(), id);
     *resp = parts.into();
+    if own_reason.is_some() {
+        // Only fails for a phrase with control characters, which Pingora already refused.
+        let _ = resp.set_reason_phrase(own_reason.as_deref());
+    }
 }
 
 #[cfg(test)]
@@ -141,7 +153,7 @@ mod tests {
         resp.append_header("Set-Cookie", "x=1").unwrap();
         resp.append_header("set-cookie", "y=2").unwrap();
         resp.set_reason_phrase(Some("Gone Fishing")).unwrap();
-        for_http2_client(&mut resp, &ID, HeaderValue::from_static("abc"));
+        without_spellings(&mut resp, &ID, HeaderValue::from_static("abc"));
         assert!(!resp.has_case());
         assert_eq!(resp.status, 404);
         let cookies: Vec<_> = resp.headers.get_all("set-cookie").iter().collect();
@@ -149,8 +161,13 @@ mod tests {
         assert_eq!(resp.headers["x-backend-name"], "a");
         assert_eq!(resp.headers["x-request-id"], "abc");
         assert!(resp.headers.capacity() >= 4 + ADDED_HEADERS - 1);
-        // HTTP/2 has no reason phrase; the default one is what remains.
-        assert_eq!(resp.get_reason_phrase(), Some("Not Found"));
+        // The backend's own reason phrase stays, for an HTTP/1 client; the usual one is not
+        // kept apart (it is what the status gives anyway).
+        assert_eq!(resp.get_reason_phrase(), Some("Gone Fishing"));
+        let mut plain = ResponseHeader::build(200, None).unwrap();
+        plain.set_reason_phrase(Some("OK")).unwrap();
+        without_spellings(&mut plain, &ID, HeaderValue::from_static("abc"));
+        assert_eq!(plain.get_reason_phrase(), Some("OK"));
         resp.insert_header("RateLimit-Limit", "10").unwrap();
         assert_eq!(resp.headers["ratelimit-limit"], "10");
     }
@@ -173,7 +190,7 @@ mod tests {
         req.insert_header("x-other", "1").unwrap();
         req.set_version(http::Version::HTTP_2);
         req.set_send_end_stream(false);
-        assert!(BareRequest::can_take(&req));
+        assert!(BareRequest::can_take(&req, HeaderCase::Preserve));
         set_two(BareRequest::take(&mut req).parts()).unwrap();
         assert_eq!(req.method, "POST");
         assert_eq!(req.raw_path(), b"/a/b?c=%20d");
@@ -190,7 +207,7 @@ mod tests {
         // An HTTP/1 client's request: the spellings are kept, Portico's too.
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
         req.insert_header("X-Other", "1").unwrap();
-        assert!(!BareRequest::can_take(&req));
+        assert!(!BareRequest::can_take(&req, HeaderCase::Preserve));
         set_two(&mut req).unwrap();
         let mut wire = Vec::new();
         req.header_to_h1_wire(&mut wire);
@@ -202,9 +219,25 @@ mod tests {
 
         // An absolute-form target is kept apart from the URI: it must not be lost.
         let mut req = RequestHeader::build_no_case("GET", b"http://a.test/x", None).unwrap();
-        assert!(!BareRequest::can_take(&req));
+        assert!(!BareRequest::can_take(&req, HeaderCase::Preserve));
+        assert!(!BareRequest::can_take(&req, HeaderCase::Normalize));
         // Were it taken anyway, the target would be lost: the check is what keeps it.
         drop(BareRequest::take(&mut req));
         assert_eq!(req.raw_path(), b"/x");
+    }
+
+    #[test]
+    fn normalize_drops_an_http1_clients_spellings() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("X-Other", "1").unwrap();
+        req.insert_header("HOST", "a.test").unwrap();
+        assert!(BareRequest::can_take(&req, HeaderCase::Normalize));
+        set_two(BareRequest::take(&mut req).parts()).unwrap();
+        assert!(!req.has_case());
+        let mut wire = Vec::new();
+        req.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire).unwrap();
+        // Pingora's form without spellings: a dozen common names titled, the rest lower case.
+        assert_eq!(wire, "x-other: 1\r\nHost: a.test\r\nx-request-id: abc\r\n");
     }
 }

@@ -21,6 +21,7 @@ mod read;
 pub use ctx::Ctx;
 pub use local_error::LocalError;
 
+use crate::config::HeaderCase;
 use crate::lifecycle::Lifecycle;
 use crate::metrics;
 use crate::snapshot::Snapshot;
@@ -201,8 +202,10 @@ impl ProxyHttp for Gateway {
         }
         ctx.responded = true;
         let id = ctx.request_id_value()?;
-        if session.as_downstream().is_http2() {
-            head::for_http2_client(resp, &ctx.snapshot.request_id_header, id);
+        // An HTTP/2 client reads names in lower case; `normalize` writes them so to HTTP/1 too.
+        let spelled = ctx.snapshot.config.server.header_case == HeaderCase::Preserve;
+        if !spelled || session.as_downstream().is_http2() {
+            head::without_spellings(resp, &ctx.snapshot.request_id_header, id);
         } else {
             resp.insert_header(ctx.snapshot.request_id_wire.clone(), id)?;
         }
