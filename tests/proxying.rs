@@ -26,36 +26,50 @@ fn one(b: &Backend) -> String {
     backends(&[b.addr()])
 }
 
-/// HTTP/1 peers see the request id header spelled as `server.request_id_header` is, like the
-/// forwarded headers, not lowercased: on the backend's wire, on the client's, and in an answer
-/// Portico makes itself (a 404).
-#[tokio::test]
-async fn the_request_id_header_is_written_as_configured() {
-    // A backend that keeps the raw head it received and answers 200.
+/// A backend that answers every request head on a connection with `answer`, as given, and
+/// hands each head it received, raw, to the returned receiver.
+async fn recording_backend(
+    answer: &'static str,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream_addr = upstream.local_addr().unwrap();
-    let (heads_tx, mut heads) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let addr = upstream.local_addr().unwrap();
+    let (heads_tx, heads) = tokio::sync::mpsc::unbounded_channel::<String>();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = upstream.accept().await {
             let heads_tx = heads_tx.clone();
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                loop {
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = heads_tx.send(String::from_utf8_lossy(&head).into_owned());
+                    head.clear();
+                    if s.write_all(answer.as_bytes()).await.is_err() {
+                        return;
                     }
                 }
-                let _ = heads_tx.send(String::from_utf8_lossy(&head).into_owned());
-                let _ = s
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-                    )
-                    .await;
             });
         }
     });
+    (addr, heads)
+}
+
+/// HTTP/1 peers see the request id header spelled as `server.request_id_header` is, like the
+/// forwarded headers, not lowercased: on the backend's wire, on the client's, and in an answer
+/// Portico makes itself (a 404).
+#[tokio::test]
+async fn the_request_id_header_is_written_as_configured() {
+    let (upstream_addr, mut heads) =
+        recording_backend("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            .await;
     let gw = Config::new()
         .server("request_id_header: X-Correlation-ID")
         .upstream("app", &backends(&[upstream_addr]))
@@ -480,31 +494,7 @@ async fn header_case_normalize_writes_names_lower_case_both_ways() {
     const HEAD: &str =
         "HTTP/1.1 200 Fine Thanks\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\
         X-Backend-Spelling: A\r\nSet-Cookie: one=1\r\nset-cookie: two=2\r\n\r\nok";
-    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream_addr = upstream.local_addr().unwrap();
-    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<String>();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = upstream.accept().await {
-            let seen_tx = seen_tx.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let _ = seen_tx.send(String::from_utf8_lossy(&head).into_owned());
-                    head.clear();
-                    if s.write_all(HEAD.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    let (upstream_addr, mut seen) = recording_backend(HEAD).await;
     let ca = TestCa::new("header case CA");
     let cert = ca.issue(&["shop.test"]);
     let gw = Config::admin_only()
@@ -593,28 +583,7 @@ async fn response_headers_reach_http2_and_http1_clients_whole() {
     const HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\
         X-Backend-Spelling: A\r\nSet-Cookie: one=1\r\nset-cookie: two=2\r\nCache-Control: no-store\r\n\
         ETag: \"v1\"\r\nX-A: 1\r\nX-B: 2\r\nX-C: 3\r\nVary: Accept\r\n\r\nok";
-    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream_addr = upstream.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = upstream.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    head.clear();
-                    if s.write_all(HEAD.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    let (upstream_addr, _heads) = recording_backend(HEAD).await;
     let ca = TestCa::new("response head CA");
     let cert = ca.issue(&["shop.test"]);
     let gw = Config::admin_only()
