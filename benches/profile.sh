@@ -24,6 +24,8 @@
 # TRACING=1 turns on server.tracing with sample_ratio 1.0, every span exported to the nginx
 # origin (which answers the OTLP posts with 200): the cost of tracing every request.
 # HEADER_CASE=normalize sets server.header_case (docs/configuration.md) to count its saving.
+# BROWSER_HEADERS=1 sends eleven more request headers, as a browser's navigation does (Accept,
+# Accept-Language, Cookie, Referer, Sec-Fetch-*, …; h2load's own are three or four).
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -124,6 +126,15 @@ for _ in $(seq 600); do
     sleep 0.1
 done
 h2=(-m "$STREAMS"); [[ $PROTO == h1 ]] && h2=(--h1)
+if [[ ${BROWSER_HEADERS:-0} == 1 ]]; then
+    for header in 'Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8' \
+        'Accept-Language: en-US,en;q=0.5' 'Cache-Control: max-age=0' 'Upgrade-Insecure-Requests: 1' \
+        'Cookie: session=3f9a1c0e7b2d4a6f8e1c; theme=dark; consent=yes' \
+        'Referer: https://localhost/index.html' 'Sec-Fetch-Dest: document' 'Sec-Fetch-Mode: navigate' \
+        'Sec-Fetch-Site: same-origin' 'Sec-Fetch-User: ?1' 'Priority: u=0, i'; do
+        h2+=(-H "$header")
+    done
+fi
 h2load "${h2[@]}" -n 1000 -c "$CONNS" "$url" >/dev/null 2>&1        # warm-up
 callgrind_control -z "${PID[portico]}" >/dev/null 2>&1
 out=$(h2load "${h2[@]}" -n "$REQUESTS" -c "$CONNS" "$url" 2>&1)
