@@ -26,6 +26,13 @@ fn one(b: &Backend) -> String {
     backends(&[b.addr()])
 }
 
+/// Asserts that `text` (a head as received) holds every one of `lines`, byte for byte.
+fn assert_lines(text: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(text.contains(line), "{line:?} in {text}");
+    }
+}
+
 /// A backend that answers every request head on a connection with `answer`, as given, and
 /// hands each head it received, raw, to the returned receiver.
 async fn recording_backend(
@@ -521,33 +528,35 @@ async fn header_case_normalize_writes_names_lower_case_both_ways() {
         answer.starts_with("HTTP/1.1 200 Fine Thanks\r\n"),
         "{answer}"
     );
-    for line in [
-        "\r\nContent-Type: text/plain\r\n",
-        "\r\nx-backend-spelling: A\r\n",
-        "\r\nSet-Cookie: one=1\r\n",
-        "\r\nSet-Cookie: two=2\r\n",
-        "\r\nx-served-by: portico\r\n",
-        "\r\nx-request-id: ",
-    ] {
-        assert!(answer.contains(line), "{line:?} in {answer}");
-    }
+    assert_lines(
+        &answer,
+        &[
+            "\r\nContent-Type: text/plain\r\n",
+            "\r\nx-backend-spelling: A\r\n",
+            "\r\nSet-Cookie: one=1\r\n",
+            "\r\nSet-Cookie: two=2\r\n",
+            "\r\nx-served-by: portico\r\n",
+            "\r\nx-request-id: ",
+        ],
+    );
     assert!(answer.find("one=1") < answer.find("two=2"), "{answer}");
     assert!(!answer.contains("X-Backend-Spelling"), "{answer}");
 
     let request = seen.recv().await.unwrap();
     assert!(request.starts_with("GET /x HTTP/1.1\r\n"), "{request}");
-    for line in [
-        "\r\nHost: shop.test\r\n",
-        "\r\nx-client-spelling: B\r\n",
-        "\r\nuser-agent: t\r\n",
-        "\r\nx-forwarded-for: 127.0.0.1\r\n",
-        "\r\nx-forwarded-proto: https\r\n",
-        "\r\nx-real-ip: 127.0.0.1\r\n",
-        "\r\nx-plugin-said: yes\r\n",
-        "\r\nx-request-id: ",
-    ] {
-        assert!(request.contains(line), "{line:?} in {request}");
-    }
+    assert_lines(
+        &request,
+        &[
+            "\r\nHost: shop.test\r\n",
+            "\r\nx-client-spelling: B\r\n",
+            "\r\nuser-agent: t\r\n",
+            "\r\nx-forwarded-for: 127.0.0.1\r\n",
+            "\r\nx-forwarded-proto: https\r\n",
+            "\r\nx-real-ip: 127.0.0.1\r\n",
+            "\r\nx-plugin-said: yes\r\n",
+            "\r\nx-request-id: ",
+        ],
+    );
     assert!(!request.contains("X-Client-Spelling"), "{request}");
 
     // Portico's own answer: no route for this host.
@@ -640,13 +649,14 @@ async fn response_headers_reach_http2_and_http1_clients_whole() {
     )
     .await;
     let answer = String::from_utf8_lossy(&answer);
-    for line in [
-        "\r\nX-Backend-Spelling: A\r\n",
-        "\r\nSet-Cookie: one=1\r\n",
-        "\r\nset-cookie: two=2\r\n",
-        "\r\nETag: \"v1\"\r\n",
-        "\r\nRateLimit-Limit: 200\r\n",
-    ] {
-        assert!(answer.contains(line), "{line:?} in {answer}");
-    }
+    assert_lines(
+        &answer,
+        &[
+            "\r\nX-Backend-Spelling: A\r\n",
+            "\r\nSet-Cookie: one=1\r\n",
+            "\r\nset-cookie: two=2\r\n",
+            "\r\nETag: \"v1\"\r\n",
+            "\r\nRateLimit-Limit: 200\r\n",
+        ],
+    );
 }

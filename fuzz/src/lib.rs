@@ -334,7 +334,7 @@ pub fn forwarded(data: &[u8]) {
             assert!(hops.iter().flatten().any(|ip| gateway::net::ip::canonical_ip(*ip) == client), "{client} is not in {hops:?}");
         }
     }
-    let id = gateway::request::client::request_id(&req, &snap.request_id_header);
+    let id = gateway::request::client::request_id(&req, &snap.request_id.name);
     assert!((1..=128).contains(&id.len()) && id.bytes().all(|c| (0x21..=0x7e).contains(&c)), "request id {id:?}");
     let mut state = gateway::RequestState::new("web".into(), client);
     state.request_id = id;
@@ -342,7 +342,7 @@ pub fn forwarded(data: &[u8]) {
     let port = http::HeaderValue::from_static("8443");
     let id_value = gateway::request::client::request_id_value(&state.request_id).expect("a request id is a header value");
     gateway::request::client::set_upstream_headers(snap, &mut upstream, Some(peer), &state, true, &port, &id_value).expect("upstream headers");
-    assert_eq!(upstream.headers.get(&snap.request_id_header).unwrap().as_bytes(), state.request_id.as_bytes());
+    assert_eq!(upstream.headers.get(&snap.request_id.name).unwrap().as_bytes(), state.request_id.as_bytes());
     assert_eq!(upstream.headers.get_all("x-forwarded-for").iter().count(), 1);
     assert_eq!(upstream.headers.get("x-real-ip").unwrap().to_str().unwrap(), client.to_string());
     assert!(upstream.headers.get_all("forwarded").iter().count() <= 1);

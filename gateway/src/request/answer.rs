@@ -33,7 +33,7 @@ pub(super) async fn write(session: &mut Session, ctx: &mut Ctx, resp: Response) 
         header.insert_header(http::header::CONTENT_LENGTH, resp.body.len().to_string())?;
     }
     header.insert_header(
-        ctx.snapshot.request_id_wire.clone(),
+        ctx.snapshot.request_id.wire.clone(),
         ctx.request_id_value()?,
     )?;
     let snap = ctx.snapshot.clone();

@@ -8,6 +8,7 @@
 
 use super::head::{BareRequest, Head};
 use crate::net::ip::canonical_ip;
+use crate::net::spelled_name::SpelledName;
 use crate::plugin::RequestState;
 use crate::snapshot::Snapshot;
 use bytes::Bytes;
@@ -15,32 +16,18 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora_http::RequestHeader;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-/// A header Portico writes: its name, and its spelling on an HTTP/1 wire.
-struct Named {
-    name: HeaderName,
-    wire: Bytes,
-}
-
-impl Named {
-    const fn new(name: &'static str, wire: &'static str) -> Named {
-        Named {
-            name: HeaderName::from_static(name),
-            wire: Bytes::from_static(wire.as_bytes()),
-        }
-    }
-
-    fn set(&self, head: &mut impl Head, value: HeaderValue) -> pingora_core::Result<()> {
-        head.set(&self.name, &self.wire, value)
-    }
-}
-
-static X_FORWARDED_FOR: Named = Named::new("x-forwarded-for", "X-Forwarded-For");
-static X_FORWARDED_PROTO: Named = Named::new("x-forwarded-proto", "X-Forwarded-Proto");
-static X_FORWARDED_HOST: Named = Named::new("x-forwarded-host", "X-Forwarded-Host");
-static X_FORWARDED_PORT: Named = Named::new("x-forwarded-port", "X-Forwarded-Port");
-static X_REAL_IP: Named = Named::new("x-real-ip", "X-Real-IP");
-static FORWARDED: Named = Named::new("forwarded", "Forwarded");
-static HOST: Named = Named::new("host", "Host");
+/// The headers Portico writes about the client, spelled as HTTP/1 peers see them.
+static X_FORWARDED_FOR: SpelledName =
+    SpelledName::from_static("x-forwarded-for", "X-Forwarded-For");
+static X_FORWARDED_PROTO: SpelledName =
+    SpelledName::from_static("x-forwarded-proto", "X-Forwarded-Proto");
+static X_FORWARDED_HOST: SpelledName =
+    SpelledName::from_static("x-forwarded-host", "X-Forwarded-Host");
+static X_FORWARDED_PORT: SpelledName =
+    SpelledName::from_static("x-forwarded-port", "X-Forwarded-Port");
+static X_REAL_IP: SpelledName = SpelledName::from_static("x-real-ip", "X-Real-IP");
+static FORWARDED: SpelledName = SpelledName::from_static("forwarded", "Forwarded");
+static HOST: SpelledName = SpelledName::from_static("host", "Host");
 
 /// Headers about the client or the original request that Portico does not write itself
 /// (X-Forwarded-Port is replaced, not only removed): a backend behind a proxy may believe
@@ -205,7 +192,7 @@ fn set_client_headers<H: Head>(
     }
     // Whether a trusted peer already said it; never for anyone else.
     let stated =
-        |upstream: &H, named: &Named| trusted && upstream.headers().contains_key(&named.name);
+        |upstream: &H, named: &SpelledName| trusted && upstream.headers().contains_key(&named.name);
 
     let peer_value = ip_value(peer);
     // A trusted peer's chain is kept and extended; anyone else's is replaced, so a client
@@ -221,11 +208,11 @@ fn set_client_headers<H: Head>(
     } else {
         peer_value.clone()
     };
-    X_FORWARDED_FOR.set(upstream, xff)?;
+    upstream.set(&X_FORWARDED_FOR, xff)?;
 
     let proto = if tls { "https" } else { "http" };
     if !stated(upstream, &X_FORWARDED_PROTO) {
-        X_FORWARDED_PROTO.set(upstream, HeaderValue::from_static(proto))?;
+        upstream.set(&X_FORWARDED_PROTO, HeaderValue::from_static(proto))?;
     }
     let host = match upstream.uri().authority() {
         Some(a) => {
@@ -233,7 +220,7 @@ fn set_client_headers<H: Head>(
             // needs the Host header.
             let h = HeaderValue::from_str(a.as_str()).map_err(|_| bad_value("Host"))?;
             if !upstream.headers().contains_key(&HOST.name) {
-                HOST.set(upstream, h.clone())?;
+                upstream.set(&HOST, h.clone())?;
             }
             Some(h)
         }
@@ -246,18 +233,18 @@ fn set_client_headers<H: Head>(
     };
     if !stated(upstream, &X_FORWARDED_HOST) {
         match &host {
-            Some(h) => X_FORWARDED_HOST.set(upstream, h.clone())?,
+            Some(h) => upstream.set(&X_FORWARDED_HOST, h.clone())?,
             // No host to tell (an HTTP/1.0 request without Host): then not the client's.
             None => upstream.remove(&X_FORWARDED_HOST.name),
         }
     }
     if !stated(upstream, &X_FORWARDED_PORT) {
-        X_FORWARDED_PORT.set(upstream, listener_port.clone())?;
+        upstream.set(&X_FORWARDED_PORT, listener_port.clone())?;
     }
     if stated(upstream, &FORWARDED) {
         let list = forwarded_list(upstream.headers(), peer, proto, host.as_ref());
-        FORWARDED.set(
-            upstream,
+        upstream.set(
+            &FORWARDED,
             HeaderValue::from_bytes(&list).map_err(|_| bad_value("Forwarded"))?,
         )?;
     }
@@ -267,12 +254,8 @@ fn set_client_headers<H: Head>(
     } else {
         ip_value(state.client_ip)
     };
-    X_REAL_IP.set(upstream, real_ip)?;
-    upstream.set(
-        &snap.request_id_header,
-        &snap.request_id_wire,
-        request_id.clone(),
-    )
+    upstream.set(&X_REAL_IP, real_ip)?;
+    upstream.set(&snap.request_id, request_id.clone())
 }
 
 /// Every `Forwarded` line the trusted peer sent, as one list, with Portico's element

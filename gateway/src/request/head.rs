@@ -12,7 +12,7 @@
 //! form.
 
 use crate::config::HeaderCase;
-use bytes::Bytes;
+use crate::net::spelled_name::SpelledName;
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use pingora_core::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -23,12 +23,12 @@ use pingora_http::{RequestHeader, ResponseHeader};
 /// two). More still works, at the cost of a grow.
 const ADDED_HEADERS: usize = 8;
 
-/// A head whose headers Portico sets: `wire` is the name as an HTTP/1 peer sees it, `name`
-/// the same name ready-made.
+/// A head whose headers Portico sets: Pingora's form takes the name as an HTTP/1 peer sees
+/// it, the bare parts the same name ready-made.
 pub(super) trait Head {
     fn headers(&self) -> &HeaderMap;
     fn uri(&self) -> &Uri;
-    fn set(&mut self, name: &HeaderName, wire: &Bytes, value: HeaderValue) -> Result<()>;
+    fn set(&mut self, name: &SpelledName, value: HeaderValue) -> Result<()>;
     fn remove(&mut self, name: &HeaderName);
 }
 
@@ -39,8 +39,8 @@ impl Head for RequestHeader {
     fn uri(&self) -> &Uri {
         &self.uri
     }
-    fn set(&mut self, _name: &HeaderName, wire: &Bytes, value: HeaderValue) -> Result<()> {
-        self.insert_header(wire.clone(), value)
+    fn set(&mut self, name: &SpelledName, value: HeaderValue) -> Result<()> {
+        self.insert_header(name.wire.clone(), value)
     }
     fn remove(&mut self, name: &HeaderName) {
         self.remove_header(name);
@@ -54,8 +54,8 @@ impl Head for http::request::Parts {
     fn uri(&self) -> &Uri {
         &self.uri
     }
-    fn set(&mut self, name: &HeaderName, _wire: &Bytes, value: HeaderValue) -> Result<()> {
-        self.headers.insert(name.clone(), value);
+    fn set(&mut self, name: &SpelledName, value: HeaderValue) -> Result<()> {
+        self.headers.insert(name.name.clone(), value);
         Ok(())
     }
     fn remove(&mut self, name: &HeaderName) {
@@ -77,7 +77,7 @@ impl<'a> BareRequest<'a> {
     /// No spellings to keep (an HTTP/2 client's request, or any with `header_case:
     /// normalize`), and a target the URI says the same way: Pingora's `From` keeps neither.
     pub(super) fn can_take(req: &RequestHeader, case: HeaderCase) -> bool {
-        (case == HeaderCase::Normalize || !req.has_case()) && target_is_the_uris(req)
+        !keeps_spellings(case, req.has_case()) && target_is_the_uris(req)
     }
 
     pub(super) fn take(req: &'a mut RequestHeader) -> BareRequest<'a> {
@@ -120,11 +120,35 @@ fn target_is_the_uris(req: &RequestHeader) -> bool {
     req.raw_path_is_utf8() && req.raw_path() == from_uri
 }
 
-/// For an HTTP/2 client, or any with `header_case: normalize`: drops the response's map of
-/// spellings, makes room for the headers added next, and sets the request id (`name`) on the
-/// bare parts. A reason phrase of the backend's own (`200 Fine`) is kept for an HTTP/1
-/// client; `From` would put the status's usual one in its place.
-pub(super) fn without_spellings(resp: &mut ResponseHeader, name: &HeaderName, id: HeaderValue) {
+/// Whether a head keeps its names' spellings: only with `header_case: preserve`, and only
+/// where its HTTP/1 peer gave them (an HTTP/2 client's request has none, and for an HTTP/2
+/// client the response's have no reader).
+fn keeps_spellings(case: HeaderCase, spelled_for_peer: bool) -> bool {
+    case == HeaderCase::Preserve && spelled_for_peer
+}
+
+/// Sets the request id (`id_name`) on the response to the client: spelled, through Pingora's
+/// form, where the spellings are kept, otherwise on the bare parts after dropping them
+/// ([`without_spellings`]).
+pub(super) fn set_response_id(
+    resp: &mut ResponseHeader,
+    case: HeaderCase,
+    http2_client: bool,
+    id_name: &SpelledName,
+    id: HeaderValue,
+) -> Result<()> {
+    if keeps_spellings(case, !http2_client) {
+        resp.insert_header(id_name.wire.clone(), id)
+    } else {
+        without_spellings(resp, &id_name.name, id);
+        Ok(())
+    }
+}
+
+/// Drops the response's map of spellings, makes room for the headers added next, and sets the
+/// request id (`name`) on the bare parts. A reason phrase of the backend's own (`200 Fine`) is
+/// kept for an HTTP/1 client; `From` would put the status's usual one in its place.
+fn without_spellings(resp: &mut ResponseHeader, name: &HeaderName, id: HeaderValue) {
     let own_reason = resp
         .get_reason_phrase()
         .filter(|r| Some(*r) != resp.status.canonical_reason())
@@ -173,14 +197,11 @@ mod tests {
     }
 
     fn set_two(head: &mut impl Head) -> Result<()> {
-        let wire = Bytes::from_static(b"X-Request-Id");
-        head.set(&ID, &wire, HeaderValue::from_static("abc"))?;
+        static REQUEST_ID: SpelledName = SpelledName::from_static("x-request-id", "X-Request-Id");
+        static HOST: SpelledName = SpelledName::from_static("host", "Host");
+        head.set(&REQUEST_ID, HeaderValue::from_static("abc"))?;
         head.remove(&http::header::CONNECTION);
-        head.set(
-            &http::header::HOST,
-            &Bytes::from_static(b"Host"),
-            HeaderValue::from_static("a.test"),
-        )
+        head.set(&HOST, HeaderValue::from_static("a.test"))
     }
 
     #[test]

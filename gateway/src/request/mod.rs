@@ -21,7 +21,6 @@ mod read;
 pub use ctx::Ctx;
 pub use local_error::LocalError;
 
-use crate::config::HeaderCase;
 use crate::lifecycle::Lifecycle;
 use crate::metrics;
 use crate::snapshot::Snapshot;
@@ -202,13 +201,9 @@ impl ProxyHttp for Gateway {
         }
         ctx.responded = true;
         let id = ctx.request_id_value()?;
-        // An HTTP/2 client reads names in lower case; `normalize` writes them so to HTTP/1 too.
-        let spelled = ctx.snapshot.config.server.header_case == HeaderCase::Preserve;
-        if !spelled || session.as_downstream().is_http2() {
-            head::without_spellings(resp, &ctx.snapshot.request_id_header, id);
-        } else {
-            resp.insert_header(ctx.snapshot.request_id_wire.clone(), id)?;
-        }
+        let case = ctx.snapshot.config.server.header_case;
+        let http2 = session.as_downstream().is_http2();
+        head::set_response_id(resp, case, http2, &ctx.snapshot.request_id, id)?;
         ctx.state.status = resp.status.as_u16();
         let snap = ctx.snapshot.clone();
         snap.chains(ctx.route)

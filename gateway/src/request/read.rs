@@ -37,7 +37,7 @@ pub(super) fn request(session: &mut Session, ctx: &mut Ctx) -> Result<Option<Str
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip());
-    ctx.state.request_id = client::request_id(session.req_header(), &snap.request_id_header);
+    ctx.state.request_id = client::request_id(session.req_header(), &snap.request_id.name);
     // Refused before any plugin runs: an IP filter or rate limit must not see the trusted
     // proxy in place of the client.
     ctx.state.client_ip = client::client_ip(snap, peer, session.req_header()).map_err(|_| {

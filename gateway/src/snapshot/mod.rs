@@ -17,6 +17,7 @@ pub use health_book::HealthBook;
 use crate::config::{self, AcmeConfig, Config, ConfigError, ConfigErrors, Problems, Source};
 use crate::metrics;
 use crate::net::ip::canonical_ip;
+use crate::net::spelled_name::SpelledName;
 use crate::plugin::{Chain, Chains, Registry};
 use crate::route::RouteTable;
 use crate::tls::CertStore;
@@ -39,10 +40,9 @@ pub struct Snapshot {
     /// `tls.acme` per listener name, checked and with its paths resolved.
     pub acme: HashMap<String, AcmeConfig>,
     pub trusted_proxies: Vec<IpNet>,
-    pub request_id_header: http::HeaderName,
-    /// The same name as the config spells it, which is how HTTP/1 peers see it written (a
-    /// `HeaderName` would be written lowercase, and re-cased into a new buffer per request).
-    pub request_id_wire: bytes::Bytes,
+    /// `server.request_id_header`, and its spelling as the config gives it, which is how
+    /// HTTP/1 peers see it written with `header_case: preserve`.
+    pub request_id: SpelledName,
     /// Whether each listener (by position in `config.listeners`) asks for client
     /// certificates (`tls.client_ca`): there Portico alone writes `X-Forwarded-Client-Cert`.
     pub mtls: Vec<bool>,
@@ -147,8 +147,7 @@ pub fn compile(
         certs,
         acme,
         trusted_proxies,
-        request_id_wire: bytes::Bytes::from(cfg.server.request_id_header.clone()),
-        request_id_header,
+        request_id: SpelledName::new(request_id_header, &cfg.server.request_id_header),
         mtls: cfg
             .listeners
             .iter()
