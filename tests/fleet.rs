@@ -7,7 +7,8 @@
 #[path = "../gateway/tests/etcd/mod.rs"]
 mod etcd;
 
-use etcd::{free_port, Cluster, Scratch};
+use crate::common::free_port;
+use etcd::{Cluster, Scratch};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;

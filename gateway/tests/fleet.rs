@@ -6,11 +6,14 @@
 //! etcd stored, not what the module wrote.
 
 mod etcd;
+#[path = "../../tests/common/ports.rs"]
+mod ports;
 
-use etcd::{free_port, Cluster, Scratch};
+use etcd::{Cluster, Scratch};
 use gateway::fleet::{
     self, Access, ConfigSource, Document, Etcd, EtcdSource, FleetError, Follower, Update,
 };
+use ports::free_port;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver};

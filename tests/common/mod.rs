@@ -37,7 +37,10 @@ pub mod h2_frames;
 pub mod load;
 pub mod metrics;
 pub mod pebble;
+pub mod ports;
 pub mod tools;
+
+pub use ports::free_port;
 
 // Flat re-exports so a test needs only `use crate::common::*;` (the HTTP/2 framing, whose
 // short names would crowd that, is imported on its own). A binary that uses nothing from
@@ -48,12 +51,9 @@ pub use self::{
     backend::*, body::*, certs::*, client::*, config::*, gateway::*, load::*, metrics::*, tools::*,
 };
 
-use std::collections::HashSet;
 use std::future::Future;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 /// Upper bound for any single network wait in the harness (connect, handshake, one request,
@@ -133,25 +133,4 @@ impl Drop for TestDir {
         }
         let _ = std::fs::remove_dir_all(&self.path);
     }
-}
-
-/// A currently free TCP port on 127.0.0.1, for listener addresses written into a config.
-///
-/// The port is released before returning, so another process could take it in between; to
-/// make that unlikely among the tests of one binary (which run in parallel), a port is never
-/// handed out twice by the same process.
-pub fn free_port() -> u16 {
-    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-    let mut handed_out = HANDED_OUT.lock().unwrap();
-    let handed_out = handed_out.get_or_insert_with(HashSet::new);
-    for _ in 0..100 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("cannot bind an ephemeral port")
-            .port();
-        if handed_out.insert(port) {
-            return port;
-        }
-    }
-    panic!("no unused ephemeral port after 100 attempts");
 }

@@ -6,20 +6,12 @@
 
 #![allow(dead_code)]
 
+use super::ports::free_port;
 use std::fs::File;
-use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-fn unused_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn installed(program: &str, flag: &str) -> bool {
     Command::new(program)
@@ -107,12 +99,12 @@ pub struct PebblePorts {
 impl PebblePorts {
     pub fn new() -> Self {
         PebblePorts {
-            listen: unused_port(),
-            management: unused_port(),
-            dns: unused_port(),
-            dns_management: unused_port(),
-            http: unused_port(),
-            tls: unused_port(),
+            listen: free_port(),
+            management: free_port(),
+            dns: free_port(),
+            dns_management: free_port(),
+            http: free_port(),
+            tls: free_port(),
         }
     }
 
@@ -274,7 +266,7 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Redis {
-        Self::start_on(unused_port())
+        Self::start_on(free_port())
     }
 
     pub fn start_on(port: u16) -> Redis {

@@ -19,15 +19,10 @@ use tokio::net::TcpListener;
 
 #[path = "../../../tests/common/pebble.rs"]
 mod pebble;
+#[path = "../../../tests/common/ports.rs"]
+mod ports;
 pub use pebble::*;
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use ports::free_port;
 
 pub fn tools_present() -> bool {
     acme_tools_present()

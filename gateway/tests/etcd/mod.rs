@@ -7,12 +7,9 @@
 
 #![allow(dead_code)]
 
-use std::collections::HashSet;
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// A member must answer `etcdctl endpoint health` within this after its start.
@@ -43,20 +40,9 @@ impl Drop for Scratch {
     }
 }
 
-/// A port nothing listens on now (and that this process has not handed out before).
-pub fn free_port() -> u16 {
-    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let mut given = GIVEN.lock().unwrap();
-        if given.get_or_insert_with(HashSet::new).insert(port) {
-            return port;
-        }
-    }
-}
+// Ports come from the including test binary's one `free_port` (tests/common/ports.rs): two
+// copies in one binary would each hand out the same ports.
+use super::free_port;
 
 /// TLS for the client side of etcd: its server certificate (for 127.0.0.1 and localhost),
 /// the CA that signed it, and a client certificate from the same CA.
