@@ -124,6 +124,9 @@ fn main() {
 
     let conf = ServerConf {
         threads: 1,
+        // As Portico runs one worker (gateway/src/runtime/mod.rs): tokio's current-thread
+        // scheduler, nothing to steal from.
+        work_stealing: false,
         // Portico's default `server.upstream_keepalive_pool` (Pingora's is 128).
         upstream_keepalive_pool_size: 1024,
         // Portico runs timeouts of a second or more on tokio's timer (docs/deployment.md,

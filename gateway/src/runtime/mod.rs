@@ -104,12 +104,19 @@ fn not_started(config: &dyn std::fmt::Display, errors: &config::ConfigErrors, te
 
 fn server_conf(snap: &Snapshot, base: &std::path::Path, daemon: bool) -> ServerConf {
     let s = &snap.config.server;
+    let threads = s.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     ServerConf {
-        threads: s.threads.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        }),
+        threads,
+        // One worker has no one to steal from: tokio's current-thread scheduler then does the
+        // same job without the multi-thread one's injection queue, LIFO slot and parking
+        // handshake (docs/deployment.md, "Worker threads"). With more, stealing stays:
+        // without it Pingora spawns each connection on a random thread, a wake-up across
+        // threads per connection.
+        work_stealing: threads > 1,
         daemon,
         pid_file: config::resolve(base, &s.pid_file).display().to_string(),
         upgrade_sock: config::resolve(base, &s.upgrade_sock).display().to_string(),
