@@ -492,6 +492,55 @@ async fn backend_connections_are_reused_at_high_concurrency() {
     }
 }
 
+/// One worker thread (`threads: 1`: tokio's single-thread scheduler, docs/deployment.md
+/// "Worker threads") still serves everything at once: 16 streams of one HTTP/2 connection and
+/// 8 HTTP/1.1 connections, each request waiting 500 ms at the backend, all answered together
+/// in about one wait rather than one after another (24 × 500 ms).
+#[tokio::test]
+async fn one_worker_thread_serves_streams_and_connections_at_once() {
+    let ca = TestCa::new("one worker CA");
+    let cert = ca.issue(&["one.test"]);
+    let backend = Backend::http("app");
+    let gw = over_tls(&cert, &one(&backend))
+        .server("threads: 1")
+        .start()
+        .await;
+    let tls = gw.listener("tls");
+    let h2 = HttpConn::tls(
+        tls,
+        "one.test",
+        &TlsClientOpts::trusting(ca.cert_path()).alpn(&["h2"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(h2.version(), http::Version::HTTP_2);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let mut stream = h2.another_stream().expect("an HTTP/2 connection");
+        tasks.push(tokio::spawn(async move { stream.get("/sleep/500").await }));
+    }
+    for _ in 0..8 {
+        let trust = TlsClientOpts::trusting(ca.cert_path()).alpn(&["http/1.1"]);
+        tasks.push(tokio::spawn(async move {
+            HttpConn::tls(tls, "one.test", &trust)
+                .await?
+                .get("/sleep/500")
+                .await
+        }));
+    }
+    for t in tasks {
+        let r = t.await.unwrap().expect("GET /sleep/500");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(2_500),
+        "24 requests of 500 ms took {took:?}: served one after another"
+    );
+    assert_eq!(backend.hits(), 24);
+}
+
 /// `server.header_case: normalize`: names reach an HTTP/1 backend and an HTTP/1.1 client in
 /// Pingora's form without spellings (a dozen common ones titled, the rest lower case), the
 /// ones Portico and the plugins add too, and the values, repeats, order and the backend's own

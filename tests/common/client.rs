@@ -353,6 +353,19 @@ impl HttpConn {
         })
     }
 
+    /// Another handle on the same HTTP/2 connection, whose requests are streams beside this
+    /// one's (`None` on HTTP/1.1, which has one request at a time).
+    pub fn another_stream(&self) -> Option<HttpConn> {
+        match &self.sender {
+            Sender::H1(_) => None,
+            Sender::H2(sender) => Some(HttpConn {
+                sender: Sender::H2(sender.clone()),
+                host: self.host.clone(),
+                tls: self.tls.clone(),
+            }),
+        }
+    }
+
     pub fn version(&self) -> Version {
         match self.sender {
             Sender::H1(_) => Version::HTTP_11,
