@@ -40,6 +40,7 @@ async fn every_semantic_error_is_reported_with_path_and_line() {
          server:\n\
          \x20 trusted_proxies: [10.0.0.0/33]\n\
          \x20 upstream_keepalive_pool: 0\n\
+         \x20 request_id_header: \"X Request Id\"\n\
          upstreams:\n\
          \x20 app:\n\
          \x20   backends:\n\
@@ -88,28 +89,34 @@ async fn every_semantic_error_is_reported_with_path_and_line() {
     );
     has_error(
         &stderr,
+        "server.request_id_header",
+        "not a valid header name",
+        Some(15),
+    );
+    has_error(
+        &stderr,
         "upstreams.app.backends[0].addr",
         "no port",
-        Some(18),
+        Some(19),
     );
     has_error(
         &stderr,
         "upstreams.app.dns_refresh",
         "at least 1s",
-        Some(19),
+        Some(20),
     );
-    has_error(&stderr, "routes[1].name", "duplicate route name", Some(23));
+    has_error(&stderr, "routes[1].name", "duplicate route name", Some(24));
     has_error(
         &stderr,
         "routes[1].upstream",
         "no upstream named \"billing\"",
-        Some(24),
+        Some(25),
     );
     has_error(
         &stderr,
         "routes[1].match.path.regex",
         "invalid regex",
-        Some(26),
+        Some(27),
     );
     // And the same config does not start.
     let (code, stderr2) = Gateway::start_expect_failure(&yaml).await;

@@ -134,7 +134,7 @@ pub fn compile(
     let global = chains::compile(&cfg.plugins, "plugins", None, registry, base, &mut p);
     let routes = routes::compile(cfg, &pools, registry, base, &mut p);
     let trusted_proxies = server::trusted_proxies(cfg, &mut p);
-    let request_id_header = server::request_id_header(cfg, &mut p);
+    let request_id = server::request_id_header(cfg, &mut p);
     p.into_result()?;
     let warnings = config::warnings(cfg, base, &src.lines);
     Ok(Snapshot {
@@ -147,7 +147,7 @@ pub fn compile(
         certs,
         acme,
         trusted_proxies,
-        request_id: SpelledName::new(request_id_header, &cfg.server.request_id_header),
+        request_id,
         mtls: cfg
             .listeners
             .iter()

@@ -2,6 +2,7 @@
 
 use crate::config::{Config, Problems};
 use crate::net::ip::parse_cidr;
+use crate::net::spelled_name::SpelledName;
 use ipnet::IpNet;
 
 pub(super) fn check(cfg: &Config, p: &mut Problems) {
@@ -73,18 +74,15 @@ pub(super) fn trusted_proxies(cfg: &Config, p: &mut Problems) -> Vec<IpNet> {
 }
 
 /// `server.request_id_header` as a header name.
-pub(super) fn request_id_header(cfg: &Config, p: &mut Problems) -> http::HeaderName {
-    match http::HeaderName::from_bytes(cfg.server.request_id_header.as_bytes()) {
-        Ok(h) => h,
-        Err(_) => {
-            p.add(
-                "server.request_id_header",
-                format!(
-                    "{:?} is not a valid header name",
-                    cfg.server.request_id_header
-                ),
-            );
-            http::HeaderName::from_static("x-request-id")
-        }
-    }
+pub(super) fn request_id_header(cfg: &Config, p: &mut Problems) -> SpelledName {
+    SpelledName::parse(&cfg.server.request_id_header).unwrap_or_else(|| {
+        p.add(
+            "server.request_id_header",
+            format!(
+                "{:?} is not a valid header name",
+                cfg.server.request_id_header
+            ),
+        );
+        SpelledName::from_static("x-request-id", "X-Request-Id")
+    })
 }
