@@ -52,6 +52,9 @@ pub struct ServerConfig {
     pub tracing: Option<TracingConfig>,
 }
 
+/// `server.request_id_header` when the config names none.
+pub const DEFAULT_REQUEST_ID_HEADER: &str = "X-Request-Id";
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -61,7 +64,7 @@ impl Default for ServerConfig {
             pid_file: "/tmp/portico.pid".into(),
             upgrade_sock: "/tmp/portico_upgrade.sock".into(),
             trusted_proxies: Vec::new(),
-            request_id_header: "X-Request-Id".into(),
+            request_id_header: DEFAULT_REQUEST_ID_HEADER.into(),
             limits: LimitsConfig::default(),
             // Pingora's default of 128 is below the concurrency an edge proxy meets: at 2,000
             // concurrent clients on 2 threads, 1 request in 20 opened a new backend connection

@@ -1,6 +1,6 @@
 //! The `server` and `admin` sections: what the process itself needs.
 
-use crate::config::{Config, Problems};
+use crate::config::{Config, Problems, DEFAULT_REQUEST_ID_HEADER};
 use crate::net::ip::parse_cidr;
 use crate::net::spelled_name::SpelledName;
 use ipnet::IpNet;
@@ -83,6 +83,7 @@ pub(super) fn request_id_header(cfg: &Config, p: &mut Problems) -> SpelledName {
                 cfg.server.request_id_header
             ),
         );
-        SpelledName::from_static("x-request-id", "X-Request-Id")
+        // The config is refused; the default only keeps the snapshot whole meanwhile.
+        SpelledName::parse(DEFAULT_REQUEST_ID_HEADER).expect("the default is a header name")
     })
 }
